@@ -1,0 +1,304 @@
+//! Everything the CLI writes. stdout carries results (a summary's outputs, or
+//! JSON); stderr carries progress, captured op output and errors.
+
+use dynhost::exec::RunEvent;
+use dynhost::report::RunReport;
+use dynhost::{FailureKind, Plan};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+/// Live progress: bars per op on a terminal, plain lines otherwise, JSON
+/// events on stdout with `--json`.
+pub struct Progress {
+    mode: Mode,
+    ops: BTreeMap<String, OpProgress>,
+    order: Vec<String>,
+}
+
+enum Mode {
+    Json,
+    Bars(MultiProgress),
+    Plain,
+}
+
+#[derive(Default)]
+struct OpProgress {
+    started: u64,
+    done: u64,
+    failed: u64,
+    skipped: u64,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    pub fn new(json: bool, plan: &Plan) -> Self {
+        let mode = if json {
+            Mode::Json
+        } else if std::io::stderr().is_terminal() {
+            Mode::Bars(MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+        } else {
+            Mode::Plain
+        };
+        let order = plan.ops.iter().map(|op| op.name.clone()).collect();
+        Self {
+            mode,
+            ops: BTreeMap::new(),
+            order,
+        }
+    }
+
+    pub fn on_event(&mut self, event: RunEvent<'_>) {
+        match &event {
+            RunEvent::StepStarted { op, .. } => self.op(op).started += 1,
+            RunEvent::StepFinished { op, report, .. } => {
+                let p = self.op(op);
+                p.done += 1;
+                if report.outcome.is_err() {
+                    p.failed += 1;
+                }
+            }
+            RunEvent::StepSkipped { op, .. } => self.op(op).skipped += 1,
+        }
+        match &self.mode {
+            Mode::Json => print_event_json(&event),
+            Mode::Plain => self.print_plain(&event),
+            Mode::Bars(multi) => {
+                let multi = multi.clone();
+                self.print_bars(&multi, &event);
+            }
+        }
+    }
+
+    fn op(&mut self, op: &str) -> &mut OpProgress {
+        self.ops.entry(op.to_owned()).or_default()
+    }
+
+    fn print_plain(&self, event: &RunEvent<'_>) {
+        let mut err = std::io::stderr().lock();
+        for line in step_lines(event) {
+            let _ = writeln!(err, "{line}");
+        }
+    }
+
+    fn print_bars(&mut self, multi: &MultiProgress, event: &RunEvent<'_>) {
+        for line in step_lines(event) {
+            let _ = multi.println(line);
+        }
+        let op = match event {
+            RunEvent::StepStarted { op, .. }
+            | RunEvent::StepFinished { op, .. }
+            | RunEvent::StepSkipped { op, .. } => *op,
+        };
+        let width = self.order.iter().map(String::len).max().unwrap_or(8);
+        let p = self.ops.entry(op.to_owned()).or_default();
+        let bar = p.bar.get_or_insert_with(|| {
+            let bar = multi.add(ProgressBar::new(0));
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} {bar:30} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.set_prefix(format!("{op:width$}"));
+            bar
+        });
+        bar.set_length(p.started + p.skipped);
+        bar.set_position(p.done + p.skipped);
+        bar.set_message(format!(
+            "{}/{} keys, {} failed, {} skipped",
+            p.done,
+            p.started + p.skipped,
+            p.failed,
+            p.skipped
+        ));
+    }
+
+    pub fn finish(&mut self) {
+        for p in self.ops.values() {
+            if let Some(bar) = &p.bar {
+                bar.finish();
+            }
+        }
+    }
+}
+
+/// Lines worth showing for one event: failures, skips and captured output.
+fn step_lines(event: &RunEvent<'_>) -> Vec<String> {
+    let mut lines = Vec::new();
+    match event {
+        RunEvent::StepStarted { .. } => {}
+        RunEvent::StepFinished { step, report, .. } => {
+            for (stream, text) in [
+                ("stdout", &report.stdout),
+                ("stderr", &report.stderr),
+                ("log", &report.log),
+            ] {
+                for line in text.lines() {
+                    lines.push(format!("{step} {stream}: {line}"));
+                }
+            }
+            if let Err(failure) = &report.outcome {
+                lines.push(format!(
+                    "{step} failed ({}): {}",
+                    failure.kind, failure.message
+                ));
+            }
+        }
+        RunEvent::StepSkipped { step, reason, .. } => {
+            lines.push(format!("{step} skipped: {reason}"))
+        }
+    }
+    lines
+}
+
+fn print_event_json(event: &RunEvent<'_>) {
+    let value = match event {
+        RunEvent::StepStarted { step, op } => {
+            json!({ "event": "step_started", "step": step, "op": op })
+        }
+        RunEvent::StepFinished { step, op, report } => {
+            let (status, failure) = match &report.outcome {
+                Ok(_) => ("succeeded", Value::Null),
+                Err(f) => ("failed", json!({ "kind": f.kind, "message": f.message })),
+            };
+            json!({
+                "event": "step_finished", "step": step, "op": op, "status": status, "failure": failure,
+                "stats": {
+                    "wall_secs": report.stats.wall.as_secs_f64(),
+                    "peak_memory_bytes": report.stats.peak_memory_bytes,
+                    "emitted_items": report.stats.emitted_items,
+                    "emitted_bytes": report.stats.emitted_bytes,
+                    "output_bytes": report.stats.output_bytes,
+                },
+                "stdout": report.stdout, "stderr": report.stderr, "log": report.log,
+            })
+        }
+        RunEvent::StepSkipped { step, op, reason } => {
+            json!({ "event": "step_skipped", "step": step, "op": op, "reason": reason })
+        }
+    };
+    println_json(&value);
+}
+
+fn println_json(value: &Value) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (e.g. `| head`) is not an error worth reporting.
+    let _ = writeln!(out, "{value}");
+}
+
+/// A value as JSON when it is JSON, else as text.
+fn value_json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+pub fn print_run_json(report: &RunReport) -> anyhow::Result<()> {
+    let outputs: Vec<Value> = report
+        .outputs
+        .iter()
+        .map(|o| json!({ "op": o.op, "step": o.step, "keys": o.keys, "value": value_json(&o.value) }))
+        .collect();
+    let value = json!({
+        "event": "run_finished",
+        "run_id": report.run_id,
+        "job": report.job,
+        "success": report.is_success(),
+        "elapsed_secs": report.elapsed.as_secs_f64(),
+        "ops": serde_json::to_value(&report.ops)?,
+        "outputs": outputs,
+    });
+    println_json(&value);
+    Ok(())
+}
+
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println_json(&serde_json::to_value(value)?);
+    Ok(())
+}
+
+/// How many values of one mapped last op the summary shows before eliding.
+const SHOWN_OUTPUTS_PER_OP: usize = 20;
+
+pub fn print_summary(report: &RunReport) {
+    let mut err = std::io::stderr().lock();
+    let status = if report.is_success() {
+        "succeeded"
+    } else {
+        "FAILED"
+    };
+    let _ = writeln!(
+        err,
+        "\njob `{}` {status}  (run {}, {})",
+        report.job,
+        report.run_id,
+        secs(report.elapsed)
+    );
+    let width = report
+        .ops
+        .iter()
+        .map(|o| o.op.len())
+        .max()
+        .unwrap_or(2)
+        .max(2);
+    let _ = writeln!(
+        err,
+        "{:width$}  {:>7} {:>7} {:>7} {:>7} {:>9} {:>9}",
+        "op", "keys", "ok", "failed", "skipped", "time", "peak mem"
+    );
+    for op in &report.ops {
+        let _ = writeln!(
+            err,
+            "{:width$}  {:>7} {:>7} {:>7} {:>7} {:>9} {:>9}",
+            op.op,
+            op.steps,
+            op.succeeded,
+            op.failed,
+            op.skipped,
+            secs(op.busy),
+            mib(op.peak_memory_bytes)
+        );
+    }
+    for op in &report.ops {
+        for f in &op.failures {
+            let first = f.failure.message.lines().next().unwrap_or("");
+            let _ = writeln!(err, "  {} failed ({}): {first}", f.step, f.failure.kind);
+            if f.failure.kind == FailureKind::Trap {
+                let _ = writeln!(
+                    err,
+                    "    (see the step's stderr above for the op's own message)"
+                );
+            }
+        }
+        for (step, reason) in &op.skips {
+            let _ = writeln!(err, "  {step} skipped: {reason}");
+        }
+    }
+    drop(err);
+    let mut out = std::io::stdout().lock();
+    let mut shown: BTreeMap<&str, usize> = BTreeMap::new();
+    for o in &report.outputs {
+        let n = shown.entry(&o.op).or_default();
+        *n += 1;
+        if *n <= SHOWN_OUTPUTS_PER_OP {
+            let _ = writeln!(out, "{} = {}", o.step, value_json(&o.value));
+        }
+    }
+    for (op, n) in shown {
+        if n > SHOWN_OUTPUTS_PER_OP {
+            let _ = writeln!(
+                out,
+                "... and {} more values of `{op}` (use --json for all)",
+                n - SHOWN_OUTPUTS_PER_OP
+            );
+        }
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1}MiB", bytes as f64 / f64::from(1u32 << 20))
+}

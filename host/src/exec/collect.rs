@@ -1,0 +1,105 @@
+//! Deterministic merge of per-key results into one collected input.
+//!
+//! The ordering rule, stated once: **elements are in emission order**, level by
+//! level: all elements under the first item the outer emitter emitted come
+//! before those under its second item, and so on down to the innermost level.
+//! The order in which steps *finish* never matters, so a collect is the same
+//! on every run of a deterministic emitter, whatever the concurrency.
+
+use super::scheduler::{Scheduler, StepId};
+use crate::key::MappingKey;
+use crate::plan::{CollectTarget, DynOutput, Plan};
+use crate::runtime::{InputData, OpFailure};
+use std::sync::Arc;
+
+/// The full scope of what `target` refers to: for a mapped op its own scope,
+/// for a dynamic output the emitter's scope plus that output.
+pub(crate) fn target_scope(plan: &Plan, target: &CollectTarget) -> Vec<DynOutput> {
+    match target {
+        CollectTarget::Values(op) => plan.ops[*op].scope.clone(),
+        CollectTarget::Items(d) => {
+            let mut scope = plan.ops[d.op].scope.clone();
+            scope.push(d.clone());
+            scope
+        }
+    }
+}
+
+/// Gathers `target` below the key path of `step`, in emission order.
+pub(crate) fn gather(
+    scheduler: &Scheduler<'_>,
+    target: &CollectTarget,
+    step: &StepId,
+) -> InputData {
+    let scope = target_scope(scheduler.plan(), target);
+    let mut out = Gathered {
+        items: Vec::new(),
+        failed: Vec::new(),
+    };
+    walk(
+        scheduler,
+        target,
+        &scope,
+        step.keys.len(),
+        &step.keys,
+        &mut out,
+    );
+    InputData::Collected {
+        items: out.items,
+        failed: out.failed,
+    }
+}
+
+struct Gathered {
+    items: Vec<(Vec<MappingKey>, Arc<[u8]>)>,
+    failed: Vec<(Vec<MappingKey>, OpFailure)>,
+}
+
+fn walk(
+    scheduler: &Scheduler<'_>,
+    target: &CollectTarget,
+    scope: &[DynOutput],
+    base: usize,
+    keys: &[MappingKey],
+    out: &mut Gathered,
+) {
+    let level = keys.len();
+    let d = &scope[level];
+    let emitter = StepId {
+        op: d.op,
+        keys: keys.to_vec(),
+    };
+    let Some(items) = scheduler
+        .steps
+        .get(&emitter)
+        .and_then(|e| e.emitted.get(&d.output))
+    else {
+        return;
+    };
+    for (key, value) in items {
+        let mut next = keys.to_vec();
+        next.push(key.clone());
+        if level + 1 < scope.len() {
+            walk(scheduler, target, scope, base, &next, out);
+            continue;
+        }
+        let relative = next[base..].to_vec();
+        match target {
+            CollectTarget::Items(_) => out.items.push((relative, value.clone())),
+            CollectTarget::Values(op) => {
+                let member = StepId {
+                    op: *op,
+                    keys: next,
+                };
+                match scheduler.value(&member) {
+                    Some(v) => out.items.push((relative, v)),
+                    None => {
+                        if let Some(failure) = scheduler.failure(&member) {
+                            out.failed.push((relative, failure));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! The scheduling core: which steps exist, which are ready, what they read.
+//! Pure bookkeeping with no threads and no wasm, so every rule is unit-tested.
+//!
+//! Steps come into being when their scope instance does: root steps at start,
+//! and the steps mapped over a dynamic output when its emitter emits an item,
+//! while the emitter is still running. A step is ready when every plain input
+//! has succeeded and every collection it reads is complete. A collection
+//! counts what it still waits for (`pending`): the emitter at each level below
+//! the collecting op, and each member step; it completes at zero.
+
+use super::collect;
+use crate::key::{KeyPath, MappingKey};
+use crate::plan::{CollectTarget, DynOutput, OpId, Plan, Source};
+use crate::runtime::{FailureKind, InputData, OpFailure};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+/// One step: an op at a key path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StepId {
+    /// The op.
+    pub op: OpId,
+    /// The step's keys, outermost first.
+    pub keys: KeyPath,
+}
+
+/// Where a step is in its life.
+#[derive(Debug, Clone)]
+pub(crate) enum Status {
+    Waiting,
+    Ready,
+    Running,
+    Succeeded(Arc<[u8]>),
+    Failed(OpFailure),
+    Skipped(String),
+}
+
+impl Status {
+    fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Status::Succeeded(_) | Status::Failed(_) | Status::Skipped(_)
+        )
+    }
+}
+
+/// Items a step emitted, per dynamic output, in emission order.
+pub(crate) type Emitted = BTreeMap<String, Vec<(MappingKey, Arc<[u8]>)>>;
+
+pub(crate) struct StepEntry {
+    pub status: Status,
+    pub emitted: Emitted,
+}
+
+/// Identifies one collect input of one step: (consumer op, input index, consumer keys).
+type CollectionId = (OpId, usize, KeyPath);
+
+#[derive(Debug)]
+struct Collection {
+    pending: u64,
+    /// Set when an emitter below failed or was skipped: the set of keys is unknown.
+    incomplete: Option<String>,
+    failed_members: u64,
+}
+
+/// How a step of one op affects a collection of another.
+#[derive(Debug, Clone)]
+struct Watch {
+    consumer: OpId,
+    input: usize,
+    /// Length of the consumer's scope: the collection key is the step's key prefix.
+    depth: usize,
+    role: Role,
+}
+
+#[derive(Debug, Clone)]
+enum Role {
+    /// Emits the items of `output` at some level of the collected fan-out;
+    /// each item adds one pending unit unless items are the members themselves.
+    Emitter { output: String, adds: bool },
+    /// A member whose value is collected.
+    Member,
+}
+
+/// Scheduling state for one run.
+pub(crate) struct Scheduler<'p> {
+    plan: &'p Plan,
+    pub steps: HashMap<StepId, StepEntry>,
+    waiters: HashMap<StepId, Vec<StepId>>,
+    collections: HashMap<CollectionId, Collection>,
+    ready: VecDeque<StepId>,
+    /// Steps that became terminal without running (skipped), for the caller to report.
+    skipped: Vec<(StepId, String)>,
+    children: HashMap<DynOutput, Vec<OpId>>,
+    watches: Vec<Vec<Watch>>,
+}
+
+impl<'p> Scheduler<'p> {
+    /// Creates the steps outside any map and queues those that are ready.
+    pub fn new(plan: &'p Plan) -> Self {
+        let mut children: HashMap<DynOutput, Vec<OpId>> = HashMap::new();
+        let mut watches: Vec<Vec<Watch>> = vec![Vec::new(); plan.ops.len()];
+        for (id, op) in plan.ops.iter().enumerate() {
+            if let Some(last) = op.scope.last() {
+                children.entry(last.clone()).or_default().push(id);
+            }
+            for (index, input) in op.inputs.iter().enumerate() {
+                let Source::Collect(target) = &input.source else {
+                    continue;
+                };
+                let depth = op.scope.len();
+                let full = collect::target_scope(plan, target);
+                for (level, d) in full.iter().enumerate().skip(depth) {
+                    let last = level + 1 == full.len();
+                    let adds = !last || matches!(target, CollectTarget::Values(_));
+                    let role = Role::Emitter {
+                        output: d.output.clone(),
+                        adds,
+                    };
+                    watches[d.op].push(Watch {
+                        consumer: id,
+                        input: index,
+                        depth,
+                        role,
+                    });
+                }
+                if let CollectTarget::Values(member) = target {
+                    watches[*member].push(Watch {
+                        consumer: id,
+                        input: index,
+                        depth,
+                        role: Role::Member,
+                    });
+                }
+            }
+        }
+        let mut scheduler = Scheduler {
+            plan,
+            steps: HashMap::new(),
+            waiters: HashMap::new(),
+            collections: HashMap::new(),
+            ready: VecDeque::new(),
+            skipped: Vec::new(),
+            children,
+            watches,
+        };
+        let roots: Vec<OpId> = (0..plan.ops.len())
+            .filter(|&id| plan.ops[id].scope.is_empty())
+            .collect();
+        scheduler.create_instance(&roots, &[]);
+        scheduler
+    }
+
+    /// The next ready step, marked running.
+    pub fn next_ready(&mut self) -> Option<StepId> {
+        let step = self.ready.pop_front()?;
+        if let Some(entry) = self.steps.get_mut(&step) {
+            entry.status = Status::Running;
+        }
+        Some(step)
+    }
+
+    /// Steps skipped since the last call.
+    pub fn take_skipped(&mut self) -> Vec<(StepId, String)> {
+        std::mem::take(&mut self.skipped)
+    }
+
+    /// Records an item emitted by a running step and creates the steps mapped over it.
+    pub fn on_emit(&mut self, step: &StepId, output: &str, key: MappingKey, value: Arc<[u8]>) {
+        let Some(entry) = self.steps.get_mut(step) else {
+            return;
+        };
+        entry
+            .emitted
+            .entry(output.to_owned())
+            .or_default()
+            .push((key.clone(), value));
+        for watch in self.watches[step.op].clone() {
+            if let Role::Emitter {
+                output: o,
+                adds: true,
+            } = &watch.role
+                && o == output
+                && let Some(c) = self.collections.get_mut(&(
+                    watch.consumer,
+                    watch.input,
+                    step.keys[..watch.depth].to_vec(),
+                ))
+            {
+                c.pending += 1;
+            }
+        }
+        let dyn_output = DynOutput {
+            op: step.op,
+            output: output.to_owned(),
+        };
+        if let Some(ops) = self.children.get(&dyn_output).cloned() {
+            let mut keys = step.keys.clone();
+            keys.push(key);
+            self.create_instance(&ops, &keys);
+        }
+    }
+
+    /// Records the end of a running step and wakes what waited for it.
+    pub fn on_finished(&mut self, step: &StepId, outcome: Result<Arc<[u8]>, OpFailure>) {
+        let status = match outcome {
+            Ok(value) => Status::Succeeded(value),
+            Err(failure) => Status::Failed(failure),
+        };
+        self.finish(step.clone(), status);
+    }
+
+    /// Marks every step that never became terminal as skipped. Returns how
+    /// many there were; zero unless a scheduling rule is broken.
+    pub fn skip_stranded(&mut self) -> usize {
+        let stranded: Vec<StepId> = self
+            .steps
+            .iter()
+            .filter(|(_, e)| !e.status.is_terminal())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for step in &stranded {
+            self.finish(
+                step.clone(),
+                Status::Skipped("never became ready (a dynhost bug; please report it)".into()),
+            );
+        }
+        stranded.len()
+    }
+
+    /// Creates the steps of `ops` at `keys` (one new scope instance), with
+    /// their collections, then checks which are ready.
+    fn create_instance(&mut self, ops: &[OpId], keys: &[MappingKey]) {
+        for &op in ops {
+            let id = StepId {
+                op,
+                keys: keys.to_vec(),
+            };
+            for (index, input) in self.plan.ops[op].inputs.iter().enumerate() {
+                if matches!(input.source, Source::Collect(_)) {
+                    let c = Collection {
+                        pending: 1,
+                        incomplete: None,
+                        failed_members: 0,
+                    };
+                    self.collections.insert((op, index, keys.to_vec()), c);
+                }
+            }
+            self.steps.insert(
+                id,
+                StepEntry {
+                    status: Status::Waiting,
+                    emitted: BTreeMap::new(),
+                },
+            );
+        }
+        for &op in ops {
+            self.check(StepId {
+                op,
+                keys: keys.to_vec(),
+            });
+        }
+    }
+
+    /// Queues `step` if it is ready, skips it if an input can never arrive,
+    /// or registers it to be checked again when its first missing input does.
+    fn check(&mut self, step: StepId) {
+        match self.entry_status(&step) {
+            Some(Status::Waiting) => {}
+            _ => return,
+        }
+        match self.blocker(&step) {
+            Blocker::None => {
+                if let Some(entry) = self.steps.get_mut(&step) {
+                    entry.status = Status::Ready;
+                }
+                self.ready.push_back(step);
+            }
+            Blocker::Wait(Some(on)) => self.waiters.entry(on).or_default().push(step),
+            Blocker::Wait(None) => {}
+            Blocker::Never(reason) => self.finish(step, Status::Skipped(reason)),
+        }
+    }
+
+    fn entry_status(&self, step: &StepId) -> Option<&Status> {
+        self.steps.get(step).map(|e| &e.status)
+    }
+
+    fn blocker(&self, step: &StepId) -> Blocker {
+        let op = &self.plan.ops[step.op];
+        for (index, input) in op.inputs.iter().enumerate() {
+            match &input.source {
+                Source::Item(_) => {}
+                Source::Value(up) => {
+                    let dep = StepId {
+                        op: *up,
+                        keys: step.keys[..self.plan.ops[*up].scope.len()].to_vec(),
+                    };
+                    match self.entry_status(&dep) {
+                        Some(Status::Succeeded(_)) => {}
+                        Some(Status::Failed(_) | Status::Skipped(_)) | None => {
+                            return Blocker::Never(format!(
+                                "input `{}` from `{}` did not succeed",
+                                input.name,
+                                self.name(&dep)
+                            ));
+                        }
+                        Some(_) => return Blocker::Wait(Some(dep)),
+                    }
+                }
+                Source::Collect(_) => {
+                    let Some(c) = self.collections.get(&(step.op, index, step.keys.clone())) else {
+                        return Blocker::Never(format!(
+                            "collection for input `{}` is missing (a dynhost bug)",
+                            input.name
+                        ));
+                    };
+                    if c.pending > 0 {
+                        return Blocker::Wait(None);
+                    }
+                    if let Some(reason) = &c.incomplete {
+                        return Blocker::Never(format!(
+                            "input `{}` cannot be collected: {reason}",
+                            input.name
+                        ));
+                    }
+                    if c.failed_members > 0 {
+                        return Blocker::Never(format!(
+                            "input `{}` collects {} failed or skipped step(s)",
+                            input.name, c.failed_members
+                        ));
+                    }
+                }
+            }
+        }
+        Blocker::None
+    }
+
+    /// Makes `step` terminal and propagates: collections it belongs to, then
+    /// steps waiting on it. A worklist keeps long skip cascades off the stack.
+    fn finish(&mut self, step: StepId, status: Status) {
+        let mut work = vec![(step, status)];
+        while let Some((step, status)) = work.pop() {
+            let failed = !matches!(status, Status::Succeeded(_));
+            if let Status::Skipped(reason) = &status {
+                self.skipped.push((step.clone(), reason.clone()));
+            }
+            if let Some(entry) = self.steps.get_mut(&step) {
+                entry.status = status;
+            }
+            let mut to_check: Vec<StepId> = self.waiters.remove(&step).unwrap_or_default();
+            for watch in self.watches[step.op].clone() {
+                let key = (
+                    watch.consumer,
+                    watch.input,
+                    step.keys[..watch.depth].to_vec(),
+                );
+                let Some(c) = self.collections.get_mut(&key) else {
+                    continue;
+                };
+                c.pending = c.pending.saturating_sub(1);
+                if failed {
+                    match watch.role {
+                        Role::Member => c.failed_members += 1,
+                        Role::Emitter { .. } => {
+                            c.incomplete.get_or_insert_with(|| {
+                                format!("`{}` did not succeed", step_label(self.plan, &step))
+                            });
+                        }
+                    }
+                }
+                if c.pending == 0 {
+                    to_check.push(StepId {
+                        op: watch.consumer,
+                        keys: step.keys[..watch.depth].to_vec(),
+                    });
+                }
+            }
+            for waiting in to_check {
+                if !matches!(self.entry_status(&waiting), Some(Status::Waiting)) {
+                    continue;
+                }
+                match self.blocker(&waiting) {
+                    Blocker::Never(reason) => work.push((waiting, Status::Skipped(reason))),
+                    _ => self.check(waiting),
+                }
+            }
+        }
+    }
+
+    fn name(&self, step: &StepId) -> String {
+        step_label(self.plan, step)
+    }
+
+    /// The inputs of a ready step, in the order the plan lists them.
+    pub fn inputs(&self, step: &StepId) -> Vec<(String, InputData)> {
+        let op = &self.plan.ops[step.op];
+        let mut inputs = Vec::with_capacity(op.inputs.len());
+        for input in &op.inputs {
+            let data = match &input.source {
+                Source::Value(up) => {
+                    let dep = StepId {
+                        op: *up,
+                        keys: step.keys[..self.plan.ops[*up].scope.len()].to_vec(),
+                    };
+                    InputData::Single(self.value(&dep).unwrap_or_else(|| Arc::from(Vec::new())))
+                }
+                Source::Item(d) => {
+                    let (last, prefix) = step
+                        .keys
+                        .split_last()
+                        .expect("a mapped step has at least one key");
+                    let emitter = StepId {
+                        op: d.op,
+                        keys: prefix.to_vec(),
+                    };
+                    let value = self.steps[&emitter]
+                        .emitted
+                        .get(&d.output)
+                        .and_then(|items| {
+                            items
+                                .iter()
+                                .find(|(k, _)| k == last)
+                                .map(|(_, v)| v.clone())
+                        });
+                    InputData::Single(value.unwrap_or_else(|| Arc::from(Vec::new())))
+                }
+                Source::Collect(target) => collect::gather(self, target, step),
+            };
+            inputs.push((input.name.clone(), data));
+        }
+        inputs
+    }
+
+    pub(crate) fn plan(&self) -> &Plan {
+        self.plan
+    }
+
+    pub(crate) fn value(&self, step: &StepId) -> Option<Arc<[u8]>> {
+        match self.entry_status(step) {
+            Some(Status::Succeeded(v)) => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn failure(&self, step: &StepId) -> Option<OpFailure> {
+        match self.entry_status(step) {
+            Some(Status::Failed(f)) => Some(f.clone()),
+            Some(Status::Skipped(reason)) => Some(OpFailure::new(
+                FailureKind::Host,
+                format!("skipped: {reason}"),
+            )),
+            _ => None,
+        }
+    }
+}
+
+enum Blocker {
+    None,
+    /// Not yet; check again when this step finishes (or, for collections,
+    /// when the collection completes).
+    Wait(Option<StepId>),
+    /// Can never run.
+    Never(String),
+}
+
+/// `op[k1][k2]` for a step.
+pub(crate) fn step_label(plan: &Plan, step: &StepId) -> String {
+    crate::key::step_name(&plan.ops[step.op].name, &step.keys)
+}

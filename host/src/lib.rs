@@ -1,0 +1,62 @@
+//! dynhost runs data jobs whose ops are WebAssembly components, with Dagster's
+//! dynamic mapping and collect: an op emits items with mapping keys at run
+//! time, a downstream op runs once per key in a fresh sandboxed instance, and
+//! a collect gathers the per-key results in a deterministic order.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! job.toml --spec::load--> JobSpec --Plan::build--> Plan --exec::run--> RunReport
+//!                                                    |          |
+//!                                        Runtime::load      Runtime::run_step (one Store per step)
+//! ```
+//!
+//! - [`spec`]: the job file as written (serde types, syntax errors).
+//! - [`plan`]: the resolved graph: scopes of map and collect, paths, limits.
+//! - [`runtime`]: the wasmtime sandbox; knows nothing of jobs.
+//! - [`exec`]: scheduling and concurrency; the only module with threads.
+//! - [`report`]: the run's outcome as data. The library never prints.
+
+pub mod build;
+mod error;
+pub mod exec;
+pub mod key;
+pub mod plan;
+pub mod report;
+pub mod runtime;
+pub mod spec;
+
+pub use error::{Error, Result};
+pub use exec::{RunEvent, RunOptions};
+pub use key::MappingKey;
+pub use plan::Plan;
+pub use report::RunReport;
+pub use runtime::{FailureKind, OpComponent, OpFailure, Runtime, RuntimeConfig};
+pub use spec::JobSpec;
+
+/// Loads and resolves a job file: [`spec::load`] then [`Plan::build`].
+///
+/// # Errors
+/// [`Error::Spec`] or [`Error::Plan`], naming the file and op.
+pub fn load_plan(path: &std::path::Path) -> Result<Plan> {
+    let spec = spec::load(path)?;
+    Ok(Plan::build(&spec)?)
+}
+
+/// Compiles (or loads from the cache) every op's component and checks that it
+/// implements the dynhost world. The result is indexed like `plan.ops`.
+///
+/// # Errors
+/// [`Error::Component`] naming the job file, the op and what is wrong.
+pub fn load_components(runtime: &Runtime, plan: &Plan) -> Result<Vec<OpComponent>> {
+    plan.ops
+        .iter()
+        .map(|op| {
+            runtime.load(&op.component).map_err(|e| Error::Component {
+                file: plan.job_file.clone(),
+                op: op.name.clone(),
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,392 @@
+//! The resolved job: [`Plan::build`] turns a [`JobSpec`] into a validated DAG.
+//!
+//! A plan has absolute paths, limits with defaults applied, ops in topological
+//! order and, for every op, its *scope*: the chain of dynamic outputs it is
+//! mapped over, outermost first. Scopes are what make map, collect and nesting
+//! one mechanism: an op runs once per key path of its scope; `map` adds a level,
+//! `collect` gathers every level below the collecting op's own scope.
+
+mod error;
+pub mod limits;
+
+pub use error::PlanError;
+
+use crate::runtime::SandboxPolicy;
+use crate::spec::{DynamicSpec, InputSpec, JobSpec, OpSpec};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Index of an op in [`Plan::ops`].
+pub type OpId = usize;
+
+/// How deep dynamic fan-outs may nest (`op[a][b][c][d]`). Each level multiplies
+/// the step count; four levels cover every real job we know of.
+pub const MAX_NESTING: usize = 4;
+
+/// A validated, resolved job.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// The job's name.
+    pub job_name: String,
+    /// The job file.
+    pub job_file: PathBuf,
+    /// Ops in topological order: every op comes after the ops it reads.
+    pub ops: Vec<PlannedOp>,
+}
+
+/// One dynamic output of one op.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct DynOutput {
+    /// The emitting op.
+    pub op: OpId,
+    /// The output's name.
+    pub output: String,
+}
+
+/// One op, resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedOp {
+    /// The op's name.
+    pub name: String,
+    /// Absolute path of the component.
+    pub component: PathBuf,
+    /// The build command, run in `build_dir`.
+    pub build: Option<String>,
+    /// The job file's directory.
+    pub build_dir: PathBuf,
+    /// `config` as JSON text.
+    pub config_json: String,
+    /// The dynamic outputs the op declares.
+    pub dynamic_outputs: Vec<String>,
+    /// The dynamic outputs this op is mapped over, outermost first.
+    pub scope: Vec<DynOutput>,
+    /// Inputs, sorted by name.
+    pub inputs: Vec<PlannedInput>,
+    /// What the op may reach and use.
+    pub policy: SandboxPolicy,
+}
+
+/// One named input, resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedInput {
+    /// The input's name.
+    pub name: String,
+    /// Where its value comes from.
+    pub source: Source,
+}
+
+/// Where an input's value comes from, for a step with key path `k`.
+#[derive(Debug, Clone, Serialize)]
+pub enum Source {
+    /// The return value of `op` at the prefix of `k` that is `op`'s own key
+    /// path: a plain input, or a chained map over a mapped op.
+    Value(OpId),
+    /// The item of `output` whose key is the last key of `k` (a direct map).
+    Item(DynOutput),
+    /// Every element below this step's key path.
+    Collect(CollectTarget),
+}
+
+/// What a collect gathers.
+#[derive(Debug, Clone, Serialize)]
+pub enum CollectTarget {
+    /// The return values of a mapped op.
+    Values(OpId),
+    /// The emitted items of a dynamic output.
+    Items(DynOutput),
+}
+
+impl Plan {
+    /// Resolves and validates `spec`.
+    ///
+    /// # Errors
+    /// The first [`PlanError`] found, naming the job file and op.
+    pub fn build(spec: &JobSpec) -> Result<Plan, PlanError> {
+        let file = spec.file.clone();
+        if spec.ops.is_empty() {
+            return Err(PlanError::NoOps { file });
+        }
+        let base = spec
+            .file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        let base = std::path::absolute(&base).unwrap_or(base);
+        let resolver = Resolver { spec, file: &file };
+        resolver.check_names()?;
+        let order = resolver.topological_order()?;
+        let id_of: BTreeMap<&str, OpId> = order
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.as_str(), i))
+            .collect();
+        let mut ops: Vec<PlannedOp> = Vec::with_capacity(order.len());
+        for name in &order {
+            let op_spec = &spec.ops[name];
+            let dynamic_outputs = dynamic_outputs(op_spec);
+            let (scope, inputs) = resolver.resolve_inputs(name, op_spec, &id_of, &ops)?;
+            if scope.len() > MAX_NESTING {
+                return Err(resolver.setting(
+                    name,
+                    format!(
+                        "dynamic fan-out nested {} levels deep; at most {MAX_NESTING} are allowed",
+                        scope.len()
+                    ),
+                ));
+            }
+            let component = base.join(&op_spec.component);
+            if !component.is_file() {
+                let hint = match &op_spec.build {
+                    Some(_) => {
+                        "build it with `dynhost build` (runs the op's `build` command)".to_owned()
+                    }
+                    None => "check the path, which is relative to the job file".to_owned(),
+                };
+                return Err(PlanError::MissingComponent {
+                    file,
+                    op: name.clone(),
+                    path: component,
+                    hint,
+                });
+            }
+            let policy = resolver.policy(name, op_spec, &base, &dynamic_outputs)?;
+            let config = op_spec.config.clone().unwrap_or_default();
+            let config_json = serde_json::to_string(&config).map_err(|e| {
+                resolver.setting(name, format!("`config` cannot be turned into JSON: {e}"))
+            })?;
+            ops.push(PlannedOp {
+                name: name.clone(),
+                component,
+                build: op_spec.build.clone(),
+                build_dir: base.clone(),
+                config_json,
+                dynamic_outputs,
+                scope,
+                inputs,
+                policy,
+            });
+        }
+        Ok(Plan {
+            job_name: spec.name.clone(),
+            job_file: file,
+            ops,
+        })
+    }
+
+    /// The op named `name`.
+    pub fn op_id(&self, name: &str) -> Option<OpId> {
+        self.ops.iter().position(|op| op.name == name)
+    }
+
+    /// The largest memory limit of any op, for sizing the instance pool.
+    pub fn max_memory_bytes(&self) -> u64 {
+        self.ops
+            .iter()
+            .map(|op| op.policy.limits.memory_bytes)
+            .max()
+            .unwrap_or(limits::DEFAULT_MEMORY_BYTES)
+    }
+}
+
+fn dynamic_outputs(op: &OpSpec) -> Vec<String> {
+    match &op.dynamic {
+        None | Some(DynamicSpec::Flag(false)) => Vec::new(),
+        Some(DynamicSpec::Flag(true)) => vec!["result".to_owned()],
+        Some(DynamicSpec::Names(names)) => names.clone(),
+    }
+}
+
+/// Op and output names: like Rust identifiers plus `-`, because they appear in
+/// `op.output` references and `op[key]` step names.
+fn check_name(kind: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{kind} name `{name}` must be 1 to 64 characters from `A-Z a-z 0-9 _ -`"
+        ))
+    }
+}
+
+/// Holds what every resolution step needs for its messages.
+struct Resolver<'a> {
+    spec: &'a JobSpec,
+    file: &'a PathBuf,
+}
+
+/// A parsed reference: `op` or `op.output`.
+struct Reference<'a> {
+    op: &'a str,
+    output: Option<&'a str>,
+}
+
+fn split_reference(text: &str) -> Reference<'_> {
+    match text.split_once('.') {
+        Some((op, output)) => Reference {
+            op,
+            output: Some(output),
+        },
+        None => Reference {
+            op: text,
+            output: None,
+        },
+    }
+}
+
+impl Resolver<'_> {
+    fn setting(&self, op: &str, reason: String) -> PlanError {
+        PlanError::BadSetting {
+            file: self.file.clone(),
+            op: op.to_owned(),
+            reason,
+        }
+    }
+
+    fn bad_input(&self, op: &str, input: &str, reason: String) -> PlanError {
+        PlanError::BadInput {
+            file: self.file.clone(),
+            op: op.to_owned(),
+            input: input.to_owned(),
+            reason,
+        }
+    }
+
+    fn check_names(&self) -> Result<(), PlanError> {
+        for (name, op) in &self.spec.ops {
+            let invalid = |reason| PlanError::InvalidName {
+                file: self.file.clone(),
+                op: name.clone(),
+                reason,
+            };
+            check_name("op", name).map_err(invalid)?;
+            let outputs = dynamic_outputs(op);
+            let mut seen = BTreeSet::new();
+            for output in &outputs {
+                check_name("dynamic output", output).map_err(invalid)?;
+                if !seen.insert(output) {
+                    return Err(invalid(format!(
+                        "dynamic output `{output}` is declared twice"
+                    )));
+                }
+            }
+            if matches!(&op.dynamic, Some(DynamicSpec::Names(n)) if n.is_empty()) {
+                return Err(invalid(
+                    "`dynamic = []` declares no output; use `dynamic = true` or list names".into(),
+                ));
+            }
+            for (input, source) in &op.inputs {
+                let text = match source {
+                    InputSpec::Plain(t) | InputSpec::Map(t) | InputSpec::Collect(t) => t,
+                };
+                let reference = split_reference(text);
+                let Some(target) = self.spec.ops.get(reference.op) else {
+                    let known = self
+                        .spec
+                        .ops
+                        .keys()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err(PlanError::UnknownOp {
+                        file: self.file.clone(),
+                        op: name.clone(),
+                        input: input.clone(),
+                        reference: reference.op.to_owned(),
+                        known,
+                    });
+                };
+                if let Some(output) = reference.output {
+                    let declared = dynamic_outputs(target);
+                    if !declared.iter().any(|d| d == output) {
+                        let known = if declared.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            declared
+                                .iter()
+                                .map(|d| format!("`{d}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        };
+                        return Err(PlanError::UnknownOutput {
+                            file: self.file.clone(),
+                            op: name.clone(),
+                            input: input.clone(),
+                            reference: format!("{}.{output}", reference.op),
+                            known,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Kahn's algorithm over op names; ties broken by name so plans are stable.
+    fn topological_order(&self) -> Result<Vec<String>, PlanError> {
+        let mut deps: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for (name, op) in &self.spec.ops {
+            let entry = deps.entry(name.as_str()).or_default();
+            for source in op.inputs.values() {
+                let (InputSpec::Plain(t) | InputSpec::Map(t) | InputSpec::Collect(t)) = source;
+                entry.insert(split_reference(t).op);
+            }
+        }
+        let mut order = Vec::with_capacity(deps.len());
+        let mut done: BTreeSet<&str> = BTreeSet::new();
+        while order.len() < deps.len() {
+            let ready: Vec<&str> = deps
+                .iter()
+                .filter(|(name, d)| !done.contains(*name) && d.iter().all(|x| done.contains(x)))
+                .map(|(name, _)| *name)
+                .collect();
+            if ready.is_empty() {
+                return Err(PlanError::Cycle {
+                    file: self.file.clone(),
+                    cycle: find_cycle(&deps, &done),
+                });
+            }
+            for name in ready {
+                done.insert(name);
+                order.push(name.to_owned());
+            }
+        }
+        Ok(order)
+    }
+}
+
+/// Walks dependencies among the ops left over by Kahn's algorithm until one
+/// repeats, and renders that loop as `a -> b -> a`.
+fn find_cycle(deps: &BTreeMap<&str, BTreeSet<&str>>, done: &BTreeSet<&str>) -> String {
+    let Some(start) = deps.keys().find(|k| !done.contains(*k)) else {
+        return String::new();
+    };
+    let mut path: Vec<&str> = vec![start];
+    loop {
+        let last = path[path.len() - 1];
+        let Some(next) = deps[last].iter().find(|d| !done.contains(*d)) else {
+            return path.join(" -> ");
+        };
+        if let Some(at) = path.iter().position(|p| p == next) {
+            let mut cycle: Vec<&str> = path[at..].to_vec();
+            cycle.push(next);
+            return cycle.join(" -> ");
+        }
+        path.push(next);
+    }
+}
+
+mod resolve;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,241 @@
+//! Resolution of one op's inputs into sources and a scope, and of its mounts,
+//! environment and limits into a [`SandboxPolicy`].
+
+use super::{
+    CollectTarget, DynOutput, OpId, PlanError, PlannedInput, PlannedOp, Resolver, Source,
+    split_reference,
+};
+use crate::runtime::{Mount, SandboxPolicy};
+use crate::spec::{InputSpec, OpSpec};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn is_prefix(short: &[DynOutput], long: &[DynOutput]) -> bool {
+    short.len() <= long.len() && long[..short.len()] == *short
+}
+
+impl Resolver<'_> {
+    /// Resolves the inputs of `name`, whose upstream ops are already in `ops`.
+    ///
+    /// The op's scope is the deepest scope among its `map` inputs (or none);
+    /// plain inputs must come from that scope or an enclosing one, and
+    /// collects must gather from strictly deeper.
+    pub(super) fn resolve_inputs(
+        &self,
+        name: &str,
+        op: &OpSpec,
+        id_of: &BTreeMap<&str, OpId>,
+        ops: &[PlannedOp],
+    ) -> Result<(Vec<DynOutput>, Vec<PlannedInput>), PlanError> {
+        let mut resolved: Vec<(PlannedInput, Vec<DynOutput>)> = Vec::new();
+        for (input, spec) in &op.inputs {
+            let (InputSpec::Plain(text) | InputSpec::Map(text) | InputSpec::Collect(text)) = spec;
+            let reference = split_reference(text);
+            let id = id_of[reference.op];
+            let up = &ops[id];
+            let dyn_out = |output: &str| DynOutput {
+                op: id,
+                output: output.to_owned(),
+            };
+            let only_output = || match up.dynamic_outputs.as_slice() {
+                [one] => Ok(one.clone()),
+                _ => Err(self.bad_input(
+                    name,
+                    input,
+                    format!(
+                        "`{}` has several dynamic outputs; name one, e.g. `{}.{}`",
+                        up.name, up.name, up.dynamic_outputs[0]
+                    ),
+                )),
+            };
+            let item_scope = |output: &DynOutput| {
+                let mut scope = up.scope.clone();
+                scope.push(output.clone());
+                scope
+            };
+            let (source, scope) = match (spec, reference.output) {
+                (InputSpec::Plain(_), Some(output)) => {
+                    return Err(self.bad_input(name, input, format!(
+                        "`{text}` is a dynamic output; use {{ map = \"{text}\" }} to run once per item or {{ collect = \"{text}\" }} to gather them (output `{output}`)"
+                    )));
+                }
+                (InputSpec::Plain(_), None) => (Source::Value(id), up.scope.clone()),
+                (InputSpec::Map(_), Some(output)) => {
+                    let d = dyn_out(output);
+                    let scope = item_scope(&d);
+                    (Source::Item(d), scope)
+                }
+                // `map = "x"`: over x's items when x is dynamic (nesting, if x is
+                // itself mapped); else a chained map over x's per-key values.
+                (InputSpec::Map(_), None) if !up.dynamic_outputs.is_empty() => {
+                    let d = dyn_out(&only_output()?);
+                    let scope = item_scope(&d);
+                    (Source::Item(d), scope)
+                }
+                (InputSpec::Map(_), None) if !up.scope.is_empty() => {
+                    (Source::Value(id), up.scope.clone())
+                }
+                (InputSpec::Map(_), None) => {
+                    return Err(self.bad_input(name, input, format!(
+                        "cannot map over `{}`: it has no dynamic output and is not mapped; declare `dynamic = true` on `{}` and emit items, or read it plainly with `{}`",
+                        up.name, up.name, up.name
+                    )));
+                }
+                (InputSpec::Collect(_), Some(output)) => {
+                    let d = dyn_out(output);
+                    let scope = item_scope(&d);
+                    (Source::Collect(CollectTarget::Items(d)), scope)
+                }
+                // `collect = "x"`: x's per-key values when x is mapped; else the
+                // items of x's dynamic output (write `x.out` for a mapped x's items).
+                (InputSpec::Collect(_), None) if !up.scope.is_empty() => {
+                    (Source::Collect(CollectTarget::Values(id)), up.scope.clone())
+                }
+                (InputSpec::Collect(_), None) if !up.dynamic_outputs.is_empty() => {
+                    let d = dyn_out(&only_output()?);
+                    let scope = item_scope(&d);
+                    (Source::Collect(CollectTarget::Items(d)), scope)
+                }
+                (InputSpec::Collect(_), None) => {
+                    return Err(self.bad_input(name, input, format!(
+                        "cannot collect `{}`: it is neither mapped nor dynamic, so it has one value; read it plainly with `{}`",
+                        up.name, up.name
+                    )));
+                }
+            };
+            resolved.push((
+                PlannedInput {
+                    name: input.clone(),
+                    source,
+                },
+                scope,
+            ));
+        }
+        let scope = self.op_scope(name, &resolved, ops)?;
+        for (input, source_scope) in &resolved {
+            self.check_input_scope(name, input, source_scope, &scope, ops)?;
+        }
+        Ok((
+            scope,
+            resolved.into_iter().map(|(input, _)| input).collect(),
+        ))
+    }
+
+    /// The deepest `map` scope; every other `map` scope must be its prefix.
+    fn op_scope(
+        &self,
+        name: &str,
+        resolved: &[(PlannedInput, Vec<DynOutput>)],
+        ops: &[PlannedOp],
+    ) -> Result<Vec<DynOutput>, PlanError> {
+        let spec = &self.spec.ops[name];
+        let mut scope: Vec<DynOutput> = Vec::new();
+        for (input, source_scope) in resolved {
+            if !matches!(spec.inputs[&input.name], InputSpec::Map(_)) {
+                continue;
+            }
+            if is_prefix(&scope, source_scope) {
+                scope = source_scope.clone();
+            } else if !is_prefix(source_scope, &scope) {
+                return Err(self.bad_input(name, &input.name, format!(
+                    "maps over {} while another input maps over {}; one op can map over one fan-out (and the fan-outs it is nested in)",
+                    describe(source_scope, ops),
+                    describe(&scope, ops)
+                )));
+            }
+        }
+        Ok(scope)
+    }
+
+    fn check_input_scope(
+        &self,
+        name: &str,
+        input: &PlannedInput,
+        source_scope: &[DynOutput],
+        scope: &[DynOutput],
+        ops: &[PlannedOp],
+    ) -> Result<(), PlanError> {
+        match &input.source {
+            Source::Collect(target) => {
+                let ok = source_scope.len() > scope.len() && is_prefix(scope, source_scope);
+                if !ok {
+                    let what = match target {
+                        CollectTarget::Values(id) => format!("`{}`", ops[*id].name),
+                        CollectTarget::Items(d) => format!("`{}.{}`", ops[d.op].name, d.output),
+                    };
+                    return Err(self.bad_input(name, &input.name, format!(
+                        "collects {what}, which does not run inside `{name}`'s own map ({}); collect only gathers from a fan-out nested in the collecting op's scope",
+                        describe(scope, ops)
+                    )));
+                }
+            }
+            Source::Value(id) if !is_prefix(source_scope, scope) => {
+                let up = &ops[*id].name;
+                return Err(self.bad_input(name, &input.name, format!(
+                    "reads `{up}` plainly, but `{up}` runs once per key of {} and `{name}` does not; use {{ collect = \"{up}\" }} to gather its results or {{ map = \"{up}\" }} to run once per key",
+                    describe(source_scope, ops)
+                )));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub(super) fn policy(
+        &self,
+        name: &str,
+        op: &OpSpec,
+        base: &Path,
+        dynamic_outputs: &[String],
+    ) -> Result<SandboxPolicy, PlanError> {
+        let mut mounts = Vec::new();
+        for mount in &op.mounts {
+            let host = base.join(&mount.host);
+            let host = host.canonicalize().map_err(|e| {
+                self.setting(
+                    name,
+                    format!(
+                        "mount `{}` (resolved to `{}`): {e}",
+                        mount.host,
+                        host.display()
+                    ),
+                )
+            })?;
+            if !host.is_dir() {
+                return Err(
+                    self.setting(name, format!("mount `{}` is not a directory", mount.host))
+                );
+            }
+            if !mount.guest.starts_with('/') {
+                return Err(self.setting(
+                    name,
+                    format!(
+                        "mount guest path `{}` must be absolute, e.g. `/data`",
+                        mount.guest
+                    ),
+                ));
+            }
+            mounts.push(Mount {
+                host,
+                guest: mount.guest.clone(),
+                writable: mount.writable,
+            });
+        }
+        let limits = super::limits::resolve(&op.limits, &self.spec.defaults)
+            .map_err(|e| self.setting(name, e))?;
+        Ok(SandboxPolicy {
+            mounts,
+            env: op.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            limits,
+            dynamic_outputs: dynamic_outputs.to_vec(),
+        })
+    }
+}
+
+/// `the items of `files.result`` or `no fan-out`, for messages.
+fn describe(scope: &[DynOutput], ops: &[PlannedOp]) -> String {
+    match scope.last() {
+        None => "no fan-out".to_owned(),
+        Some(d) => format!("`{}.{}`", ops[d.op].name, d.output),
+    }
+}

@@ -1,0 +1,93 @@
+//! The result of a run, as data: what the CLI prints and `--json` serializes.
+
+use crate::key::MappingKey;
+use crate::runtime::OpFailure;
+use serde::Serialize;
+use std::time::Duration;
+
+/// Everything a finished run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The run's id.
+    pub run_id: String,
+    /// The job's name.
+    pub job: String,
+    /// Wall time of the whole run.
+    pub elapsed: Duration,
+    /// Per op, in plan order.
+    pub ops: Vec<OpSummary>,
+    /// Values of the last ops (those no other op reads), sorted by step.
+    pub outputs: Vec<FinalOutput>,
+}
+
+impl RunReport {
+    /// True when no step failed or was skipped.
+    pub fn is_success(&self) -> bool {
+        self.ops.iter().all(|op| op.failed == 0 && op.skipped == 0)
+    }
+}
+
+/// One op's steps in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpSummary {
+    /// The op.
+    pub op: String,
+    /// Steps created (one per key).
+    pub steps: u64,
+    /// Steps that succeeded.
+    pub succeeded: u64,
+    /// Steps that failed.
+    pub failed: u64,
+    /// Steps skipped because an input failed.
+    pub skipped: u64,
+    /// Sum of step wall times.
+    pub busy: Duration,
+    /// Largest linear memory of any step.
+    pub peak_memory_bytes: u64,
+    /// Items emitted by all steps.
+    pub emitted_items: u64,
+    /// Failed steps and why, sorted by step.
+    pub failures: Vec<StepFailure>,
+    /// Skipped steps and why, sorted by step.
+    pub skips: Vec<(String, String)>,
+}
+
+impl OpSummary {
+    pub(crate) fn new(op: &str) -> Self {
+        Self {
+            op: op.to_owned(),
+            steps: 0,
+            succeeded: 0,
+            failed: 0,
+            skipped: 0,
+            busy: Duration::ZERO,
+            peak_memory_bytes: 0,
+            emitted_items: 0,
+            failures: Vec::new(),
+            skips: Vec::new(),
+        }
+    }
+}
+
+/// A failed step.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepFailure {
+    /// `op[key]`.
+    pub step: String,
+    /// Why.
+    pub failure: OpFailure,
+}
+
+/// The value of one step of a last op.
+#[derive(Debug, Clone, Serialize)]
+pub struct FinalOutput {
+    /// The op.
+    pub op: String,
+    /// `op[key]`.
+    pub step: String,
+    /// The step's keys.
+    pub keys: Vec<MappingKey>,
+    /// The value.
+    #[serde(skip)]
+    pub value: Vec<u8>,
+}

@@ -1,0 +1,418 @@
+//! The sandbox: one wasmtime [`Engine`] per process, one compiled component and
+//! one pre-instantiated handle per op, one fresh [`Store`] per step.
+//!
+//! `runtime` knows nothing about job files or plans: it takes a component, a
+//! [`SandboxPolicy`] and input bytes, and returns a [`StepReport`]. Generated
+//! bindings and `wasmtime::Error` stay inside this module.
+
+mod bindings;
+pub mod cache;
+mod failure;
+mod host;
+mod policy;
+mod sandbox;
+
+pub use failure::{FailureKind, OpFailure};
+pub use host::EmitSink;
+pub use policy::{Limits, Mount, SandboxPolicy};
+pub use sandbox::TRUNCATED_MARKER;
+
+use crate::key::MappingKey;
+use bindings::{DynamicOp, DynamicOpPre};
+use sandbox::{Capture, MemoryLimiter, StepState};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+/// How often the epoch advances: the resolution of step timeouts. 10 ms costs
+/// nothing measurable and makes a timeout overshoot by at most that much.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The wasm stack per step. Deep enough for real recursive code (parsers,
+/// interpreters); an op that recurses without end traps with a stack overflow.
+pub const MAX_WASM_STACK_BYTES: usize = 1 << 20;
+
+/// A component that does not implement the dynhost world, or cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The engine could not be configured.
+    #[error("cannot start the wasm engine: {reason}")]
+    Engine {
+        /// Why.
+        reason: String,
+    },
+    /// The component file could not be read or compiled.
+    #[error("cannot load component `{path}`: {reason}")]
+    Load {
+        /// The component.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The component does not implement `dynhost:op/dynamic-op`.
+    #[error(
+        "component `{path}` does not implement the world `dynhost:op/dynamic-op@0.1.0`: {reason}; build it against the WIT in `wit/`"
+    )]
+    WrongWorld {
+        /// The component.
+        path: PathBuf,
+        /// The missing or mismatched import or export.
+        reason: String,
+    },
+}
+
+/// How to size the engine.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Instances alive at once (the executor's concurrency): sizes the pool.
+    pub max_instances: u32,
+    /// The largest memory limit of any op.
+    pub max_memory_bytes: u64,
+    /// Where compiled components are cached; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// A compiled op, ready to instantiate once per step.
+pub struct OpComponent {
+    pre: DynamicOpPre<StepState>,
+    /// SHA-256 of the component file.
+    pub hash: String,
+}
+
+/// One named input value of a step.
+#[derive(Debug, Clone)]
+pub enum InputData {
+    /// A single value.
+    Single(Arc<[u8]>),
+    /// Collected elements (keys relative to the collecting op) and tolerated failures.
+    Collected {
+        /// Successful elements, in emission order.
+        items: Vec<(Vec<MappingKey>, Arc<[u8]>)>,
+        /// Failed elements the collect tolerates.
+        failed: Vec<(Vec<MappingKey>, OpFailure)>,
+    },
+}
+
+/// Everything one step call needs besides the component and policy.
+#[derive(Debug, Clone)]
+pub struct StepCall {
+    /// The run's id.
+    pub run_id: String,
+    /// The op's name.
+    pub op: String,
+    /// The step's mapping keys, outermost first.
+    pub keys: Vec<MappingKey>,
+    /// The op's config as JSON.
+    pub config_json: String,
+    /// Named inputs, sorted by name.
+    pub inputs: Vec<(String, InputData)>,
+}
+
+/// Per-step accounting.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StepStats {
+    /// Wall time from instantiation to return.
+    pub wall: Duration,
+    /// Peak linear memory and tables of the instance.
+    pub peak_memory_bytes: u64,
+    /// Items emitted.
+    pub emitted_items: u64,
+    /// Bytes emitted.
+    pub emitted_bytes: u64,
+    /// Bytes returned.
+    pub output_bytes: u64,
+}
+
+/// What a step did.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    /// The op's return value, or why the step failed.
+    pub outcome: Result<Vec<u8>, OpFailure>,
+    /// Captured stdout, cut at the log limit.
+    pub stdout: String,
+    /// Captured stderr, cut at the log limit.
+    pub stderr: String,
+    /// Messages from `host.log`, cut at the log limit.
+    pub log: String,
+    /// Accounting.
+    pub stats: StepStats,
+}
+
+/// The engine, linker and epoch ticker shared by every step of a process.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StepState>,
+    cache: Option<cache::CompileCache>,
+    ticker: Option<EpochTicker>,
+}
+
+impl Runtime {
+    /// Configures the engine: component model, epoch interruption for
+    /// timeouts, and a pooling allocator sized for `max_instances`.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Engine`] if wasmtime rejects the configuration.
+    pub fn new(config: &RuntimeConfig) -> Result<Self, RuntimeError> {
+        let engine_error = |e: wasmtime::Error| RuntimeError::Engine {
+            reason: e.to_string(),
+        };
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(MAX_WASM_STACK_BYTES)
+            .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(config)));
+        let engine = Engine::new(&wasm).map_err(engine_error)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
+        DynamicOp::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |state| state)
+            .map_err(engine_error)?;
+        let ticker = Some(EpochTicker::start(engine.clone()));
+        Ok(Self {
+            engine,
+            linker,
+            cache: config.cache_dir.clone().map(cache::CompileCache::new),
+            ticker,
+        })
+    }
+
+    /// Compiles (or loads from the cache) the component at `path` and checks
+    /// that it implements the dynhost world.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Load`] for an unreadable or invalid file,
+    /// [`RuntimeError::WrongWorld`] naming the import or export that is wrong.
+    pub fn load(&self, path: &Path) -> Result<OpComponent, RuntimeError> {
+        let load_error = |reason: String| RuntimeError::Load {
+            path: path.to_owned(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| load_error(e.to_string()))?;
+        let hash = cache::component_hash(&bytes);
+        if wasmparser_is_core_module(&bytes) {
+            return Err(RuntimeError::WrongWorld {
+                path: path.to_owned(),
+                reason: "it is a core wasm module, not a component; build for `wasm32-wasip2` or run `wasm-tools component new`".into(),
+            });
+        }
+        let component = match &self.cache {
+            Some(cache) => cache.load(&self.engine, &hash, &bytes),
+            None => Component::new(&self.engine, &bytes),
+        }
+        .map_err(|e| load_error(error_chain(&e)))?;
+        let wrong = |e: wasmtime::Error| RuntimeError::WrongWorld {
+            path: path.to_owned(),
+            reason: error_chain(&e),
+        };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(wrong)?;
+        let pre = DynamicOpPre::new(instance_pre).map_err(wrong)?;
+        Ok(OpComponent { pre, hash })
+    }
+
+    /// Runs one step in a fresh store: instantiates the op, calls `run`, and
+    /// drops the instance. Never returns `Err`: every failure is in the report.
+    pub fn run_step(
+        &self,
+        op: &OpComponent,
+        policy: &SandboxPolicy,
+        call: &StepCall,
+        sink: Box<dyn EmitSink>,
+    ) -> StepReport {
+        let limits = &policy.limits;
+        let stdout = Capture::new(limits.max_log_bytes);
+        let stderr = Capture::new(limits.max_log_bytes);
+        let log = Capture::new(limits.max_log_bytes);
+        let start = Instant::now();
+        let report = |outcome, stats| StepReport {
+            outcome,
+            stdout: stdout.text(),
+            stderr: stderr.text(),
+            log: log.text(),
+            stats,
+        };
+        let wasi = match sandbox::wasi_ctx(policy, &stdout, &stderr) {
+            Ok(wasi) => wasi,
+            Err(failure) => return report(Err(failure), StepStats::default()),
+        };
+        let state = StepState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                limit_bytes: limits.memory_bytes,
+                current_bytes: 0,
+                peak_bytes: 0,
+            },
+            emits: host::EmitState::new(sink, &call.op, &policy.dynamic_outputs, limits),
+            log: log.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        let ticks = limits
+            .timeout
+            .as_millis()
+            .div_ceil(EPOCH_TICK.as_millis())
+            .max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+        let result = call_op(&mut store, op, call);
+        let state = store.data();
+        let mut stats = StepStats {
+            wall: start.elapsed(),
+            peak_memory_bytes: state.limiter.peak_bytes,
+            emitted_items: state.emits.items,
+            emitted_bytes: state.emits.bytes,
+            output_bytes: 0,
+        };
+        let outcome = match (result, state.emits.failure.clone()) {
+            (_, Some(failure)) => Err(failure),
+            (Ok(Ok(bytes)), None) => {
+                stats.output_bytes = bytes.len() as u64;
+                if stats.emitted_bytes + stats.output_bytes > limits.max_output_bytes {
+                    Err(host::output_limit(
+                        &call.op,
+                        "max_output_bytes",
+                        limits.max_output_bytes,
+                        "bytes",
+                    ))
+                } else {
+                    Ok(bytes)
+                }
+            }
+            (Ok(Err(message)), None) => Err(OpFailure::new(FailureKind::OpError, message)),
+            (Err(error), None) => Err(failure::classify(&error, limits.timeout.as_secs_f64())),
+        };
+        drop(store);
+        report(outcome, stats)
+    }
+}
+
+fn call_op(
+    store: &mut Store<StepState>,
+    op: &OpComponent,
+    call: &StepCall,
+) -> wasmtime::Result<Result<Vec<u8>, String>> {
+    let instance = op.pre.instantiate(&mut *store)?;
+    let ctx = bindings::Context {
+        run_id: call.run_id.clone(),
+        op: call.op.clone(),
+        keys: call.keys.iter().map(|k| k.as_str().to_owned()).collect(),
+        config: call.config_json.clone(),
+    };
+    let inputs: Vec<bindings::Input> = call
+        .inputs
+        .iter()
+        .map(|(name, data)| to_input(name, data))
+        .collect();
+    instance
+        .dynhost_op_op()
+        .call_run(&mut *store, &ctx, &inputs)
+}
+
+fn keys_to_strings(keys: &[MappingKey]) -> Vec<String> {
+    keys.iter().map(|k| k.as_str().to_owned()).collect()
+}
+
+fn to_input(name: &str, data: &InputData) -> bindings::Input {
+    let value = match data {
+        InputData::Single(bytes) => bindings::InputValue::Single(bytes.to_vec()),
+        InputData::Collected { items, failed } => {
+            bindings::InputValue::Collected(bindings::Collection {
+                items: items
+                    .iter()
+                    .map(|(keys, value)| bindings::Item {
+                        keys: keys_to_strings(keys),
+                        value: value.to_vec(),
+                    })
+                    .collect(),
+                failed: failed
+                    .iter()
+                    .map(|(keys, failure)| bindings::FailedItem {
+                        keys: keys_to_strings(keys),
+                        kind: failure.kind.as_str().to_owned(),
+                        message: failure.message.clone(),
+                    })
+                    .collect(),
+            })
+        }
+    };
+    bindings::Input {
+        name: name.to_owned(),
+        value,
+    }
+}
+
+/// A core module starts with the wasm magic and version 1; a component with
+/// the magic and a different layer/version field.
+fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
+}
+
+fn error_chain(error: &wasmtime::Error) -> String {
+    error
+        .chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// Pool sizes: one slot per concurrent instance, with room for components
+/// made of many core modules (componentize-py produces dozens).
+fn pool(config: &RuntimeConfig) -> PoolingAllocationConfig {
+    /// Core instances one component may create (a Python component: ~40).
+    const CORE_INSTANCES_PER_COMPONENT: u32 = 64;
+    /// Memories and tables one component may create.
+    const MEMORIES_PER_COMPONENT: u32 = 4;
+    const TABLES_PER_COMPONENT: u32 = 8;
+    let instances = config.max_instances.max(1);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(instances)
+        .total_core_instances(instances * CORE_INSTANCES_PER_COMPONENT)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .total_memories(instances * MEMORIES_PER_COMPONENT)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .total_tables(instances * TABLES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        // Interpreters compiled to wasm have large function tables.
+        .table_elements(200_000)
+        .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX));
+    pool
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("dynhost-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        Self { stop, thread }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(ticker) = &mut self.ticker {
+            ticker.stop.store(true, Ordering::Relaxed);
+            if let Some(thread) = ticker.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! On-disk cache of compiled components, so a second run does not compile.
+//!
+//! An entry's name is a SHA-256 over the component bytes and the engine's
+//! compatibility hash (wasmtime version and every setting that changes code),
+//! so a changed component, wasmtime or engine setting simply misses. Entries
+//! are written to a temporary file and renamed, so concurrent runs never see a
+//! half-written artifact, and the directory is private to the user (0700)
+//! because loading an artifact runs its code.
+
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// Feeds `Hash` output into SHA-256, so the engine's compatibility hash is
+/// stable across processes (unlike `DefaultHasher`'s random keys).
+struct ShaHasher(Sha256);
+
+impl Hasher for ShaHasher {
+    fn finish(&self) -> u64 {
+        0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+/// The SHA-256 of a component's bytes, hex-encoded: the component's identity.
+pub fn component_hash(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A directory of compiled components.
+pub(crate) struct CompileCache {
+    dir: PathBuf,
+}
+
+impl CompileCache {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    fn entry(&self, engine: &Engine, component_hash: &str) -> PathBuf {
+        let mut hasher = ShaHasher(Sha256::new());
+        hasher.write(component_hash.as_bytes());
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        self.dir
+            .join(format!("{}.cwasm", hex(&hasher.0.finalize())))
+    }
+
+    /// Loads `bytes` as a component, from the cache when possible. A cache
+    /// that cannot be read or written only costs a compile.
+    pub fn load(&self, engine: &Engine, hash: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
+        let entry = self.entry(engine, hash);
+        if entry.is_file() {
+            match deserialize(engine, &entry) {
+                Ok(component) => return Ok(component),
+                Err(e) => {
+                    tracing::warn!(path = %entry.display(), "ignoring unusable compile cache entry: {e}")
+                }
+            }
+        }
+        let component = Component::new(engine, bytes)?;
+        if let Err(e) = self.store(&entry, &component) {
+            tracing::warn!(path = %entry.display(), "cannot write compile cache: {e}");
+        }
+        Ok(component)
+    }
+
+    fn store(&self, entry: &Path, component: &Component) -> Result<(), Box<dyn std::error::Error>> {
+        create_private_dir(&self.dir)?;
+        let artifact = component.serialize().map_err(|e| e.to_string())?;
+        let tmp = tempfile_in(&self.dir)?;
+        std::fs::write(&tmp, artifact)?;
+        std::fs::rename(&tmp, entry)?;
+        Ok(())
+    }
+}
+
+/// Loads an artifact this cache wrote.
+#[expect(
+    unsafe_code,
+    reason = "deserializing runs native code; only files from our private cache dir, named by their key, are loaded"
+)]
+fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: the file was written by `CompileCache::store` into a directory only
+    // this user can write, under a name derived from the component and engine;
+    // wasmtime checks the artifact's header against the engine as well.
+    unsafe { Component::deserialize_file(engine, path) }
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+fn tempfile_in(dir: &Path) -> std::io::Result<PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    Ok(dir.join(format!(".tmp-{}-{n}", std::process::id())))
+}

@@ -1,0 +1,123 @@
+//! Why a step failed, as data. Op failures are never `Err` in dynhost: a failed
+//! step is recorded and reported, and its siblings keep running.
+//!
+//! Kinds are classified by downcasting wasmtime errors (a `Trap` code, our own
+//! [`Tripped`] marker), never by matching message text.
+
+use serde::Serialize;
+use std::fmt;
+
+/// The type of a step failure. Shown in summaries and carried by `--json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// The op returned an error.
+    OpError,
+    /// The op trapped (panic, unreachable, stack overflow, ...).
+    Trap,
+    /// The step ran past its `timeout_secs`.
+    Timeout,
+    /// The instance asked for more memory than `memory_mib`.
+    MemoryLimit,
+    /// The step emitted or returned more than its output limits allow.
+    OutputLimit,
+    /// The op emitted an invalid or duplicate mapping key, or to an undeclared output.
+    InvalidKey,
+    /// The component could not be instantiated.
+    BadComponent,
+    /// dynhost itself failed while running the step (a bug; please report it).
+    Host,
+}
+
+impl FailureKind {
+    /// The kebab-case name used in reports and `--json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::OpError => "op-error",
+            FailureKind::Trap => "trap",
+            FailureKind::Timeout => "timeout",
+            FailureKind::MemoryLimit => "memory-limit",
+            FailureKind::OutputLimit => "output-limit",
+            FailureKind::InvalidKey => "invalid-key",
+            FailureKind::BadComponent => "bad-component",
+            FailureKind::Host => "host",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed step: its kind and a message that says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpFailure {
+    /// The type of failure.
+    pub kind: FailureKind,
+    /// What happened, e.g. the op's error message or the limit that tripped.
+    pub message: String,
+}
+
+impl OpFailure {
+    /// A failure of `kind` with `message`.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for OpFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+/// Raised inside a host call or the resource limiter to stop the guest at
+/// once; the trap it causes is classified by downcasting to this type.
+#[derive(Debug)]
+pub(crate) struct Tripped(pub OpFailure);
+
+impl fmt::Display for Tripped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Tripped {}
+
+/// Classifies an error returned by instantiating or calling the op.
+pub(crate) fn classify(error: &wasmtime::Error, timeout_secs: f64) -> OpFailure {
+    if let Some(Tripped(failure)) = error.downcast_ref::<Tripped>() {
+        return failure.clone();
+    }
+    let backtrace = error
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .map(|bt| format!("\nwasm backtrace:\n{bt}"))
+        .unwrap_or_default();
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => OpFailure::new(
+            FailureKind::Timeout,
+            format!(
+                "step ran longer than the `timeout_secs` limit of {timeout_secs} s; raise `limits.timeout_secs` on the op if it needs longer"
+            ),
+        ),
+        Some(wasmtime::Trap::StackOverflow) => OpFailure::new(
+            FailureKind::Trap,
+            format!(
+                "wasm stack overflow (the stack limit is dynhost's `max_wasm_stack`, 1 MiB){backtrace}"
+            ),
+        ),
+        Some(trap) => OpFailure::new(FailureKind::Trap, format!("{trap}{backtrace}")),
+        None => {
+            let chain: Vec<String> = error.chain().map(ToString::to_string).collect();
+            OpFailure::new(
+                FailureKind::Trap,
+                format!("{}{backtrace}", chain.join(": ")),
+            )
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The host side of the `dynhost:op/host` interface: `emit-dynamic` and `log`.
+//!
+//! Every emitted item is checked here, before it leaves the sandbox: the
+//! output must be declared, the key valid and unique, and the step within its
+//! emit limits. A bad key fails the step (sticky, so ignoring the error does
+//! not help); a broken limit traps at once.
+
+use super::bindings::{Level, dynhost};
+use super::failure::{FailureKind, OpFailure, Tripped};
+use super::policy::Limits;
+use super::sandbox::StepState;
+use crate::key::{KEY_RULE, MappingKey};
+use std::collections::{HashMap, HashSet};
+
+/// Receives the items a step emits, as it emits them, so that mapped steps can
+/// start while the emitter still runs.
+pub trait EmitSink: Send {
+    /// One validated item of dynamic output `output`.
+    fn emit(&mut self, output: &str, key: MappingKey, value: Vec<u8>);
+}
+
+/// Per-step emit bookkeeping.
+pub(crate) struct EmitState {
+    sink: Box<dyn EmitSink>,
+    op: String,
+    outputs: Vec<String>,
+    seen: HashMap<String, HashSet<MappingKey>>,
+    limits: Limits,
+    pub items: u64,
+    pub bytes: u64,
+    /// The first rule this step broke; the step fails with it whatever it returns.
+    pub failure: Option<OpFailure>,
+}
+
+impl EmitState {
+    pub fn new(sink: Box<dyn EmitSink>, op: &str, outputs: &[String], limits: &Limits) -> Self {
+        Self {
+            sink,
+            op: op.to_owned(),
+            outputs: outputs.to_vec(),
+            seen: HashMap::new(),
+            limits: limits.clone(),
+            items: 0,
+            bytes: 0,
+            failure: None,
+        }
+    }
+
+    fn emit(
+        &mut self,
+        output: &str,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        if let Some(failure) = &self.failure {
+            return Ok(Err(format!(
+                "this step already failed: {}",
+                failure.message
+            )));
+        }
+        let op = &self.op;
+        if !self.outputs.iter().any(|o| o == output) {
+            let declared = if self.outputs.is_empty() {
+                "none; add `dynamic = true` to the op in job.toml".to_owned()
+            } else {
+                self.outputs
+                    .iter()
+                    .map(|o| format!("`{o}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Ok(Err(self.fail(format!(
+                "op `{op}` emitted to dynamic output `{output}`, which it does not declare (declared: {declared})"
+            ))));
+        }
+        let key = match MappingKey::parse(&key) {
+            Ok(key) => key,
+            Err(_) => {
+                return Ok(Err(self.fail(format!(
+                    "op `{op}` emitted invalid mapping key {key:?}: keys must be {KEY_RULE}"
+                ))));
+            }
+        };
+        self.limit(
+            self.items + 1 > self.limits.max_emits,
+            "max_emits",
+            self.limits.max_emits,
+            "items",
+        )?;
+        let len = value.len() as u64;
+        self.limit(
+            len > self.limits.max_value_bytes,
+            "max_value_bytes",
+            self.limits.max_value_bytes,
+            "bytes in one value",
+        )?;
+        self.limit(
+            self.bytes + len > self.limits.max_output_bytes,
+            "max_output_bytes",
+            self.limits.max_output_bytes,
+            "bytes",
+        )?;
+        if !self
+            .seen
+            .entry(output.to_owned())
+            .or_default()
+            .insert(key.clone())
+        {
+            return Ok(Err(self.fail(format!(
+                "op `{op}` emitted mapping key `{key}` twice on output `{output}`; keys must be unique within an output"
+            ))));
+        }
+        self.items += 1;
+        self.bytes += len;
+        self.sink.emit(output, key, value);
+        Ok(Ok(()))
+    }
+
+    fn fail(&mut self, message: String) -> String {
+        self.failure = Some(OpFailure::new(FailureKind::InvalidKey, message.clone()));
+        message
+    }
+
+    /// Traps with an `output-limit` failure when `exceeded`.
+    fn limit(&self, exceeded: bool, name: &str, value: u64, unit: &str) -> wasmtime::Result<()> {
+        if !exceeded {
+            return Ok(());
+        }
+        Err(wasmtime::Error::new(Tripped(output_limit(
+            &self.op, name, value, unit,
+        ))))
+    }
+}
+
+/// The failure for a step that broke output limit `name`.
+pub(crate) fn output_limit(op: &str, name: &str, value: u64, unit: &str) -> OpFailure {
+    OpFailure::new(
+        FailureKind::OutputLimit,
+        format!(
+            "op `{op}` went past the `{name}` limit of {value} {unit}; raise `limits.{name}` on the op if this is expected"
+        ),
+    )
+}
+
+impl dynhost::op::types::Host for StepState {}
+
+impl dynhost::op::host::Host for StepState {
+    fn emit_dynamic(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        self.emits.emit("result", key, value)
+    }
+
+    fn emit_dynamic_to(
+        &mut self,
+        output: String,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        self.emits.emit(&output, key, value)
+    }
+
+    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        let level = match level {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        };
+        self.log.push(format!("[{level}] {message}\n").as_bytes());
+        Ok(())
+    }
+}

@@ -1,0 +1,49 @@
+//! What a step may reach and use: plain data built by `plan`, enforced by
+//! `runtime::sandbox`. Nothing here touches wasmtime.
+
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The capabilities and limits of one op's steps. Grants nothing by default:
+/// no file system, environment or network beyond what is listed here.
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxPolicy {
+    /// Host directories visible to the op.
+    pub mounts: Vec<Mount>,
+    /// Environment variables, exactly as declared.
+    pub env: Vec<(String, String)>,
+    /// Resource limits per step.
+    pub limits: Limits,
+    /// The dynamic outputs the op may emit to.
+    pub dynamic_outputs: Vec<String>,
+}
+
+/// A host directory made visible to the op.
+#[derive(Debug, Clone, Serialize)]
+pub struct Mount {
+    /// Absolute, canonical host directory.
+    pub host: PathBuf,
+    /// Where the op sees it.
+    pub guest: String,
+    /// Whether the op may create and modify files in it.
+    pub writable: bool,
+}
+
+/// Resource limits for one step. Each guards against one way an untrusted op
+/// could hurt the host or its siblings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Limits {
+    /// Linear memory and table bytes per instance: an op cannot exhaust host RAM.
+    pub memory_bytes: u64,
+    /// Wall time per step: a spinning op cannot hold its slot forever.
+    pub timeout: Duration,
+    /// Items per step: a flood of emits cannot grow the fan-out without end.
+    pub max_emits: u64,
+    /// Bytes per emitted value: one value cannot take the host's memory.
+    pub max_value_bytes: u64,
+    /// Bytes emitted plus returned per step.
+    pub max_output_bytes: u64,
+    /// Bytes kept of each of stdout, stderr and log; the rest is dropped with a marker.
+    pub max_log_bytes: u64,
+}

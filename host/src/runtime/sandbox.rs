@@ -1,0 +1,254 @@
+//! Turns a [`SandboxPolicy`] into the per-step store data: a WASI context that
+//! grants only what the policy lists, a resource limiter, and capped capture
+//! of stdout and stderr.
+
+use super::failure::{FailureKind, OpFailure, Tripped};
+use super::host::EmitState;
+use super::policy::SandboxPolicy;
+use bytes::Bytes;
+use std::sync::{Arc, Mutex};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// The data of one step's `Store`: dropped with the store when the step ends.
+pub(crate) struct StepState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limiter: MemoryLimiter,
+    pub emits: EmitState,
+    pub log: Capture,
+}
+
+impl WasiView for StepState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Builds a WASI context that grants only what `policy` lists. Network access
+/// is off entirely (TCP, UDP and name lookup), not just filtered.
+pub(crate) fn wasi_ctx(
+    policy: &SandboxPolicy,
+    stdout: &Capture,
+    stderr: &Capture,
+) -> Result<WasiCtx, OpFailure> {
+    let mut builder = WasiCtxBuilder::new();
+    builder.stdout(stdout.clone()).stderr(stderr.clone());
+    builder
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    for (key, value) in &policy.env {
+        builder.env(key, value);
+    }
+    for mount in &policy.mounts {
+        let perms = if mount.writable {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
+        builder
+            .preopened_dir(&mount.host, &mount.guest, perms)
+            .map_err(|e| {
+                OpFailure::new(
+                    FailureKind::Host,
+                    format!("cannot open mount `{}`: {e}", mount.host.display()),
+                )
+            })?;
+    }
+    Ok(builder.build())
+}
+
+/// Enforces `memory_bytes` across all memories and tables of an instance, and
+/// records the peak for accounting. Growth past the limit traps at once with a
+/// [`Tripped`] marker, so the failure is classified as `memory-limit` rather
+/// than as whatever the guest's allocator does on failure.
+pub(crate) struct MemoryLimiter {
+    pub limit_bytes: u64,
+    pub current_bytes: u64,
+    pub peak_bytes: u64,
+}
+
+impl MemoryLimiter {
+    fn grow(&mut self, current: usize, desired: usize, what: &str) -> wasmtime::Result<bool> {
+        let next = self.current_bytes + (desired.saturating_sub(current)) as u64;
+        if next > self.limit_bytes {
+            let mib = self.limit_bytes >> 20;
+            return Err(wasmtime::Error::new(Tripped(OpFailure::new(
+                FailureKind::MemoryLimit,
+                format!(
+                    "{what} grew past the `memory_mib` limit of {mib} MiB; raise `limits.memory_mib` on the op if it needs more"
+                ),
+            ))));
+        }
+        self.current_bytes = next;
+        self.peak_bytes = self.peak_bytes.max(next);
+        Ok(true)
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.grow(current, desired, "linear memory")
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let size = std::mem::size_of::<usize>();
+        self.grow(current * size, desired * size, "a table")
+    }
+}
+
+/// Appended once when captured output is cut at its limit.
+pub const TRUNCATED_MARKER: &str = "\n[dynhost: output truncated at the `max_log_bytes` limit]\n";
+
+/// Captured text (stdout, stderr or log lines) kept up to a byte limit; what
+/// comes after is counted and dropped, never buffered, so a guest writing
+/// gigabytes costs the host nothing but the time.
+#[derive(Clone)]
+pub(crate) struct Capture {
+    inner: Arc<Mutex<CaptureBuf>>,
+}
+
+struct CaptureBuf {
+    bytes: Vec<u8>,
+    limit: usize,
+    dropped: u64,
+}
+
+impl Capture {
+    pub fn new(limit: u64) -> Self {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        Self {
+            inner: Arc::new(Mutex::new(CaptureBuf {
+                bytes: Vec::new(),
+                limit,
+                dropped: 0,
+            })),
+        }
+    }
+
+    pub fn push(&self, data: &[u8]) {
+        let mut buf = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let room = buf.limit.saturating_sub(buf.bytes.len());
+        let take = room.min(data.len());
+        buf.bytes.extend_from_slice(&data[..take]);
+        buf.dropped += (data.len() - take) as u64;
+    }
+
+    /// The captured text, with [`TRUNCATED_MARKER`] if anything was dropped.
+    pub fn text(&self) -> String {
+        let buf = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut text = String::from_utf8_lossy(&buf.bytes).into_owned();
+        if buf.dropped > 0 {
+            text.push_str(TRUNCATED_MARKER);
+        }
+        text
+    }
+}
+
+impl IsTerminal for Capture {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for Capture {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+#[async_trait::async_trait]
+impl OutputStream for Capture {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(1 << 16)
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for Capture {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for Capture {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.push(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_keeps_the_limit_and_marks_the_cut() {
+        let capture = Capture::new(4);
+        capture.push(b"ab");
+        capture.push(b"cdef");
+        assert_eq!(capture.text(), format!("abcd{TRUNCATED_MARKER}"));
+        let small = Capture::new(10);
+        small.push(b"ok");
+        assert_eq!(small.text(), "ok");
+    }
+
+    #[test]
+    fn limiter_trips_with_a_typed_failure() {
+        let mut limiter = MemoryLimiter {
+            limit_bytes: 100,
+            current_bytes: 0,
+            peak_bytes: 0,
+        };
+        assert!(limiter.grow(0, 60, "linear memory").unwrap());
+        let err = limiter.grow(60, 120, "linear memory").unwrap_err();
+        let Tripped(failure) = err.downcast_ref::<Tripped>().unwrap();
+        assert_eq!(failure.kind, FailureKind::MemoryLimit);
+        assert_eq!(limiter.peak_bytes, 60);
+    }
+}

@@ -1,0 +1,165 @@
+//! `probe`: a test op whose behaviour comes from its `config`, so each e2e test
+//! states what it needs next to its job. It returns a JSON description of what
+//! it saw; see `tests/guests/README.md`.
+
+wit_bindgen::generate!({ path: "../../../wit", world: "dynamic-op" });
+
+use dynhost::op::host::{emit_dynamic, emit_dynamic_to, log};
+use dynhost::op::types::Level;
+use dynhost::op::types::InputValue;
+use exports::dynhost::op::op::{Context, Guest, Input};
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counts calls into this instance: a fresh instance per key always sees 1.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+struct Probe;
+
+fn parse(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into()))
+}
+
+fn bytes(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).expect("a JSON value always serializes")
+}
+
+impl Guest for Probe {
+    fn run(ctx: Context, inputs: Vec<Input>) -> Result<Vec<u8>, String> {
+        let counter = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
+        let config: Value = serde_json::from_str(&ctx.config).map_err(|e| e.to_string())?;
+        let key = ctx.keys.last().cloned().unwrap_or_default();
+        let mut seen = serde_json::Map::new();
+        for input in &inputs {
+            let value = match &input.value {
+                InputValue::Single(b) => parse(b),
+                InputValue::Collected(c) => json!({
+                    "items": c.items.iter().map(|i| json!([i.keys, parse(&i.value)])).collect::<Vec<_>>(),
+                    "failed": c.failed.iter().map(|f| json!([f.keys, f.kind, f.message])).collect::<Vec<_>>(),
+                }),
+            };
+            seen.insert(input.name.clone(), value);
+        }
+        let mut out = json!({ "op": ctx.op, "keys": ctx.keys, "counter": counter, "inputs": seen });
+
+        if let Some(text) = config["print"].as_str() {
+            println!("{text} (stdout)");
+            eprintln!("{text} (stderr)");
+            log(Level::Info, &format!("{text} (log)"));
+        }
+        if let Some(ms) = config["sleep_ms_input"].as_str().and_then(|name| seen_number(&out, name)) {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+        let action = config["on_key"].get(&key).or_else(|| config["on_key"].get("*"));
+        if let Some(action) = action.and_then(Value::as_str) {
+            if let Some(result) = misbehave(action)? {
+                return Ok(result);
+            }
+        }
+        emit(&config, &out)?;
+        if let Some(path) = config["read_file"].as_str() {
+            out["read"] = match std::fs::read_to_string(path) {
+                Ok(text) => json!({ "ok": text }),
+                Err(e) => json!({ "err": e.to_string() }),
+            };
+        }
+        if let Some(path) = config["write_file"].as_str() {
+            out["write"] = match std::fs::write(path, ctx.keys.join("/")) {
+                Ok(()) => json!({ "ok": path }),
+                Err(e) => json!({ "err": e.to_string() }),
+            };
+        }
+        if config["env"].as_bool() == Some(true) {
+            out["env"] = json!(std::env::vars().collect::<Vec<_>>());
+        }
+        if let Some(addr) = config["connect"].as_str() {
+            out["connect"] = match std::net::TcpStream::connect(addr) {
+                Ok(_) => json!({ "ok": addr }),
+                Err(e) => json!({ "err": e.to_string() }),
+            };
+        }
+        Ok(bytes(&out))
+    }
+}
+
+fn seen_number(out: &Value, input: &str) -> Option<u64> {
+    out["inputs"][input].as_u64()
+}
+
+/// Emits the items `config` asks for:
+/// - `emit`: a list of `{"key", "value", "out"?}`;
+/// - `emit_count`: `n` items keyed `k0`..`k{n-1}` with the index as value;
+/// - `emit_input`: the name of an input holding a JSON list; one item per element.
+fn emit(config: &Value, out: &Value) -> Result<(), String> {
+    for item in config["emit"].as_array().into_iter().flatten() {
+        let key = item["key"].as_str().ok_or("emit item needs a string `key`")?;
+        let value = bytes(&item["value"]);
+        match item["out"].as_str() {
+            Some(output) => emit_dynamic_to(output, key, &value)?,
+            None => emit_dynamic(key, &value)?,
+        }
+    }
+    if let Some(n) = config["emit_count"].as_u64() {
+        for i in 0..n {
+            emit_dynamic(&format!("k{i}"), &bytes(&json!(i)))?;
+        }
+    }
+    if let Some(name) = config["emit_input"].as_str() {
+        for element in out["inputs"][name].as_array().into_iter().flatten() {
+            let key = element.as_str().map(str::to_owned).unwrap_or_else(|| element.to_string());
+            emit_dynamic(&key, &bytes(element))?;
+        }
+    }
+    Ok(())
+}
+
+/// Hostile behaviours, chosen per key by `config.on_key`. `Some` replaces the
+/// op's result.
+fn misbehave(action: &str) -> Result<Option<Vec<u8>>, String> {
+    match action {
+        "fail" => return Err("probe was told to fail".into()),
+        "panic" => panic!("probe was told to panic"),
+        "loop" => {
+            let mut x: u64 = 0;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        "alloc" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "recurse" => {
+            fn deep(n: u64) -> u64 {
+                // `black_box` hides from the compiler that this never ends.
+                if std::hint::black_box(n) == u64::MAX { 0 } else { deep(n + 1) + 1 }
+            }
+            std::hint::black_box(deep(0));
+        }
+        "stdout_flood" => {
+            let line = "x".repeat(1 << 16);
+            loop {
+                println!("{line}");
+            }
+        }
+        "emit_flood" => {
+            for i in 0..1_000_000u64 {
+                emit_dynamic(&format!("f{i}"), b"0")?;
+            }
+        }
+        "huge_emit" => emit_dynamic("huge", &vec![7u8; 64 << 20])?,
+        "huge_result" => return Ok(Some(vec![b'x'; 64 << 20])),
+        "bad_key" => emit_dynamic("no spaces allowed", b"0")?,
+        "dup_key" => {
+            emit_dynamic("same", b"1")?;
+            emit_dynamic("same", b"2")?;
+        }
+        other => return Err(format!("probe: unknown action `{other}`")),
+    }
+    Ok(None)
+}
+
+export!(Probe);
