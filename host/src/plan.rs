@@ -140,18 +140,18 @@ impl Plan {
                     ),
                 ));
             }
-            let component = base.join(&op_spec.component);
+            let component = normalize(&base.join(&op_spec.component));
             if !component.is_file() {
                 let hint = match &op_spec.build {
                     Some(_) => {
                         "build it with `dynhost build` (runs the op's `build` command)".to_owned()
                     }
-                    None => "check the path, which is relative to the job file".to_owned(),
+                    None => "check the path, or build the component".to_owned(),
                 };
                 return Err(PlanError::MissingComponent {
                     file,
                     op: name.clone(),
-                    path: component,
+                    path: PathBuf::from(&op_spec.component),
                     hint,
                 });
             }
@@ -192,6 +192,25 @@ impl Plan {
             .max()
             .unwrap_or(limits::DEFAULT_MEMORY_BYTES)
     }
+}
+
+/// Removes `.` and `..` lexically (without following links), so messages show
+/// the path a user would type.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn dynamic_outputs(op: &OpSpec) -> Vec<String> {

@@ -54,6 +54,14 @@ pub enum RuntimeError {
         /// Why.
         reason: String,
     },
+    /// The file is not a wasm component at all.
+    #[error("`{path}` is not a WebAssembly component: {reason}")]
+    NotAComponent {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead and how to get a component.
+        reason: String,
+    },
     /// The component does not implement `dynhost:op/dynamic-op`.
     #[error(
         "component `{path}` does not implement the world `dynhost:op/dynamic-op@0.1.0`: {reason}; build it against the WIT in `wit/`"
@@ -194,10 +202,10 @@ impl Runtime {
         };
         let bytes = std::fs::read(path).map_err(|e| load_error(e.to_string()))?;
         let hash = cache::component_hash(&bytes);
-        if wasmparser_is_core_module(&bytes) {
-            return Err(RuntimeError::WrongWorld {
+        if let Some(reason) = not_a_component(&bytes) {
+            return Err(RuntimeError::NotAComponent {
                 path: path.to_owned(),
-                reason: "it is a core wasm module, not a component; build for `wasm32-wasip2` or run `wasm-tools component new`".into(),
+                reason,
             });
         }
         let component = match &self.cache {
@@ -346,10 +354,16 @@ fn to_input(name: &str, data: &InputData) -> bindings::Input {
     }
 }
 
-/// A core module starts with the wasm magic and version 1; a component with
-/// the magic and a different layer/version field.
-fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
-    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
+/// Why `bytes` cannot be a component, judged from the 8-byte header: the wasm
+/// magic, then version 1 for a core module or a component's layer/version.
+fn not_a_component(bytes: &[u8]) -> Option<String> {
+    if bytes.len() < 8 || bytes[..4] != *b"\0asm" {
+        return Some("the file does not start with the wasm header `\\0asm`; point `component` at a `.wasm` file".into());
+    }
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Some("it is a core wasm module; build for `wasm32-wasip2`, or wrap it with `wasm-tools component new`".into());
+    }
+    None
 }
 
 fn error_chain(error: &wasmtime::Error) -> String {

@@ -1,1 +1,10 @@
-//! x
+//! End-to-end tests: real jobs, real components, the real `dynhost` binary.
+
+#![expect(clippy::unwrap_used, reason = "test helpers: a panic is a failed test")]
+
+mod support;
+
+mod errors;
+mod examples;
+mod mapping;
+mod sandbox;

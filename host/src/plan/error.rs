@@ -37,7 +37,9 @@ pub enum PlanError {
         known: String,
     },
     /// An input names a dynamic output the op does not declare.
-    #[error("`{file}`: op `{op}` input `{input}` reads unknown output `{reference}` (dynamic outputs there: {known})")]
+    #[error(
+        "`{file}`: op `{op}` input `{input}` reads unknown output `{reference}` (dynamic outputs there: {known})"
+    )]
     UnknownOutput {
         /// The job file.
         file: PathBuf,
@@ -71,7 +73,9 @@ pub enum PlanError {
         reason: String,
     },
     /// A component file is missing.
-    #[error("`{file}`: op `{op}`: component `{path}` not found; {hint}")]
+    #[error(
+        "`{file}`: op `{op}`: component `{path}` not found (paths are relative to the job file); {hint}"
+    )]
     MissingComponent {
         /// The job file.
         file: PathBuf,

@@ -13,7 +13,9 @@ impl Guest for Op {
     fn run(ctx: Context, _inputs: Vec<Input>) -> Result<Vec<u8>, String> {
         let config: serde_json::Value =
             serde_json::from_str(&ctx.config).map_err(|e| format!("config is not JSON: {e}"))?;
-        let dir = config["path"].as_str().ok_or("config needs `path` (a directory)")?;
+        let dir = config["path"]
+            .as_str()
+            .ok_or("config needs `path` (a directory)")?;
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .map_err(|e| format!("cannot list `{dir}`: {e}"))?
             .filter_map(|entry| entry.ok())
@@ -27,7 +29,7 @@ impl Guest for Op {
             let value = serde_json::to_vec(&path).map_err(|e| e.to_string())?;
             emit_dynamic(&clean(name), &value)?;
         }
-        Ok(serde_json::to_vec(&names.len()).map_err(|e| e.to_string())?)
+        serde_json::to_vec(&names.len()).map_err(|e| e.to_string())
     }
 }
 
@@ -35,7 +37,13 @@ impl Guest for Op {
 /// character outside `[A-Za-z0-9_.-]` with `_`.
 fn clean(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 

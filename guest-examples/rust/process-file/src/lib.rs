@@ -10,17 +10,19 @@ struct Op;
 
 impl Guest for Op {
     fn run(_ctx: Context, inputs: Vec<Input>) -> Result<Vec<u8>, String> {
-        let Some(InputValue::Single(bytes)) =
-            inputs.into_iter().find(|i| i.name == "path").map(|i| i.value)
+        let Some(InputValue::Single(bytes)) = inputs
+            .into_iter()
+            .find(|i| i.name == "path")
+            .map(|i| i.value)
         else {
             return Err("expected a single input named `path`".into());
         };
-        let path: String =
-            serde_json::from_slice(&bytes).map_err(|e| format!("`path` is not a JSON string: {e}"))?;
+        let path: String = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("`path` is not a JSON string: {e}"))?;
         let size = std::fs::metadata(&path)
             .map_err(|e| format!("cannot stat `{path}`: {e}"))?
             .len();
-        Ok(serde_json::to_vec(&size).map_err(|e| e.to_string())?)
+        serde_json::to_vec(&size).map_err(|e| e.to_string())
     }
 }
 

@@ -10,8 +10,10 @@ struct Op;
 
 impl Guest for Op {
     fn run(_ctx: Context, inputs: Vec<Input>) -> Result<Vec<u8>, String> {
-        let Some(InputValue::Collected(sizes)) =
-            inputs.into_iter().find(|i| i.name == "sizes").map(|i| i.value)
+        let Some(InputValue::Collected(sizes)) = inputs
+            .into_iter()
+            .find(|i| i.name == "sizes")
+            .map(|i| i.value)
         else {
             return Err("expected a collected input named `sizes`".into());
         };
@@ -22,7 +24,7 @@ impl Guest for Op {
             total += size;
         }
         let summary = serde_json::json!({ "files": sizes.items.len(), "total_bytes": total });
-        Ok(serde_json::to_vec(&summary).map_err(|e| e.to_string())?)
+        serde_json::to_vec(&summary).map_err(|e| e.to_string())
     }
 }
 

@@ -5,8 +5,8 @@
 wit_bindgen::generate!({ path: "../../../wit", world: "dynamic-op" });
 
 use dynhost::op::host::{emit_dynamic, emit_dynamic_to, log};
-use dynhost::op::types::Level;
 use dynhost::op::types::InputValue;
+use dynhost::op::types::Level;
 use exports::dynhost::op::op::{Context, Guest, Input};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +17,8 @@ static CALLS: AtomicU64 = AtomicU64::new(0);
 struct Probe;
 
 fn parse(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into()))
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into()))
 }
 
 fn bytes(value: &Value) -> Vec<u8> {
@@ -26,6 +27,7 @@ fn bytes(value: &Value) -> Vec<u8> {
 
 impl Guest for Probe {
     fn run(ctx: Context, inputs: Vec<Input>) -> Result<Vec<u8>, String> {
+        let started = now_ms();
         let counter = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
         let config: Value = serde_json::from_str(&ctx.config).map_err(|e| e.to_string())?;
         let key = ctx.keys.last().cloned().unwrap_or_default();
@@ -47,14 +49,19 @@ impl Guest for Probe {
             eprintln!("{text} (stderr)");
             log(Level::Info, &format!("{text} (log)"));
         }
-        if let Some(ms) = config["sleep_ms_input"].as_str().and_then(|name| seen_number(&out, name)) {
+        if let Some(ms) = config["sleep_ms_input"]
+            .as_str()
+            .and_then(|name| seen_number(&out, name))
+        {
             std::thread::sleep(std::time::Duration::from_millis(ms));
         }
-        let action = config["on_key"].get(&key).or_else(|| config["on_key"].get("*"));
-        if let Some(action) = action.and_then(Value::as_str) {
-            if let Some(result) = misbehave(action)? {
-                return Ok(result);
-            }
+        let action = config["on_key"]
+            .get(&key)
+            .or_else(|| config["on_key"].get("*"));
+        if let Some(action) = action.and_then(Value::as_str)
+            && let Some(result) = misbehave(action)?
+        {
+            return Ok(result);
         }
         emit(&config, &out)?;
         if let Some(path) = config["read_file"].as_str() {
@@ -78,8 +85,18 @@ impl Guest for Probe {
                 Err(e) => json!({ "err": e.to_string() }),
             };
         }
+        if config["timestamps"].as_bool() == Some(true) {
+            out["span_ms"] = json!([started, now_ms()]);
+        }
         Ok(bytes(&out))
     }
+}
+
+/// Wall-clock milliseconds, for tests that check which steps overlapped.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn seen_number(out: &Value, input: &str) -> Option<u64> {
@@ -92,7 +109,9 @@ fn seen_number(out: &Value, input: &str) -> Option<u64> {
 /// - `emit_input`: the name of an input holding a JSON list; one item per element.
 fn emit(config: &Value, out: &Value) -> Result<(), String> {
     for item in config["emit"].as_array().into_iter().flatten() {
-        let key = item["key"].as_str().ok_or("emit item needs a string `key`")?;
+        let key = item["key"]
+            .as_str()
+            .ok_or("emit item needs a string `key`")?;
         let value = bytes(&item["value"]);
         match item["out"].as_str() {
             Some(output) => emit_dynamic_to(output, key, &value)?,
@@ -106,7 +125,10 @@ fn emit(config: &Value, out: &Value) -> Result<(), String> {
     }
     if let Some(name) = config["emit_input"].as_str() {
         for element in out["inputs"][name].as_array().into_iter().flatten() {
-            let key = element.as_str().map(str::to_owned).unwrap_or_else(|| element.to_string());
+            let key = element
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| element.to_string());
             emit_dynamic(&key, &bytes(element))?;
         }
     }
@@ -135,7 +157,11 @@ fn misbehave(action: &str) -> Result<Option<Vec<u8>>, String> {
         "recurse" => {
             fn deep(n: u64) -> u64 {
                 // `black_box` hides from the compiler that this never ends.
-                if std::hint::black_box(n) == u64::MAX { 0 } else { deep(n + 1) + 1 }
+                if std::hint::black_box(n) == u64::MAX {
+                    0
+                } else {
+                    deep(n + 1) + 1
+                }
             }
             std::hint::black_box(deep(0));
         }

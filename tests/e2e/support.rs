@@ -1,0 +1,195 @@
+//! Test harness: builds the guest components once per test process, writes
+//! jobs into fresh temp dirs and runs the real `dynhost` binary on them.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf()
+}
+
+/// Builds `tests/guests` and `guest-examples` once (cargo's freshness check
+/// keeps them current) and returns the path of component `name`.
+pub fn guest(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        for workspace in ["tests/guests", "guest-examples"] {
+            build_guests(&root().join(workspace))?;
+        }
+        Ok(())
+    });
+    if let Err(message) = built {
+        panic!("{message}");
+    }
+    let path = guest_dir().join(format!("{name}.wasm"));
+    assert!(path.is_file(), "no guest component at {}", path.display());
+    path
+}
+
+fn guest_dir() -> PathBuf {
+    root().join("target/guests/wasm32-wasip2/release")
+}
+
+fn build_guests(workspace: &Path) -> Result<(), String> {
+    let output = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(root().join("target/guests"))
+        .current_dir(workspace)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "building guests in {} failed:\n{}\nhint: `rustup target add wasm32-wasip2`",
+        workspace.display(),
+        String::from_utf8_lossy(&output.stderr)
+    ))
+}
+
+/// The probe test op's path, as TOML string content.
+pub fn probe() -> String {
+    guest("probe").display().to_string()
+}
+
+/// What one `dynhost` invocation did.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// stdout as JSON lines (`--json`).
+    pub fn events(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    /// The final `run_finished` event.
+    pub fn finished(&self) -> Value {
+        let events = self.events();
+        let last = events
+            .last()
+            .unwrap_or_else(|| panic!("no events; stderr:\n{}", self.stderr))
+            .clone();
+        assert_eq!(last["event"], "run_finished", "{last}");
+        last
+    }
+
+    /// The value of final output step `step`.
+    pub fn output(&self, step: &str) -> Value {
+        let finished = self.finished();
+        let outputs = finished["outputs"].as_array().expect("outputs").clone();
+        outputs
+            .into_iter()
+            .find(|o| o["step"] == step)
+            .map(|o| o["value"].clone())
+            .unwrap_or_else(|| panic!("no output `{step}` in {finished:#}"))
+    }
+
+    /// The `step_finished` event of `step`.
+    pub fn step(&self, step: &str) -> Value {
+        self.events()
+            .into_iter()
+            .find(|e| e["event"] == "step_finished" && e["step"] == step)
+            .unwrap_or_else(|| {
+                panic!(
+                    "step `{step}` did not finish; stdout:\n{}\nstderr:\n{}",
+                    self.stdout, self.stderr
+                )
+            })
+    }
+
+    /// Names of steps with `event`, in the order they happened.
+    pub fn steps_with(&self, event: &str) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == event)
+            .map(|e| e["step"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// Asserts the exit code, showing both streams if it differs.
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "exit code; stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `dynhost args...` in `cwd` with a shared compile cache.
+pub fn dynhost(cwd: &Path, args: &[&str]) -> CliOutput {
+    let output = Command::new(env!("CARGO_BIN_EXE_dynhost"))
+        .args(args)
+        .current_dir(cwd)
+        .env(
+            "DYNHOST_CACHE_DIR",
+            root().join("target/dynhost-test-cache"),
+        )
+        .env_remove("DYNHOST_LOG")
+        .output()
+        .expect("run dynhost");
+    CliOutput {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A job in its own temp dir.
+pub struct TestJob {
+    dir: tempfile::TempDir,
+}
+
+impl TestJob {
+    /// Writes `toml` as `job.toml`; `{probe}` stands for the probe component.
+    pub fn new(toml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("job.toml"),
+            toml.replace("{probe}", &probe()),
+        )
+        .expect("write job");
+        Self { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file (creating parents) next to the job.
+    pub fn write(&self, path: &str, contents: &str) -> &Self {
+        let path = self.dir().join(path);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, contents).expect("write");
+        self
+    }
+
+    /// `dynhost run --json job.toml` plus `args`.
+    pub fn run(&self, args: &[&str]) -> CliOutput {
+        let mut all = vec!["run", "--json", "job.toml"];
+        all.extend_from_slice(args);
+        dynhost(self.dir(), &all)
+    }
+}
