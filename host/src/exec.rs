@@ -19,11 +19,13 @@ use crate::report::{FinalOutput, OpSummary, RunReport, StepFailure};
 use crate::runtime::{
     EmitSink, FailureKind, OpComponent, OpFailure, Runtime, StepCall, StepReport, StepStats,
 };
-use crossbeam_channel::{Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use scheduler::{Scheduler, Status, step_label};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -43,6 +45,21 @@ pub enum RunEvent<'a> {
         step: &'a str,
         /// The op.
         op: &'a str,
+        /// 1 for the first attempt, 2 for the first retry, ...
+        attempt: u32,
+    },
+    /// A step failed and will run again after `delay`.
+    StepRetrying {
+        /// `op[key]`.
+        step: &'a str,
+        /// The op.
+        op: &'a str,
+        /// The failed attempt, with captured output.
+        report: &'a StepReport,
+        /// Which attempt failed.
+        attempt: u32,
+        /// How long until the next attempt.
+        delay: Duration,
     },
     /// A step ran to the end, successfully or not.
     StepFinished {
@@ -62,6 +79,18 @@ pub enum RunEvent<'a> {
         /// Which input and why.
         reason: &'a str,
     },
+}
+
+impl RunEvent<'_> {
+    /// The op the event is about.
+    pub fn op(&self) -> &str {
+        match self {
+            RunEvent::StepStarted { op, .. }
+            | RunEvent::StepRetrying { op, .. }
+            | RunEvent::StepFinished { op, .. }
+            | RunEvent::StepSkipped { op, .. } => op,
+        }
+    }
 }
 
 enum Event {
@@ -111,89 +140,210 @@ pub fn run(
 ) -> RunReport {
     let started = Instant::now();
     let workers = options.max_concurrent.max(1);
-    let mut scheduler = Scheduler::new(plan);
-    let mut stats: Vec<Vec<(StepId, StepStats)>> = vec![Vec::new(); plan.ops.len()];
+    let mut coordinator = Coordinator::new(plan, options);
     std::thread::scope(|scope| {
         let (job_tx, job_rx) = bounded::<Job>(workers);
         let (event_tx, event_rx) = unbounded::<Event>();
         for _ in 0..workers {
             let jobs = job_rx.clone();
             let events = event_tx.clone();
-            scope.spawn(move || {
-                for job in jobs {
-                    let op = &plan.ops[job.step.op];
-                    let sink = Box::new(ChannelSink {
-                        step: job.step.clone(),
-                        events: events.clone(),
-                    });
-                    let component = &components[job.step.op];
-                    let report = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        runtime.run_step(component, &op.policy, &job.call, sink)
-                    }))
-                    .unwrap_or_else(|panic| host_panic(&panic));
-                    let _ = events.send(Event::Done {
-                        step: job.step,
-                        report: Box::new(report),
-                    });
-                }
-            });
+            scope.spawn(move || work(plan, runtime, components, &jobs, &events));
         }
         drop(job_rx);
         drop(event_tx);
-        let mut in_flight = 0usize;
+        coordinator.drive(workers, &job_tx, &event_rx, observer);
+    });
+    coordinator.scheduler.skip_stranded();
+    report_skipped(plan, &mut coordinator.scheduler, observer);
+    build_report(plan, &coordinator, options, started)
+}
+
+/// A worker thread: runs jobs until the coordinator closes the channel.
+fn work(
+    plan: &Plan,
+    runtime: &Runtime,
+    components: &[OpComponent],
+    jobs: &Receiver<Job>,
+    events: &Sender<Event>,
+) {
+    for job in jobs {
+        let op = &plan.ops[job.step.op];
+        let sink = Box::new(ChannelSink {
+            step: job.step.clone(),
+            events: events.clone(),
+        });
+        let component = &components[job.step.op];
+        let report = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            runtime.run_step(component, &op.policy, &job.call, sink)
+        }))
+        .unwrap_or_else(|panic| host_panic(&panic));
+        let _ = events.send(Event::Done {
+            step: job.step,
+            report: Box::new(report),
+        });
+    }
+}
+
+/// The longest wait between retries, however many there were.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// Owns the scheduler and everything else the coordinating thread tracks.
+struct Coordinator<'p> {
+    plan: &'p Plan,
+    run_id: String,
+    scheduler: Scheduler<'p>,
+    stats: Vec<Vec<StepStats>>,
+    attempts: HashMap<StepId, u32>,
+    /// Steps waiting out a retry backoff. They hold no worker slot meanwhile
+    /// (Dagster deadlocks here, dagster#30712).
+    backoffs: BinaryHeap<Reverse<(Instant, StepId)>>,
+    retried: Vec<u64>,
+    in_flight: usize,
+}
+
+impl<'p> Coordinator<'p> {
+    fn new(plan: &'p Plan, options: &RunOptions) -> Self {
+        Self {
+            plan,
+            run_id: options.run_id.clone(),
+            scheduler: Scheduler::new(plan),
+            stats: vec![Vec::new(); plan.ops.len()],
+            attempts: HashMap::new(),
+            backoffs: BinaryHeap::new(),
+            retried: vec![0; plan.ops.len()],
+            in_flight: 0,
+        }
+    }
+
+    /// Dispatches ready steps and handles events until nothing is running,
+    /// ready or waiting for a retry.
+    fn drive(
+        &mut self,
+        workers: usize,
+        jobs: &Sender<Job>,
+        events: &Receiver<Event>,
+        observer: &mut dyn FnMut(RunEvent<'_>),
+    ) {
         loop {
-            report_skipped(plan, &mut scheduler, observer);
-            while in_flight < workers {
-                let Some(step) = scheduler.next_ready() else {
-                    break;
+            report_skipped(self.plan, &mut self.scheduler, observer);
+            while self.in_flight < workers {
+                let Some(step) = self.next_step() else { break };
+                let attempt = {
+                    let n = self.attempts.entry(step.clone()).or_insert(0);
+                    *n += 1;
+                    *n
                 };
-                let name = step_label(plan, &step);
+                let name = step_label(self.plan, &step);
                 observer(RunEvent::StepStarted {
                     step: &name,
-                    op: &plan.ops[step.op].name,
+                    op: &self.plan.ops[step.op].name,
+                    attempt,
                 });
-                let call = StepCall {
-                    run_id: options.run_id.clone(),
-                    op: plan.ops[step.op].name.clone(),
-                    keys: step.keys.clone(),
-                    config_json: plan.ops[step.op].config_json.clone(),
-                    inputs: scheduler.inputs(&step),
-                };
-                if job_tx.send(Job { step, call }).is_err() {
-                    break;
+                let call = self.call(&step);
+                if jobs.send(Job { step, call }).is_err() {
+                    return;
                 }
-                in_flight += 1;
+                self.in_flight += 1;
             }
-            if in_flight == 0 {
-                break;
+            let next_retry = self.backoffs.peek().map(|Reverse((due, _))| *due);
+            if self.in_flight == 0 && next_retry.is_none() {
+                return;
             }
-            let Ok(event) = event_rx.recv() else { break };
-            match event {
-                Event::Emit {
-                    step,
-                    output,
-                    key,
-                    value,
-                } => scheduler.on_emit(&step, &output, key, Arc::from(value)),
-                Event::Done { step, report } => {
-                    in_flight -= 1;
-                    let name = step_label(plan, &step);
-                    observer(RunEvent::StepFinished {
+            let event = match next_retry {
+                Some(due) => {
+                    match events.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                        Ok(event) => event,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                None => match events.recv() {
+                    Ok(event) => event,
+                    Err(_) => return,
+                },
+            };
+            self.handle(event, observer);
+        }
+    }
+
+    /// A retry whose backoff is over, else the scheduler's next ready step.
+    fn next_step(&mut self) -> Option<StepId> {
+        if let Some(Reverse((due, _))) = self.backoffs.peek()
+            && *due <= Instant::now()
+        {
+            return self.backoffs.pop().map(|Reverse((_, step))| step);
+        }
+        self.scheduler.next_ready()
+    }
+
+    fn call(&mut self, step: &StepId) -> StepCall {
+        let op = &self.plan.ops[step.op];
+        StepCall {
+            run_id: self.run_id.clone(),
+            op: op.name.clone(),
+            keys: step.keys.clone(),
+            config_json: op.config_json.clone(),
+            inputs: self.scheduler.inputs(step),
+        }
+    }
+
+    fn handle(&mut self, event: Event, observer: &mut dyn FnMut(RunEvent<'_>)) {
+        match event {
+            Event::Emit {
+                step,
+                output,
+                key,
+                value,
+            } => {
+                self.scheduler
+                    .on_emit(&step, &output, key, Arc::from(value));
+            }
+            Event::Done { step, report } => {
+                self.in_flight -= 1;
+                self.stats[step.op].push(report.stats.clone());
+                let name = step_label(self.plan, &step);
+                let op = &self.plan.ops[step.op];
+                if let Some(delay) = self.retry_delay(&step, &report) {
+                    let attempt = self.attempts.get(&step).copied().unwrap_or(1);
+                    observer(RunEvent::StepRetrying {
                         step: &name,
-                        op: &plan.ops[step.op].name,
+                        op: &op.name,
                         report: &report,
+                        attempt,
+                        delay,
                     });
-                    stats[step.op].push((step.clone(), report.stats.clone()));
-                    let outcome = report.outcome.map(Arc::from);
-                    scheduler.on_finished(&step, outcome);
+                    self.retried[step.op] += 1;
+                    self.backoffs.push(Reverse((Instant::now() + delay, step)));
+                    return;
                 }
+                observer(RunEvent::StepFinished {
+                    step: &name,
+                    op: &op.name,
+                    report: &report,
+                });
+                self.scheduler
+                    .on_finished(&step, report.outcome.map(Arc::from));
             }
         }
-        drop(job_tx);
-    });
-    scheduler.skip_stranded();
-    report_skipped(plan, &mut scheduler, observer);
-    build_report(plan, &scheduler, &stats, options, started)
+    }
+
+    /// How long to wait before retrying a failed step, if it is retried: its
+    /// kind is in `retry_on`, retries remain, and it emitted nothing (emitted
+    /// items have already started mapped steps, so a rerun would duplicate them).
+    fn retry_delay(&self, step: &StepId, report: &StepReport) -> Option<Duration> {
+        let Err(failure) = &report.outcome else {
+            return None;
+        };
+        let policy = &self.plan.ops[step.op].retry;
+        let attempt = self.attempts.get(step).copied().unwrap_or(1);
+        let retryable = policy.retry_on.contains(&failure.kind)
+            && attempt <= policy.max_retries
+            && report.stats.emitted_items == 0;
+        retryable.then(|| {
+            let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
+            policy.backoff.saturating_mul(factor).min(MAX_RETRY_BACKOFF)
+        })
+    }
 }
 
 fn report_skipped(
@@ -231,11 +381,11 @@ fn host_panic(panic: &Box<dyn std::any::Any + Send>) -> StepReport {
 
 fn build_report(
     plan: &Plan,
-    scheduler: &Scheduler<'_>,
-    stats: &[Vec<(StepId, StepStats)>],
+    coordinator: &Coordinator<'_>,
     options: &RunOptions,
     started: Instant,
 ) -> RunReport {
+    let scheduler = &coordinator.scheduler;
     let mut steps: Vec<(&StepId, &Status)> = scheduler
         .steps
         .iter()
@@ -255,6 +405,7 @@ fn build_report(
         let summary = &mut ops[id.op];
         summary.steps += 1;
         let name = step_label(plan, id);
+        let tolerated = scheduler.tolerated.contains(id);
         match status {
             Status::Succeeded(value) => {
                 summary.succeeded += 1;
@@ -268,24 +419,38 @@ fn build_report(
                 }
             }
             Status::Failed(failure) => {
-                summary.failed += 1;
+                if tolerated {
+                    summary.tolerated += 1
+                } else {
+                    summary.failed += 1
+                }
                 summary.failures.push(StepFailure {
                     step: name,
                     failure: failure.clone(),
+                    tolerated,
                 });
             }
             Status::Skipped(reason) => {
-                summary.skipped += 1;
+                if tolerated {
+                    summary.tolerated += 1
+                } else {
+                    summary.skipped += 1
+                }
                 summary.skips.push((name, reason.clone()));
             }
             Status::Waiting | Status::Ready | Status::Running => {}
         }
     }
-    for (op, op_stats) in ops.iter_mut().zip(stats) {
-        for (_, s) in op_stats {
+    for (id, op) in ops.iter_mut().enumerate() {
+        op.retries = coordinator.retried[id];
+        for s in &coordinator.stats[id] {
             op.busy += s.wall;
             op.peak_memory_bytes = op.peak_memory_bytes.max(s.peak_memory_bytes);
             op.emitted_items += s.emitted_items;
+            op.emitted_bytes += s.emitted_bytes;
+            if let Some(fuel) = s.fuel_used {
+                *op.fuel_used.get_or_insert(0) += fuel;
+            }
         }
     }
     RunReport {
@@ -300,7 +465,7 @@ fn build_report(
 fn reads(source: &crate::plan::Source, id: usize) -> bool {
     use crate::plan::{CollectTarget, Source};
     match source {
-        Source::Value(op) | Source::Collect(CollectTarget::Values(op)) => *op == id,
-        Source::Item(d) | Source::Collect(CollectTarget::Items(d)) => d.op == id,
+        Source::Value(op) | Source::Collect(CollectTarget::Values(op), _) => *op == id,
+        Source::Item(d) | Source::Collect(CollectTarget::Items(d), _) => d.op == id,
     }
 }

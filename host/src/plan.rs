@@ -11,18 +11,23 @@ pub mod limits;
 
 pub use error::PlanError;
 
-use crate::runtime::SandboxPolicy;
-use crate::spec::{DynamicSpec, InputSpec, JobSpec, OpSpec};
+use crate::runtime::{FailureKind, SandboxPolicy};
+use crate::spec::{DynamicSpec, JobSpec, OpSpec, Tolerance};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Index of an op in [`Plan::ops`].
 pub type OpId = usize;
 
-/// How deep dynamic fan-outs may nest (`op[a][b][c][d]`). Each level multiplies
-/// the step count; four levels cover every real job we know of.
-pub const MAX_NESTING: usize = 4;
+/// How deep dynamic fan-outs may nest by default (`op[a][b][c][d]`). Each level
+/// multiplies the step count; four levels cover every real job we know of.
+/// `[defaults] max_nesting` raises it.
+pub const DEFAULT_MAX_NESTING: usize = 4;
+
+/// The default wait before the first retry; it doubles on each further retry.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 
 /// A validated, resolved job.
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +70,20 @@ pub struct PlannedOp {
     pub inputs: Vec<PlannedInput>,
     /// What the op may reach and use.
     pub policy: SandboxPolicy,
+    /// When and how often a failed step runs again.
+    pub retry: RetryPolicy,
+}
+
+/// When a failed step runs again.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// Wait before the first retry; doubles on each further one.
+    pub backoff: Duration,
+    /// Failure kinds worth retrying. Limits, bad keys and bad components fail
+    /// the same way again, so they are not retried unless listed.
+    pub retry_on: Vec<FailureKind>,
 }
 
 /// One named input, resolved.
@@ -84,8 +103,9 @@ pub enum Source {
     Value(OpId),
     /// The item of `output` whose key is the last key of `k` (a direct map).
     Item(DynOutput),
-    /// Every element below this step's key path.
-    Collect(CollectTarget),
+    /// Every element below this step's key path; runs despite failed
+    /// elements only within the tolerance.
+    Collect(CollectTarget, Tolerance),
 }
 
 /// What a collect gathers.
@@ -131,11 +151,15 @@ impl Plan {
             let op_spec = &spec.ops[name];
             let dynamic_outputs = dynamic_outputs(op_spec);
             let (scope, inputs) = resolver.resolve_inputs(name, op_spec, &id_of, &ops)?;
-            if scope.len() > MAX_NESTING {
+            let max_nesting = spec
+                .defaults
+                .max_nesting
+                .map_or(DEFAULT_MAX_NESTING, |n| n as usize);
+            if scope.len() > max_nesting {
                 return Err(resolver.setting(
                     name,
                     format!(
-                        "dynamic fan-out nested {} levels deep; at most {MAX_NESTING} are allowed",
+                        "dynamic fan-out nested {} levels deep, past the `max_nesting` limit of {max_nesting}; raise `max_nesting` in `[defaults]`",
                         scope.len()
                     ),
                 ));
@@ -156,6 +180,7 @@ impl Plan {
                 });
             }
             let policy = resolver.policy(name, op_spec, &base, &dynamic_outputs)?;
+            let retry = resolver.retry(name, op_spec)?;
             let config = op_spec.config.clone().unwrap_or_default();
             let config_json = serde_json::to_string(&config).map_err(|e| {
                 resolver.setting(name, format!("`config` cannot be turned into JSON: {e}"))
@@ -170,6 +195,7 @@ impl Plan {
                 scope,
                 inputs,
                 policy,
+                retry,
             });
         }
         Ok(Plan {
@@ -305,9 +331,7 @@ impl Resolver<'_> {
                 ));
             }
             for (input, source) in &op.inputs {
-                let text = match source {
-                    InputSpec::Plain(t) | InputSpec::Map(t) | InputSpec::Collect(t) => t,
-                };
+                let text = source.reference();
                 let reference = split_reference(text);
                 let Some(target) = self.spec.ops.get(reference.op) else {
                     let known = self
@@ -357,8 +381,7 @@ impl Resolver<'_> {
         for (name, op) in &self.spec.ops {
             let entry = deps.entry(name.as_str()).or_default();
             for source in op.inputs.values() {
-                let (InputSpec::Plain(t) | InputSpec::Map(t) | InputSpec::Collect(t)) = source;
-                entry.insert(split_reference(t).op);
+                entry.insert(split_reference(source.reference()).op);
             }
         }
         let mut order = Vec::with_capacity(deps.len());

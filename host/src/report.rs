@@ -21,7 +21,8 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// True when no step failed or was skipped.
+    /// True when no step failed or was skipped, except those a tolerant
+    /// collect ran without.
     pub fn is_success(&self) -> bool {
         self.ops.iter().all(|op| op.failed == 0 && op.skipped == 0)
     }
@@ -40,12 +41,21 @@ pub struct OpSummary {
     pub failed: u64,
     /// Steps skipped because an input failed.
     pub skipped: u64,
+    /// Failed or skipped steps that a tolerant collect ran without; they do
+    /// not fail the run.
+    pub tolerated: u64,
+    /// Failed attempts that were retried.
+    pub retries: u64,
     /// Sum of step wall times.
     pub busy: Duration,
     /// Largest linear memory of any step.
     pub peak_memory_bytes: u64,
     /// Items emitted by all steps.
     pub emitted_items: u64,
+    /// Bytes emitted by all steps.
+    pub emitted_bytes: u64,
+    /// Instructions used by all steps, when the op has a `fuel` limit.
+    pub fuel_used: Option<u64>,
     /// Failed steps and why, sorted by step.
     pub failures: Vec<StepFailure>,
     /// Skipped steps and why, sorted by step.
@@ -60,9 +70,13 @@ impl OpSummary {
             succeeded: 0,
             failed: 0,
             skipped: 0,
+            tolerated: 0,
+            retries: 0,
             busy: Duration::ZERO,
             peak_memory_bytes: 0,
             emitted_items: 0,
+            emitted_bytes: 0,
+            fuel_used: None,
             failures: Vec::new(),
             skips: Vec::new(),
         }
@@ -76,6 +90,8 @@ pub struct StepFailure {
     pub step: String,
     /// Why.
     pub failure: OpFailure,
+    /// Whether a tolerant collect ran without it.
+    pub tolerated: bool,
 }
 
 /// The value of one step of a last op.
@@ -90,4 +106,12 @@ pub struct FinalOutput {
     /// The value.
     #[serde(skip)]
     pub value: Vec<u8>,
+}
+
+/// The peak resident set size of this process (`VmHWM`), where the OS tells it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

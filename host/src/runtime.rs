@@ -83,6 +83,9 @@ pub struct RuntimeConfig {
     pub max_memory_bytes: u64,
     /// Where compiled components are cached; `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
+    /// Whether any op has a `fuel` limit. Metering costs every op some speed,
+    /// so the engine counts fuel only when a job asks for it.
+    pub enable_fuel: bool,
 }
 
 /// A compiled op, ready to instantiate once per step.
@@ -134,6 +137,8 @@ pub struct StepStats {
     pub emitted_bytes: u64,
     /// Bytes returned.
     pub output_bytes: u64,
+    /// Instructions used, when the op has a `fuel` limit.
+    pub fuel_used: Option<u64>,
 }
 
 /// What a step did.
@@ -157,6 +162,7 @@ pub struct Runtime {
     linker: Linker<StepState>,
     cache: Option<cache::CompileCache>,
     ticker: Option<EpochTicker>,
+    fuel_enabled: bool,
 }
 
 impl Runtime {
@@ -173,7 +179,8 @@ impl Runtime {
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
             .max_wasm_stack(MAX_WASM_STACK_BYTES)
-            .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
+            .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
+            .consume_fuel(config.enable_fuel);
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(config)));
         let engine = Engine::new(&wasm).map_err(engine_error)?;
         let mut linker = Linker::new(&engine);
@@ -186,6 +193,7 @@ impl Runtime {
             linker,
             cache: config.cache_dir.clone().map(cache::CompileCache::new),
             ticker,
+            fuel_enabled: config.enable_fuel,
         })
     }
 
@@ -243,7 +251,7 @@ impl Runtime {
             log: log.text(),
             stats,
         };
-        let wasi = match sandbox::wasi_ctx(policy, &stdout, &stderr) {
+        let wasi = match sandbox::wasi_ctx(policy, call, &stdout, &stderr) {
             Ok(wasi) => wasi,
             Err(failure) => return report(Err(failure), StepStats::default()),
         };
@@ -267,7 +275,16 @@ impl Runtime {
             .max(1);
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
+        let metered = self.fuel_enabled;
+        if metered {
+            // Unmetered ops in a metered engine get all the fuel there is.
+            let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+        }
         let result = call_op(&mut store, op, call);
+        let fuel_used = match (metered, limits.fuel) {
+            (true, Some(budget)) => Some(budget.saturating_sub(store.get_fuel().unwrap_or(0))),
+            _ => None,
+        };
         let state = store.data();
         let mut stats = StepStats {
             wall: start.elapsed(),
@@ -275,6 +292,7 @@ impl Runtime {
             emitted_items: state.emits.items,
             emitted_bytes: state.emits.bytes,
             output_bytes: 0,
+            fuel_used,
         };
         let outcome = match (result, state.emits.failure.clone()) {
             (_, Some(failure)) => Err(failure),
@@ -292,7 +310,11 @@ impl Runtime {
                 }
             }
             (Ok(Err(message)), None) => Err(OpFailure::new(FailureKind::OpError, message)),
-            (Err(error), None) => Err(failure::classify(&error, limits.timeout.as_secs_f64())),
+            (Err(error), None) => Err(failure::classify(
+                &error,
+                limits.timeout.as_secs_f64(),
+                limits.fuel,
+            )),
         };
         drop(store);
         report(outcome, stats)

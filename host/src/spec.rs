@@ -72,6 +72,16 @@ pub struct OpSpec {
     /// Resource limits for each step of this op.
     #[serde(default)]
     pub limits: LimitsSpec,
+    /// How many times to retry a failed step (default 0).
+    pub retries: Option<u32>,
+    /// Seconds before the first retry; doubles on each further one (default 1).
+    pub retry_backoff_secs: Option<f64>,
+    /// Failure kinds worth retrying (default: `timeout`, `op-error`, `trap`;
+    /// only `timeout` for a deterministic op).
+    pub retry_on: Option<Vec<String>>,
+    /// Fixed clocks and seeded randomness, so reruns are reproducible.
+    #[serde(default)]
+    pub deterministic: bool,
 }
 
 /// The `dynamic` field of an op.
@@ -85,15 +95,35 @@ pub enum DynamicSpec {
 }
 
 /// Where one input's value comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum InputSpec {
     /// `"op"` or `"op.output"`: the op's value for this step's key.
     Plain(String),
     /// `{ map = "op" }`: run once per item of a dynamic output (or per key of a
     /// mapped op).
     Map(String),
-    /// `{ collect = "op" }`: all per-key values as one list.
-    Collect(String),
+    /// `{ collect = "op" }`: all per-key values as one list, optionally
+    /// tolerating some failed keys.
+    Collect(String, Tolerance),
+}
+
+impl InputSpec {
+    /// The referenced op or output, as written.
+    pub fn reference(&self) -> &str {
+        match self {
+            InputSpec::Plain(r) | InputSpec::Map(r) | InputSpec::Collect(r, _) => r,
+        }
+    }
+}
+
+/// How many failed keys a collect tolerates (it runs without them, and is
+/// told which failed and why). The default tolerates none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Tolerance {
+    /// `max_failures = N`: at most N failed keys.
+    pub max_failures: Option<u64>,
+    /// `min_success = 0.9`: at least this fraction of keys succeeded.
+    pub min_success: Option<f64>,
 }
 
 /// A host directory made visible to an op.
@@ -126,6 +156,10 @@ pub struct LimitsSpec {
     pub max_output_bytes: Option<u64>,
     /// Bytes of captured stdout, stderr and log each.
     pub max_log_bytes: Option<u64>,
+    /// Instruction budget per step (wasmtime fuel); unmetered when absent.
+    pub fuel: Option<u64>,
+    /// Levels of nested fan-out (only in `[defaults]`).
+    pub max_nesting: Option<u64>,
 }
 
 /// Reads and parses a job file.
@@ -166,20 +200,45 @@ impl<'de> Deserialize<'de> for InputSpec {
                 Ok(InputSpec::Plain(v.to_owned()))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<InputSpec, A::Error> {
-                let Some((kind, source)) = map.next_entry::<String, String>()? else {
-                    return Err(de::Error::custom(
-                        r#"empty input: use { map = "op" } or { collect = "op" }"#,
-                    ));
-                };
-                if map.next_key::<String>()?.is_some() {
-                    return Err(de::Error::custom(
-                        "an input takes exactly one of `map` or `collect`",
-                    ));
+                let mut source: Option<(bool, String)> = None;
+                let mut tolerance = Tolerance::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "map" | "collect" => {
+                            if source.is_some() {
+                                return Err(de::Error::custom(
+                                    "an input takes exactly one of `map` or `collect`",
+                                ));
+                            }
+                            source = Some((key == "map", map.next_value()?));
+                        }
+                        "max_failures" => tolerance.max_failures = Some(map.next_value()?),
+                        "min_success" => {
+                            let ratio: f64 = map.next_value()?;
+                            if !(0.0..=1.0).contains(&ratio) {
+                                return Err(de::Error::custom(
+                                    "`min_success` is a fraction from 0 to 1, e.g. 0.9",
+                                ));
+                            }
+                            tolerance.min_success = Some(ratio);
+                        }
+                        other => {
+                            return Err(de::Error::unknown_field(
+                                other,
+                                &["map", "collect", "max_failures", "min_success"],
+                            ));
+                        }
+                    }
                 }
-                match kind.as_str() {
-                    "map" => Ok(InputSpec::Map(source)),
-                    "collect" => Ok(InputSpec::Collect(source)),
-                    other => Err(de::Error::unknown_field(other, &["map", "collect"])),
+                match source {
+                    None => Err(de::Error::custom(
+                        r#"an input needs `map` or `collect`: { map = "op" } or { collect = "op" }"#,
+                    )),
+                    Some((true, _)) if tolerance != Tolerance::default() => Err(de::Error::custom(
+                        "`max_failures` and `min_success` go with `collect`, not `map`",
+                    )),
+                    Some((true, op)) => Ok(InputSpec::Map(op)),
+                    Some((false, op)) => Ok(InputSpec::Collect(op, tolerance)),
                 }
             }
         }
@@ -217,11 +276,37 @@ mod tests {
         let b = &spec.ops["b"].inputs;
         assert_eq!(b["x"], InputSpec::Map("a".into()));
         assert_eq!(b["y"], InputSpec::Plain("a".into()));
-        assert_eq!(b["z"], InputSpec::Collect("a".into()));
+        assert_eq!(b["z"], InputSpec::Collect("a".into(), Tolerance::default()));
         assert!(matches!(
             spec.ops["a"].dynamic,
             Some(DynamicSpec::Flag(true))
         ));
+    }
+
+    #[test]
+    fn collect_takes_a_tolerance() {
+        let spec = parse_ok(
+            "name = \"j\"\n[ops.a]\ncomponent = \"a.wasm\"\ninputs.x = { collect = \"b\", max_failures = 2 }\ninputs.y = { collect = \"b\", min_success = 0.5 }\n",
+        );
+        let inputs = &spec.ops["a"].inputs;
+        let tolerance = Tolerance {
+            max_failures: Some(2),
+            min_success: None,
+        };
+        assert_eq!(inputs["x"], InputSpec::Collect("b".into(), tolerance));
+        let tolerance = Tolerance {
+            max_failures: None,
+            min_success: Some(0.5),
+        };
+        assert_eq!(inputs["y"], InputSpec::Collect("b".into(), tolerance));
+        let err = parse_err(
+            "name = \"j\"\n[ops.a]\ncomponent = \"a.wasm\"\ninputs.x = { map = \"b\", max_failures = 2 }\n",
+        );
+        assert!(err.contains("go with `collect`"), "{err}");
+        let err = parse_err(
+            "name = \"j\"\n[ops.a]\ncomponent = \"a.wasm\"\ninputs.x = { collect = \"b\", min_success = 2.0 }\n",
+        );
+        assert!(err.contains("fraction from 0 to 1"), "{err}");
     }
 
     #[test]
@@ -241,7 +326,7 @@ mod tests {
             "name = \"j\"\n[ops.a]\ncomponent = \"a.wasm\"\ninputs.x = { mapp = \"b\" }\n",
         );
         assert!(
-            err.contains("unknown field `mapp`, expected `map` or `collect`"),
+            err.contains("unknown field `mapp`, expected one of `map`, `collect`"),
             "{err}"
         );
         let err = parse_err(

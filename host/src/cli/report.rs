@@ -30,6 +30,7 @@ struct OpProgress {
     done: u64,
     failed: u64,
     skipped: u64,
+    retries: u64,
     bar: Option<ProgressBar>,
 }
 
@@ -52,7 +53,12 @@ impl Progress {
 
     pub fn on_event(&mut self, event: RunEvent<'_>) {
         match &event {
-            RunEvent::StepStarted { op, .. } => self.op(op).started += 1,
+            RunEvent::StepStarted { op, attempt, .. } => {
+                if *attempt == 1 {
+                    self.op(op).started += 1;
+                }
+            }
+            RunEvent::StepRetrying { op, .. } => self.op(op).retries += 1,
             RunEvent::StepFinished { op, report, .. } => {
                 let p = self.op(op);
                 p.done += 1;
@@ -87,11 +93,7 @@ impl Progress {
         for line in step_lines(event) {
             let _ = multi.println(line);
         }
-        let op = match event {
-            RunEvent::StepStarted { op, .. }
-            | RunEvent::StepFinished { op, .. }
-            | RunEvent::StepSkipped { op, .. } => *op,
-        };
+        let op = event.op();
         let width = self.order.iter().map(String::len).max().unwrap_or(8);
         let p = self.ops.entry(op.to_owned()).or_default();
         let bar = p.bar.get_or_insert_with(|| {
@@ -129,19 +131,28 @@ fn step_lines(event: &RunEvent<'_>) -> Vec<String> {
     match event {
         RunEvent::StepStarted { .. } => {}
         RunEvent::StepFinished { step, report, .. } => {
-            for (stream, text) in [
-                ("stdout", &report.stdout),
-                ("stderr", &report.stderr),
-                ("log", &report.log),
-            ] {
-                for line in text.lines() {
-                    lines.push(format!("{step} {stream}: {line}"));
-                }
-            }
+            captured_lines(&mut lines, step, report);
             if let Err(failure) = &report.outcome {
                 lines.push(format!(
                     "{step} failed ({}): {}",
                     failure.kind, failure.message
+                ));
+            }
+        }
+        RunEvent::StepRetrying {
+            step,
+            report,
+            attempt,
+            delay,
+            ..
+        } => {
+            captured_lines(&mut lines, step, report);
+            if let Err(failure) = &report.outcome {
+                lines.push(format!(
+                    "{step} failed ({}), attempt {attempt}; retrying in {:.1}s: {}",
+                    failure.kind,
+                    delay.as_secs_f64(),
+                    failure.message
                 ));
             }
         }
@@ -152,33 +163,69 @@ fn step_lines(event: &RunEvent<'_>) -> Vec<String> {
     lines
 }
 
+fn captured_lines(lines: &mut Vec<String>, step: &str, report: &dynhost::runtime::StepReport) {
+    for (stream, text) in [
+        ("stdout", &report.stdout),
+        ("stderr", &report.stderr),
+        ("log", &report.log),
+    ] {
+        for line in text.lines() {
+            lines.push(format!("{step} {stream}: {line}"));
+        }
+    }
+}
+
 fn print_event_json(event: &RunEvent<'_>) {
     let value = match event {
-        RunEvent::StepStarted { step, op } => {
-            json!({ "event": "step_started", "step": step, "op": op })
+        RunEvent::StepStarted { step, op, attempt } => {
+            json!({ "event": "step_started", "step": step, "op": op, "attempt": attempt })
         }
         RunEvent::StepFinished { step, op, report } => {
-            let (status, failure) = match &report.outcome {
-                Ok(_) => ("succeeded", Value::Null),
-                Err(f) => ("failed", json!({ "kind": f.kind, "message": f.message })),
-            };
-            json!({
-                "event": "step_finished", "step": step, "op": op, "status": status, "failure": failure,
-                "stats": {
-                    "wall_secs": report.stats.wall.as_secs_f64(),
-                    "peak_memory_bytes": report.stats.peak_memory_bytes,
-                    "emitted_items": report.stats.emitted_items,
-                    "emitted_bytes": report.stats.emitted_bytes,
-                    "output_bytes": report.stats.output_bytes,
-                },
-                "stdout": report.stdout, "stderr": report.stderr, "log": report.log,
-            })
+            let mut value = step_json("step_finished", step, op, report);
+            value["status"] = json!(if report.outcome.is_ok() {
+                "succeeded"
+            } else {
+                "failed"
+            });
+            value
+        }
+        RunEvent::StepRetrying {
+            step,
+            op,
+            report,
+            attempt,
+            delay,
+        } => {
+            let mut value = step_json("step_retrying", step, op, report);
+            value["attempt"] = json!(attempt);
+            value["retry_in_secs"] = json!(delay.as_secs_f64());
+            value
         }
         RunEvent::StepSkipped { step, op, reason } => {
             json!({ "event": "step_skipped", "step": step, "op": op, "reason": reason })
         }
     };
     println_json(&value);
+}
+
+/// A finished attempt: typed failure, accounting and captured output.
+fn step_json(event: &str, step: &str, op: &str, report: &dynhost::runtime::StepReport) -> Value {
+    let failure = match &report.outcome {
+        Ok(_) => Value::Null,
+        Err(f) => json!({ "kind": f.kind, "message": f.message }),
+    };
+    json!({
+        "event": event, "step": step, "op": op, "failure": failure,
+        "stats": {
+            "wall_secs": report.stats.wall.as_secs_f64(),
+            "peak_memory_bytes": report.stats.peak_memory_bytes,
+            "emitted_items": report.stats.emitted_items,
+            "emitted_bytes": report.stats.emitted_bytes,
+            "output_bytes": report.stats.output_bytes,
+            "fuel_used": report.stats.fuel_used,
+        },
+        "stdout": report.stdout, "stderr": report.stderr, "log": report.log,
+    })
 }
 
 fn println_json(value: &Value) {
@@ -205,6 +252,7 @@ pub fn print_run_json(report: &RunReport) -> anyhow::Result<()> {
         "job": report.job,
         "success": report.is_success(),
         "elapsed_secs": report.elapsed.as_secs_f64(),
+        "host_peak_rss_bytes": dynhost::report::peak_rss_bytes(),
         "ops": serde_json::to_value(&report.ops)?,
         "outputs": outputs,
     });
@@ -262,7 +310,12 @@ pub fn print_summary(report: &RunReport) {
     for op in &report.ops {
         for f in &op.failures {
             let first = f.failure.message.lines().next().unwrap_or("");
-            let _ = writeln!(err, "  {} failed ({}): {first}", f.step, f.failure.kind);
+            let tolerated = if f.tolerated { " [tolerated]" } else { "" };
+            let _ = writeln!(
+                err,
+                "  {} failed ({}){tolerated}: {first}",
+                f.step, f.failure.kind
+            );
             if f.failure.kind == FailureKind::Trap {
                 let _ = writeln!(
                     err,

@@ -12,7 +12,8 @@ use super::collect;
 use crate::key::{KeyPath, MappingKey};
 use crate::plan::{CollectTarget, DynOutput, OpId, Plan, Source};
 use crate::runtime::{FailureKind, InputData, OpFailure};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use crate::spec::Tolerance;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 /// One step: an op at a key path.
@@ -61,6 +62,40 @@ struct Collection {
     /// Set when an emitter below failed or was skipped: the set of keys is unknown.
     incomplete: Option<String>,
     failed_members: u64,
+    /// Members that became terminal, failed or not.
+    members: u64,
+}
+
+/// Why a complete collection may not run: more failed members than its
+/// tolerance allows (none by default).
+fn exceeds(tolerance: &Tolerance, c: &Collection) -> Option<String> {
+    let failed = c.failed_members;
+    if failed == 0 {
+        return None;
+    }
+    if tolerance.max_failures.is_none() && tolerance.min_success.is_none() {
+        return Some(format!(
+            "collects {failed} failed or skipped step(s); set `max_failures` or `min_success` on the input to run without them"
+        ));
+    }
+    if let Some(max) = tolerance.max_failures
+        && failed > max
+    {
+        return Some(format!(
+            "collects {failed} failed or skipped step(s), more than its `max_failures` of {max}"
+        ));
+    }
+    if let Some(min) = tolerance.min_success {
+        let ratio = (c.members - failed) as f64 / c.members as f64;
+        if ratio < min {
+            return Some(format!(
+                "collects only {} successes of {} steps ({ratio:.3}), below its `min_success` of {min}",
+                c.members - failed,
+                c.members
+            ));
+        }
+    }
+    None
 }
 
 /// How a step of one op affects a collection of another.
@@ -93,6 +128,8 @@ pub(crate) struct Scheduler<'p> {
     skipped: Vec<(StepId, String)>,
     children: HashMap<DynOutput, Vec<OpId>>,
     watches: Vec<Vec<Watch>>,
+    /// Failed or skipped steps that a tolerant collect ran without.
+    pub tolerated: HashSet<StepId>,
 }
 
 impl<'p> Scheduler<'p> {
@@ -105,7 +142,7 @@ impl<'p> Scheduler<'p> {
                 children.entry(last.clone()).or_default().push(id);
             }
             for (index, input) in op.inputs.iter().enumerate() {
-                let Source::Collect(target) = &input.source else {
+                let Source::Collect(target, _) = &input.source else {
                     continue;
                 };
                 let depth = op.scope.len();
@@ -143,6 +180,7 @@ impl<'p> Scheduler<'p> {
             skipped: Vec::new(),
             children,
             watches,
+            tolerated: HashSet::new(),
         };
         let roots: Vec<OpId> = (0..plan.ops.len())
             .filter(|&id| plan.ops[id].scope.is_empty())
@@ -237,11 +275,12 @@ impl<'p> Scheduler<'p> {
                 keys: keys.to_vec(),
             };
             for (index, input) in self.plan.ops[op].inputs.iter().enumerate() {
-                if matches!(input.source, Source::Collect(_)) {
+                if matches!(input.source, Source::Collect(..)) {
                     let c = Collection {
                         pending: 1,
                         incomplete: None,
                         failed_members: 0,
+                        members: 0,
                     };
                     self.collections.insert((op, index, keys.to_vec()), c);
                 }
@@ -308,7 +347,7 @@ impl<'p> Scheduler<'p> {
                         Some(_) => return Blocker::Wait(Some(dep)),
                     }
                 }
-                Source::Collect(_) => {
+                Source::Collect(..) => {
                     let Some(c) = self.collections.get(&(step.op, index, step.keys.clone())) else {
                         return Blocker::Never(format!(
                             "collection for input `{}` is missing (a dynhost bug)",
@@ -324,11 +363,11 @@ impl<'p> Scheduler<'p> {
                             input.name
                         ));
                     }
-                    if c.failed_members > 0 {
-                        return Blocker::Never(format!(
-                            "input `{}` collects {} failed or skipped step(s)",
-                            input.name, c.failed_members
-                        ));
+                    let Source::Collect(_, tolerance) = &input.source else {
+                        unreachable!("matched Source::Collect above")
+                    };
+                    if let Some(reason) = exceeds(tolerance, c) {
+                        return Blocker::Never(format!("input `{}` {reason}", input.name));
                     }
                 }
             }
@@ -359,6 +398,9 @@ impl<'p> Scheduler<'p> {
                     continue;
                 };
                 c.pending = c.pending.saturating_sub(1);
+                if matches!(watch.role, Role::Member) {
+                    c.members += 1;
+                }
                 if failed {
                     match watch.role {
                         Role::Member => c.failed_members += 1,
@@ -393,7 +435,9 @@ impl<'p> Scheduler<'p> {
     }
 
     /// The inputs of a ready step, in the order the plan lists them.
-    pub fn inputs(&self, step: &StepId) -> Vec<(String, InputData)> {
+    /// Failed or skipped steps that a tolerant collect ran without are marked
+    /// tolerated here, as the collect's input is built.
+    pub fn inputs(&mut self, step: &StepId) -> Vec<(String, InputData)> {
         let op = &self.plan.ops[step.op];
         let mut inputs = Vec::with_capacity(op.inputs.len());
         for input in &op.inputs {
@@ -425,7 +469,22 @@ impl<'p> Scheduler<'p> {
                         });
                     InputData::Single(value.unwrap_or_else(|| Arc::from(Vec::new())))
                 }
-                Source::Collect(target) => collect::gather(self, target, step),
+                Source::Collect(target, _) => {
+                    let data = collect::gather(self, target, step);
+                    if let (CollectTarget::Values(member), InputData::Collected { failed, .. }) =
+                        (target, &data)
+                    {
+                        for (keys, _) in failed {
+                            let mut full = step.keys.clone();
+                            full.extend(keys.iter().cloned());
+                            self.tolerated.insert(StepId {
+                                op: *member,
+                                keys: full,
+                            });
+                        }
+                    }
+                    data
+                }
             };
             inputs.push((input.name.clone(), data));
         }
@@ -446,10 +505,9 @@ impl<'p> Scheduler<'p> {
     pub(crate) fn failure(&self, step: &StepId) -> Option<OpFailure> {
         match self.entry_status(step) {
             Some(Status::Failed(f)) => Some(f.clone()),
-            Some(Status::Skipped(reason)) => Some(OpFailure::new(
-                FailureKind::Host,
-                format!("skipped: {reason}"),
-            )),
+            Some(Status::Skipped(reason)) => {
+                Some(OpFailure::new(FailureKind::Skipped, reason.clone()))
+            }
             _ => None,
         }
     }

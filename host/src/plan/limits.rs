@@ -51,6 +51,12 @@ pub fn resolve(op: &LimitsSpec, job: &LimitsSpec) -> Result<Limits, String> {
             ));
         }
     };
+    if op.max_nesting.is_some() {
+        return Err("`max_nesting` is job-wide: set it in `[defaults]`".into());
+    }
+    if let Some(0) = op.fuel.or(job.fuel) {
+        return Err("limit `fuel` must be above 0".into());
+    }
     Ok(Limits {
         memory_bytes,
         timeout,
@@ -67,6 +73,7 @@ pub fn resolve(op: &LimitsSpec, job: &LimitsSpec) -> Result<Limits, String> {
             .max_log_bytes
             .or(job.max_log_bytes)
             .unwrap_or(DEFAULT_MAX_LOG_BYTES),
+        fuel: op.fuel.or(job.fuel),
     })
 }
 

@@ -2,13 +2,21 @@
 //! environment and limits into a [`SandboxPolicy`].
 
 use super::{
-    CollectTarget, DynOutput, OpId, PlanError, PlannedInput, PlannedOp, Resolver, Source,
-    split_reference,
+    CollectTarget, DEFAULT_RETRY_BACKOFF, DynOutput, OpId, PlanError, PlannedInput, PlannedOp,
+    Resolver, RetryPolicy, Source, split_reference,
 };
-use crate::runtime::{Mount, SandboxPolicy};
-use crate::spec::{InputSpec, OpSpec};
+use crate::runtime::{FailureKind, Mount, SandboxPolicy};
+use crate::spec::{InputSpec, OpSpec, Tolerance};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
+
+fn tolerance(spec: &InputSpec) -> Tolerance {
+    match spec {
+        InputSpec::Collect(_, tolerance) => *tolerance,
+        _ => Tolerance::default(),
+    }
+}
 
 fn is_prefix(short: &[DynOutput], long: &[DynOutput]) -> bool {
     short.len() <= long.len() && long[..short.len()] == *short
@@ -29,7 +37,7 @@ impl Resolver<'_> {
     ) -> Result<(Vec<DynOutput>, Vec<PlannedInput>), PlanError> {
         let mut resolved: Vec<(PlannedInput, Vec<DynOutput>)> = Vec::new();
         for (input, spec) in &op.inputs {
-            let (InputSpec::Plain(text) | InputSpec::Map(text) | InputSpec::Collect(text)) = spec;
+            let text = spec.reference();
             let reference = split_reference(text);
             let id = id_of[reference.op];
             let up = &ops[id];
@@ -81,22 +89,29 @@ impl Resolver<'_> {
                         up.name, up.name, up.name
                     )));
                 }
-                (InputSpec::Collect(_), Some(output)) => {
+                (InputSpec::Collect(..), Some(output)) => {
                     let d = dyn_out(output);
                     let scope = item_scope(&d);
-                    (Source::Collect(CollectTarget::Items(d)), scope)
+                    (
+                        Source::Collect(CollectTarget::Items(d), tolerance(spec)),
+                        scope,
+                    )
                 }
                 // `collect = "x"`: x's per-key values when x is mapped; else the
                 // items of x's dynamic output (write `x.out` for a mapped x's items).
-                (InputSpec::Collect(_), None) if !up.scope.is_empty() => {
-                    (Source::Collect(CollectTarget::Values(id)), up.scope.clone())
-                }
-                (InputSpec::Collect(_), None) if !up.dynamic_outputs.is_empty() => {
+                (InputSpec::Collect(..), None) if !up.scope.is_empty() => (
+                    Source::Collect(CollectTarget::Values(id), tolerance(spec)),
+                    up.scope.clone(),
+                ),
+                (InputSpec::Collect(..), None) if !up.dynamic_outputs.is_empty() => {
                     let d = dyn_out(&only_output()?);
                     let scope = item_scope(&d);
-                    (Source::Collect(CollectTarget::Items(d)), scope)
+                    (
+                        Source::Collect(CollectTarget::Items(d), tolerance(spec)),
+                        scope,
+                    )
                 }
-                (InputSpec::Collect(_), None) => {
+                (InputSpec::Collect(..), None) => {
                     return Err(self.bad_input(name, input, format!(
                         "cannot collect `{}`: it is neither mapped nor dynamic, so it has one value; read it plainly with `{}`",
                         up.name, up.name
@@ -156,7 +171,7 @@ impl Resolver<'_> {
         ops: &[PlannedOp],
     ) -> Result<(), PlanError> {
         match &input.source {
-            Source::Collect(target) => {
+            Source::Collect(target, _) => {
                 let ok = source_scope.len() > scope.len() && is_prefix(scope, source_scope);
                 if !ok {
                     let what = match target {
@@ -228,6 +243,52 @@ impl Resolver<'_> {
             env: op.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             limits,
             dynamic_outputs: dynamic_outputs.to_vec(),
+            deterministic: op.deterministic,
+        })
+    }
+
+    pub(super) fn retry(&self, name: &str, op: &OpSpec) -> Result<RetryPolicy, PlanError> {
+        let backoff = match op.retry_backoff_secs {
+            None => DEFAULT_RETRY_BACKOFF,
+            Some(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => Duration::from_secs_f64(s),
+            Some(s) => {
+                return Err(self.setting(
+                    name,
+                    format!("`retry_backoff_secs` must be between 0 and 3600, got {s}"),
+                ));
+            }
+        };
+        let retry_on = match &op.retry_on {
+            None if op.deterministic => vec![FailureKind::Timeout],
+            None => vec![
+                FailureKind::Timeout,
+                FailureKind::OpError,
+                FailureKind::Trap,
+            ],
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    FailureKind::ALL
+                        .into_iter()
+                        .find(|k| k.as_str() == n)
+                        .ok_or_else(|| {
+                            let known: Vec<&str> =
+                                FailureKind::ALL.iter().map(|k| k.as_str()).collect();
+                            self.setting(
+                                name,
+                                format!(
+                                    "`retry_on` names unknown failure kind `{n}` (known: {})",
+                                    known.join(", ")
+                                ),
+                            )
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(RetryPolicy {
+            max_retries: op.retries.unwrap_or(0),
+            backoff,
+            retry_on,
         })
     }
 }

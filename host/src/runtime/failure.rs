@@ -19,6 +19,8 @@ pub enum FailureKind {
     Timeout,
     /// The instance asked for more memory than `memory_mib`.
     MemoryLimit,
+    /// The step used up its instruction budget (`fuel`).
+    FuelExhausted,
     /// The step emitted or returned more than its output limits allow.
     OutputLimit,
     /// The op emitted an invalid or duplicate mapping key, or to an undeclared output.
@@ -27,6 +29,8 @@ pub enum FailureKind {
     BadComponent,
     /// dynhost itself failed while running the step (a bug; please report it).
     Host,
+    /// The step never ran because an input failed (only in collected `failed` lists).
+    Skipped,
 }
 
 impl FailureKind {
@@ -37,12 +41,28 @@ impl FailureKind {
             FailureKind::Trap => "trap",
             FailureKind::Timeout => "timeout",
             FailureKind::MemoryLimit => "memory-limit",
+            FailureKind::FuelExhausted => "fuel-exhausted",
             FailureKind::OutputLimit => "output-limit",
             FailureKind::InvalidKey => "invalid-key",
             FailureKind::BadComponent => "bad-component",
             FailureKind::Host => "host",
+            FailureKind::Skipped => "skipped",
         }
     }
+
+    /// Every kind, for parsing `retry_on`.
+    pub const ALL: [FailureKind; 10] = [
+        FailureKind::OpError,
+        FailureKind::Trap,
+        FailureKind::Timeout,
+        FailureKind::MemoryLimit,
+        FailureKind::FuelExhausted,
+        FailureKind::OutputLimit,
+        FailureKind::InvalidKey,
+        FailureKind::BadComponent,
+        FailureKind::Host,
+        FailureKind::Skipped,
+    ];
 }
 
 impl fmt::Display for FailureKind {
@@ -90,7 +110,7 @@ impl fmt::Display for Tripped {
 impl std::error::Error for Tripped {}
 
 /// Classifies an error returned by instantiating or calling the op.
-pub(crate) fn classify(error: &wasmtime::Error, timeout_secs: f64) -> OpFailure {
+pub(crate) fn classify(error: &wasmtime::Error, timeout_secs: f64, fuel: Option<u64>) -> OpFailure {
     if let Some(Tripped(failure)) = error.downcast_ref::<Tripped>() {
         return failure.clone();
     }
@@ -103,6 +123,13 @@ pub(crate) fn classify(error: &wasmtime::Error, timeout_secs: f64) -> OpFailure 
             FailureKind::Timeout,
             format!(
                 "step ran longer than the `timeout_secs` limit of {timeout_secs} s; raise `limits.timeout_secs` on the op if it needs longer"
+            ),
+        ),
+        Some(wasmtime::Trap::OutOfFuel) => OpFailure::new(
+            FailureKind::FuelExhausted,
+            format!(
+                "step used up its `fuel` budget of {} instructions; raise `limits.fuel` on the op if it needs more",
+                fuel.unwrap_or_default()
             ),
         ),
         Some(wasmtime::Trap::StackOverflow) => OpFailure::new(

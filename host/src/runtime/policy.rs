@@ -17,6 +17,8 @@ pub struct SandboxPolicy {
     pub limits: Limits,
     /// The dynamic outputs the op may emit to.
     pub dynamic_outputs: Vec<String>,
+    /// Fixed clocks and randomness seeded from the step, for reproducible reruns.
+    pub deterministic: bool,
 }
 
 /// A host directory made visible to the op.
@@ -46,4 +48,7 @@ pub struct Limits {
     pub max_output_bytes: u64,
     /// Bytes kept of each of stdout, stderr and log; the rest is dropped with a marker.
     pub max_log_bytes: u64,
+    /// Instructions per step (wasmtime fuel), for limits that do not depend on
+    /// machine speed; `None` leaves the step unmetered.
+    pub fuel: Option<u64>,
 }

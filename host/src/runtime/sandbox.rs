@@ -2,6 +2,7 @@
 //! grants only what the policy lists, a resource limiter, and capped capture
 //! of stdout and stderr.
 
+use super::StepCall;
 use super::failure::{FailureKind, OpFailure, Tripped};
 use super::host::EmitState;
 use super::policy::SandboxPolicy;
@@ -34,10 +35,14 @@ impl WasiView for StepState {
 /// is off entirely (TCP, UDP and name lookup), not just filtered.
 pub(crate) fn wasi_ctx(
     policy: &SandboxPolicy,
+    call: &StepCall,
     stdout: &Capture,
     stderr: &Capture,
 ) -> Result<WasiCtx, OpFailure> {
     let mut builder = WasiCtxBuilder::new();
+    if policy.deterministic {
+        deterministic(&mut builder, call);
+    }
     builder.stdout(stdout.clone()).stderr(stderr.clone());
     builder
         .allow_tcp(false)
@@ -62,6 +67,53 @@ pub(crate) fn wasi_ctx(
             })?;
     }
     Ok(builder.build())
+}
+
+/// Pins clocks and seeds randomness from the op and keys, so a rerun of the
+/// same step sees the same time and the same random numbers.
+fn deterministic(builder: &mut WasiCtxBuilder, call: &StepCall) {
+    use rand::SeedableRng;
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(call.op.as_bytes());
+    for key in &call.keys {
+        hasher.update([0]);
+        hasher.update(key.as_str().as_bytes());
+    }
+    let seed: [u8; 32] = hasher.finalize().into();
+    builder.secure_random(rand::rngs::StdRng::from_seed(seed));
+    let mut insecure = seed;
+    insecure[0] ^= 1;
+    builder.insecure_random(rand::rngs::StdRng::from_seed(insecure));
+    builder.insecure_random_seed(u128::from_le_bytes(
+        seed[..16].try_into().unwrap_or([0; 16]),
+    ));
+    builder.wall_clock(FixedClock);
+    builder.monotonic_clock(FixedClock);
+}
+
+/// A clock that always reads `DETERMINISTIC_EPOCH` (wall) or zero (monotonic).
+struct FixedClock;
+
+/// The wall time deterministic ops see: 2000-01-01T00:00:00Z.
+pub const DETERMINISTIC_EPOCH: std::time::Duration = std::time::Duration::from_secs(946_684_800);
+
+impl wasmtime_wasi::HostWallClock for FixedClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(1)
+    }
+    fn now(&self) -> std::time::Duration {
+        DETERMINISTIC_EPOCH
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FixedClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+    fn now(&self) -> u64 {
+        0
+    }
 }
 
 /// Enforces `memory_bytes` across all memories and tables of an instance, and

@@ -70,6 +70,15 @@ impl Guest for Probe {
                 Err(e) => json!({ "err": e.to_string() }),
             };
         }
+        if let Some(dir) = config["fail_once_dir"].as_str() {
+            // Fails the first attempt of each key, succeeds on retry: the marker
+            // file in a writable mount is the only state that survives.
+            let marker = format!("{dir}/{}", ctx.keys.join("_"));
+            if std::fs::metadata(&marker).is_err() {
+                std::fs::write(&marker, b"1").map_err(|e| format!("cannot write {marker}: {e}"))?;
+                return Err(format!("first attempt of {marker} fails"));
+            }
+        }
         if let Some(path) = config["write_file"].as_str() {
             out["write"] = match std::fs::write(path, ctx.keys.join("/")) {
                 Ok(()) => json!({ "ok": path }),
@@ -166,8 +175,9 @@ fn misbehave(action: &str) -> Result<Option<Vec<u8>>, String> {
             std::hint::black_box(deep(0));
         }
         "stdout_flood" => {
-            let line = "x".repeat(1 << 16);
-            loop {
+            // One GiB: far past any capture limit, finite so the step can succeed.
+            let line = "x".repeat((1 << 16) - 1);
+            for _ in 0..(1 << 14) {
                 println!("{line}");
             }
         }
