@@ -7,5 +7,7 @@ mod support;
 mod cli;
 mod errors;
 mod examples;
+mod failures;
+mod hostile;
 mod mapping;
 mod sandbox;

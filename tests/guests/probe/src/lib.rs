@@ -64,8 +64,15 @@ impl Guest for Probe {
             return Ok(result);
         }
         emit(&config, &out)?;
-        if let Some(path) = config["read_file"].as_str() {
-            out["read"] = match std::fs::read_to_string(path) {
+        let read_path = config["read_input"]
+            .as_str()
+            .and_then(|name| out["inputs"][name].as_str().map(str::to_owned));
+        if let Some(path) = config["read_file"]
+            .as_str()
+            .map(str::to_owned)
+            .or(read_path)
+        {
+            out["read"] = match std::fs::read_to_string(&path) {
                 Ok(text) => json!({ "ok": text }),
                 Err(e) => json!({ "err": e.to_string() }),
             };
@@ -84,6 +91,12 @@ impl Guest for Probe {
                 Ok(()) => json!({ "ok": path }),
                 Err(e) => json!({ "err": e.to_string() }),
             };
+        }
+        if config["clock_random"].as_bool() == Some(true) {
+            use std::hash::BuildHasher;
+            // `RandomState` is seeded from WASI randomness.
+            let random = std::collections::hash_map::RandomState::new().hash_one(0u8);
+            out["clock_random"] = json!({ "now_ms": now_ms(), "random": random.to_string() });
         }
         if config["env"].as_bool() == Some(true) {
             out["env"] = json!(std::env::vars().collect::<Vec<_>>());
