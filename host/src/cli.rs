@@ -127,6 +127,7 @@ fn runtime_config(plan: &dynhost::Plan, max_instances: usize, no_cache: bool) ->
         max_instances: u32::try_from(max_instances).unwrap_or(u32::MAX),
         max_memory_bytes: plan.max_memory_bytes(),
         cache_dir: if no_cache { None } else { cache_dir() },
+        max_wasm_stack_bytes: plan.stack_bytes(),
         enable_fuel: plan.ops.iter().any(|op| op.policy.limits.fuel.is_some()),
     }
 }

@@ -147,7 +147,20 @@ pub fn run(
         for _ in 0..workers {
             let jobs = job_rx.clone();
             let events = event_tx.clone();
-            scope.spawn(move || work(plan, runtime, components, &jobs, &events));
+            // Wasm runs on the worker's native stack, so it needs the wasm
+            // stack limit plus room for wasmtime and the host functions.
+            let native_stack = usize::try_from(plan.stack_bytes())
+                .unwrap_or(usize::MAX)
+                .saturating_add(2 << 20);
+            let spawned = std::thread::Builder::new()
+                .name("dynhost-worker".into())
+                .stack_size(native_stack)
+                .spawn_scoped(scope, move || {
+                    work(plan, runtime, components, &jobs, &events)
+                });
+            if let Err(e) = spawned {
+                tracing::error!("cannot start a worker thread: {e}");
+            }
         }
         drop(job_rx);
         drop(event_tx);

@@ -210,6 +210,15 @@ impl Plan {
         self.ops.iter().position(|op| op.name == name)
     }
 
+    /// The wasm stack every step gets (job-wide).
+    pub fn stack_bytes(&self) -> u64 {
+        self.ops
+            .iter()
+            .map(|op| op.policy.limits.stack_bytes)
+            .max()
+            .unwrap_or(limits::DEFAULT_STACK_BYTES)
+    }
+
     /// The largest memory limit of any op, for sizing the instance pool.
     pub fn max_memory_bytes(&self) -> u64 {
         self.ops

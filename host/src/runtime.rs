@@ -33,10 +33,6 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// nothing measurable and makes a timeout overshoot by at most that much.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// The wasm stack per step. Deep enough for real recursive code (parsers,
-/// interpreters); an op that recurses without end traps with a stack overflow.
-pub const MAX_WASM_STACK_BYTES: usize = 1 << 20;
-
 /// A component that does not implement the dynhost world, or cannot be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -83,6 +79,8 @@ pub struct RuntimeConfig {
     pub max_memory_bytes: u64,
     /// Where compiled components are cached; `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
+    /// The wasm stack of every step (the largest any op needs).
+    pub max_wasm_stack_bytes: u64,
     /// Whether any op has a `fuel` limit. Metering costs every op some speed,
     /// so the engine counts fuel only when a job asks for it.
     pub enable_fuel: bool,
@@ -178,7 +176,9 @@ impl Runtime {
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
-            .max_wasm_stack(MAX_WASM_STACK_BYTES)
+            .max_wasm_stack(usize::try_from(config.max_wasm_stack_bytes).unwrap_or(usize::MAX))
+            // A runaway recursion has millions of frames; the top ones tell the story.
+            .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32))
             .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
             .consume_fuel(config.enable_fuel);
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(config)));
@@ -310,23 +310,35 @@ impl Runtime {
                 }
             }
             (Ok(Err(message)), None) => Err(OpFailure::new(FailureKind::OpError, message)),
-            (Err(error), None) => Err(failure::classify(
-                &error,
-                limits.timeout.as_secs_f64(),
-                limits.fuel,
-            )),
+            (Err(CallError::Run(error)), None) => Err(failure::classify(&error, limits)),
+            (Err(CallError::Instantiate(error)), None) => {
+                Err(failure::classify_instantiate(&error, limits))
+            }
         };
         drop(store);
+        let outcome = outcome.map_err(|f| failure::with_stderr_hint(f, &stderr.text()));
         report(outcome, stats)
     }
+}
+
+/// Where a step's call into wasm failed.
+enum CallError {
+    /// Instantiation failed: the pool is exhausted, or the component's start
+    /// code broke a limit.
+    Instantiate(wasmtime::Error),
+    /// `run` trapped or was interrupted.
+    Run(wasmtime::Error),
 }
 
 fn call_op(
     store: &mut Store<StepState>,
     op: &OpComponent,
     call: &StepCall,
-) -> wasmtime::Result<Result<Vec<u8>, String>> {
-    let instance = op.pre.instantiate(&mut *store)?;
+) -> Result<Result<Vec<u8>, String>, CallError> {
+    let instance = op
+        .pre
+        .instantiate(&mut *store)
+        .map_err(CallError::Instantiate)?;
     let ctx = bindings::Context {
         run_id: call.run_id.clone(),
         op: call.op.clone(),
@@ -341,6 +353,7 @@ fn call_op(
     instance
         .dynhost_op_op()
         .call_run(&mut *store, &ctx, &inputs)
+        .map_err(CallError::Run)
 }
 
 fn keys_to_strings(keys: &[MappingKey]) -> Vec<String> {

@@ -160,6 +160,8 @@ pub struct LimitsSpec {
     pub fuel: Option<u64>,
     /// Levels of nested fan-out (only in `[defaults]`).
     pub max_nesting: Option<u64>,
+    /// The wasm stack in KiB (only in `[defaults]`: wasmtime sets it per engine).
+    pub stack_kib: Option<u64>,
 }
 
 /// Reads and parses a job file.

@@ -24,6 +24,12 @@ pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 256 << 20;
 /// Captured stdout, stderr and log, each: enough for diagnostics; the rest is
 /// dropped with a marker so a chatty op cannot fill memory.
 pub const DEFAULT_MAX_LOG_BYTES: u64 = 1 << 20;
+/// The wasm stack per step: deep enough for real recursive code (parsers,
+/// interpreters); an op that recurses without end traps with a stack overflow.
+pub const DEFAULT_STACK_BYTES: u64 = 1 << 20;
+/// The largest stack a job may ask for; worker threads get this much native
+/// stack on top.
+pub const MAX_STACK_BYTES: u64 = 64 << 20;
 /// The largest memory limit a job may set: the pooling allocator reserves
 /// address space for it in every slot.
 pub const MAX_MEMORY_BYTES: u64 = 4 << 30;
@@ -51,8 +57,17 @@ pub fn resolve(op: &LimitsSpec, job: &LimitsSpec) -> Result<Limits, String> {
             ));
         }
     };
-    if op.max_nesting.is_some() {
-        return Err("`max_nesting` is job-wide: set it in `[defaults]`".into());
+    if op.max_nesting.is_some() || op.stack_kib.is_some() {
+        return Err("`max_nesting` and `stack_kib` are job-wide: set them in `[defaults]`".into());
+    }
+    let stack_bytes = job
+        .stack_kib
+        .map_or(DEFAULT_STACK_BYTES, |kib| kib.saturating_mul(1024));
+    if !(64 << 10..=MAX_STACK_BYTES).contains(&stack_bytes) {
+        return Err(format!(
+            "limit `stack_kib` must be between 64 and {}",
+            MAX_STACK_BYTES >> 10
+        ));
     }
     if let Some(0) = op.fuel.or(job.fuel) {
         return Err("limit `fuel` must be above 0".into());
@@ -74,6 +89,7 @@ pub fn resolve(op: &LimitsSpec, job: &LimitsSpec) -> Result<Limits, String> {
             .or(job.max_log_bytes)
             .unwrap_or(DEFAULT_MAX_LOG_BYTES),
         fuel: op.fuel.or(job.fuel),
+        stack_bytes,
     })
 }
 

@@ -4,6 +4,7 @@
 //! Kinds are classified by downcasting wasmtime errors (a `Trap` code, our own
 //! [`Tripped`] marker), never by matching message text.
 
+use super::policy::Limits;
 use serde::Serialize;
 use std::fmt;
 
@@ -110,13 +111,22 @@ impl fmt::Display for Tripped {
 impl std::error::Error for Tripped {}
 
 /// Classifies an error returned by instantiating or calling the op.
-pub(crate) fn classify(error: &wasmtime::Error, timeout_secs: f64, fuel: Option<u64>) -> OpFailure {
+pub(crate) fn classify(error: &wasmtime::Error, limits: &Limits) -> OpFailure {
+    let timeout_secs = limits.timeout.as_secs_f64();
+    let fuel = limits.fuel;
     if let Some(Tripped(failure)) = error.downcast_ref::<Tripped>() {
         return failure.clone();
     }
     let backtrace = error
         .downcast_ref::<wasmtime::WasmBacktrace>()
-        .map(|bt| format!("\nwasm backtrace:\n{bt}"))
+        .map(|bt| {
+            let frames = bt.to_string();
+            let frames = frames
+                .strip_prefix("error while executing at wasm backtrace:\n")
+                .unwrap_or(&frames)
+                .to_owned();
+            format!("\nwasm backtrace:\n{frames}")
+        })
         .unwrap_or_default();
     match error.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => OpFailure::new(
@@ -147,4 +157,42 @@ pub(crate) fn classify(error: &wasmtime::Error, timeout_secs: f64, fuel: Option<
             )
         }
     }
+}
+
+/// Classifies a failed instantiation: a limit our limiter enforces (memory at
+/// start-up), else the component itself cannot be instantiated.
+pub(crate) fn classify_instantiate(error: &wasmtime::Error, limits: &Limits) -> OpFailure {
+    if error.downcast_ref::<Tripped>().is_some() || error.downcast_ref::<wasmtime::Trap>().is_some()
+    {
+        return classify(error, limits);
+    }
+    let chain: Vec<String> = error.chain().map(ToString::to_string).collect();
+    OpFailure::new(
+        FailureKind::BadComponent,
+        format!("cannot instantiate the component: {}", chain.join(": ")),
+    )
+}
+
+/// For a trap, adds the last line the op wrote to stderr: a guest's panic
+/// message is there, and the trap itself only says `unreachable`.
+pub(crate) fn with_stderr_hint(mut failure: OpFailure, stderr: &str) -> OpFailure {
+    if failure.kind != FailureKind::Trap {
+        return failure;
+    }
+    let Some(last) = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty() && !l.starts_with("note: run with"))
+    else {
+        return failure;
+    };
+    let last: String = last.chars().take(300).collect();
+    let (first, rest) = failure
+        .message
+        .split_once('\n')
+        .unwrap_or((&failure.message, ""));
+    failure.message = format!("{first} (op stderr: {last})\n{rest}")
+        .trim_end()
+        .to_owned();
+    failure
 }

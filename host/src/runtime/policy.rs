@@ -51,4 +51,6 @@ pub struct Limits {
     /// Instructions per step (wasmtime fuel), for limits that do not depend on
     /// machine speed; `None` leaves the step unmetered.
     pub fuel: Option<u64>,
+    /// The wasm stack, job-wide: wasmtime sets it per engine, not per store.
+    pub stack_bytes: u64,
 }
