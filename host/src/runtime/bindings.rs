@@ -9,5 +9,5 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
-pub use dynhost::op::types::{Collection, FailedItem, Input, InputValue, Item, Level};
-pub use exports::dynhost::op::op::Context;
+pub use self::dynhost::op::types::{Collection, FailedItem, Input, InputValue, Item, Level};
+pub use self::exports::dynhost::op::op::Context;

@@ -1,0 +1,44 @@
+//! `trivial`: the cheapest possible op, for measuring dynhost's own per-key
+//! cost. With config `{"emit": N}` it emits N items keyed `k0`..; otherwise it
+//! returns the first input's bytes (or nothing). No JSON library: config is
+//! parsed by hand so the op's own work stays negligible.
+
+wit_bindgen::generate!({ path: "../../../wit", world: "dynamic-op" });
+
+use dynhost::op::host::emit_dynamic;
+use dynhost::op::types::InputValue;
+use exports::dynhost::op::op::{Context, Guest, Input};
+
+struct Trivial;
+
+impl Guest for Trivial {
+    fn run(ctx: Context, inputs: Vec<Input>) -> Result<Vec<u8>, String> {
+        if let Some(n) = emit_count(&ctx.config) {
+            let delay = number_after(&ctx.config, "\"sleep_us\":").unwrap_or(0);
+            for i in 0..n {
+                if delay > 0 {
+                    std::thread::sleep(std::time::Duration::from_micros(delay));
+                }
+                emit_dynamic(&format!("k{i}"), i.to_string().as_bytes())?;
+            }
+            return Ok(n.to_string().into_bytes());
+        }
+        Ok(match inputs.into_iter().next().map(|i| i.value) {
+            Some(InputValue::Single(bytes)) => bytes,
+            Some(InputValue::Collected(c)) => c.items.len().to_string().into_bytes(),
+            None => Vec::new(),
+        })
+    }
+}
+
+fn emit_count(config: &str) -> Option<u64> {
+    number_after(config, "\"emit\":")
+}
+
+fn number_after(config: &str, field: &str) -> Option<u64> {
+    let rest = &config[config.find(field)? + field.len()..];
+    let digits: String = rest.trim_start().chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+export!(Trivial);
