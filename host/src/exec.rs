@@ -205,7 +205,9 @@ struct Coordinator<'p> {
     plan: &'p Plan,
     run_id: String,
     scheduler: Scheduler<'p>,
-    stats: Vec<Vec<StepStats>>,
+    /// Accounting summed per op as steps finish (not kept per step: a
+    /// million keys would hold a million records).
+    totals: Vec<OpSummary>,
     attempts: HashMap<StepId, u32>,
     /// Steps waiting out a retry backoff. They hold no worker slot meanwhile
     /// (Dagster deadlocks here, dagster#30712).
@@ -220,7 +222,7 @@ impl<'p> Coordinator<'p> {
             plan,
             run_id: options.run_id.clone(),
             scheduler: Scheduler::new(plan),
-            stats: vec![Vec::new(); plan.ops.len()],
+            totals: plan.ops.iter().map(|op| OpSummary::new(&op.name)).collect(),
             attempts: HashMap::new(),
             backoffs: BinaryHeap::new(),
             retried: vec![0; plan.ops.len()],
@@ -313,7 +315,7 @@ impl<'p> Coordinator<'p> {
             }
             Event::Done { step, report } => {
                 self.in_flight -= 1;
-                self.stats[step.op].push(report.stats.clone());
+                add_stats(&mut self.totals[step.op], &report.stats);
                 let name = step_label(self.plan, &step);
                 let op = &self.plan.ops[step.op];
                 if let Some(delay) = self.retry_delay(&step, &report) {
@@ -455,16 +457,13 @@ fn build_report(
         }
     }
     for (id, op) in ops.iter_mut().enumerate() {
+        let totals = &coordinator.totals[id];
         op.retries = coordinator.retried[id];
-        for s in &coordinator.stats[id] {
-            op.busy += s.wall;
-            op.peak_memory_bytes = op.peak_memory_bytes.max(s.peak_memory_bytes);
-            op.emitted_items += s.emitted_items;
-            op.emitted_bytes += s.emitted_bytes;
-            if let Some(fuel) = s.fuel_used {
-                *op.fuel_used.get_or_insert(0) += fuel;
-            }
-        }
+        op.busy = totals.busy;
+        op.peak_memory_bytes = totals.peak_memory_bytes;
+        op.emitted_items = totals.emitted_items;
+        op.emitted_bytes = totals.emitted_bytes;
+        op.fuel_used = totals.fuel_used;
     }
     RunReport {
         run_id: options.run_id.clone(),
@@ -472,6 +471,16 @@ fn build_report(
         elapsed: started.elapsed(),
         ops,
         outputs,
+    }
+}
+
+fn add_stats(op: &mut OpSummary, s: &StepStats) {
+    op.busy += s.wall;
+    op.peak_memory_bytes = op.peak_memory_bytes.max(s.peak_memory_bytes);
+    op.emitted_items += s.emitted_items;
+    op.emitted_bytes += s.emitted_bytes;
+    if let Some(fuel) = s.fuel_used {
+        *op.fuel_used.get_or_insert(0) += fuel;
     }
 }
 

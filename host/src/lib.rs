@@ -49,14 +49,22 @@ pub fn load_plan(path: &std::path::Path) -> Result<Plan> {
 /// # Errors
 /// [`Error::Component`] naming the job file, the op and what is wrong.
 pub fn load_components(runtime: &Runtime, plan: &Plan) -> Result<Vec<OpComponent>> {
-    plan.ops
-        .iter()
-        .map(|op| {
-            runtime.load(&op.component).map_err(|e| Error::Component {
-                file: plan.job_file.clone(),
-                op: op.name.clone(),
-                reason: e.to_string(),
-            })
-        })
-        .collect()
+    // Ops that share a component file share one compiled component.
+    let mut loaded: std::collections::HashMap<&std::path::Path, OpComponent> =
+        std::collections::HashMap::new();
+    let mut components = Vec::with_capacity(plan.ops.len());
+    for op in &plan.ops {
+        if let Some(component) = loaded.get(op.component.as_path()) {
+            components.push(component.clone());
+            continue;
+        }
+        let component = runtime.load(&op.component).map_err(|e| Error::Component {
+            file: plan.job_file.clone(),
+            op: op.name.clone(),
+            reason: e.to_string(),
+        })?;
+        loaded.insert(&op.component, component.clone());
+        components.push(component);
+    }
+    Ok(components)
 }

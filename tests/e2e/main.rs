@@ -11,3 +11,4 @@ mod failures;
 mod hostile;
 mod mapping;
 mod sandbox;
+mod streaming;

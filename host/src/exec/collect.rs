@@ -76,7 +76,7 @@ fn walk(
     else {
         return;
     };
-    for (key, value) in items {
+    for (key, value) in &items.order {
         let mut next = keys.to_vec();
         next.push(key.clone());
         if level + 1 < scope.len() {

@@ -45,8 +45,27 @@ impl Status {
     }
 }
 
-/// Items a step emitted, per dynamic output, in emission order.
-pub(crate) type Emitted = BTreeMap<String, Vec<(MappingKey, Arc<[u8]>)>>;
+/// Items a step emitted, per dynamic output.
+pub(crate) type Emitted = BTreeMap<String, Items>;
+
+/// The items of one dynamic output of one step: in emission order (for
+/// collects) and indexed by key (for the mapped steps' inputs).
+#[derive(Default)]
+pub(crate) struct Items {
+    pub order: Vec<(MappingKey, Arc<[u8]>)>,
+    index: HashMap<MappingKey, usize>,
+}
+
+impl Items {
+    fn push(&mut self, key: MappingKey, value: Arc<[u8]>) {
+        self.index.insert(key.clone(), self.order.len());
+        self.order.push((key, value));
+    }
+
+    fn get(&self, key: &MappingKey) -> Option<&Arc<[u8]>> {
+        self.index.get(key).map(|&i| &self.order[i].1)
+    }
+}
 
 pub(crate) struct StepEntry {
     pub status: Status,
@@ -212,7 +231,7 @@ impl<'p> Scheduler<'p> {
             .emitted
             .entry(output.to_owned())
             .or_default()
-            .push((key.clone(), value));
+            .push(key.clone(), value);
         for watch in self.watches[step.op].clone() {
             if let Role::Emitter {
                 output: o,
@@ -450,24 +469,22 @@ impl<'p> Scheduler<'p> {
                     InputData::Single(self.value(&dep).unwrap_or_else(|| Arc::from(Vec::new())))
                 }
                 Source::Item(d) => {
-                    let (last, prefix) = step
-                        .keys
-                        .split_last()
-                        .expect("a mapped step has at least one key");
+                    // The item's level in this op's scope: the emitter runs at
+                    // the keys above it, and the item's key is the key at it.
+                    let level = op
+                        .scope
+                        .iter()
+                        .position(|s| s == d)
+                        .expect("a map input's output is in the op's scope");
                     let emitter = StepId {
                         op: d.op,
-                        keys: prefix.to_vec(),
+                        keys: step.keys[..level].to_vec(),
                     };
                     let value = self.steps[&emitter]
                         .emitted
                         .get(&d.output)
-                        .and_then(|items| {
-                            items
-                                .iter()
-                                .find(|(k, _)| k == last)
-                                .map(|(_, v)| v.clone())
-                        });
-                    InputData::Single(value.unwrap_or_else(|| Arc::from(Vec::new())))
+                        .and_then(|items| items.get(&step.keys[level]));
+                    InputData::Single(value.cloned().unwrap_or_else(|| Arc::from(Vec::new())))
                 }
                 Source::Collect(target, _) => {
                     let data = collect::gather(self, target, step);

@@ -57,7 +57,11 @@ impl CompileCache {
     /// that cannot be read or written only costs a compile.
     pub fn load(&self, engine: &Engine, hash: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
         let entry = self.entry(engine, hash);
-        if entry.is_file() {
+        if self.dir.exists() && !is_private(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), "compile cache is writable by other users; not using it");
+            return Component::new(engine, bytes);
+        }
+        if entry.is_file() && is_private(&entry) {
             match deserialize(engine, &entry) {
                 Ok(component) => return Ok(component),
                 Err(e) => {
@@ -76,7 +80,16 @@ impl CompileCache {
         create_private_dir(&self.dir)?;
         let artifact = component.serialize().map_err(|e| e.to_string())?;
         let tmp = tempfile_in(&self.dir)?;
-        std::fs::write(&tmp, artifact)?;
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(&artifact)?;
+        }
         std::fs::rename(&tmp, entry)?;
         Ok(())
     }
@@ -94,6 +107,16 @@ fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     unsafe { Component::deserialize_file(engine, path) }
 }
 
+/// True when `path` belongs to this process's user and no one else may write
+/// it: an artifact is native code, so only our own writes are trusted.
+fn is_private(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(meta), Ok(me)) = (std::fs::metadata(path), std::fs::metadata("/proc/self")) else {
+        return false;
+    };
+    meta.uid() == me.uid() && meta.mode() & 0o022 == 0
+}
+
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
@@ -107,4 +130,50 @@ fn tempfile_in(dir: &Path) -> std::io::Result<PathBuf> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     Ok(dir.join(format!(".tmp-{}-{n}", std::process::id())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine() -> Engine {
+        Engine::default()
+    }
+
+    /// The smallest component: `(component)`.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    #[test]
+    fn second_load_comes_from_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompileCache::new(dir.path().join("cache"));
+        let hash = component_hash(EMPTY_COMPONENT);
+        cache.load(&engine(), &hash, EMPTY_COMPONENT).unwrap();
+        let entries: Vec<_> = std::fs::read_dir(dir.path().join("cache"))
+            .unwrap()
+            .collect();
+        assert_eq!(entries.len(), 1, "one artifact written");
+        // A different component misses: its key differs.
+        let other = component_hash(b"other");
+        assert_ne!(
+            cache.entry(&engine(), &hash),
+            cache.entry(&engine(), &other)
+        );
+        // The entry is loaded, not recompiled: loading garbage bytes under the
+        // cached key still succeeds because the bytes are never compiled.
+        cache.load(&engine(), &hash, b"not wasm").unwrap();
+    }
+
+    #[test]
+    fn a_cache_others_can_write_is_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("cache");
+        let cache = CompileCache::new(cache_dir.clone());
+        let hash = component_hash(EMPTY_COMPONENT);
+        cache.load(&engine(), &hash, EMPTY_COMPONENT).unwrap();
+        std::fs::set_permissions(&cache_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        // Now the cached entry is ignored, so the garbage bytes are compiled and fail.
+        assert!(cache.load(&engine(), &hash, b"not wasm").is_err());
+    }
 }
