@@ -100,16 +100,27 @@ enum Event {
         key: MappingKey,
         value: Vec<u8>,
     },
-    Done {
-        step: StepId,
-        report: Box<StepReport>,
-    },
+    /// Finished steps; `batch_done` frees the worker for another job.
+    Done { steps: Vec<(StepId, Box<StepReport>)>, batch_done: bool },
 }
 
+/// Steps for one worker to run one after another. Batching amortises the
+/// cross-thread hand-off (two futex wake-ups per message), which otherwise
+/// costs more than instantiating and running a small op.
 struct Job {
-    step: StepId,
-    call: StepCall,
+    steps: Vec<(StepId, StepCall)>,
 }
+
+/// The most steps one job carries: enough to amortise the hand-off, few
+/// enough that results still stream back promptly.
+const MAX_BATCH: usize = 64;
+
+/// Ready steps per worker above which steps are batched.
+const BATCH_THRESHOLD: usize = 16;
+
+/// A worker reports finished steps at least this often within a batch, so
+/// slow steps do not hold back their siblings' results.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(2);
 
 struct ChannelSink {
     step: StepId,
@@ -172,28 +183,25 @@ pub fn run(
 }
 
 /// A worker thread: runs jobs until the coordinator closes the channel.
-fn work(
-    plan: &Plan,
-    runtime: &Runtime,
-    components: &[OpComponent],
-    jobs: &Receiver<Job>,
-    events: &Sender<Event>,
-) {
+fn work(plan: &Plan, runtime: &Runtime, components: &[OpComponent], jobs: &Receiver<Job>, events: &Sender<Event>) {
     for job in jobs {
-        let op = &plan.ops[job.step.op];
-        let sink = Box::new(ChannelSink {
-            step: job.step.clone(),
-            events: events.clone(),
-        });
-        let component = &components[job.step.op];
-        let report = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            runtime.run_step(component, &op.policy, &job.call, sink)
-        }))
-        .unwrap_or_else(|panic| host_panic(&panic));
-        let _ = events.send(Event::Done {
-            step: job.step,
-            report: Box::new(report),
-        });
+        let mut done = Vec::with_capacity(job.steps.len());
+        let mut flushed = Instant::now();
+        for (step, call) in job.steps {
+            let op = &plan.ops[step.op];
+            let sink = Box::new(ChannelSink { step: step.clone(), events: events.clone() });
+            let component = &components[step.op];
+            let report = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                runtime.run_step(component, &op.policy, &call, sink)
+            }))
+            .unwrap_or_else(|panic| host_panic(&panic));
+            done.push((step, Box::new(report)));
+            if flushed.elapsed() >= FLUSH_INTERVAL {
+                let _ = events.send(Event::Done { steps: std::mem::take(&mut done), batch_done: false });
+                flushed = Instant::now();
+            }
+        }
+        let _ = events.send(Event::Done { steps: done, batch_done: true });
     }
 }
 
@@ -242,20 +250,20 @@ impl<'p> Coordinator<'p> {
         loop {
             report_skipped(self.plan, &mut self.scheduler, observer);
             while self.in_flight < workers {
-                let Some(step) = self.next_step() else { break };
-                let attempt = {
-                    let n = self.attempts.entry(step.clone()).or_insert(0);
-                    *n += 1;
-                    *n
-                };
-                let name = step_label(self.plan, &step);
-                observer(RunEvent::StepStarted {
-                    step: &name,
-                    op: &self.plan.ops[step.op].name,
-                    attempt,
-                });
-                let call = self.call(&step);
-                if jobs.send(Job { step, call }).is_err() {
+                let ready = self.scheduler.ready_len();
+                // Batch only large fan-outs; a handful of keys go one by one so
+                // each starts as soon as a worker is free.
+                let size = if ready >= BATCH_THRESHOLD * workers { (ready / workers).clamp(1, MAX_BATCH) } else { 1 };
+                let mut steps = Vec::with_capacity(size);
+                while steps.len() < size {
+                    let Some(step) = self.next_step() else { break };
+                    let call = self.start(&step, observer);
+                    steps.push((step, call));
+                }
+                if steps.is_empty() {
+                    break;
+                }
+                if jobs.send(Job { steps }).is_err() {
                     return;
                 }
                 self.in_flight += 1;
@@ -279,6 +287,18 @@ impl<'p> Coordinator<'p> {
             };
             self.handle(event, observer);
         }
+    }
+
+    /// Counts the attempt, tells the observer and builds the call.
+    fn start(&mut self, step: &StepId, observer: &mut dyn FnMut(RunEvent<'_>)) -> StepCall {
+        let attempt = {
+            let n = self.attempts.entry(step.clone()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let name = step_label(self.plan, step);
+        observer(RunEvent::StepStarted { step: &name, op: &self.plan.ops[step.op].name, attempt });
+        self.call(step)
     }
 
     /// A retry whose backoff is over, else the scheduler's next ready step.
@@ -313,33 +333,30 @@ impl<'p> Coordinator<'p> {
                 self.scheduler
                     .on_emit(&step, &output, key, Arc::from(value));
             }
-            Event::Done { step, report } => {
-                self.in_flight -= 1;
-                add_stats(&mut self.totals[step.op], &report.stats);
-                let name = step_label(self.plan, &step);
-                let op = &self.plan.ops[step.op];
-                if let Some(delay) = self.retry_delay(&step, &report) {
-                    let attempt = self.attempts.get(&step).copied().unwrap_or(1);
-                    observer(RunEvent::StepRetrying {
-                        step: &name,
-                        op: &op.name,
-                        report: &report,
-                        attempt,
-                        delay,
-                    });
-                    self.retried[step.op] += 1;
-                    self.backoffs.push(Reverse((Instant::now() + delay, step)));
-                    return;
+            Event::Done { steps, batch_done } => {
+                if batch_done {
+                    self.in_flight -= 1;
                 }
-                observer(RunEvent::StepFinished {
-                    step: &name,
-                    op: &op.name,
-                    report: &report,
-                });
-                self.scheduler
-                    .on_finished(&step, report.outcome.map(Arc::from));
+                for (step, report) in steps {
+                    self.finished(step, *report, observer);
+                }
             }
         }
+    }
+
+    fn finished(&mut self, step: StepId, report: StepReport, observer: &mut dyn FnMut(RunEvent<'_>)) {
+        add_stats(&mut self.totals[step.op], &report.stats);
+        let name = step_label(self.plan, &step);
+        let op = &self.plan.ops[step.op];
+        if let Some(delay) = self.retry_delay(&step, &report) {
+            let attempt = self.attempts.get(&step).copied().unwrap_or(1);
+            observer(RunEvent::StepRetrying { step: &name, op: &op.name, report: &report, attempt, delay });
+            self.retried[step.op] += 1;
+            self.backoffs.push(Reverse((Instant::now() + delay, step)));
+            return;
+        }
+        observer(RunEvent::StepFinished { step: &name, op: &op.name, report: &report });
+        self.scheduler.on_finished(&step, report.outcome.map(Arc::from));
     }
 
     /// How long to wait before retrying a failed step, if it is retried: its

@@ -217,6 +217,11 @@ impl<'p> Scheduler<'p> {
         Some(step)
     }
 
+    /// How many steps are ready to run.
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+
     /// Steps skipped since the last call.
     pub fn take_skipped(&mut self) -> Vec<(StepId, String)> {
         std::mem::take(&mut self.skipped)

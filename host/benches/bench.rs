@@ -1,0 +1,282 @@
+//! Side-by-side benchmarks for issue 4. Run: `cargo bench -p dynhost --bench bench`.
+//!
+//! Every figure is a ratio or a pair measured in the same run on the same
+//! machine, never an absolute pass/fail time: the machine is shared and noisy.
+//! 1. per-key CPU cost: a bare wasmtime loop vs dynhost running a mapped op;
+//! 2. fan-out scale: keys/s and peak RSS for 10k, 100k and 1M keys (each in a
+//!    fresh process, so peak RSS is that run's own);
+//! 3. cold vs warm start: time to the first finished key, compiling vs cached;
+//! 4. pipelining: first finished mapped key vs the emitter's total time.
+
+#![expect(unsafe_code, reason = "getrusage for CPU time")]
+#![expect(clippy::unwrap_used, reason = "bench binary: a panic is a failed bench")]
+
+use dynhost::exec::{self, RunEvent, RunOptions};
+use dynhost::{Plan, Runtime, RuntimeConfig};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+mod bare {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "dynamic-op",
+    });
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    if let [cmd, n] = args.as_slice()
+        && cmd == "fanout"
+    {
+        fanout_child(n.parse().unwrap());
+        return;
+    }
+    let trivial = build_trivial();
+    let n: u64 = std::env::var("DYNHOST_BENCH_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    println!("dynhost benchmarks (cores: {})", cores());
+    overhead(&trivial, n);
+    fanout();
+    cold_warm(&trivial);
+    pipelining(&trivial);
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn build_trivial() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "trivial", "--target-dir"])
+        .arg(root().join("target/guests"))
+        .current_dir(root().join("tests/guests"))
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the trivial guest failed");
+    root().join("target/guests/wasm32-wasip2/release/trivial.wasm")
+}
+
+/// User + system CPU time of this process.
+fn cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+fn job(dir: &Path, toml: &str) -> Plan {
+    let path = dir.join("job.toml");
+    std::fs::write(&path, toml).unwrap();
+    dynhost::load_plan(&path).unwrap()
+}
+
+fn fan_job(trivial: &Path, n: u64, extra_emit_config: &str) -> String {
+    let c = trivial.display();
+    format!(
+        r#"name = "bench"
+[defaults]
+max_emits = {max}
+[ops.emit]
+component = "{c}"
+dynamic = true
+config = {{ emit = {n}{extra_emit_config} }}
+[ops.work]
+component = "{c}"
+inputs.v = {{ map = "emit" }}
+[ops.all]
+component = "{c}"
+inputs.vs = {{ collect = "work" }}
+"#,
+        max = n.max(1)
+    )
+}
+
+fn runtime(plan: &Plan, cache_dir: Option<PathBuf>) -> Runtime {
+    Runtime::new(&RuntimeConfig {
+        max_instances: cores() as u32,
+        max_memory_bytes: plan.max_memory_bytes(),
+        cache_dir,
+        max_wasm_stack_bytes: plan.stack_bytes(),
+        enable_fuel: false,
+    })
+    .unwrap()
+}
+
+fn options() -> RunOptions {
+    RunOptions { run_id: "bench".into(), max_concurrent: cores() }
+}
+
+/// Benchmark 1: the same trivial component N times, by a bare wasmtime loop
+/// (pooling, keep-resident with PAGEMAP_SCAN, epoch deadline, fresh store per
+/// call) and by dynhost as a mapped op (scheduling, sandbox, accounting).
+fn overhead(trivial: &Path, n: u64) {
+    let bare_cpu = bare_loop(trivial, n);
+    let dir = tempfile::tempdir().unwrap();
+    let plan = job(dir.path(), &fan_job(trivial, n, ""));
+    let rt = runtime(&plan, None);
+    let components = dynhost::load_components(&rt, &plan).unwrap();
+    let before = cpu_time();
+    let report = exec::run(&plan, &rt, &components, &options(), &mut |_| {});
+    let dyn_cpu = cpu_time() - before;
+    assert!(report.is_success());
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    println!("\n1. per-key CPU cost, N = {n}");
+    println!("   bare wasmtime loop     {:>8.1} CPU us/key", per(bare_cpu));
+    println!("   dynhost mapped op      {:>8.1} CPU us/key", per(dyn_cpu));
+    println!("   ratio dynhost/bare     {:>8.2}   (target <= 1.5)", per(dyn_cpu) / per(bare_cpu));
+}
+
+struct BareState {
+    wasi: wasmtime_wasi::WasiCtx,
+    table: wasmtime::component::ResourceTable,
+}
+
+impl wasmtime_wasi::WasiView for BareState {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        wasmtime_wasi::WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl bare::dynhost::op::types::Host for BareState {}
+
+impl bare::dynhost::op::host::Host for BareState {
+    fn emit_dynamic(&mut self, _key: String, _value: Vec<u8>) -> Result<(), String> {
+        Ok(())
+    }
+    fn emit_dynamic_to(&mut self, _output: String, _key: String, _value: Vec<u8>) -> Result<(), String> {
+        Ok(())
+    }
+    fn log(&mut self, _level: bare::dynhost::op::types::Level, _message: String) {}
+}
+
+fn bare_loop(trivial: &Path, n: u64) -> Duration {
+    use wasmtime::component::{Component, HasSelf, Linker};
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_component_instances(4).total_core_instances(64).total_memories(8).total_tables(16);
+    if wasmtime::PoolingAllocationConfig::is_pagemap_scan_available() {
+        pool.pagemap_scan(wasmtime::Enabled::Yes)
+            .linear_memory_keep_resident(4 << 20)
+            .table_keep_resident(4 << 20);
+    }
+    let mut config = wasmtime::Config::new();
+    config.epoch_interruption(true).allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    let engine = wasmtime::Engine::new(&config).unwrap();
+    let mut linker = Linker::<BareState>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
+    bare::DynamicOp::add_to_linker::<BareState, HasSelf<BareState>>(&mut linker, |s| s).unwrap();
+    let component = Component::from_file(&engine, trivial).unwrap();
+    let pre = bare::DynamicOpPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
+    let before = cpu_time();
+    for i in 0..n {
+        let state = BareState {
+            wasi: wasmtime_wasi::WasiCtxBuilder::new().build(),
+            table: wasmtime::component::ResourceTable::new(),
+        };
+        let mut store = wasmtime::Store::new(&engine, state);
+        store.set_epoch_deadline(1_000);
+        let instance = pre.instantiate(&mut store).unwrap();
+        let ctx = bare::exports::dynhost::op::op::Context {
+            run_id: "bench".into(),
+            op: "work".into(),
+            keys: vec![format!("k{i}")],
+            config: "{}".into(),
+        };
+        let input = bare::dynhost::op::types::Input {
+            name: "v".into(),
+            value: bare::dynhost::op::types::InputValue::Single(i.to_string().into_bytes()),
+        };
+        instance.dynhost_op_op().call_run(&mut store, &ctx, &[input]).unwrap().unwrap();
+    }
+    cpu_time() - before
+}
+
+/// Benchmark 2: fan-out scale, each N in its own process.
+fn fanout() {
+    println!("\n2. fan-out scale (emit N -> map -> collect, trivial ops, {} workers)", cores());
+    println!("   {:>9}  {:>12}  {:>14}", "keys", "keys/s", "peak RSS MiB");
+    for n in [10_000u64, 100_000, 1_000_000] {
+        let out = Command::new(std::env::current_exe().unwrap()).args(["fanout", &n.to_string()]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            println!("   {n:>9}  failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+            continue;
+        }
+        println!("{}", text.trim_end());
+    }
+    println!("   (targets at 1,000,000: >= 100,000 keys/s, peak RSS <= 1024 MiB)");
+}
+
+fn fanout_child(n: u64) {
+    let trivial = root().join("target/guests/wasm32-wasip2/release/trivial.wasm");
+    let dir = tempfile::tempdir().unwrap();
+    let plan = job(dir.path(), &fan_job(&trivial, n, ""));
+    let rt = runtime(&plan, None);
+    let components = dynhost::load_components(&rt, &plan).unwrap();
+    let start = Instant::now();
+    let report = exec::run(&plan, &rt, &components, &options(), &mut |_| {});
+    let elapsed = start.elapsed();
+    assert!(report.is_success(), "{:?}", report.ops);
+    let rss = dynhost::report::peak_rss_bytes().unwrap_or(0);
+    println!("   {n:>9}  {:>12.0}  {:>14.0}", n as f64 / elapsed.as_secs_f64(), rss as f64 / f64::from(1u32 << 20));
+}
+
+/// Time from the start of a run (including loading components) to the first
+/// finished mapped key.
+fn first_key(trivial: &Path, cache: &Path) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = job(dir.path(), &fan_job(trivial, 100, ""));
+    let start = Instant::now();
+    let rt = runtime(&plan, Some(cache.to_path_buf()));
+    let components = dynhost::load_components(&rt, &plan).unwrap();
+    let mut first = None;
+    exec::run(&plan, &rt, &components, &options(), &mut |event| {
+        if let RunEvent::StepFinished { op: "work", .. } = event {
+            first.get_or_insert_with(|| start.elapsed());
+        }
+    });
+    first.unwrap()
+}
+
+/// Benchmark 3: cold (compiles) vs warm (compile cache) start.
+fn cold_warm(trivial: &Path) {
+    let cache = tempfile::tempdir().unwrap();
+    let cold = first_key(trivial, cache.path());
+    let warm = first_key(trivial, cache.path());
+    println!("\n3. time to the first finished key (trivial Rust op)");
+    println!("   cold (compile)         {:>8.1} ms", cold.as_secs_f64() * 1e3);
+    println!("   warm (cache)           {:>8.1} ms", warm.as_secs_f64() * 1e3);
+    println!("   ratio cold/warm        {:>8.1}", cold.as_secs_f64() / warm.as_secs_f64());
+}
+
+/// Benchmark 4: an emitter emits 10,000 keys slowly (100 us apart); when does
+/// the first mapped key finish, compared with the emitter's own run time?
+fn pipelining(trivial: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = job(dir.path(), &fan_job(trivial, 10_000, ", sleep_us = 100"));
+    let rt = runtime(&plan, None);
+    let components = dynhost::load_components(&rt, &plan).unwrap();
+    let start = Instant::now();
+    let (mut emit_started, mut first, mut emit_done) = (None, None, None);
+    exec::run(&plan, &rt, &components, &options(), &mut |event| match event {
+        RunEvent::StepStarted { op: "emit", .. } => emit_started = Some(start.elapsed()),
+        RunEvent::StepFinished { op: "work", .. } => {
+            first.get_or_insert_with(|| start.elapsed());
+        }
+        RunEvent::StepFinished { op: "emit", .. } => emit_done = Some(start.elapsed()),
+        _ => {}
+    });
+    let (s, f, d) = (emit_started.unwrap(), first.unwrap(), emit_done.unwrap());
+    println!("\n4. pipelining: emitter emits 10,000 keys 100 us apart");
+    println!("   first mapped key done  {:>8.1} ms after the emitter started", (f - s).as_secs_f64() * 1e3);
+    println!("   emitter finished       {:>8.1} ms after it started", (d - s).as_secs_f64() * 1e3);
+    println!("   ratio first/emitter    {:>8.4}", (f - s).as_secs_f64() / (d - s).as_secs_f64());
+}
