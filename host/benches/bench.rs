@@ -9,7 +9,10 @@
 //! 4. pipelining: first finished mapped key vs the emitter's total time.
 
 #![expect(unsafe_code, reason = "getrusage for CPU time")]
-#![expect(clippy::unwrap_used, reason = "bench binary: a panic is a failed bench")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "bench binary: a panic is a failed bench"
+)]
 
 use dynhost::exec::{self, RunEvent, RunOptions};
 use dynhost::{Plan, Runtime, RuntimeConfig};
@@ -25,7 +28,10 @@ mod bare {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     if let [cmd, n] = args.as_slice()
         && cmd == "fanout"
     {
@@ -33,7 +39,10 @@ fn main() {
         return;
     }
     let trivial = build_trivial();
-    let n: u64 = std::env::var("DYNHOST_BENCH_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let n: u64 = std::env::var("DYNHOST_BENCH_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     println!("dynhost benchmarks (cores: {})", cores());
     overhead(&trivial, n);
     fanout();
@@ -46,12 +55,23 @@ fn cores() -> usize {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn build_trivial() -> PathBuf {
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "trivial", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "trivial",
+            "--target-dir",
+        ])
         .arg(root().join("target/guests"))
         .current_dir(root().join("tests/guests"))
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -112,7 +132,10 @@ fn runtime(plan: &Plan, cache_dir: Option<PathBuf>) -> Runtime {
 }
 
 fn options() -> RunOptions {
-    RunOptions { run_id: "bench".into(), max_concurrent: cores() }
+    RunOptions {
+        run_id: "bench".into(),
+        max_concurrent: cores(),
+    }
 }
 
 /// Benchmark 1: the same trivial component N times, by a bare wasmtime loop
@@ -130,9 +153,15 @@ fn overhead(trivial: &Path, n: u64) {
     assert!(report.is_success());
     let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
     println!("\n1. per-key CPU cost, N = {n}");
-    println!("   bare wasmtime loop     {:>8.1} CPU us/key", per(bare_cpu));
+    println!(
+        "   bare wasmtime loop     {:>8.1} CPU us/key",
+        per(bare_cpu)
+    );
     println!("   dynhost mapped op      {:>8.1} CPU us/key", per(dyn_cpu));
-    println!("   ratio dynhost/bare     {:>8.2}   (target <= 1.5)", per(dyn_cpu) / per(bare_cpu));
+    println!(
+        "   ratio dynhost/bare     {:>8.2}   (target <= 1.5)",
+        per(dyn_cpu) / per(bare_cpu)
+    );
 }
 
 struct BareState {
@@ -142,7 +171,10 @@ struct BareState {
 
 impl wasmtime_wasi::WasiView for BareState {
     fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
-        wasmtime_wasi::WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        wasmtime_wasi::WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -152,7 +184,12 @@ impl bare::dynhost::op::host::Host for BareState {
     fn emit_dynamic(&mut self, _key: String, _value: Vec<u8>) -> Result<(), String> {
         Ok(())
     }
-    fn emit_dynamic_to(&mut self, _output: String, _key: String, _value: Vec<u8>) -> Result<(), String> {
+    fn emit_dynamic_to(
+        &mut self,
+        _output: String,
+        _key: String,
+        _value: Vec<u8>,
+    ) -> Result<(), String> {
         Ok(())
     }
     fn log(&mut self, _level: bare::dynhost::op::types::Level, _message: String) {}
@@ -161,14 +198,19 @@ impl bare::dynhost::op::host::Host for BareState {
 fn bare_loop(trivial: &Path, n: u64) -> Duration {
     use wasmtime::component::{Component, HasSelf, Linker};
     let mut pool = wasmtime::PoolingAllocationConfig::new();
-    pool.total_component_instances(4).total_core_instances(64).total_memories(8).total_tables(16);
+    pool.total_component_instances(4)
+        .total_core_instances(64)
+        .total_memories(8)
+        .total_tables(16);
     if wasmtime::PoolingAllocationConfig::is_pagemap_scan_available() {
         pool.pagemap_scan(wasmtime::Enabled::Yes)
             .linear_memory_keep_resident(4 << 20)
             .table_keep_resident(4 << 20);
     }
     let mut config = wasmtime::Config::new();
-    config.epoch_interruption(true).allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    config
+        .epoch_interruption(true)
+        .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     let engine = wasmtime::Engine::new(&config).unwrap();
     let mut linker = Linker::<BareState>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
@@ -194,20 +236,36 @@ fn bare_loop(trivial: &Path, n: u64) -> Duration {
             name: "v".into(),
             value: bare::dynhost::op::types::InputValue::Single(i.to_string().into_bytes()),
         };
-        instance.dynhost_op_op().call_run(&mut store, &ctx, &[input]).unwrap().unwrap();
+        instance
+            .dynhost_op_op()
+            .call_run(&mut store, &ctx, &[input])
+            .unwrap()
+            .unwrap();
     }
     cpu_time() - before
 }
 
 /// Benchmark 2: fan-out scale, each N in its own process.
 fn fanout() {
-    println!("\n2. fan-out scale (emit N -> map -> collect, trivial ops, {} workers)", cores());
+    println!(
+        "\n2. fan-out scale (emit N -> map -> collect, trivial ops, {} workers)",
+        cores()
+    );
     println!("   {:>9}  {:>12}  {:>14}", "keys", "keys/s", "peak RSS MiB");
     for n in [10_000u64, 100_000, 1_000_000] {
-        let out = Command::new(std::env::current_exe().unwrap()).args(["fanout", &n.to_string()]).output().unwrap();
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["fanout", &n.to_string()])
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
-            println!("   {n:>9}  failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+            println!(
+                "   {n:>9}  failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
             continue;
         }
         println!("{}", text.trim_end());
@@ -226,7 +284,11 @@ fn fanout_child(n: u64) {
     let elapsed = start.elapsed();
     assert!(report.is_success(), "{:?}", report.ops);
     let rss = dynhost::report::peak_rss_bytes().unwrap_or(0);
-    println!("   {n:>9}  {:>12.0}  {:>14.0}", n as f64 / elapsed.as_secs_f64(), rss as f64 / f64::from(1u32 << 20));
+    println!(
+        "   {n:>9}  {:>12.0}  {:>14.0}",
+        n as f64 / elapsed.as_secs_f64(),
+        rss as f64 / f64::from(1u32 << 20)
+    );
 }
 
 /// Time from the start of a run (including loading components) to the first
@@ -252,9 +314,18 @@ fn cold_warm(trivial: &Path) {
     let cold = first_key(trivial, cache.path());
     let warm = first_key(trivial, cache.path());
     println!("\n3. time to the first finished key (trivial Rust op)");
-    println!("   cold (compile)         {:>8.1} ms", cold.as_secs_f64() * 1e3);
-    println!("   warm (cache)           {:>8.1} ms", warm.as_secs_f64() * 1e3);
-    println!("   ratio cold/warm        {:>8.1}", cold.as_secs_f64() / warm.as_secs_f64());
+    println!(
+        "   cold (compile)         {:>8.1} ms",
+        cold.as_secs_f64() * 1e3
+    );
+    println!(
+        "   warm (cache)           {:>8.1} ms",
+        warm.as_secs_f64() * 1e3
+    );
+    println!(
+        "   ratio cold/warm        {:>8.1}",
+        cold.as_secs_f64() / warm.as_secs_f64()
+    );
 }
 
 /// Benchmark 4: an emitter emits 10,000 keys slowly (100 us apart); when does
@@ -266,17 +337,32 @@ fn pipelining(trivial: &Path) {
     let components = dynhost::load_components(&rt, &plan).unwrap();
     let start = Instant::now();
     let (mut emit_started, mut first, mut emit_done) = (None, None, None);
-    exec::run(&plan, &rt, &components, &options(), &mut |event| match event {
-        RunEvent::StepStarted { op: "emit", .. } => emit_started = Some(start.elapsed()),
-        RunEvent::StepFinished { op: "work", .. } => {
-            first.get_or_insert_with(|| start.elapsed());
-        }
-        RunEvent::StepFinished { op: "emit", .. } => emit_done = Some(start.elapsed()),
-        _ => {}
-    });
+    exec::run(
+        &plan,
+        &rt,
+        &components,
+        &options(),
+        &mut |event| match event {
+            RunEvent::StepStarted { op: "emit", .. } => emit_started = Some(start.elapsed()),
+            RunEvent::StepFinished { op: "work", .. } => {
+                first.get_or_insert_with(|| start.elapsed());
+            }
+            RunEvent::StepFinished { op: "emit", .. } => emit_done = Some(start.elapsed()),
+            _ => {}
+        },
+    );
     let (s, f, d) = (emit_started.unwrap(), first.unwrap(), emit_done.unwrap());
     println!("\n4. pipelining: emitter emits 10,000 keys 100 us apart");
-    println!("   first mapped key done  {:>8.1} ms after the emitter started", (f - s).as_secs_f64() * 1e3);
-    println!("   emitter finished       {:>8.1} ms after it started", (d - s).as_secs_f64() * 1e3);
-    println!("   ratio first/emitter    {:>8.4}", (f - s).as_secs_f64() / (d - s).as_secs_f64());
+    println!(
+        "   first mapped key done  {:>8.1} ms after the emitter started",
+        (f - s).as_secs_f64() * 1e3
+    );
+    println!(
+        "   emitter finished       {:>8.1} ms after it started",
+        (d - s).as_secs_f64() * 1e3
+    );
+    println!(
+        "   ratio first/emitter    {:>8.4}",
+        (f - s).as_secs_f64() / (d - s).as_secs_f64()
+    );
 }

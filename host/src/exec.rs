@@ -13,16 +13,17 @@ mod scheduler;
 
 pub use scheduler::StepId;
 
-use crate::key::MappingKey;
+use crate::key::{MappingKey, StepName};
 use crate::plan::Plan;
 use crate::report::{FinalOutput, OpSummary, RunReport, StepFailure};
 use crate::runtime::{
     EmitSink, FailureKind, OpComponent, OpFailure, Runtime, StepCall, StepReport, StepStats,
 };
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
+use rustc_hash::FxHashMap as HashMap;
 use scheduler::{Scheduler, Status, step_label};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,7 +43,7 @@ pub enum RunEvent<'a> {
     /// A step was handed to a worker.
     StepStarted {
         /// `op[key]`.
-        step: &'a str,
+        step: StepName<'a>,
         /// The op.
         op: &'a str,
         /// 1 for the first attempt, 2 for the first retry, ...
@@ -51,7 +52,7 @@ pub enum RunEvent<'a> {
     /// A step failed and will run again after `delay`.
     StepRetrying {
         /// `op[key]`.
-        step: &'a str,
+        step: StepName<'a>,
         /// The op.
         op: &'a str,
         /// The failed attempt, with captured output.
@@ -64,7 +65,7 @@ pub enum RunEvent<'a> {
     /// A step ran to the end, successfully or not.
     StepFinished {
         /// `op[key]`.
-        step: &'a str,
+        step: StepName<'a>,
         /// The op.
         op: &'a str,
         /// What it did, with captured output.
@@ -73,7 +74,7 @@ pub enum RunEvent<'a> {
     /// A step will not run because an input failed.
     StepSkipped {
         /// `op[key]`.
-        step: &'a str,
+        step: StepName<'a>,
         /// The op.
         op: &'a str,
         /// Which input and why.
@@ -101,7 +102,10 @@ enum Event {
         value: Vec<u8>,
     },
     /// Finished steps; `batch_done` frees the worker for another job.
-    Done { steps: Vec<(StepId, Box<StepReport>)>, batch_done: bool },
+    Done {
+        steps: Vec<(StepId, Box<StepReport>)>,
+        batch_done: bool,
+    },
 }
 
 /// Steps for one worker to run one after another. Batching amortises the
@@ -183,13 +187,22 @@ pub fn run(
 }
 
 /// A worker thread: runs jobs until the coordinator closes the channel.
-fn work(plan: &Plan, runtime: &Runtime, components: &[OpComponent], jobs: &Receiver<Job>, events: &Sender<Event>) {
+fn work(
+    plan: &Plan,
+    runtime: &Runtime,
+    components: &[OpComponent],
+    jobs: &Receiver<Job>,
+    events: &Sender<Event>,
+) {
     for job in jobs {
         let mut done = Vec::with_capacity(job.steps.len());
         let mut flushed = Instant::now();
         for (step, call) in job.steps {
             let op = &plan.ops[step.op];
-            let sink = Box::new(ChannelSink { step: step.clone(), events: events.clone() });
+            let sink = Box::new(ChannelSink {
+                step: step.clone(),
+                events: events.clone(),
+            });
             let component = &components[step.op];
             let report = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 runtime.run_step(component, &op.policy, &call, sink)
@@ -197,11 +210,17 @@ fn work(plan: &Plan, runtime: &Runtime, components: &[OpComponent], jobs: &Recei
             .unwrap_or_else(|panic| host_panic(&panic));
             done.push((step, Box::new(report)));
             if flushed.elapsed() >= FLUSH_INTERVAL {
-                let _ = events.send(Event::Done { steps: std::mem::take(&mut done), batch_done: false });
+                let _ = events.send(Event::Done {
+                    steps: std::mem::take(&mut done),
+                    batch_done: false,
+                });
                 flushed = Instant::now();
             }
         }
-        let _ = events.send(Event::Done { steps: done, batch_done: true });
+        let _ = events.send(Event::Done {
+            steps: done,
+            batch_done: true,
+        });
     }
 }
 
@@ -231,7 +250,7 @@ impl<'p> Coordinator<'p> {
             run_id: options.run_id.clone(),
             scheduler: Scheduler::new(plan),
             totals: plan.ops.iter().map(|op| OpSummary::new(&op.name)).collect(),
-            attempts: HashMap::new(),
+            attempts: HashMap::default(),
             backoffs: BinaryHeap::new(),
             retried: vec![0; plan.ops.len()],
             in_flight: 0,
@@ -253,7 +272,11 @@ impl<'p> Coordinator<'p> {
                 let ready = self.scheduler.ready_len();
                 // Batch only large fan-outs; a handful of keys go one by one so
                 // each starts as soon as a worker is free.
-                let size = if ready >= BATCH_THRESHOLD * workers { (ready / workers).clamp(1, MAX_BATCH) } else { 1 };
+                let size = if ready >= BATCH_THRESHOLD * workers {
+                    (ready / workers).clamp(1, MAX_BATCH)
+                } else {
+                    1
+                };
                 let mut steps = Vec::with_capacity(size);
                 while steps.len() < size {
                     let Some(step) = self.next_step() else { break };
@@ -296,8 +319,15 @@ impl<'p> Coordinator<'p> {
             *n += 1;
             *n
         };
-        let name = step_label(self.plan, step);
-        observer(RunEvent::StepStarted { step: &name, op: &self.plan.ops[step.op].name, attempt });
+        let op = &self.plan.ops[step.op].name;
+        observer(RunEvent::StepStarted {
+            step: StepName {
+                op,
+                keys: &step.keys,
+            },
+            op,
+            attempt,
+        });
         self.call(step)
     }
 
@@ -344,19 +374,38 @@ impl<'p> Coordinator<'p> {
         }
     }
 
-    fn finished(&mut self, step: StepId, report: StepReport, observer: &mut dyn FnMut(RunEvent<'_>)) {
+    fn finished(
+        &mut self,
+        step: StepId,
+        report: StepReport,
+        observer: &mut dyn FnMut(RunEvent<'_>),
+    ) {
         add_stats(&mut self.totals[step.op], &report.stats);
-        let name = step_label(self.plan, &step);
         let op = &self.plan.ops[step.op];
+        let name = StepName {
+            op: &op.name,
+            keys: &step.keys,
+        };
         if let Some(delay) = self.retry_delay(&step, &report) {
             let attempt = self.attempts.get(&step).copied().unwrap_or(1);
-            observer(RunEvent::StepRetrying { step: &name, op: &op.name, report: &report, attempt, delay });
+            observer(RunEvent::StepRetrying {
+                step: name,
+                op: &op.name,
+                report: &report,
+                attempt,
+                delay,
+            });
             self.retried[step.op] += 1;
             self.backoffs.push(Reverse((Instant::now() + delay, step)));
             return;
         }
-        observer(RunEvent::StepFinished { step: &name, op: &op.name, report: &report });
-        self.scheduler.on_finished(&step, report.outcome.map(Arc::from));
+        observer(RunEvent::StepFinished {
+            step: name,
+            op: &op.name,
+            report: &report,
+        });
+        self.scheduler
+            .on_finished(&step, report.outcome.map(Arc::from));
     }
 
     /// How long to wait before retrying a failed step, if it is retried: its
@@ -384,9 +433,11 @@ fn report_skipped(
     observer: &mut dyn FnMut(RunEvent<'_>),
 ) {
     for (step, reason) in scheduler.take_skipped() {
-        let name = step_label(plan, &step);
         observer(RunEvent::StepSkipped {
-            step: &name,
+            step: StepName {
+                op: &plan.ops[step.op].name,
+                keys: &step.keys,
+            },
             op: &plan.ops[step.op].name,
             reason: &reason,
         });

@@ -64,6 +64,31 @@ impl serde::Serialize for MappingKey {
 /// The keys of one step, outermost first; empty for a step outside any map.
 pub type KeyPath = Vec<MappingKey>;
 
+/// The name of one step, `op[k1][k2]`, formatted only when shown.
+#[derive(Debug, Clone, Copy)]
+pub struct StepName<'a> {
+    /// The op.
+    pub op: &'a str,
+    /// The step's keys, outermost first.
+    pub keys: &'a [MappingKey],
+}
+
+impl fmt::Display for StepName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.op)?;
+        for key in self.keys {
+            write!(f, "[{key}]")?;
+        }
+        Ok(())
+    }
+}
+
+impl serde::Serialize for StepName<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// Formats `op[k1][k2]`, the name of one step, as Dagster does for one level.
 pub fn step_name(op: &str, keys: &[MappingKey]) -> String {
     let mut name = op.to_owned();

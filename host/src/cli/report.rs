@@ -2,6 +2,7 @@
 //! JSON); stderr carries progress, captured op output and errors.
 
 use dynhost::exec::RunEvent;
+use dynhost::key::StepName;
 use dynhost::report::RunReport;
 use dynhost::{FailureKind, Plan};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -163,7 +164,11 @@ fn step_lines(event: &RunEvent<'_>) -> Vec<String> {
     lines
 }
 
-fn captured_lines(lines: &mut Vec<String>, step: &str, report: &dynhost::runtime::StepReport) {
+fn captured_lines(
+    lines: &mut Vec<String>,
+    step: &StepName<'_>,
+    report: &dynhost::runtime::StepReport,
+) {
     for (stream, text) in [
         ("stdout", &report.stdout),
         ("stderr", &report.stderr),
@@ -209,7 +214,12 @@ fn print_event_json(event: &RunEvent<'_>) {
 }
 
 /// A finished attempt: typed failure, accounting and captured output.
-fn step_json(event: &str, step: &str, op: &str, report: &dynhost::runtime::StepReport) -> Value {
+fn step_json(
+    event: &str,
+    step: &StepName<'_>,
+    op: &str,
+    report: &dynhost::runtime::StepReport,
+) -> Value {
     let failure = match &report.outcome {
         Ok(_) => Value::Null,
         Err(f) => json!({ "kind": f.kind, "message": f.message }),

@@ -13,7 +13,8 @@ use crate::key::{KeyPath, MappingKey};
 use crate::plan::{CollectTarget, DynOutput, OpId, Plan, Source};
 use crate::runtime::{FailureKind, InputData, OpFailure};
 use crate::spec::Tolerance;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 /// One step: an op at a key path.
@@ -154,7 +155,7 @@ pub(crate) struct Scheduler<'p> {
 impl<'p> Scheduler<'p> {
     /// Creates the steps outside any map and queues those that are ready.
     pub fn new(plan: &'p Plan) -> Self {
-        let mut children: HashMap<DynOutput, Vec<OpId>> = HashMap::new();
+        let mut children: HashMap<DynOutput, Vec<OpId>> = HashMap::default();
         let mut watches: Vec<Vec<Watch>> = vec![Vec::new(); plan.ops.len()];
         for (id, op) in plan.ops.iter().enumerate() {
             if let Some(last) = op.scope.last() {
@@ -192,14 +193,14 @@ impl<'p> Scheduler<'p> {
         }
         let mut scheduler = Scheduler {
             plan,
-            steps: HashMap::new(),
-            waiters: HashMap::new(),
-            collections: HashMap::new(),
+            steps: HashMap::default(),
+            waiters: HashMap::default(),
+            collections: HashMap::default(),
             ready: VecDeque::new(),
             skipped: Vec::new(),
             children,
-            watches,
-            tolerated: HashSet::new(),
+            watches: watches.into(),
+            tolerated: HashSet::default(),
         };
         let roots: Vec<OpId> = (0..plan.ops.len())
             .filter(|&id| plan.ops[id].scope.is_empty())
@@ -237,7 +238,8 @@ impl<'p> Scheduler<'p> {
             .entry(output.to_owned())
             .or_default()
             .push(key.clone(), value);
-        for watch in self.watches[step.op].clone() {
+        let watches = self.watches.clone();
+        for watch in &watches[step.op] {
             if let Role::Emitter {
                 output: o,
                 adds: true,
@@ -412,7 +414,8 @@ impl<'p> Scheduler<'p> {
                 entry.status = status;
             }
             let mut to_check: Vec<StepId> = self.waiters.remove(&step).unwrap_or_default();
-            for watch in self.watches[step.op].clone() {
+            let watches = self.watches.clone();
+            for watch in &watches[step.op] {
                 let key = (
                     watch.consumer,
                     watch.input,
