@@ -147,7 +147,9 @@ pub(crate) struct Scheduler<'p> {
     /// Steps that became terminal without running (skipped), for the caller to report.
     skipped: Vec<(StepId, String)>,
     children: HashMap<DynOutput, Vec<OpId>>,
-    watches: Vec<Vec<Watch>>,
+    /// Per op, the collections its steps count toward. Shared so the hot
+    /// paths can walk it while mutating the rest of the scheduler.
+    watches: std::rc::Rc<[Vec<Watch>]>,
     /// Failed or skipped steps that a tolerant collect ran without.
     pub tolerated: HashSet<StepId>,
 }
