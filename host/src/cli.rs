@@ -1,9 +1,12 @@
 //! Command-line parsing and dispatch. Thin: every command is a few calls into
 //! the library plus rendering by `report`.
 
+mod history;
 mod report;
 
 use clap::{Args, Parser, Subcommand};
+use dynhost::exec::Storage;
+use dynhost::store::{RunRecord, RunStore, SqliteStore};
 use dynhost::{RunOptions, Runtime, RuntimeConfig};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,6 +29,65 @@ enum Command {
     Build(JobArgs),
     /// Print the resolved plan as JSON.
     Plan(JobArgs),
+    /// Continue a run: reuse its succeeded steps, run the rest.
+    Resume(ResumeArgs),
+    /// List recorded runs, newest first.
+    Runs(StoreArgs),
+    /// Show a run per op, or one step of it.
+    Show(ShowArgs),
+    /// Print one step's captured stdout, stderr and log.
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// The run store directory [default: $DYNHOST_HOME, else ./.dynhost].
+    #[arg(long)]
+    store: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ResumeArgs {
+    /// The run to continue.
+    run: String,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    exec: ExecArgs,
+}
+
+#[derive(Debug, Args)]
+struct ShowArgs {
+    /// The run.
+    run: String,
+    /// One step, as `op[key]`.
+    step: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+struct LogsArgs {
+    /// The run.
+    run: String,
+    /// The step, as `op[key]`.
+    step: String,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// How to execute, shared by `run` and `resume`.
+#[derive(Debug, Args)]
+struct ExecArgs {
+    /// Print JSON events and results on stdout instead of a summary.
+    #[arg(long)]
+    json: bool,
+    /// Steps running at once [default: number of cores].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    max_concurrent: Option<u32>,
+    /// Compile components without the on-disk compile cache.
+    #[arg(long)]
+    no_cache: bool,
 }
 
 #[derive(Debug, Args)]
@@ -38,18 +100,25 @@ struct JobArgs {
 struct RunArgs {
     /// The job file.
     job: PathBuf,
-    /// Print JSON events and results on stdout instead of a summary.
-    #[arg(long)]
-    json: bool,
-    /// Steps running at once [default: number of cores].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    max_concurrent: Option<u32>,
+    #[command(flatten)]
+    exec: ExecArgs,
     /// Run the ops' `build` commands first.
     #[arg(long)]
     build: bool,
-    /// Compile components without the on-disk compile cache.
+    /// Re-execute only these steps and what depends on them, e.g.
+    /// `process_file[a,b]`, reusing the rest from `--from` (default: the
+    /// latest run of this job).
     #[arg(long)]
-    no_cache: bool,
+    only: Option<String>,
+    /// The run to reuse succeeded steps from.
+    #[arg(long)]
+    from: Option<String>,
+    /// Do not record the run.
+    #[arg(long)]
+    no_store: bool,
+    /// The run store directory [default: $DYNHOST_HOME, else .dynhost beside the job file].
+    #[arg(long)]
+    store: Option<PathBuf>,
 }
 
 /// Exit status for a run with failed or skipped steps.
@@ -79,6 +148,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             report::print_json(&plan)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Resume(args) => resume(&args),
+        Command::Runs(args) => history::runs(&open_store(store_dir(args.store.as_deref(), None))?),
+        Command::Show(args) => history::show(
+            &open_store(store_dir(args.store.store.as_deref(), None))?,
+            &args.run,
+            args.step.as_deref(),
+        ),
+        Command::Logs(args) => history::logs(
+            &open_store(store_dir(args.store.store.as_deref(), None))?,
+            &args.run,
+            &args.step,
+        ),
     }
 }
 
@@ -87,31 +168,155 @@ fn run_job(args: &RunArgs) -> anyhow::Result<ExitCode> {
         build(&args.job)?;
     }
     let plan = dynhost::load_plan(&args.job)?;
+    let job_file = std::path::absolute(&args.job)?;
+    let run = RunRecord {
+        id: new_run_id(),
+        job: plan.job_name.clone(),
+        job_file: job_file.display().to_string(),
+        job_hash: dynhost::store::hash_bytes(&std::fs::read(&args.job)?),
+    };
+    if args.no_store {
+        if args.only.is_some() || args.from.is_some() {
+            anyhow::bail!("`--only` and `--from` reuse a recorded run; drop `--no-store`");
+        }
+        return execute(&plan, &args.exec, None, &run, Storage::default());
+    }
+    let store = open_store(store_dir(args.store.as_deref(), job_file.parent()))?;
+    let prior = match (&args.only, &args.from) {
+        (None, None) => Vec::new(),
+        (only, from) => {
+            let from = match from {
+                Some(id) => id.clone(),
+                None => latest_run(&store, &run.job_file)?,
+            };
+            let prior = store.successes(&store.run(&from)?.id)?;
+            match only {
+                Some(text) => {
+                    let selection =
+                        dynhost::resume::parse_selection(text).map_err(anyhow::Error::msg)?;
+                    dynhost::resume::without_selection(&plan, prior, &selection)
+                        .map_err(anyhow::Error::msg)?
+                }
+                None => prior,
+            }
+        }
+    };
+    execute(
+        &plan,
+        &args.exec,
+        Some(store),
+        &run,
+        Storage {
+            store: None,
+            prior,
+            record_reused: true,
+        },
+    )
+}
+
+/// `dynhost resume RUN`: the run's job file as it is now, its stored
+/// successes reused, everything else run; recorded under the same run id.
+fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(store_dir(args.store.store.as_deref(), None))?;
+    let stored = store.run(&args.run)?;
+    let job = PathBuf::from(&stored.job_file);
+    let plan = dynhost::load_plan(&job)?;
+    let prior = store.successes(&stored.id)?;
+    let run = RunRecord {
+        id: stored.id.clone(),
+        job: plan.job_name.clone(),
+        job_file: stored.job_file.clone(),
+        job_hash: dynhost::store::hash_bytes(&std::fs::read(&job)?),
+    };
+    execute(
+        &plan,
+        &args.exec,
+        Some(store),
+        &run,
+        Storage {
+            store: None,
+            prior,
+            record_reused: false,
+        },
+    )
+}
+
+fn latest_run(store: &SqliteStore, job_file: &str) -> anyhow::Result<String> {
+    let runs = store.runs()?;
+    runs.into_iter()
+        .find(|r| r.job_file == job_file)
+        .map(|r| r.id)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no recorded run of `{job_file}` to reuse; run it once, or pass `--from RUN`"
+            )
+        })
+}
+
+/// Loads components, records the run, executes it and reports.
+fn execute(
+    plan: &dynhost::Plan,
+    args: &ExecArgs,
+    store: Option<SqliteStore>,
+    run: &RunRecord,
+    mut storage: Storage,
+) -> anyhow::Result<ExitCode> {
     let max_concurrent = match args.max_concurrent {
         Some(n) => n as usize,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let runtime = Runtime::new(&runtime_config(&plan, max_concurrent, args.no_cache))?;
-    let components = dynhost::load_components(&runtime, &plan)?;
+    let runtime = Runtime::new(&runtime_config(plan, max_concurrent, args.no_cache))?;
+    let components = dynhost::load_components(&runtime, plan)?;
+    if let Some(mut store) = store {
+        store.begin_run(run)?;
+        storage.store = Some(Box::new(store));
+    }
     let options = RunOptions {
-        run_id: new_run_id(),
+        run_id: run.id.clone(),
         max_concurrent,
     };
-    let mut view = report::Progress::new(args.json, &plan);
-    let result = dynhost::exec::run(&plan, &runtime, &components, &options, &mut |event| {
-        view.on_event(event)
-    });
+    let mut view = report::Progress::new(args.json, plan);
+    let result = dynhost::exec::run(
+        plan,
+        &runtime,
+        &components,
+        &options,
+        storage,
+        &mut |event| view.on_event(event),
+    );
     view.finish();
-    if args.json {
-        report::print_run_json(&result)?;
-    } else {
-        report::print_summary(&result);
+    if let Some(mut store) = result.store {
+        store.finish_run(&run.id, result.report.is_success())?;
     }
-    Ok(if result.is_success() {
+    if args.json {
+        report::print_run_json(&result.report)?;
+    } else {
+        report::print_summary(&result.report);
+    }
+    if let Some(error) = result.store_error {
+        return Err(error.into());
+    }
+    Ok(if result.report.is_success() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAILED_STEPS)
     })
+}
+
+/// `--store`, else `$DYNHOST_HOME`, else `.dynhost` beside the job file (or here).
+/// Read at the edge, so the library never reads the environment.
+fn store_dir(flag: Option<&Path>, job_dir: Option<&Path>) -> PathBuf {
+    if let Some(dir) = flag {
+        return dir.to_path_buf();
+    }
+    if let Some(home) = std::env::var_os("DYNHOST_HOME") {
+        return PathBuf::from(home);
+    }
+    job_dir.unwrap_or(Path::new(".")).join(".dynhost")
+}
+
+fn open_store(dir: PathBuf) -> anyhow::Result<SqliteStore> {
+    Ok(SqliteStore::open(&dir.join("runs.db"))?)
 }
 
 fn build(job: &Path) -> anyhow::Result<()> {

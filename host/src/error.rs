@@ -25,6 +25,9 @@ pub enum Error {
     /// The wasm engine could not start.
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
+    /// The run store cannot be used.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// An op's build command failed.
     #[error("`{file}`: op `{op}`: build command `{command}` {reason}")]
     Build {

@@ -9,6 +9,7 @@
 //! back unbounded so a worker never blocks on the coordinator.
 
 mod collect;
+mod record;
 mod scheduler;
 
 pub use scheduler::StepId;
@@ -19,7 +20,10 @@ use crate::report::{FinalOutput, OpSummary, RunReport, StepFailure};
 use crate::runtime::{
     EmitSink, FailureKind, OpComponent, OpFailure, Runtime, StepCall, StepReport, StepStats,
 };
+use crate::store::{PriorStep, RunStore, StoreError};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
+use record::{Prior, Recorder};
+use rustc_hash::FxHashMap;
 use rustc_hash::FxHashMap as HashMap;
 use scheduler::{Scheduler, Status, step_label};
 use std::cmp::Reverse;
@@ -71,6 +75,13 @@ pub enum RunEvent<'a> {
         /// What it did, with captured output.
         report: &'a StepReport,
     },
+    /// A stored success with the same inputs was reused instead of running.
+    StepReused {
+        /// `op[key]`.
+        step: StepName<'a>,
+        /// The op.
+        op: &'a str,
+    },
     /// A step will not run because an input failed.
     StepSkipped {
         /// `op[key]`.
@@ -89,6 +100,7 @@ impl RunEvent<'_> {
             RunEvent::StepStarted { op, .. }
             | RunEvent::StepRetrying { op, .. }
             | RunEvent::StepFinished { op, .. }
+            | RunEvent::StepReused { op, .. }
             | RunEvent::StepSkipped { op, .. } => op,
         }
     }
@@ -144,6 +156,28 @@ impl EmitSink for ChannelSink {
     }
 }
 
+/// What a run reads from and writes to the run store.
+#[derive(Default)]
+pub struct Storage {
+    /// Where finished steps are recorded; `None` keeps nothing.
+    pub store: Option<Box<dyn RunStore>>,
+    /// Stored successes to reuse when a step's inputs are unchanged (resume).
+    pub prior: Vec<PriorStep>,
+    /// Whether reused steps are written again: yes for a new run built from an
+    /// old one (`--only`), no when resuming the same run.
+    pub record_reused: bool,
+}
+
+/// A finished run, with the store handed back.
+pub struct RunResult {
+    /// What happened.
+    pub report: RunReport,
+    /// The store, to mark the run finished.
+    pub store: Option<Box<dyn RunStore>>,
+    /// The first error writing to the store, if any (the run itself went on).
+    pub store_error: Option<StoreError>,
+}
+
 /// Runs every step of `plan`. `components[i]` is the compiled op `plan.ops[i]`.
 /// Failed steps are data in the report; this never fails as a whole.
 pub fn run(
@@ -151,11 +185,12 @@ pub fn run(
     runtime: &Runtime,
     components: &[OpComponent],
     options: &RunOptions,
+    storage: Storage,
     observer: &mut dyn FnMut(RunEvent<'_>),
-) -> RunReport {
+) -> RunResult {
     let started = Instant::now();
     let workers = options.max_concurrent.max(1);
-    let mut coordinator = Coordinator::new(plan, options);
+    let mut coordinator = Coordinator::new(plan, options, storage);
     std::thread::scope(|scope| {
         let (job_tx, job_rx) = bounded::<Job>(workers);
         let (event_tx, event_rx) = unbounded::<Event>();
@@ -182,8 +217,17 @@ pub fn run(
         coordinator.drive(workers, &job_tx, &event_rx, observer);
     });
     coordinator.scheduler.skip_stranded();
-    report_skipped(plan, &mut coordinator.scheduler, observer);
-    build_report(plan, &coordinator, options, started)
+    coordinator.report_skipped(observer);
+    let report = build_report(plan, &coordinator, options, started);
+    let (store, store_error) = match coordinator.recorder.take().and_then(Recorder::finish) {
+        Some((store, error)) => (Some(store), error),
+        None => (None, None),
+    };
+    RunResult {
+        report,
+        store,
+        store_error,
+    }
 }
 
 /// A worker thread: runs jobs until the coordinator closes the channel.
@@ -241,10 +285,15 @@ struct Coordinator<'p> {
     backoffs: BinaryHeap<Reverse<(Instant, StepId)>>,
     retried: Vec<u64>,
     in_flight: usize,
+    recorder: Option<Recorder>,
+    prior: FxHashMap<StepId, Prior>,
+    record_reused: bool,
+    input_hashes: FxHashMap<StepId, String>,
+    reused: Vec<u64>,
 }
 
 impl<'p> Coordinator<'p> {
-    fn new(plan: &'p Plan, options: &RunOptions) -> Self {
+    fn new(plan: &'p Plan, options: &RunOptions, storage: Storage) -> Self {
         Self {
             plan,
             run_id: options.run_id.clone(),
@@ -254,6 +303,13 @@ impl<'p> Coordinator<'p> {
             backoffs: BinaryHeap::new(),
             retried: vec![0; plan.ops.len()],
             in_flight: 0,
+            recorder: storage
+                .store
+                .map(|store| Recorder::start(store, options.run_id.clone())),
+            prior: record::prior_map(plan, storage.prior),
+            record_reused: storage.record_reused,
+            input_hashes: FxHashMap::default(),
+            reused: vec![0; plan.ops.len()],
         }
     }
 
@@ -267,7 +323,7 @@ impl<'p> Coordinator<'p> {
         observer: &mut dyn FnMut(RunEvent<'_>),
     ) {
         loop {
-            report_skipped(self.plan, &mut self.scheduler, observer);
+            self.report_skipped(observer);
             while self.in_flight < workers {
                 let ready = self.scheduler.ready_len();
                 // Batch only large fan-outs; a handful of keys go one by one so
@@ -280,8 +336,12 @@ impl<'p> Coordinator<'p> {
                 let mut steps = Vec::with_capacity(size);
                 while steps.len() < size {
                     let Some(step) = self.next_step() else { break };
-                    let call = self.start(&step, observer);
-                    steps.push((step, call));
+                    if let Some(call) = self.start(&step, observer) {
+                        steps.push((step, call));
+                    }
+                }
+                if steps.is_empty() && self.scheduler.ready_len() > 0 {
+                    continue;
                 }
                 if steps.is_empty() {
                     break;
@@ -312,8 +372,22 @@ impl<'p> Coordinator<'p> {
         }
     }
 
-    /// Counts the attempt, tells the observer and builds the call.
-    fn start(&mut self, step: &StepId, observer: &mut dyn FnMut(RunEvent<'_>)) -> StepCall {
+    /// Builds the call; reuses a stored success with the same inputs instead
+    /// of running it (`None`), else counts the attempt and tells the observer.
+    fn start(&mut self, step: &StepId, observer: &mut dyn FnMut(RunEvent<'_>)) -> Option<StepCall> {
+        let call = self.call(step);
+        if self.recorder.is_some() || !self.prior.is_empty() {
+            let hash = record::hash_inputs(&call.inputs);
+            if self
+                .prior
+                .get(step)
+                .is_some_and(|p| p.input_hash.as_deref() == Some(hash.as_str()))
+            {
+                self.reuse(step, &hash, observer);
+                return None;
+            }
+            self.input_hashes.insert(step.clone(), hash);
+        }
         let attempt = {
             let n = self.attempts.entry(step.clone()).or_insert(0);
             *n += 1;
@@ -328,7 +402,66 @@ impl<'p> Coordinator<'p> {
             op,
             attempt,
         });
-        self.call(step)
+        Some(call)
+    }
+
+    /// Replays a stored success: its items (which start the steps mapped over
+    /// them) and its value.
+    fn reuse(&mut self, step: &StepId, hash: &str, observer: &mut dyn FnMut(RunEvent<'_>)) {
+        let Some(prior) = self.prior.remove(step) else {
+            return;
+        };
+        for (output, key, value) in &prior.items {
+            self.scheduler
+                .on_emit(step, output, key.clone(), value.clone());
+        }
+        if self.record_reused
+            && let Some(recorder) = &self.recorder
+        {
+            let finished = self.finished_record(step, Some(hash.to_owned()));
+            recorder.record(finished.reused(&prior.output));
+        }
+        self.reused[step.op] += 1;
+        let op = &self.plan.ops[step.op].name;
+        observer(RunEvent::StepReused {
+            step: StepName {
+                op,
+                keys: &step.keys,
+            },
+            op,
+        });
+        self.scheduler.on_finished(step, Ok(prior.output));
+    }
+
+    fn finished_record(
+        &self,
+        step: &'p StepId,
+        input_hash: Option<String>,
+    ) -> record::Finished<'_> {
+        record::Finished {
+            plan: self.plan,
+            step,
+            attempts: self.attempts.get(step).copied().unwrap_or(0),
+            input_hash,
+            emitted: self.scheduler.steps.get(step).map(|e| &e.emitted),
+        }
+    }
+
+    fn report_skipped(&mut self, observer: &mut dyn FnMut(RunEvent<'_>)) {
+        for (step, reason) in self.scheduler.take_skipped() {
+            let op = &self.plan.ops[step.op].name;
+            observer(RunEvent::StepSkipped {
+                step: StepName {
+                    op,
+                    keys: &step.keys,
+                },
+                op,
+                reason: &reason,
+            });
+            if let Some(recorder) = &self.recorder {
+                recorder.record(self.finished_record(&step, None).skipped(&reason));
+            }
+        }
     }
 
     /// A retry whose backoff is over, else the scheduler's next ready step.
@@ -404,6 +537,10 @@ impl<'p> Coordinator<'p> {
             op: &op.name,
             report: &report,
         });
+        if let Some(recorder) = &self.recorder {
+            let hash = self.input_hashes.remove(&step);
+            recorder.record(self.finished_record(&step, hash).ran(&report));
+        }
         self.scheduler
             .on_finished(&step, report.outcome.map(Arc::from));
     }
@@ -424,23 +561,6 @@ impl<'p> Coordinator<'p> {
             let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
             policy.backoff.saturating_mul(factor).min(MAX_RETRY_BACKOFF)
         })
-    }
-}
-
-fn report_skipped(
-    plan: &Plan,
-    scheduler: &mut Scheduler<'_>,
-    observer: &mut dyn FnMut(RunEvent<'_>),
-) {
-    for (step, reason) in scheduler.take_skipped() {
-        observer(RunEvent::StepSkipped {
-            step: StepName {
-                op: &plan.ops[step.op].name,
-                keys: &step.keys,
-            },
-            op: &plan.ops[step.op].name,
-            reason: &reason,
-        });
     }
 }
 
@@ -527,18 +647,27 @@ fn build_report(
     for (id, op) in ops.iter_mut().enumerate() {
         let totals = &coordinator.totals[id];
         op.retries = coordinator.retried[id];
+        op.reused = coordinator.reused[id];
         op.busy = totals.busy;
         op.peak_memory_bytes = totals.peak_memory_bytes;
         op.emitted_items = totals.emitted_items;
         op.emitted_bytes = totals.emitted_bytes;
         op.fuel_used = totals.fuel_used;
     }
+    let mut vanished: Vec<String> = coordinator
+        .prior
+        .keys()
+        .filter(|step| !scheduler.steps.contains_key(*step))
+        .map(|step| step_label(plan, step))
+        .collect();
+    vanished.sort();
     RunReport {
         run_id: options.run_id.clone(),
         job: plan.job_name.clone(),
         elapsed: started.elapsed(),
         ops,
         outputs,
+        vanished,
     }
 }
 

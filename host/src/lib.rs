@@ -23,8 +23,10 @@ pub mod exec;
 pub mod key;
 pub mod plan;
 pub mod report;
+pub mod resume;
 pub mod runtime;
 pub mod spec;
+pub mod store;
 
 pub use error::{Error, Result};
 pub use exec::{RunEvent, RunOptions};

@@ -18,6 +18,9 @@ pub struct RunReport {
     pub ops: Vec<OpSummary>,
     /// Values of the last ops (those no other op reads), sorted by step.
     pub outputs: Vec<FinalOutput>,
+    /// Steps a resumed run had stored that this run no longer has: their
+    /// emitter re-ran and did not emit their keys again.
+    pub vanished: Vec<String>,
 }
 
 impl RunReport {
@@ -46,6 +49,8 @@ pub struct OpSummary {
     pub tolerated: u64,
     /// Failed attempts that were retried.
     pub retries: u64,
+    /// Steps reused from a stored run instead of running (resume).
+    pub reused: u64,
     /// Sum of step wall times.
     pub busy: Duration,
     /// Largest linear memory of any step.
@@ -72,6 +77,7 @@ impl OpSummary {
             skipped: 0,
             tolerated: 0,
             retries: 0,
+            reused: 0,
             busy: Duration::ZERO,
             peak_memory_bytes: 0,
             emitted_items: 0,

@@ -68,6 +68,11 @@ impl Progress {
                 }
             }
             RunEvent::StepSkipped { op, .. } => self.op(op).skipped += 1,
+            RunEvent::StepReused { op, .. } => {
+                let p = self.op(op);
+                p.started += 1;
+                p.done += 1;
+            }
         }
         match &self.mode {
             Mode::Json => print_event_json(&event),
@@ -130,7 +135,7 @@ impl Progress {
 fn step_lines(event: &RunEvent<'_>) -> Vec<String> {
     let mut lines = Vec::new();
     match event {
-        RunEvent::StepStarted { .. } => {}
+        RunEvent::StepStarted { .. } | RunEvent::StepReused { .. } => {}
         RunEvent::StepFinished { step, report, .. } => {
             captured_lines(&mut lines, step, report);
             if let Err(failure) = &report.outcome {
@@ -209,6 +214,9 @@ fn print_event_json(event: &RunEvent<'_>) {
         RunEvent::StepSkipped { step, op, reason } => {
             json!({ "event": "step_skipped", "step": step, "op": op, "reason": reason })
         }
+        RunEvent::StepReused { step, op } => {
+            json!({ "event": "step_reused", "step": step, "op": op })
+        }
     };
     println_json(&value);
 }
@@ -265,6 +273,7 @@ pub fn print_run_json(report: &RunReport) -> anyhow::Result<()> {
         "host_peak_rss_bytes": dynhost::report::peak_rss_bytes(),
         "ops": serde_json::to_value(&report.ops)?,
         "outputs": outputs,
+        "vanished": report.vanished,
     });
     println_json(&value);
     Ok(())
@@ -315,6 +324,19 @@ pub fn print_summary(report: &RunReport) {
             op.skipped,
             secs(op.busy),
             mib(op.peak_memory_bytes)
+        );
+    }
+    for op in report.ops.iter().filter(|op| op.reused > 0) {
+        let _ = writeln!(
+            err,
+            "  {}: {} step(s) reused from the stored run",
+            op.op, op.reused
+        );
+    }
+    for step in &report.vanished {
+        let _ = writeln!(
+            err,
+            "  {step} vanished: its emitter no longer emits this key"
         );
     }
     for op in &report.ops {

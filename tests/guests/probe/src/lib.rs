@@ -64,6 +64,9 @@ impl Guest for Probe {
             return Ok(result);
         }
         emit(&config, &out)?;
+        if config["fail_after_emit"].as_bool() == Some(true) {
+            return Err("probe was told to fail after emitting".into());
+        }
         let read_path = config["read_input"]
             .as_str()
             .and_then(|name| out["inputs"][name].as_str().map(str::to_owned));

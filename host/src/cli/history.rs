@@ -1,0 +1,142 @@
+//! `dynhost runs`, `show` and `logs`: reading the run store.
+
+use dynhost::store::{RunStore, SqliteStore, StepRow};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+
+pub fn runs(store: &SqliteStore) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<32} {:<20} {:<9} {:>7} {:>7} {:>8} {:>9}",
+        "run", "job", "status", "ok", "failed", "skipped", "time"
+    )?;
+    for run in store.runs()? {
+        let time = run.finished_at.map_or("-".to_owned(), |end| {
+            format!("{:.2}s", end - run.started_at)
+        });
+        writeln!(
+            out,
+            "{:<32} {:<20} {:<9} {:>7} {:>7} {:>8} {:>9}",
+            run.id, run.job, run.status, run.succeeded, run.failed, run.skipped, time
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn step_name(row: &StepRow) -> String {
+    let mut name = row.op.clone();
+    for key in &row.keys {
+        name.push_str(&format!("[{key}]"));
+    }
+    name
+}
+
+fn find_step(store: &SqliteStore, run: &str, step: &str) -> anyhow::Result<StepRow> {
+    store.run(run)?;
+    store
+        .steps(run)?
+        .into_iter()
+        .find(|row| step_name(row) == step)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "run `{run}` has no step `{step}`; `dynhost show {run}` lists its steps"
+            )
+        })
+}
+
+pub fn show(store: &SqliteStore, run: &str, step: Option<&str>) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    if let Some(step) = step {
+        let row = find_step(store, run, step)?;
+        writeln!(out, "step {step} of run {run}: {}", row.status)?;
+        writeln!(out, "  attempts        {}", row.attempts)?;
+        writeln!(out, "  wall time       {:.3}s", row.wall_secs)?;
+        writeln!(out, "  peak memory     {} bytes", row.peak_memory_bytes)?;
+        writeln!(
+            out,
+            "  emitted         {} items, {} bytes",
+            row.emitted_items, row.emitted_bytes
+        )?;
+        writeln!(
+            out,
+            "  output          {}",
+            row.output_bytes
+                .map_or("none".to_owned(), |n| format!("{n} bytes"))
+        )?;
+        if let Some(fuel) = row.fuel_used {
+            writeln!(out, "  fuel used       {fuel}")?;
+        }
+        if let (Some(kind), Some(message)) = (&row.failure_kind, &row.failure_message) {
+            writeln!(out, "  failure         {kind}: {message}")?;
+        }
+        for (stream, text) in [
+            ("stdout", &row.stdout),
+            ("stderr", &row.stderr),
+            ("log", &row.log),
+        ] {
+            for line in text.lines() {
+                writeln!(out, "  {stream}: {line}")?;
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let header = store.run(run)?;
+    writeln!(
+        out,
+        "run {} of `{}` ({}): {}",
+        header.id, header.job, header.job_file, header.status
+    )?;
+    let rows = store.steps(run)?;
+    let mut per_op: BTreeMap<&str, [u64; 3]> = BTreeMap::new();
+    for row in &rows {
+        let counts = per_op.entry(&row.op).or_default();
+        match row.status.as_str() {
+            "succeeded" => counts[0] += 1,
+            "failed" => counts[1] += 1,
+            _ => counts[2] += 1,
+        }
+    }
+    writeln!(
+        out,
+        "{:<24} {:>9} {:>7} {:>8}",
+        "op", "succeeded", "failed", "skipped"
+    )?;
+    for (op, [ok, failed, skipped]) in &per_op {
+        writeln!(out, "{op:<24} {ok:>9} {failed:>7} {skipped:>8}")?;
+    }
+    for row in rows.iter().filter(|r| r.status != "succeeded") {
+        let kind = row.failure_kind.as_deref().unwrap_or("?");
+        let message = row
+            .failure_message
+            .as_deref()
+            .unwrap_or("")
+            .lines()
+            .next()
+            .unwrap_or("");
+        writeln!(
+            out,
+            "  {} {} ({kind}): {message}",
+            step_name(row),
+            row.status
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn logs(store: &SqliteStore, run: &str, step: &str) -> anyhow::Result<ExitCode> {
+    let row = find_step(store, run, step)?;
+    let mut out = std::io::stdout().lock();
+    for (stream, text) in [
+        ("stdout", &row.stdout),
+        ("stderr", &row.stderr),
+        ("log", &row.log),
+    ] {
+        if !text.is_empty() {
+            writeln!(out, "--- {stream}")?;
+            write!(out, "{text}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,228 @@
+//! What the executor keeps and reuses: finished steps go to the run store on a
+//! writer thread (group commit: whatever is queued goes in one transaction,
+//! each step whole), and stored successes are reused on resume when their
+//! inputs are the same.
+
+use super::scheduler::{Emitted, StepId};
+use crate::key::MappingKey;
+use crate::plan::Plan;
+use crate::runtime::{InputData, StepReport};
+use crate::store::{PriorStep, RunStore, StepRecord, StepStatus, StoreError};
+use crossbeam_channel::{Sender, unbounded};
+use rustc_hash::FxHashMap;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Most steps written in one transaction.
+const MAX_GROUP: usize = 4096;
+
+/// Writes finished steps to the store from its own thread, so the
+/// coordinator never waits for the disk.
+pub(crate) struct Recorder {
+    tx: Option<Sender<StepRecord>>,
+    thread: Option<JoinHandle<(Box<dyn RunStore>, Option<StoreError>)>>,
+}
+
+impl Recorder {
+    pub fn start(mut store: Box<dyn RunStore>, run_id: String) -> Self {
+        let (tx, rx) = unbounded::<StepRecord>();
+        let thread = std::thread::Builder::new()
+            .name("dynhost-store".into())
+            .spawn(move || {
+                let mut error = None;
+                while let Ok(first) = rx.recv() {
+                    let mut group = vec![first];
+                    while group.len() < MAX_GROUP {
+                        match rx.try_recv() {
+                            Ok(record) => group.push(record),
+                            Err(_) => break,
+                        }
+                    }
+                    if error.is_none()
+                        && let Err(e) = store.record_steps(&run_id, &group)
+                    {
+                        error = Some(e);
+                    }
+                }
+                (store, error)
+            })
+            .ok();
+        Self {
+            tx: Some(tx),
+            thread,
+        }
+    }
+
+    pub fn record(&self, record: StepRecord) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(record);
+        }
+    }
+
+    /// Flushes everything queued and hands the store back.
+    pub fn finish(mut self) -> Option<(Box<dyn RunStore>, Option<StoreError>)> {
+        drop(self.tx.take());
+        self.thread.take().and_then(|t| t.join().ok())
+    }
+}
+
+/// A stored success, resolved against this run's plan.
+pub(crate) struct Prior {
+    pub input_hash: Option<String>,
+    pub output: Arc<[u8]>,
+    pub items: Vec<(String, MappingKey, Arc<[u8]>)>,
+}
+
+/// Indexes stored successes by step; steps of ops the job no longer has, or
+/// with keys that are no longer valid, are left out.
+pub(crate) fn prior_map(plan: &Plan, prior: Vec<PriorStep>) -> FxHashMap<StepId, Prior> {
+    let mut map = FxHashMap::default();
+    for step in prior {
+        let Some(op) = plan.op_id(&step.op) else {
+            continue;
+        };
+        let Ok(keys) = step
+            .keys
+            .iter()
+            .map(|k| MappingKey::parse(k))
+            .collect::<Result<Vec<_>, _>>()
+        else {
+            continue;
+        };
+        let items = step
+            .items
+            .into_iter()
+            .filter_map(|(output, key, value)| {
+                MappingKey::parse(&key).ok().map(|k| (output, k, value))
+            })
+            .collect();
+        map.insert(
+            StepId { op, keys },
+            Prior {
+                input_hash: step.input_hash,
+                output: step.output,
+                items,
+            },
+        );
+    }
+    map
+}
+
+/// SHA-256 over a step's inputs: names, values, collected keys and failures.
+pub(crate) fn hash_inputs(inputs: &[(String, InputData)]) -> String {
+    let mut h = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    for (name, data) in inputs {
+        field(name.as_bytes());
+        match data {
+            InputData::Single(bytes) => field(bytes),
+            InputData::Collected { items, failed } => {
+                for (keys, value) in items {
+                    for key in keys {
+                        field(key.as_str().as_bytes());
+                    }
+                    field(value);
+                }
+                for (keys, failure) in failed {
+                    for key in keys {
+                        field(key.as_str().as_bytes());
+                    }
+                    field(failure.kind.as_str().as_bytes());
+                }
+            }
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What to store for a step: its outcome, accounting, output and items.
+pub(crate) struct Finished<'a> {
+    pub plan: &'a Plan,
+    pub step: &'a StepId,
+    pub attempts: u32,
+    pub input_hash: Option<String>,
+    pub emitted: Option<&'a Emitted>,
+}
+
+impl Finished<'_> {
+    fn base(&self, status: StepStatus) -> StepRecord {
+        let items = self
+            .emitted
+            .into_iter()
+            .flat_map(|e| e.iter())
+            .flat_map(|(output, items)| {
+                items
+                    .order
+                    .iter()
+                    .map(move |(k, v)| (output.clone(), k.to_string(), v.clone()))
+            })
+            .collect();
+        StepRecord {
+            op: self.plan.ops[self.step.op].name.clone(),
+            keys: self.step.keys.iter().map(ToString::to_string).collect(),
+            status,
+            attempts: self.attempts,
+            wall_secs: 0.0,
+            failure_kind: None,
+            failure_message: None,
+            peak_memory_bytes: 0,
+            emitted_items: 0,
+            emitted_bytes: 0,
+            fuel_used: None,
+            input_hash: self.input_hash.clone(),
+            memo_key: None,
+            output: None,
+            items,
+            stdout: String::new(),
+            stderr: String::new(),
+            log: String::new(),
+            executed: false,
+        }
+    }
+
+    /// A step that ran.
+    pub fn ran(&self, report: &StepReport) -> StepRecord {
+        let status = if report.outcome.is_ok() {
+            StepStatus::Succeeded
+        } else {
+            StepStatus::Failed
+        };
+        let mut record = self.base(status);
+        record.wall_secs = report.stats.wall.as_secs_f64();
+        record.peak_memory_bytes = report.stats.peak_memory_bytes;
+        record.emitted_items = report.stats.emitted_items;
+        record.emitted_bytes = report.stats.emitted_bytes;
+        record.fuel_used = report.stats.fuel_used;
+        match &report.outcome {
+            Ok(value) => record.output = Some(Arc::from(value.as_slice())),
+            Err(f) => {
+                record.failure_kind = Some(f.kind.as_str().to_owned());
+                record.failure_message = Some(f.message.clone());
+            }
+        }
+        record.stdout = report.stdout.clone();
+        record.stderr = report.stderr.clone();
+        record.log = report.log.clone();
+        record.executed = true;
+        record
+    }
+
+    /// A step reused from a stored success.
+    pub fn reused(&self, output: &Arc<[u8]>) -> StepRecord {
+        let mut record = self.base(StepStatus::Succeeded);
+        record.output = Some(output.clone());
+        record
+    }
+
+    /// A step that never ran.
+    pub fn skipped(&self, reason: &str) -> StepRecord {
+        let mut record = self.base(StepStatus::Skipped);
+        record.failure_kind = Some("skipped".to_owned());
+        record.failure_message = Some(reason.to_owned());
+        record
+    }
+}

@@ -1,0 +1,253 @@
+//! The run store: every run, step, emitted item and output, so a failed or
+//! killed run can be resumed per key, with nothing lost and nothing run twice.
+//!
+//! `store` knows nothing about wasmtime or plans: it keeps bytes and outcomes
+//! keyed by (run, op, keys). [`RunStore`] is the seam for another backend; the
+//! default is [`SqliteStore`], an embedded SQLite file (WAL) in `.dynhost/`.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A store that cannot be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file exists but is not a dynhost store (or is damaged).
+    #[error(
+        "run store `{path}` is damaged or not a dynhost store ({reason}); move it aside to start a new one, or point `DYNHOST_HOME` elsewhere"
+    )]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's words.
+        reason: String,
+    },
+    /// Another process holds the store's write lock for too long.
+    #[error(
+        "run store `{path}` is locked by another process; wait for it to finish, or point `DYNHOST_HOME` elsewhere"
+    )]
+    Locked {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// Any other I/O or SQL failure.
+    #[error("run store `{path}`: {reason}")]
+    Io {
+        /// The database file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// A run id that the store does not have.
+    #[error("no run `{run}` in `{path}`; `dynhost runs` lists the runs")]
+    UnknownRun {
+        /// The database file.
+        path: PathBuf,
+        /// The id asked for.
+        run: String,
+    },
+}
+
+/// A run, as started.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    /// The run id.
+    pub id: String,
+    /// The job's name.
+    pub job: String,
+    /// The job file, absolute.
+    pub job_file: String,
+    /// SHA-256 of the job file's text.
+    pub job_hash: String,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    /// It returned a value.
+    Succeeded,
+    /// It failed (after any retries).
+    Failed,
+    /// It never ran because an input failed.
+    Skipped,
+}
+
+impl StepStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// One finished step, written whole in one transaction with its items and output.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    /// The op.
+    pub op: String,
+    /// The step's keys.
+    pub keys: Vec<String>,
+    /// How it ended.
+    pub status: StepStatus,
+    /// Attempts so far in this run.
+    pub attempts: u32,
+    /// Wall time of the last attempt.
+    pub wall_secs: f64,
+    /// Failure kind (`timeout`, `trap`, ...) or skip reason kind.
+    pub failure_kind: Option<String>,
+    /// Failure message or skip reason.
+    pub failure_message: Option<String>,
+    /// Peak linear memory.
+    pub peak_memory_bytes: u64,
+    /// Items emitted.
+    pub emitted_items: u64,
+    /// Bytes emitted.
+    pub emitted_bytes: u64,
+    /// Fuel used, when metered.
+    pub fuel_used: Option<u64>,
+    /// SHA-256 over the step's inputs: a stored success is reused only for the same inputs.
+    pub input_hash: Option<String>,
+    /// For `cache = true` ops: SHA-256 over component, config and inputs.
+    pub memo_key: Option<String>,
+    /// The returned value.
+    pub output: Option<Arc<[u8]>>,
+    /// Emitted items: (output, key, value), in emission order.
+    pub items: Vec<(String, String, Arc<[u8]>)>,
+    /// Captured stdout.
+    pub stdout: String,
+    /// Captured stderr.
+    pub stderr: String,
+    /// `host.log` lines.
+    pub log: String,
+    /// Whether this was a real execution (false when reused from a stored run).
+    pub executed: bool,
+}
+
+/// A stored success that a resumed run may reuse.
+#[derive(Debug, Clone)]
+pub struct PriorStep {
+    /// The op.
+    pub op: String,
+    /// The step's keys.
+    pub keys: Vec<String>,
+    /// The inputs it ran with.
+    pub input_hash: Option<String>,
+    /// Its value.
+    pub output: Arc<[u8]>,
+    /// Its emitted items: (output, key, value), in emission order.
+    pub items: Vec<(String, String, Arc<[u8]>)>,
+}
+
+/// One row of `dynhost runs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// The run id.
+    pub id: String,
+    /// The job's name.
+    pub job: String,
+    /// The job file.
+    pub job_file: String,
+    /// `running`, `succeeded` or `failed`.
+    pub status: String,
+    /// Start, seconds since the Unix epoch.
+    pub started_at: f64,
+    /// End, if it ended.
+    pub finished_at: Option<f64>,
+    /// Steps that succeeded.
+    pub succeeded: u64,
+    /// Steps that failed.
+    pub failed: u64,
+    /// Steps that were skipped.
+    pub skipped: u64,
+}
+
+/// One stored step, for `dynhost show`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRow {
+    /// The op.
+    pub op: String,
+    /// The step's keys.
+    pub keys: Vec<String>,
+    /// `succeeded`, `failed` or `skipped`.
+    pub status: String,
+    /// Attempts in this run.
+    pub attempts: u32,
+    /// Wall time of the last attempt.
+    pub wall_secs: f64,
+    /// Failure kind.
+    pub failure_kind: Option<String>,
+    /// Failure message or skip reason.
+    pub failure_message: Option<String>,
+    /// Peak linear memory.
+    pub peak_memory_bytes: u64,
+    /// Items emitted.
+    pub emitted_items: u64,
+    /// Bytes emitted.
+    pub emitted_bytes: u64,
+    /// Fuel used, when metered.
+    pub fuel_used: Option<u64>,
+    /// Size of the returned value.
+    pub output_bytes: Option<u64>,
+    /// Captured stdout.
+    pub stdout: String,
+    /// Captured stderr.
+    pub stderr: String,
+    /// `host.log` lines.
+    pub log: String,
+}
+
+/// The operations dynhost needs from a run store.
+pub trait RunStore: Send {
+    /// Records a new run, or marks an existing one running again (resume).
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    fn begin_run(&mut self, run: &RunRecord) -> Result<(), StoreError>;
+    /// Writes finished steps, each whole or not at all (one transaction).
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    fn record_steps(&mut self, run_id: &str, steps: &[StepRecord]) -> Result<(), StoreError>;
+    /// Marks a run finished.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    fn finish_run(&mut self, run_id: &str, succeeded: bool) -> Result<(), StoreError>;
+    /// The run's header.
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownRun`] if there is no such run.
+    fn run(&self, run_id: &str) -> Result<RunSummary, StoreError>;
+    /// All runs, newest first.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    fn runs(&self) -> Result<Vec<RunSummary>, StoreError>;
+    /// Every stored step of a run, sorted by op and keys.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    fn steps(&self, run_id: &str) -> Result<Vec<StepRow>, StoreError>;
+    /// The succeeded steps of a run, with values and items, for reuse.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    fn successes(&self, run_id: &str) -> Result<Vec<PriorStep>, StoreError>;
+    /// A stored success of any run with this memo key (`cache = true`).
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    fn memoized(&self, memo_key: &str) -> Result<Option<PriorStep>, StoreError>;
+}
+
+/// SHA-256 of `bytes`, hex-encoded: how values are addressed.
+pub fn hash_bytes(bytes: &[u8]) -> String {
+    crate::runtime::cache::component_hash(bytes)
+}

@@ -1,0 +1,62 @@
+-- dynhost run store, schema version 1. Keys are JSON arrays of mapping keys
+-- (outermost first, `[]` outside any map); values live once in `blobs`,
+-- addressed by their SHA-256.
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id          TEXT PRIMARY KEY,
+    job         TEXT NOT NULL,
+    job_file    TEXT NOT NULL,
+    job_hash    TEXT NOT NULL,
+    started_at  REAL NOT NULL,
+    finished_at REAL,
+    status      TEXT NOT NULL           -- running | succeeded | failed
+);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id            TEXT NOT NULL,
+    op                TEXT NOT NULL,
+    keys              TEXT NOT NULL,
+    status            TEXT NOT NULL,    -- succeeded | failed | skipped
+    attempts          INTEGER NOT NULL,
+    wall_secs         REAL NOT NULL,
+    failure_kind      TEXT,
+    failure_message   TEXT,
+    peak_memory_bytes INTEGER NOT NULL,
+    emitted_items     INTEGER NOT NULL,
+    emitted_bytes     INTEGER NOT NULL,
+    fuel_used         INTEGER,
+    input_hash        TEXT,
+    output_hash       TEXT,
+    memo_key          TEXT,
+    stdout            TEXT NOT NULL,
+    stderr            TEXT NOT NULL,
+    log               TEXT NOT NULL,
+    finished_at       REAL NOT NULL,
+    PRIMARY KEY (run_id, op, keys)
+);
+CREATE INDEX IF NOT EXISTS steps_memo ON steps (memo_key) WHERE memo_key IS NOT NULL;
+-- Every finished attempt, including failed ones that were retried or resumed.
+CREATE TABLE IF NOT EXISTS attempts (
+    run_id      TEXT NOT NULL,
+    op          TEXT NOT NULL,
+    keys        TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    finished_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_step ON attempts (run_id, op, keys);
+CREATE TABLE IF NOT EXISTS items (
+    run_id     TEXT NOT NULL,
+    op         TEXT NOT NULL,
+    keys       TEXT NOT NULL,
+    output     TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    key        TEXT NOT NULL,
+    value_hash TEXT NOT NULL,
+    PRIMARY KEY (run_id, op, keys, output, seq)
+);
+CREATE TABLE IF NOT EXISTS blobs (
+    hash  TEXT PRIMARY KEY,
+    bytes BLOB NOT NULL
+);

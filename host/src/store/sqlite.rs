@@ -1,0 +1,459 @@
+//! [`RunStore`] on an embedded SQLite file (rusqlite, bundled SQLite, WAL), so
+//! no server is needed. Writers group many finished steps into one
+//! transaction; each step is still whole or absent after a crash.
+
+use super::{
+    PriorStep, RunRecord, RunStore, RunSummary, StepRecord, StepRow, StoreError, hash_bytes,
+};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The schema this build writes; a store with another version is refused.
+const SCHEMA_VERSION: &str = "1";
+
+/// How long to wait for another process's write lock before reporting it.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A run store in one SQLite file.
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` and checks its schema.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] for a file that is not a dynhost store,
+    /// [`StoreError::Locked`] if another process holds it too long.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| classify(path, &e))?;
+        let store = Self {
+            conn,
+            path: path.to_owned(),
+        };
+        store.init().map_err(|e| store.error(&e))?;
+        Ok(store)
+    }
+
+    fn init(&self) -> rusqlite::Result<()> {
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        self.conn.pragma_update(None, "journal_mode", "WAL")?;
+        // With WAL, NORMAL still keeps every committed transaction whole after
+        // a crash of this process; only an OS crash may lose the last commits.
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .or_else(|e| {
+                if is_missing_table(&e) {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            })?;
+        match version.as_deref() {
+            Some(SCHEMA_VERSION) => Ok(()),
+            Some(other) => Err(rusqlite::Error::InvalidParameterName(format!(
+                "schema version {other}, this dynhost reads version {SCHEMA_VERSION}"
+            ))),
+            None => {
+                self.conn.execute_batch(include_str!("schema.sql"))?;
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION],
+                )?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn error(&self, e: &rusqlite::Error) -> StoreError {
+        classify(&self.path, e)
+    }
+
+    fn write_step(
+        tx: &rusqlite::Transaction<'_>,
+        run_id: &str,
+        s: &StepRecord,
+        now: f64,
+    ) -> rusqlite::Result<()> {
+        let keys = keys_json(&s.keys);
+        let output_hash = match &s.output {
+            Some(bytes) => Some(put_blob(tx, bytes)?),
+            None => None,
+        };
+        tx.execute(
+            "INSERT OR REPLACE INTO steps (run_id, op, keys, status, attempts, wall_secs, failure_kind, failure_message,
+               peak_memory_bytes, emitted_items, emitted_bytes, fuel_used, input_hash, output_hash, memo_key,
+               stdout, stderr, log, finished_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+            params![
+                run_id,
+                s.op,
+                keys,
+                s.status.as_str(),
+                s.attempts,
+                s.wall_secs,
+                s.failure_kind,
+                s.failure_message,
+                s.peak_memory_bytes as i64,
+                s.emitted_items as i64,
+                s.emitted_bytes as i64,
+                s.fuel_used.map(|f| f as i64),
+                s.input_hash,
+                output_hash,
+                s.memo_key,
+                s.stdout,
+                s.stderr,
+                s.log,
+                now
+            ],
+        )?;
+        tx.execute(
+            "DELETE FROM items WHERE run_id = ?1 AND op = ?2 AND keys = ?3",
+            params![run_id, s.op, keys],
+        )?;
+        for (seq, (output, key, value)) in s.items.iter().enumerate() {
+            let hash = put_blob(tx, value)?;
+            tx.execute(
+                "INSERT INTO items (run_id, op, keys, output, seq, key, value_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![run_id, s.op, keys, output, seq as i64, key, hash],
+            )?;
+        }
+        if s.executed {
+            tx.execute(
+                "INSERT INTO attempts (run_id, op, keys, status, finished_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run_id, s.op, keys, s.status.as_str(), now],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn prior_from_row(
+        &self,
+        run_id: &str,
+        op: String,
+        keys: String,
+        input_hash: Option<String>,
+        output: Vec<u8>,
+    ) -> rusqlite::Result<PriorStep> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT i.output, i.key, b.bytes FROM items i JOIN blobs b ON b.hash = i.value_hash
+             WHERE i.run_id = ?1 AND i.op = ?2 AND i.keys = ?3 ORDER BY i.output, i.seq",
+        )?;
+        let items = stmt
+            .query_map(params![run_id, op, keys], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    Arc::from(r.get::<_, Vec<u8>>(2)?),
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(PriorStep {
+            op,
+            keys: parse_keys(&keys),
+            input_hash,
+            output: Arc::from(output),
+            items,
+        })
+    }
+}
+
+fn put_blob(tx: &rusqlite::Transaction<'_>, bytes: &[u8]) -> rusqlite::Result<String> {
+    let hash = hash_bytes(bytes);
+    tx.execute(
+        "INSERT OR IGNORE INTO blobs (hash, bytes) VALUES (?1, ?2)",
+        params![hash, bytes],
+    )?;
+    Ok(hash)
+}
+
+fn keys_json(keys: &[String]) -> String {
+    serde_json::to_string(keys).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn parse_keys(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn is_missing_table(e: &rusqlite::Error) -> bool {
+    e.to_string().contains("no such table")
+}
+
+/// Maps SQLite's error codes to the errors users can act on.
+fn classify(path: &Path, e: &rusqlite::Error) -> StoreError {
+    let path = path.to_owned();
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
+            path,
+            reason: e.to_string(),
+        },
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Locked { path },
+        _ if matches!(e, rusqlite::Error::InvalidParameterName(_)) => StoreError::Corrupt {
+            path,
+            reason: e.to_string(),
+        },
+        _ => StoreError::Io {
+            path,
+            reason: e.to_string(),
+        },
+    }
+}
+
+impl RunStore for SqliteStore {
+    fn begin_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (id, job, job_file, job_hash, started_at, status) VALUES (?1, ?2, ?3, ?4, ?5, 'running')
+                 ON CONFLICT (id) DO UPDATE SET job_hash = excluded.job_hash, status = 'running', finished_at = NULL",
+                params![run.id, run.job, run.job_file, run.job_hash, now_secs()],
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(&e))
+    }
+
+    fn record_steps(&mut self, run_id: &str, steps: &[StepRecord]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| classify(&path, &e))?;
+        let now = now_secs();
+        for step in steps {
+            Self::write_step(&tx, run_id, step, now).map_err(|e| classify(&path, &e))?;
+        }
+        tx.commit().map_err(|e| classify(&path, &e))
+    }
+
+    fn finish_run(&mut self, run_id: &str, succeeded: bool) -> Result<(), StoreError> {
+        let status = if succeeded { "succeeded" } else { "failed" };
+        self.conn
+            .execute(
+                "UPDATE runs SET status = ?1, finished_at = ?2 WHERE id = ?3",
+                params![status, now_secs(), run_id],
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(&e))
+    }
+
+    fn run(&self, run_id: &str) -> Result<RunSummary, StoreError> {
+        self.runs()?
+            .into_iter()
+            .find(|r| r.id == run_id)
+            .ok_or_else(|| StoreError::UnknownRun {
+                path: self.path.clone(),
+                run: run_id.to_owned(),
+            })
+    }
+
+    fn runs(&self) -> Result<Vec<RunSummary>, StoreError> {
+        let query = || -> rusqlite::Result<Vec<RunSummary>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT r.id, r.job, r.job_file, r.status, r.started_at, r.finished_at,
+                   (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'succeeded'),
+                   (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'failed'),
+                   (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'skipped')
+                 FROM runs r ORDER BY r.started_at DESC, r.id DESC",
+            )?;
+            stmt.query_map([], |r| {
+                Ok(RunSummary {
+                    id: r.get(0)?,
+                    job: r.get(1)?,
+                    job_file: r.get(2)?,
+                    status: r.get(3)?,
+                    started_at: r.get(4)?,
+                    finished_at: r.get(5)?,
+                    succeeded: r.get::<_, i64>(6)? as u64,
+                    failed: r.get::<_, i64>(7)? as u64,
+                    skipped: r.get::<_, i64>(8)? as u64,
+                })
+            })?
+            .collect()
+        };
+        query().map_err(|e| self.error(&e))
+    }
+
+    fn steps(&self, run_id: &str) -> Result<Vec<StepRow>, StoreError> {
+        let query = || -> rusqlite::Result<Vec<StepRow>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT s.op, s.keys, s.status, s.attempts, s.wall_secs, s.failure_kind, s.failure_message,
+                   s.peak_memory_bytes, s.emitted_items, s.emitted_bytes, s.fuel_used, length(b.bytes),
+                   s.stdout, s.stderr, s.log
+                 FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
+                 WHERE s.run_id = ?1 ORDER BY s.op, s.keys",
+            )?;
+            stmt.query_map([run_id], |r| {
+                Ok(StepRow {
+                    op: r.get(0)?,
+                    keys: parse_keys(&r.get::<_, String>(1)?),
+                    status: r.get(2)?,
+                    attempts: r.get(3)?,
+                    wall_secs: r.get(4)?,
+                    failure_kind: r.get(5)?,
+                    failure_message: r.get(6)?,
+                    peak_memory_bytes: r.get::<_, i64>(7)? as u64,
+                    emitted_items: r.get::<_, i64>(8)? as u64,
+                    emitted_bytes: r.get::<_, i64>(9)? as u64,
+                    fuel_used: r.get::<_, Option<i64>>(10)?.map(|f| f as u64),
+                    output_bytes: r.get::<_, Option<i64>>(11)?.map(|n| n as u64),
+                    stdout: r.get(12)?,
+                    stderr: r.get(13)?,
+                    log: r.get(14)?,
+                })
+            })?
+            .collect()
+        };
+        query().map_err(|e| self.error(&e))
+    }
+
+    fn successes(&self, run_id: &str) -> Result<Vec<PriorStep>, StoreError> {
+        let query = || -> rusqlite::Result<Vec<PriorStep>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT s.op, s.keys, s.input_hash, b.bytes FROM steps s JOIN blobs b ON b.hash = s.output_hash
+                 WHERE s.run_id = ?1 AND s.status = 'succeeded'",
+            )?;
+            let rows = stmt
+                .query_map([run_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, Vec<u8>>(3)?))
+                })?
+                .collect::<rusqlite::Result<Vec<(String, String, Option<String>, Vec<u8>)>>>()?;
+            rows.into_iter()
+                .map(|(op, keys, input, out)| self.prior_from_row(run_id, op, keys, input, out))
+                .collect()
+        };
+        query().map_err(|e| self.error(&e))
+    }
+
+    fn memoized(&self, memo_key: &str) -> Result<Option<PriorStep>, StoreError> {
+        let query = || -> rusqlite::Result<Option<PriorStep>> {
+            let row = self
+                .conn
+                .query_row(
+                    "SELECT s.run_id, s.op, s.keys, s.input_hash, b.bytes FROM steps s JOIN blobs b ON b.hash = s.output_hash
+                     WHERE s.memo_key = ?1 AND s.status = 'succeeded' LIMIT 1",
+                    [memo_key],
+                    |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, Vec<u8>>(4)?)),
+                )
+                .optional()?;
+            row.map(|(run, op, keys, input, out)| self.prior_from_row(&run, op, keys, input, out))
+                .transpose()
+        };
+        query().map_err(|e| self.error(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StepStatus;
+
+    fn record(op: &str, key: &str, status: StepStatus) -> StepRecord {
+        StepRecord {
+            op: op.into(),
+            keys: vec![key.into()],
+            status,
+            attempts: 1,
+            wall_secs: 0.1,
+            failure_kind: None,
+            failure_message: None,
+            peak_memory_bytes: 1,
+            emitted_items: 1,
+            emitted_bytes: 2,
+            fuel_used: None,
+            input_hash: Some("in".into()),
+            memo_key: None,
+            output: Some(Arc::from(&b"same"[..])),
+            items: vec![("result".into(), "x".into(), Arc::from(&b"v"[..]))],
+            stdout: String::new(),
+            stderr: String::new(),
+            log: String::new(),
+            executed: true,
+        }
+    }
+
+    #[test]
+    fn steps_round_trip_and_values_are_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
+        let run = RunRecord {
+            id: "r1".into(),
+            job: "j".into(),
+            job_file: "job.toml".into(),
+            job_hash: "h".into(),
+        };
+        store.begin_run(&run).unwrap();
+        store
+            .record_steps(
+                "r1",
+                &[
+                    record("a", "k1", StepStatus::Succeeded),
+                    record("a", "k2", StepStatus::Succeeded),
+                    record("a", "k3", StepStatus::Failed),
+                ],
+            )
+            .unwrap();
+        store.finish_run("r1", false).unwrap();
+        let runs = store.runs().unwrap();
+        assert_eq!(
+            (runs[0].succeeded, runs[0].failed, runs[0].status.as_str()),
+            (2, 1, "failed")
+        );
+        let prior = store.successes("r1").unwrap();
+        assert_eq!(prior.len(), 2);
+        assert_eq!(&*prior[0].output, b"same");
+        assert_eq!(prior[0].items[0].1, "x");
+        let blobs: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM blobs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(blobs, 2, "identical outputs share one blob");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_store_is_reported_not_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.db");
+        std::fs::write(&path, vec![0x42u8; 4096]).unwrap();
+        let err = SqliteStore::open(&path)
+            .err()
+            .expect("garbage must not open");
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            vec![0x42u8; 4096],
+            "the file was modified"
+        );
+    }
+
+    #[test]
+    fn unknown_runs_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
+        let err = store.run("nope").unwrap_err();
+        assert!(err.to_string().contains("no run `nope`"), "{err}");
+    }
+}
