@@ -14,6 +14,9 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+/// The store handed back after the last write, with the first write error.
+pub(crate) type Flushed = (Box<dyn RunStore>, Option<StoreError>);
+
 /// Most steps written in one transaction.
 const MAX_GROUP: usize = 4096;
 
@@ -21,7 +24,7 @@ const MAX_GROUP: usize = 4096;
 /// coordinator never waits for the disk.
 pub(crate) struct Recorder {
     tx: Option<Sender<StepRecord>>,
-    thread: Option<JoinHandle<(Box<dyn RunStore>, Option<StoreError>)>>,
+    thread: Option<JoinHandle<Flushed>>,
 }
 
 impl Recorder {
@@ -61,7 +64,7 @@ impl Recorder {
     }
 
     /// Flushes everything queued and hands the store back.
-    pub fn finish(mut self) -> Option<(Box<dyn RunStore>, Option<StoreError>)> {
+    pub fn finish(mut self) -> Option<Flushed> {
         drop(self.tx.take());
         self.thread.take().and_then(|t| t.join().ok())
     }
