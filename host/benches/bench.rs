@@ -148,9 +148,16 @@ fn overhead(trivial: &Path, n: u64) {
     let rt = runtime(&plan, None);
     let components = dynhost::load_components(&rt, &plan).unwrap();
     let before = cpu_time();
-    let report = exec::run(&plan, &rt, &components, &options(), &mut |_| {});
+    let report = exec::run(
+        &plan,
+        &rt,
+        &components,
+        &options(),
+        exec::Storage::default(),
+        &mut |_| {},
+    );
     let dyn_cpu = cpu_time() - before;
-    assert!(report.is_success());
+    assert!(report.report.is_success());
     let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
     println!("\n1. per-key CPU cost, N = {n}");
     println!(
@@ -280,9 +287,16 @@ fn fanout_child(n: u64) {
     let rt = runtime(&plan, None);
     let components = dynhost::load_components(&rt, &plan).unwrap();
     let start = Instant::now();
-    let report = exec::run(&plan, &rt, &components, &options(), &mut |_| {});
+    let report = exec::run(
+        &plan,
+        &rt,
+        &components,
+        &options(),
+        exec::Storage::default(),
+        &mut |_| {},
+    );
     let elapsed = start.elapsed();
-    assert!(report.is_success(), "{:?}", report.ops);
+    assert!(report.report.is_success(), "{:?}", report.report.ops);
     let rss = dynhost::report::peak_rss_bytes().unwrap_or(0);
     println!(
         "   {n:>9}  {:>12.0}  {:>14.0}",
@@ -300,11 +314,18 @@ fn first_key(trivial: &Path, cache: &Path) -> Duration {
     let rt = runtime(&plan, Some(cache.to_path_buf()));
     let components = dynhost::load_components(&rt, &plan).unwrap();
     let mut first = None;
-    exec::run(&plan, &rt, &components, &options(), &mut |event| {
-        if let RunEvent::StepFinished { op: "work", .. } = event {
-            first.get_or_insert_with(|| start.elapsed());
-        }
-    });
+    exec::run(
+        &plan,
+        &rt,
+        &components,
+        &options(),
+        exec::Storage::default(),
+        &mut |event| {
+            if let RunEvent::StepFinished { op: "work", .. } = event {
+                first.get_or_insert_with(|| start.elapsed());
+            }
+        },
+    );
     first.unwrap()
 }
 
