@@ -363,6 +363,7 @@ fn pipelining(trivial: &Path) {
         &rt,
         &components,
         &options(),
+        exec::Storage::default(),
         &mut |event| match event {
             RunEvent::StepStarted { op: "emit", .. } => emit_started = Some(start.elapsed()),
             RunEvent::StepFinished { op: "work", .. } => {
