@@ -10,5 +10,6 @@ mod examples;
 mod failures;
 mod hostile;
 mod mapping;
+mod resume;
 mod sandbox;
 mod streaming;

@@ -1,0 +1,291 @@
+//! The run store and resume (issue 5): every run recorded, resumed per key
+//! with nothing lost and nothing run twice.
+
+use crate::support::{TestJob, dynhost};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+fn job_text(work_config: &str, keys: usize, sleep_ms: u64) -> String {
+    let items: Vec<String> = (0..keys)
+        .map(|i| format!("{{ key = \"k{i}\", value = {sleep_ms} }}"))
+        .collect();
+    format!(
+        r#"name = "resumable"
+[ops.emit]
+component = "{{probe}}"
+dynamic = true
+config.emit = [{}]
+[ops.work]
+component = "{{probe}}"
+inputs.ms = {{ map = "emit" }}
+config = {{ sleep_ms_input = "ms"{work_config} }}
+[ops.next]
+component = "{{probe}}"
+inputs.w = {{ map = "work" }}
+[ops.all]
+component = "{{probe}}"
+inputs.ns = {{ collect = "next" }}
+"#,
+        items.join(", ")
+    )
+}
+
+fn run_id(out: &crate::support::CliOutput) -> String {
+    out.finished()["run_id"].as_str().unwrap().to_owned()
+}
+
+/// The collected value of a clean run of the fixed job, without a store.
+fn clean_result(text: &str) -> Value {
+    let clean = TestJob::new(text);
+    let out = clean.run(&["--no-store"]);
+    out.assert_code(0);
+    out.output("all")
+}
+
+fn started(out: &crate::support::CliOutput) -> Vec<String> {
+    let mut steps = out.steps_with("step_started");
+    steps.sort();
+    steps
+}
+
+#[test]
+fn resume_after_failure_runs_exactly_the_failed_keys_and_their_dependants() {
+    let job = TestJob::new(&job_text(
+        ", on_key = { k1 = \"fail\", k3 = \"fail\" }",
+        5,
+        0,
+    ));
+    let first = job.run(&[]);
+    first.assert_code(1);
+    let run = run_id(&first);
+    // Fix the op's config, then resume the same run.
+    let fixed = job_text("", 5, 0);
+    std::fs::write(
+        job.dir().join("job.toml"),
+        fixed.replace("{probe}", &crate::support::probe()),
+    )
+    .unwrap();
+    let resumed = dynhost(
+        job.dir(),
+        &["resume", &run, "--json", "--store", ".dynhost"],
+    );
+    resumed.assert_code(0);
+    assert_eq!(
+        started(&resumed),
+        ["all", "next[k1]", "next[k3]", "work[k1]", "work[k3]"]
+    );
+    let mut reused = resumed.steps_with("step_reused");
+    reused.sort();
+    assert_eq!(
+        reused,
+        [
+            "emit", "next[k0]", "next[k2]", "next[k4]", "work[k0]", "work[k2]", "work[k4]"
+        ]
+    );
+    assert_eq!(resumed.output("all"), clean_result(&fixed));
+    // The store now shows the run as succeeded, each step once.
+    let show = dynhost(job.dir(), &["show", &run]);
+    show.assert_code(0);
+    assert!(show.stdout.contains(": succeeded"), "{}", show.stdout);
+    assert!(
+        show.stdout
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["work", "5", "0", "0"]),
+        "{}",
+        show.stdout
+    );
+}
+
+#[test]
+fn runs_show_and_logs_read_the_store() {
+    let job = TestJob::new(&job_text(
+        ", on_key = { k1 = \"fail\" }, print = \"hi\"",
+        2,
+        0,
+    ));
+    let out = job.run(&[]);
+    out.assert_code(1);
+    let run = run_id(&out);
+    let runs = dynhost(job.dir(), &["runs"]);
+    runs.assert_code(0);
+    let row = runs
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&run))
+        .unwrap_or_else(|| panic!("{}", runs.stdout));
+    assert!(row.contains("resumable") && row.contains("failed"), "{row}");
+    let show = dynhost(job.dir(), &["show", &run]);
+    assert!(
+        show.stdout
+            .contains("work[k1] failed (op-error): probe was told to fail"),
+        "{}",
+        show.stdout
+    );
+    assert!(show.stdout.contains("next[k1] skipped"), "{}", show.stdout);
+    let step = dynhost(job.dir(), &["show", &run, "work[k0]"]);
+    step.assert_code(0);
+    assert!(
+        step.stdout.contains("step work[k0] of run") && step.stdout.contains("output "),
+        "{}",
+        step.stdout
+    );
+    let logs = dynhost(job.dir(), &["logs", &run, "work[k0]"]);
+    assert_eq!(
+        logs.stdout,
+        "--- stdout\nhi (stdout)\n--- stderr\nhi (stderr)\n--- log\n[info] hi (log)\n"
+    );
+    let missing = dynhost(job.dir(), &["show", "no-such-run"]);
+    assert_eq!(missing.code, 2);
+    assert!(
+        missing.stderr.contains("no run `no-such-run`"),
+        "{}",
+        missing.stderr
+    );
+}
+
+#[test]
+fn only_reruns_chosen_keys_and_what_depends_on_them() {
+    let text = job_text("", 3, 0);
+    let job = TestJob::new(&text);
+    job.run(&[]).assert_code(0);
+    let again = job.run(&["--only", "work[k1]"]);
+    again.assert_code(0);
+    assert_eq!(started(&again), ["all", "next[k1]", "work[k1]"]);
+    assert_eq!(again.output("all"), clean_result(&text));
+}
+
+#[test]
+fn a_re_run_emitter_with_fewer_keys_reports_the_vanished_ones() {
+    let emit = |keys: &str, fail: bool| {
+        format!(
+            "name = \"v\"\n[ops.emit]\ncomponent = \"{{probe}}\"\ndynamic = true\nconfig.fail_after_emit = {fail}\nconfig.emit = [{keys}]\n[ops.work]\ncomponent = \"{{probe}}\"\ninputs.v = {{ map = \"emit\" }}\n"
+        )
+    };
+    let job = TestJob::new(&emit(
+        "{ key = \"a\", value = 1 }, { key = \"b\", value = 2 }, { key = \"c\", value = 3 }",
+        true,
+    ));
+    let first = job.run(&[]);
+    first.assert_code(1);
+    let run = run_id(&first);
+    let fewer = emit(
+        "{ key = \"a\", value = 1 }, { key = \"b\", value = 2 }, { key = \"d\", value = 4 }",
+        false,
+    );
+    std::fs::write(
+        job.dir().join("job.toml"),
+        fewer.replace("{probe}", &crate::support::probe()),
+    )
+    .unwrap();
+    let resumed = dynhost(
+        job.dir(),
+        &["resume", &run, "--json", "--store", ".dynhost"],
+    );
+    resumed.assert_code(0);
+    assert_eq!(
+        started(&resumed),
+        ["emit", "work[d]"],
+        "unchanged keys are reused, new keys run"
+    );
+    assert_eq!(
+        resumed.finished()["vanished"],
+        serde_json::json!(["work[c]"])
+    );
+}
+
+#[test]
+fn resume_after_sigkill_finishes_with_every_key_succeeded_exactly_once() {
+    let keys = 120;
+    let text = job_text("", keys, 25);
+    let job = TestJob::new(&text);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dynhost"))
+        .args(["run", "job.toml", "--max-concurrent", "2"])
+        .current_dir(job.dir())
+        .env(
+            "DYNHOST_CACHE_DIR",
+            crate::support::root().join("target/dynhost-test-cache"),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let db = job.dir().join(".dynhost/runs.db");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let succeeded = || -> i64 {
+        let Ok(conn) = rusqlite::Connection::open(&db) else {
+            return 0;
+        };
+        conn.query_row(
+            "SELECT count(*) FROM steps WHERE op = 'work' AND status = 'succeeded'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0)
+    };
+    while succeeded() < 20 {
+        assert!(Instant::now() < deadline, "the run never got going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let done_before = succeeded();
+    assert!(
+        done_before < keys as i64,
+        "the run finished before it was killed; make it longer"
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let run: String = conn
+        .query_row("SELECT id FROM runs", [], |r| r.get(0))
+        .unwrap();
+    let resumed = dynhost(job.dir(), &["resume", &run, "--json"]);
+    resumed.assert_code(0);
+    assert_eq!(resumed.output("all"), clean_result(&text));
+    let mut per_step = conn
+        .prepare(
+            "SELECT op, keys, count(*) FROM attempts WHERE status = 'succeeded' GROUP BY op, keys",
+        )
+        .unwrap();
+    let counts: Vec<(String, String, i64)> = per_step
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let work: Vec<_> = counts.iter().filter(|(op, _, _)| op == "work").collect();
+    assert_eq!(work.len(), keys, "every work key succeeded");
+    for (op, key, n) in &counts {
+        assert_eq!(*n, 1, "{op}{key} succeeded {n} times across both processes");
+    }
+    assert!(
+        resumed.steps_with("step_reused").len() as i64 >= done_before,
+        "stored successes were not reused"
+    );
+}
+
+#[test]
+fn a_damaged_or_locked_store_is_a_clear_error() {
+    let job = TestJob::new(&job_text("", 1, 0));
+    job.write(".dynhost/runs.db", &"not a database ".repeat(300));
+    let out = job.run(&[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("is damaged or not a dynhost store"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(job.dir().join(".dynhost/runs.db")).unwrap(),
+        "not a database ".repeat(300)
+    );
+
+    let locked = TestJob::new(&job_text("", 1, 0));
+    locked.run(&[]).assert_code(0);
+    let conn = rusqlite::Connection::open(locked.dir().join(".dynhost/runs.db")).unwrap();
+    conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let out = locked.run(&[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("is locked by another process"),
+        "{}",
+        out.stderr
+    );
+}
