@@ -207,9 +207,9 @@ fn run_job(args: &RunArgs) -> anyhow::Result<ExitCode> {
         Some(store),
         &run,
         Storage {
-            store: None,
             prior,
             record_reused: true,
+            ..Storage::default()
         },
     )
 }
@@ -234,9 +234,9 @@ fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
         Some(store),
         &run,
         Storage {
-            store: None,
             prior,
             record_reused: false,
+            ..Storage::default()
         },
     )
 }
@@ -269,6 +269,9 @@ fn execute(
     let components = dynhost::load_components(&runtime, plan)?;
     if let Some(mut store) = store {
         store.begin_run(run)?;
+        if plan.ops.iter().any(|op| op.cache) {
+            storage.lookup = Some(Box::new(SqliteStore::open(store.path())?));
+        }
         storage.store = Some(Box::new(store));
     }
     let options = RunOptions {

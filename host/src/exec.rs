@@ -166,6 +166,8 @@ pub struct Storage {
     /// Whether reused steps are written again: yes for a new run built from an
     /// old one (`--only`), no when resuming the same run.
     pub record_reused: bool,
+    /// A read handle on the store, for ops with `cache = true`.
+    pub lookup: Option<Box<dyn RunStore>>,
 }
 
 /// A finished run, with the store handed back.
@@ -191,6 +193,7 @@ pub fn run(
     let started = Instant::now();
     let workers = options.max_concurrent.max(1);
     let mut coordinator = Coordinator::new(plan, options, storage);
+    coordinator.component_hashes = components.iter().map(|c| c.hash.clone()).collect();
     std::thread::scope(|scope| {
         let (job_tx, job_rx) = bounded::<Job>(workers);
         let (event_tx, event_rx) = unbounded::<Event>();
@@ -290,6 +293,10 @@ struct Coordinator<'p> {
     record_reused: bool,
     input_hashes: FxHashMap<StepId, String>,
     reused: Vec<u64>,
+    lookup: Option<Box<dyn RunStore>>,
+    component_hashes: Vec<String>,
+    memo_keys: FxHashMap<StepId, String>,
+    input_summaries: FxHashMap<StepId, String>,
 }
 
 impl<'p> Coordinator<'p> {
@@ -310,6 +317,10 @@ impl<'p> Coordinator<'p> {
             record_reused: storage.record_reused,
             input_hashes: FxHashMap::default(),
             reused: vec![0; plan.ops.len()],
+            lookup: storage.lookup,
+            component_hashes: Vec::new(),
+            memo_keys: FxHashMap::default(),
+            input_summaries: FxHashMap::default(),
         }
     }
 
@@ -378,12 +389,19 @@ impl<'p> Coordinator<'p> {
         let call = self.call(step);
         if self.recorder.is_some() || !self.prior.is_empty() {
             let hash = record::hash_inputs(&call.inputs);
+            if self.recorder.is_some() {
+                self.input_summaries
+                    .insert(step.clone(), record::describe_inputs(&call.inputs));
+            }
             if self
                 .prior
                 .get(step)
                 .is_some_and(|p| p.input_hash.as_deref() == Some(hash.as_str()))
             {
                 self.reuse(step, &hash, observer);
+                return None;
+            }
+            if self.plan.ops[step.op].cache && self.memoized(step, &hash, observer) {
                 return None;
             }
             self.input_hashes.insert(step.clone(), hash);
@@ -433,6 +451,43 @@ impl<'p> Coordinator<'p> {
         self.scheduler.on_finished(step, Ok(prior.output));
     }
 
+    /// For a `cache = true` op: reuses a stored success of any run with the
+    /// same component, config and inputs. Returns whether it did.
+    fn memoized(
+        &mut self,
+        step: &StepId,
+        input_hash: &str,
+        observer: &mut dyn FnMut(RunEvent<'_>),
+    ) -> bool {
+        let op = &self.plan.ops[step.op];
+        let component = self
+            .component_hashes
+            .get(step.op)
+            .map_or("", String::as_str);
+        let key = record::memo_key(component, &op.config_json, input_hash);
+        let found = self
+            .lookup
+            .as_ref()
+            .and_then(|store| match store.memoized(&key) {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!("memoization lookup failed: {e}");
+                    None
+                }
+            });
+        self.memo_keys.insert(step.clone(), key);
+        let Some(found) =
+            found.and_then(|p| record::prior_map(self.plan, vec![p]).into_values().next())
+        else {
+            return false;
+        };
+        self.prior.insert(step.clone(), found);
+        let record_reused = std::mem::replace(&mut self.record_reused, true);
+        self.reuse(step, input_hash, observer);
+        self.record_reused = record_reused;
+        true
+    }
+
     fn finished_record(
         &self,
         step: &'p StepId,
@@ -443,6 +498,8 @@ impl<'p> Coordinator<'p> {
             step,
             attempts: self.attempts.get(step).copied().unwrap_or(0),
             input_hash,
+            memo_key: self.memo_keys.get(step).cloned(),
+            inputs: self.input_summaries.get(step).cloned(),
             emitted: self.scheduler.steps.get(step).map(|e| &e.emitted),
         }
     }
@@ -540,6 +597,7 @@ impl<'p> Coordinator<'p> {
         if let Some(recorder) = &self.recorder {
             let hash = self.input_hashes.remove(&step);
             recorder.record(self.finished_record(&step, hash).ran(&report));
+            self.input_summaries.remove(&step);
         }
         self.scheduler
             .on_finished(&step, report.outcome.map(Arc::from));

@@ -72,6 +72,9 @@ pub struct PlannedOp {
     pub policy: SandboxPolicy,
     /// When and how often a failed step runs again.
     pub retry: RetryPolicy,
+    /// Whether a stored success with the same component, config and inputs
+    /// is reused instead of running.
+    pub cache: bool,
 }
 
 /// When a failed step runs again.
@@ -196,6 +199,7 @@ impl Plan {
                 inputs,
                 policy,
                 retry,
+                cache: op_spec.cache,
             });
         }
         Ok(Plan {

@@ -82,6 +82,10 @@ pub struct OpSpec {
     /// Fixed clocks and seeded randomness, so reruns are reproducible.
     #[serde(default)]
     pub deterministic: bool,
+    /// Reuse a stored success of any run whose component, config and inputs
+    /// are the same (memoization).
+    #[serde(default)]
+    pub cache: bool,
 }
 
 /// The `dynamic` field of an op.

@@ -126,6 +126,8 @@ pub struct StepRecord {
     pub stderr: String,
     /// `host.log` lines.
     pub log: String,
+    /// JSON summary of the inputs: name, kind, size and hash of each.
+    pub inputs: Option<String>,
     /// Whether this was a real execution (false when reused from a stored run).
     pub executed: bool,
 }
@@ -201,6 +203,8 @@ pub struct StepRow {
     pub stderr: String,
     /// `host.log` lines.
     pub log: String,
+    /// JSON summary of the inputs: name, kind, size and hash of each.
+    pub inputs: Option<String>,
 }
 
 /// The operations dynhost needs from a run store.

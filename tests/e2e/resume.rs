@@ -289,3 +289,34 @@ fn a_damaged_or_locked_store_is_a_clear_error() {
         out.stderr
     );
 }
+
+#[test]
+fn cache_reuses_a_stored_success_with_the_same_component_config_and_inputs() {
+    let text = |note: &str| {
+        format!(
+            "name = \"memo\"\n[ops.emit]\ncomponent = \"{{probe}}\"\ndynamic = true\nconfig.emit = [{{ key = \"a\", value = 1 }}, {{ key = \"b\", value = 2 }}]\n[ops.work]\ncomponent = \"{{probe}}\"\ncache = true\ninputs.v = {{ map = \"emit\" }}\nconfig = {{ note = \"{note}\" }}\n"
+        )
+    };
+    let job = TestJob::new(&text("one"));
+    let first = job.run(&[]);
+    first.assert_code(0);
+    assert_eq!(started(&first), ["emit", "work[a]", "work[b]"]);
+    let second = job.run(&[]);
+    second.assert_code(0);
+    assert_eq!(started(&second), ["emit"], "cached steps ran again");
+    let mut reused = second.steps_with("step_reused");
+    reused.sort();
+    assert_eq!(reused, ["work[a]", "work[b]"]);
+    assert_eq!(second.output("work[a]"), first.output("work[a]"));
+    std::fs::write(
+        job.dir().join("job.toml"),
+        text("two").replace("{probe}", &crate::support::probe()),
+    )
+    .unwrap();
+    let changed = job.run(&[]);
+    assert_eq!(
+        started(&changed),
+        ["emit", "work[a]", "work[b]"],
+        "a config change must miss the cache"
+    );
+}

@@ -52,6 +52,28 @@ pub fn show(store: &SqliteStore, run: &str, step: Option<&str>) -> anyhow::Resul
         let row = find_step(store, run, step)?;
         writeln!(out, "step {step} of run {run}: {}", row.status)?;
         writeln!(out, "  attempts        {}", row.attempts)?;
+        let inputs: Vec<serde_json::Value> = row
+            .inputs
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default();
+        for input in inputs {
+            let detail = match input["kind"].as_str() {
+                Some("collected") => {
+                    format!("{} items, {} failed", input["items"], input["failed"])
+                }
+                _ => format!(
+                    "{} bytes, sha256 {}",
+                    input["bytes"],
+                    input["sha256"].as_str().unwrap_or("?")
+                ),
+            };
+            writeln!(
+                out,
+                "  input {:<9} {detail}",
+                input["name"].as_str().unwrap_or("?")
+            )?;
+        }
         writeln!(out, "  wall time       {:.3}s", row.wall_secs)?;
         writeln!(out, "  peak memory     {} bytes", row.peak_memory_bytes)?;
         writeln!(

@@ -142,12 +142,40 @@ pub(crate) fn hash_inputs(inputs: &[(String, InputData)]) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A JSON summary of a step's inputs, for `dynhost show`.
+pub(crate) fn describe_inputs(inputs: &[(String, InputData)]) -> String {
+    let list: Vec<serde_json::Value> = inputs
+        .iter()
+        .map(|(name, data)| match data {
+            InputData::Single(bytes) => serde_json::json!({
+                "name": name, "kind": "single", "bytes": bytes.len(), "sha256": crate::store::hash_bytes(bytes),
+            }),
+            InputData::Collected { items, failed } => serde_json::json!({
+                "name": name, "kind": "collected", "items": items.len(), "failed": failed.len(),
+            }),
+        })
+        .collect();
+    serde_json::Value::Array(list).to_string()
+}
+
+/// The memoization key of a step: component, config and inputs.
+pub(crate) fn memo_key(component_hash: &str, config_json: &str, input_hash: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [component_hash, config_json, input_hash] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// What to store for a step: its outcome, accounting, output and items.
 pub(crate) struct Finished<'a> {
     pub plan: &'a Plan,
     pub step: &'a StepId,
     pub attempts: u32,
     pub input_hash: Option<String>,
+    pub memo_key: Option<String>,
+    pub inputs: Option<String>,
     pub emitted: Option<&'a Emitted>,
 }
 
@@ -177,12 +205,13 @@ impl Finished<'_> {
             emitted_bytes: 0,
             fuel_used: None,
             input_hash: self.input_hash.clone(),
-            memo_key: None,
+            memo_key: self.memo_key.clone(),
             output: None,
             items,
             stdout: String::new(),
             stderr: String::new(),
             log: String::new(),
+            inputs: self.inputs.clone(),
             executed: false,
         }
     }

@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS steps (
     emitted_bytes     INTEGER NOT NULL,
     fuel_used         INTEGER,
     input_hash        TEXT,
+    inputs            TEXT,             -- JSON: name, kind and size of each input
     output_hash       TEXT,
     memo_key          TEXT,
     stdout            TEXT NOT NULL,

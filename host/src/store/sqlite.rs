@@ -105,8 +105,8 @@ impl SqliteStore {
         tx.execute(
             "INSERT OR REPLACE INTO steps (run_id, op, keys, status, attempts, wall_secs, failure_kind, failure_message,
                peak_memory_bytes, emitted_items, emitted_bytes, fuel_used, input_hash, output_hash, memo_key,
-               stdout, stderr, log, finished_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+               stdout, stderr, log, finished_at, inputs)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
             params![
                 run_id,
                 s.op,
@@ -126,7 +126,8 @@ impl SqliteStore {
                 s.stdout,
                 s.stderr,
                 s.log,
-                now
+                now,
+                s.inputs
             ],
         )?;
         tx.execute(
@@ -302,7 +303,7 @@ impl RunStore for SqliteStore {
             let mut stmt = self.conn.prepare(
                 "SELECT s.op, s.keys, s.status, s.attempts, s.wall_secs, s.failure_kind, s.failure_message,
                    s.peak_memory_bytes, s.emitted_items, s.emitted_bytes, s.fuel_used, length(b.bytes),
-                   s.stdout, s.stderr, s.log
+                   s.stdout, s.stderr, s.log, s.inputs
                  FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
                  WHERE s.run_id = ?1 ORDER BY s.op, s.keys",
             )?;
@@ -323,6 +324,7 @@ impl RunStore for SqliteStore {
                     stdout: r.get(12)?,
                     stderr: r.get(13)?,
                     log: r.get(14)?,
+                    inputs: r.get(15)?,
                 })
             })?
             .collect()
@@ -391,6 +393,7 @@ mod tests {
             stdout: String::new(),
             stderr: String::new(),
             log: String::new(),
+            inputs: None,
             executed: true,
         }
     }
