@@ -179,39 +179,40 @@ fn run_job(args: &RunArgs) -> anyhow::Result<ExitCode> {
         if args.only.is_some() || args.from.is_some() {
             anyhow::bail!("`--only` and `--from` reuse a recorded run; drop `--no-store`");
         }
-        return execute(&plan, &args.exec, None, &run, Storage::default());
+        return execute(&plan, &args.exec, &run, || Ok((None, Storage::default())));
     }
-    let store = open_store(store_dir(args.store.as_deref(), job_file.parent()))?;
-    let prior = match (&args.only, &args.from) {
-        (None, None) => Vec::new(),
-        (only, from) => {
-            let from = match from {
-                Some(id) => id.clone(),
-                None => latest_run(&store, &run.job_file)?,
-            };
-            let prior = store.successes(&store.run(&from)?.id)?;
-            match only {
-                Some(text) => {
-                    let selection =
-                        dynhost::resume::parse_selection(text).map_err(anyhow::Error::msg)?;
-                    dynhost::resume::without_selection(&plan, prior, &selection)
-                        .map_err(anyhow::Error::msg)?
+    // The store is opened once the components load, so a job with a broken
+    // component leaves no `.dynhost/` behind.
+    execute(&plan, &args.exec, &run, || {
+        let store = open_store(store_dir(args.store.as_deref(), job_file.parent()))?;
+        let prior = match (&args.only, &args.from) {
+            (None, None) => Vec::new(),
+            (only, from) => {
+                let from = match from {
+                    Some(id) => id.clone(),
+                    None => latest_run(&store, &run.job_file)?,
+                };
+                let prior = store.successes(&store.run(&from)?.id)?;
+                match only {
+                    Some(text) => {
+                        let selection =
+                            dynhost::resume::parse_selection(text).map_err(anyhow::Error::msg)?;
+                        dynhost::resume::without_selection(&plan, prior, &selection)
+                            .map_err(anyhow::Error::msg)?
+                    }
+                    None => prior,
                 }
-                None => prior,
             }
-        }
-    };
-    execute(
-        &plan,
-        &args.exec,
-        Some(store),
-        &run,
-        Storage {
-            prior,
-            record_reused: true,
-            ..Storage::default()
-        },
-    )
+        };
+        Ok((
+            Some(store),
+            Storage {
+                prior,
+                record_reused: true,
+                ..Storage::default()
+            },
+        ))
+    })
 }
 
 /// `dynhost resume RUN`: the run's job file as it is now, its stored
@@ -228,17 +229,16 @@ fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
         job_file: stored.job_file.clone(),
         job_hash: dynhost::store::hash_bytes(&std::fs::read(&job)?),
     };
-    execute(
-        &plan,
-        &args.exec,
-        Some(store),
-        &run,
-        Storage {
-            prior,
-            record_reused: false,
-            ..Storage::default()
-        },
-    )
+    execute(&plan, &args.exec, &run, || {
+        Ok((
+            Some(store),
+            Storage {
+                prior,
+                record_reused: false,
+                ..Storage::default()
+            },
+        ))
+    })
 }
 
 fn latest_run(store: &SqliteStore, job_file: &str) -> anyhow::Result<String> {
@@ -257,9 +257,8 @@ fn latest_run(store: &SqliteStore, job_file: &str) -> anyhow::Result<String> {
 fn execute(
     plan: &dynhost::Plan,
     args: &ExecArgs,
-    store: Option<SqliteStore>,
     run: &RunRecord,
-    mut storage: Storage,
+    open_storage: impl FnOnce() -> anyhow::Result<(Option<SqliteStore>, Storage)>,
 ) -> anyhow::Result<ExitCode> {
     let max_concurrent = match args.max_concurrent {
         Some(n) => n as usize,
@@ -267,6 +266,7 @@ fn execute(
     };
     let runtime = Runtime::new(&runtime_config(plan, max_concurrent, args.no_cache))?;
     let components = dynhost::load_components(&runtime, plan)?;
+    let (store, mut storage) = open_storage()?;
     if let Some(mut store) = store {
         store.begin_run(run)?;
         if plan.ops.iter().any(|op| op.cache) {

@@ -129,6 +129,11 @@ fn runs_show_and_logs_read_the_store() {
         "{}",
         step.stdout
     );
+    assert!(
+        step.stdout.contains("input ms        1 bytes, sha256 "),
+        "{}",
+        step.stdout
+    );
     let logs = dynhost(job.dir(), &["logs", &run, "work[k0]"]);
     assert_eq!(
         logs.stdout,
