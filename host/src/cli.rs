@@ -2,6 +2,7 @@
 //! the library plus rendering by `report`.
 
 mod history;
+mod init;
 mod report;
 
 use clap::{Args, Parser, Subcommand};
@@ -29,6 +30,8 @@ enum Command {
     Build(JobArgs),
     /// Print the resolved plan as JSON.
     Plan(JobArgs),
+    /// Create an op project: WIT, build command, a minimal op and a job.
+    Init(InitArgs),
     /// Continue a run: reuse its succeeded steps, run the rest.
     Resume(ResumeArgs),
     /// List recorded runs, newest first.
@@ -37,6 +40,15 @@ enum Command {
     Show(ShowArgs),
     /// Print one step's captured stdout, stderr and log.
     Logs(LogsArgs),
+}
+
+#[derive(Debug, Args)]
+struct InitArgs {
+    /// The op's language.
+    #[arg(long, value_enum)]
+    lang: init::Lang,
+    /// The project (and directory) name.
+    name: String,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +161,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Resume(args) => resume(&args),
+        Command::Init(args) => {
+            init::init(args.lang, &args.name, Path::new("."))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Runs(args) => history::runs(&open_store(store_dir(args.store.as_deref(), None))?),
         Command::Show(args) => history::show(
             &open_store(store_dir(args.store.store.as_deref(), None))?,

@@ -9,6 +9,7 @@ mod errors;
 mod examples;
 mod failures;
 mod hostile;
+mod init;
 mod mapping;
 mod resume;
 mod sandbox;
