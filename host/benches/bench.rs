@@ -398,22 +398,42 @@ fn pipelining(trivial: &Path) {
 fn polyglot() {
     const KEYS: usize = 300;
     println!("\n5. one op in three languages ({KEYS} mapped keys, dynhost init's template)");
-    println!("   {:<7} {:>10} {:>10} {:>12} {:>10}", "lang", "size MB", "cold ms", "warm ms", "us/key");
+    println!(
+        "   {:<7} {:>10} {:>10} {:>12} {:>10}",
+        "lang", "size MB", "cold ms", "warm ms", "us/key"
+    );
     let dir = tempfile::tempdir().unwrap();
     for lang in ["rust", "python", "js"] {
         let cli = env!("CARGO_BIN_EXE_dynhost");
-        let status = Command::new(cli).args(["init", "--lang", lang, lang]).current_dir(dir.path()).status().unwrap();
+        let status = Command::new(cli)
+            .args(["init", "--lang", lang, lang])
+            .current_dir(dir.path())
+            .status()
+            .unwrap();
         assert!(status.success());
         let project = dir.path().join(lang);
-        let built = Command::new(cli).args(["build", "job.toml"]).current_dir(&project).output().unwrap();
+        let built = Command::new(cli)
+            .args(["build", "job.toml"])
+            .current_dir(&project)
+            .output()
+            .unwrap();
         if !built.status.success() {
-            println!("   {lang:<7} build failed: {}", String::from_utf8_lossy(&built.stderr).lines().last().unwrap_or(""));
+            println!(
+                "   {lang:<7} build failed: {}",
+                String::from_utf8_lossy(&built.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
             continue;
         }
         let words: Vec<String> = (0..KEYS).map(|i| format!("\"w{i}\"")).collect();
         let job_toml = std::fs::read_to_string(project.join("job.toml"))
             .unwrap()
-            .replace("words = [\"hello\", \"world\"]", &format!("words = [{}]", words.join(", ")));
+            .replace(
+                "words = [\"hello\", \"world\"]",
+                &format!("words = [{}]", words.join(", ")),
+            );
         std::fs::write(project.join("job.toml"), job_toml).unwrap();
         let plan = dynhost::load_plan(&project.join("job.toml")).unwrap();
         let cache = tempfile::tempdir().unwrap();
@@ -427,9 +447,20 @@ fn polyglot() {
         let (cold, _, _) = timed_load();
         let (warm, rt, components) = timed_load();
         let before = cpu_time();
-        let result = exec::run(&plan, &rt, &components, &options(), exec::Storage::default(), &mut |_| {});
+        let result = exec::run(
+            &plan,
+            &rt,
+            &components,
+            &options(),
+            exec::Storage::default(),
+            &mut |_| {},
+        );
         let cpu = cpu_time() - before;
-        assert!(result.report.is_success(), "{lang}: {:?}", result.report.ops);
+        assert!(
+            result.report.is_success(),
+            "{lang}: {:?}",
+            result.report.ops
+        );
         println!(
             "   {lang:<7} {size:>10.1} {:>10.0} {:>12.1} {:>10.0}",
             cold.as_secs_f64() * 1e3,

@@ -5,11 +5,11 @@ use crate::support::{dynhost, guest, root};
 use serde_json::Value;
 
 /// Example directories (with a job.toml); the walk must find exactly these.
-const EXAMPLES: &[&str] = &["mixed", "seed"];
+const EXAMPLES: &[&str] = &["mixed", "mixed-c", "seed"];
 
-/// Examples that need the Python and JavaScript toolchains. They always run
+/// Examples that need the Python, JavaScript or C toolchains. They always run
 /// in CI; `DYNHOST_SKIP_POLYGLOT=1` skips them locally, printing SKIPPED.
-const POLYGLOT: &[&str] = &["mixed"];
+const POLYGLOT: &[&str] = &["mixed", "mixed-c"];
 
 #[test]
 fn every_example_matches_its_expected_output() {

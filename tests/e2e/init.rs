@@ -1,7 +1,7 @@
 //! `dynhost init` scaffolds a project per language that builds and runs
 //! unchanged (issue 6).
 
-use crate::support::dynhost;
+use crate::support::{componentize_c, dynhost, dynhost_with_path};
 
 fn scaffold_build_and_run(lang: &str) {
     if lang != "rust" && std::env::var_os("DYNHOST_SKIP_POLYGLOT").is_some() {
@@ -15,7 +15,12 @@ fn scaffold_build_and_run(lang: &str) {
         project.join("wit/op.wit").is_file(),
         "the WIT contract is copied in"
     );
-    let out = dynhost(&project, &["run", "--build", "--json", "job.toml"]);
+    let tools = (lang == "c").then(componentize_c);
+    let out = dynhost_with_path(
+        &project,
+        &["run", "--build", "--json", "job.toml"],
+        tools.as_deref(),
+    );
     out.assert_code(0);
     assert_eq!(out.output("shout[hello]"), "HELLO", "{lang}");
     assert_eq!(out.output("shout[world]"), "WORLD", "{lang}");
@@ -36,4 +41,9 @@ fn init_python() {
 #[test]
 fn init_js() {
     scaffold_build_and_run("js");
+}
+
+#[test]
+fn init_c() {
+    scaffold_build_and_run("c");
 }

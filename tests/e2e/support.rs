@@ -140,7 +140,43 @@ impl CliOutput {
 
 /// Runs `dynhost args...` in `cwd` with a shared compile cache.
 pub fn dynhost(cwd: &Path, args: &[&str]) -> CliOutput {
-    let output = Command::new(env!("CARGO_BIN_EXE_dynhost"))
+    dynhost_with_path(cwd, args, None)
+}
+
+/// Builds the `componentize-c` helper (C bindings and component wrapping)
+/// once and returns its directory, to put on `PATH`.
+pub fn componentize_c() -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--release", "--quiet", "--manifest-path"])
+            .arg(root().join("guest-examples/c/componentize/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(root().join("target/componentize-c"))
+            .status()
+            .map_err(|e| e.to_string())?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err("building componentize-c failed".into())
+        }
+    });
+    if let Err(message) = built {
+        panic!("{message}");
+    }
+    root().join("target/componentize-c/release")
+}
+
+/// Like [`dynhost`], with `extra_path` put first on `PATH`.
+pub fn dynhost_with_path(cwd: &Path, args: &[&str], extra_path: Option<&Path>) -> CliOutput {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dynhost"));
+    if let Some(dir) = extra_path {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs = vec![dir.to_path_buf()];
+        dirs.extend(std::env::split_paths(&path));
+        command.env("PATH", std::env::join_paths(dirs).expect("PATH"));
+    }
+    let output = command
         .args(args)
         .current_dir(cwd)
         .env(

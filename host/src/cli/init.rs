@@ -14,6 +14,8 @@ pub enum Lang {
     Python,
     /// JavaScript with componentize-js (Node.js 20; `npm install` in the project).
     Js,
+    /// C with clang and wasi-libc, wrapped by `componentize-c`.
+    C,
 }
 
 const WIT: &str = include_str!("../../../wit/op.wit");
@@ -62,6 +64,14 @@ pub fn init(lang: Lang, name: &str, dir: &Path) -> anyhow::Result<()> {
             format!("{artifact}.wasm"),
             "npm install --no-audit --no-fund >&2 && node_modules/.bin/componentize-js app.js --wit wit -n dynamic-op -d http fetch-event -o {{component}}",
         ),
+        Lang::C => (
+            vec![
+                ("op.c", include_str!("templates/c/op.c")),
+                ("build.sh", include_str!("templates/c/build.sh")),
+            ],
+            format!("{artifact}.wasm"),
+            "sh build.sh",
+        ),
     };
     let build = build.replace("{{component}}", &component);
     let job = JOB
@@ -76,8 +86,12 @@ pub fn init(lang: Lang, name: &str, dir: &Path) -> anyhow::Result<()> {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create `{}`", parent.display()))?;
         }
-        std::fs::write(&path, text.replace("{{name}}", name))
-            .with_context(|| format!("cannot write `{}`", path.display()))?;
+        std::fs::write(
+            &path,
+            text.replace("{{name}}", name)
+                .replace("{{artifact}}", &artifact),
+        )
+        .with_context(|| format!("cannot write `{}`", path.display()))?;
     }
     eprintln!(
         "created `{}`; build and run it with: dynhost run --build {}/job.toml",
