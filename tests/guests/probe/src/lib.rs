@@ -133,7 +133,9 @@ fn seen_number(out: &Value, input: &str) -> Option<u64> {
 /// - `emit_count`: `n` items keyed `k0`..`k{n-1}` with the index as value;
 /// - `emit_input`: the name of an input holding a JSON list; one item per element.
 fn emit(config: &Value, out: &Value) -> Result<(), String> {
-    let pause = config["emit_sleep_ms"].as_u64().map(std::time::Duration::from_millis);
+    let pause = config["emit_sleep_ms"]
+        .as_u64()
+        .map(std::time::Duration::from_millis);
     for item in config["emit"].as_array().into_iter().flatten() {
         if let Some(pause) = pause {
             std::thread::sleep(pause);

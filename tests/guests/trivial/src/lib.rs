@@ -37,7 +37,11 @@ fn emit_count(config: &str) -> Option<u64> {
 
 fn number_after(config: &str, field: &str) -> Option<u64> {
     let rest = &config[config.find(field)? + field.len()..];
-    let digits: String = rest.trim_start().chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = rest
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     digits.parse().ok()
 }
 
