@@ -271,18 +271,28 @@ fn work(
     }
 }
 
+/// An op's name and config, shared by all its steps' calls.
+struct SharedOp {
+    name: Arc<str>,
+    config: Arc<str>,
+}
+
 /// The longest wait between retries, however many there were.
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(3600);
 
 /// Owns the scheduler and everything else the coordinating thread tracks.
 struct Coordinator<'p> {
     plan: &'p Plan,
-    run_id: String,
+    run_id: Arc<str>,
+    /// Per op, the strings every step's call carries, shared instead of copied.
+    shared: Vec<SharedOp>,
     scheduler: Scheduler<'p>,
     /// Accounting summed per op as steps finish (not kept per step: a
     /// million keys would hold a million records).
     totals: Vec<OpSummary>,
-    attempts: HashMap<StepId, u32>,
+    /// Retries scheduled per step; absent for the (usual) first attempt, so
+    /// a million-key map keeps no per-step entry here.
+    retries_done: HashMap<StepId, u32>,
     /// Steps waiting out a retry backoff. They hold no worker slot meanwhile
     /// (Dagster deadlocks here, dagster#30712).
     backoffs: BinaryHeap<Reverse<(Instant, StepId)>>,
@@ -303,10 +313,18 @@ impl<'p> Coordinator<'p> {
     fn new(plan: &'p Plan, options: &RunOptions, storage: Storage) -> Self {
         Self {
             plan,
-            run_id: options.run_id.clone(),
+            run_id: Arc::from(options.run_id.as_str()),
+            shared: plan
+                .ops
+                .iter()
+                .map(|op| SharedOp {
+                    name: Arc::from(op.name.as_str()),
+                    config: Arc::from(op.config_json.as_str()),
+                })
+                .collect(),
             scheduler: Scheduler::new(plan),
             totals: plan.ops.iter().map(|op| OpSummary::new(&op.name)).collect(),
-            attempts: HashMap::default(),
+            retries_done: HashMap::default(),
             backoffs: BinaryHeap::new(),
             retried: vec![0; plan.ops.len()],
             in_flight: 0,
@@ -406,11 +424,7 @@ impl<'p> Coordinator<'p> {
             }
             self.input_hashes.insert(step.clone(), hash);
         }
-        let attempt = {
-            let n = self.attempts.entry(step.clone()).or_insert(0);
-            *n += 1;
-            *n
-        };
+        let attempt = self.attempt(step);
         let op = &self.plan.ops[step.op].name;
         observer(RunEvent::StepStarted {
             step: StepName {
@@ -496,7 +510,7 @@ impl<'p> Coordinator<'p> {
         record::Finished {
             plan: self.plan,
             step,
-            attempts: self.attempts.get(step).copied().unwrap_or(0),
+            attempts: self.attempt(step),
             input_hash,
             memo_key: self.memo_keys.get(step).cloned(),
             inputs: self.input_summaries.get(step).cloned(),
@@ -521,6 +535,11 @@ impl<'p> Coordinator<'p> {
         }
     }
 
+    /// The number of the current (or last) attempt of `step`, from 1.
+    fn attempt(&self, step: &StepId) -> u32 {
+        self.retries_done.get(step).map_or(1, |n| n + 1)
+    }
+
     /// A retry whose backoff is over, else the scheduler's next ready step.
     fn next_step(&mut self) -> Option<StepId> {
         if let Some(Reverse((due, _))) = self.backoffs.peek()
@@ -532,12 +551,12 @@ impl<'p> Coordinator<'p> {
     }
 
     fn call(&mut self, step: &StepId) -> StepCall {
-        let op = &self.plan.ops[step.op];
+        let shared = &self.shared[step.op];
         StepCall {
             run_id: self.run_id.clone(),
-            op: op.name.clone(),
+            op: shared.name.clone(),
             keys: step.keys.clone(),
-            config_json: op.config_json.clone(),
+            config_json: shared.config.clone(),
             inputs: self.scheduler.inputs(step),
         }
     }
@@ -577,7 +596,8 @@ impl<'p> Coordinator<'p> {
             keys: &step.keys,
         };
         if let Some(delay) = self.retry_delay(&step, &report) {
-            let attempt = self.attempts.get(&step).copied().unwrap_or(1);
+            let attempt = self.attempt(&step);
+            *self.retries_done.entry(step.clone()).or_insert(0) += 1;
             observer(RunEvent::StepRetrying {
                 step: name,
                 op: &op.name,
@@ -611,7 +631,7 @@ impl<'p> Coordinator<'p> {
             return None;
         };
         let policy = &self.plan.ops[step.op].retry;
-        let attempt = self.attempts.get(step).copied().unwrap_or(1);
+        let attempt = self.attempt(step);
         let retryable = policy.retry_on.contains(&failure.kind)
             && attempt <= policy.max_retries
             && report.stats.emitted_items == 0;
@@ -647,12 +667,6 @@ fn build_report(
     started: Instant,
 ) -> RunReport {
     let scheduler = &coordinator.scheduler;
-    let mut steps: Vec<(&StepId, &Status)> = scheduler
-        .steps
-        .iter()
-        .map(|(id, e)| (id, &e.status))
-        .collect();
-    steps.sort_by(|a, b| a.0.cmp(b.0));
     let is_read: Vec<bool> = (0..plan.ops.len())
         .map(|id| {
             plan.ops
@@ -661,23 +675,31 @@ fn build_report(
         })
         .collect();
     let mut ops: Vec<OpSummary> = plan.ops.iter().map(|op| OpSummary::new(&op.name)).collect();
+    // Count every step, but name and sort only those the report lists (last
+    // ops' values, failures, skips): a million-key map is mostly counted.
+    let mut listed: Vec<(&StepId, &Status)> = Vec::new();
+    for (id, entry) in &scheduler.steps {
+        ops[id.op].steps += 1;
+        match &entry.status {
+            Status::Succeeded(_) if is_read[id.op] => ops[id.op].succeeded += 1,
+            status => listed.push((id, status)),
+        }
+    }
+    listed.sort_by(|a, b| a.0.cmp(b.0));
     let mut outputs = Vec::new();
-    for (id, status) in steps {
+    for (id, status) in listed {
         let summary = &mut ops[id.op];
-        summary.steps += 1;
         let name = step_label(plan, id);
         let tolerated = scheduler.tolerated.contains(id);
         match status {
             Status::Succeeded(value) => {
                 summary.succeeded += 1;
-                if !is_read[id.op] {
-                    outputs.push(FinalOutput {
-                        op: plan.ops[id.op].name.clone(),
-                        step: name,
-                        keys: id.keys.clone(),
-                        value: value.to_vec(),
-                    });
-                }
+                outputs.push(FinalOutput {
+                    op: plan.ops[id.op].name.clone(),
+                    step: name,
+                    keys: id.keys.clone(),
+                    value: value.to_vec(),
+                });
             }
             Status::Failed(failure) => {
                 if tolerated {

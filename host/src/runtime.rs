@@ -112,15 +112,15 @@ pub enum InputData {
 #[derive(Debug, Clone)]
 pub struct StepCall {
     /// The run's id.
-    pub run_id: String,
+    pub run_id: Arc<str>,
     /// The op's name.
-    pub op: String,
+    pub op: Arc<str>,
     /// The step's mapping keys, outermost first.
     pub keys: Vec<MappingKey>,
     /// The op's config as JSON.
-    pub config_json: String,
+    pub config_json: Arc<str>,
     /// Named inputs, sorted by name.
-    pub inputs: Vec<(String, InputData)>,
+    pub inputs: Vec<(Arc<str>, InputData)>,
 }
 
 /// Per-step accounting.
@@ -341,10 +341,10 @@ fn call_op(
         .instantiate(&mut *store)
         .map_err(CallError::Instantiate)?;
     let ctx = bindings::Context {
-        run_id: call.run_id.clone(),
-        op: call.op.clone(),
+        run_id: call.run_id.to_string(),
+        op: call.op.to_string(),
         keys: call.keys.iter().map(|k| k.as_str().to_owned()).collect(),
-        config: call.config_json.clone(),
+        config: call.config_json.to_string(),
     };
     let inputs: Vec<bindings::Input> = call
         .inputs

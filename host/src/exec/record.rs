@@ -113,7 +113,7 @@ pub(crate) fn prior_map(plan: &Plan, prior: Vec<PriorStep>) -> FxHashMap<StepId,
 }
 
 /// SHA-256 over a step's inputs: names, values, collected keys and failures.
-pub(crate) fn hash_inputs(inputs: &[(String, InputData)]) -> String {
+pub(crate) fn hash_inputs(inputs: &[(Arc<str>, InputData)]) -> String {
     let mut h = Sha256::new();
     let mut field = |bytes: &[u8]| {
         h.update((bytes.len() as u64).to_le_bytes());
@@ -143,15 +143,15 @@ pub(crate) fn hash_inputs(inputs: &[(String, InputData)]) -> String {
 }
 
 /// A JSON summary of a step's inputs, for `dynhost show`.
-pub(crate) fn describe_inputs(inputs: &[(String, InputData)]) -> String {
+pub(crate) fn describe_inputs(inputs: &[(Arc<str>, InputData)]) -> String {
     let list: Vec<serde_json::Value> = inputs
         .iter()
         .map(|(name, data)| match data {
             InputData::Single(bytes) => serde_json::json!({
-                "name": name, "kind": "single", "bytes": bytes.len(), "sha256": crate::store::hash_bytes(bytes),
+                "name": &**name, "kind": "single", "bytes": bytes.len(), "sha256": crate::store::hash_bytes(bytes),
             }),
             InputData::Collected { items, failed } => serde_json::json!({
-                "name": name, "kind": "collected", "items": items.len(), "failed": failed.len(),
+                "name": &**name, "kind": "collected", "items": items.len(), "failed": failed.len(),
             }),
         })
         .collect();

@@ -152,6 +152,8 @@ pub(crate) struct Scheduler<'p> {
     watches: std::rc::Rc<[Vec<Watch>]>,
     /// Failed or skipped steps that a tolerant collect ran without.
     pub tolerated: HashSet<StepId>,
+    /// Per op, its input names, shared by every step's call.
+    input_names: Vec<Vec<Arc<str>>>,
 }
 
 impl<'p> Scheduler<'p> {
@@ -203,6 +205,16 @@ impl<'p> Scheduler<'p> {
             children,
             watches: watches.into(),
             tolerated: HashSet::default(),
+            input_names: plan
+                .ops
+                .iter()
+                .map(|op| {
+                    op.inputs
+                        .iter()
+                        .map(|i| Arc::from(i.name.as_str()))
+                        .collect()
+                })
+                .collect(),
         };
         let roots: Vec<OpId> = (0..plan.ops.len())
             .filter(|&id| plan.ops[id].scope.is_empty())
@@ -466,10 +478,10 @@ impl<'p> Scheduler<'p> {
     /// The inputs of a ready step, in the order the plan lists them.
     /// Failed or skipped steps that a tolerant collect ran without are marked
     /// tolerated here, as the collect's input is built.
-    pub fn inputs(&mut self, step: &StepId) -> Vec<(String, InputData)> {
+    pub fn inputs(&mut self, step: &StepId) -> Vec<(Arc<str>, InputData)> {
         let op = &self.plan.ops[step.op];
         let mut inputs = Vec::with_capacity(op.inputs.len());
-        for input in &op.inputs {
+        for (index, input) in op.inputs.iter().enumerate() {
             let data = match &input.source {
                 Source::Value(up) => {
                     let dep = StepId {
@@ -513,7 +525,7 @@ impl<'p> Scheduler<'p> {
                     data
                 }
             };
-            inputs.push((input.name.clone(), data));
+            inputs.push((Arc::clone(&self.input_names[step.op][index]), data));
         }
         inputs
     }

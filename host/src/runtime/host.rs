@@ -22,7 +22,7 @@ pub trait EmitSink: Send {
 /// Per-step emit bookkeeping.
 pub(crate) struct EmitState {
     sink: Box<dyn EmitSink>,
-    op: String,
+    op: std::sync::Arc<str>,
     outputs: Vec<String>,
     seen: HashMap<String, HashSet<MappingKey>>,
     limits: Limits,
@@ -33,10 +33,15 @@ pub(crate) struct EmitState {
 }
 
 impl EmitState {
-    pub fn new(sink: Box<dyn EmitSink>, op: &str, outputs: &[String], limits: &Limits) -> Self {
+    pub fn new(
+        sink: Box<dyn EmitSink>,
+        op: &std::sync::Arc<str>,
+        outputs: &[String],
+        limits: &Limits,
+    ) -> Self {
         Self {
             sink,
-            op: op.to_owned(),
+            op: op.clone(),
             outputs: outputs.to_vec(),
             seen: HashMap::new(),
             limits: limits.clone(),
