@@ -1,0 +1,400 @@
+//! The coordinator: owns the scheduler, dispatches ready steps to workers in
+//! batches, handles their events, retries, reuse of stored steps and records.
+
+use super::record::{self, Prior, Recorder};
+use super::scheduler::{Scheduler, StepId};
+use super::worker::{BATCH_THRESHOLD, Event, Job, MAX_BATCH};
+use super::{RunEvent, RunOptions, Storage};
+use crate::key::StepName;
+use crate::plan::Plan;
+use crate::report::OpSummary;
+use crate::runtime::{StepCall, StepReport, StepStats};
+use crate::store::RunStore;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use rustc_hash::FxHashMap;
+use rustc_hash::FxHashMap as HashMap;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// An op's name and config, shared by all its steps' calls.
+struct SharedOp {
+    name: Arc<str>,
+    config: Arc<str>,
+}
+
+/// The longest wait between retries, however many there were.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// Owns the scheduler and everything else the coordinating thread tracks.
+pub(crate) struct Coordinator<'p> {
+    plan: &'p Plan,
+    run_id: Arc<str>,
+    /// Per op, the strings every step's call carries, shared instead of copied.
+    shared: Vec<SharedOp>,
+    pub(super) scheduler: Scheduler<'p>,
+    /// Accounting summed per op as steps finish (not kept per step: a
+    /// million keys would hold a million records).
+    pub(super) totals: Vec<OpSummary>,
+    /// Retries scheduled per step; absent for the (usual) first attempt, so
+    /// a million-key map keeps no per-step entry here.
+    retries_done: HashMap<StepId, u32>,
+    /// Steps waiting out a retry backoff. They hold no worker slot meanwhile
+    /// (Dagster deadlocks here, dagster#30712).
+    backoffs: BinaryHeap<Reverse<(Instant, StepId)>>,
+    pub(super) retried: Vec<u64>,
+    in_flight: usize,
+    pub(super) recorder: Option<Recorder>,
+    pub(super) prior: FxHashMap<StepId, Prior>,
+    record_reused: bool,
+    input_hashes: FxHashMap<StepId, String>,
+    pub(super) reused: Vec<u64>,
+    lookup: Option<Box<dyn RunStore>>,
+    pub(super) component_hashes: Vec<String>,
+    memo_keys: FxHashMap<StepId, String>,
+    input_summaries: FxHashMap<StepId, String>,
+}
+
+impl<'p> Coordinator<'p> {
+    pub(super) fn new(plan: &'p Plan, options: &RunOptions, storage: Storage) -> Self {
+        Self {
+            plan,
+            run_id: Arc::from(options.run_id.as_str()),
+            shared: plan
+                .ops
+                .iter()
+                .map(|op| SharedOp {
+                    name: Arc::from(op.name.as_str()),
+                    config: Arc::from(op.config_json.as_str()),
+                })
+                .collect(),
+            scheduler: Scheduler::new(plan),
+            totals: plan.ops.iter().map(|op| OpSummary::new(&op.name)).collect(),
+            retries_done: HashMap::default(),
+            backoffs: BinaryHeap::new(),
+            retried: vec![0; plan.ops.len()],
+            in_flight: 0,
+            recorder: storage
+                .store
+                .map(|store| Recorder::start(store, options.run_id.clone())),
+            prior: record::prior_map(plan, storage.prior),
+            record_reused: storage.record_reused,
+            input_hashes: FxHashMap::default(),
+            reused: vec![0; plan.ops.len()],
+            lookup: storage.lookup,
+            component_hashes: Vec::new(),
+            memo_keys: FxHashMap::default(),
+            input_summaries: FxHashMap::default(),
+        }
+    }
+
+    /// Dispatches ready steps and handles events until nothing is running,
+    /// ready or waiting for a retry.
+    pub(super) fn drive(
+        &mut self,
+        workers: usize,
+        jobs: &Sender<Job>,
+        events: &Receiver<Event>,
+        observer: &mut dyn FnMut(RunEvent<'_>),
+    ) {
+        loop {
+            self.report_skipped(observer);
+            while self.in_flight < workers {
+                let ready = self.scheduler.ready_len();
+                // Batch only large fan-outs; a handful of keys go one by one so
+                // each starts as soon as a worker is free.
+                let size = if ready >= BATCH_THRESHOLD * workers {
+                    (ready / workers).clamp(1, MAX_BATCH)
+                } else {
+                    1
+                };
+                let mut steps = Vec::with_capacity(size);
+                while steps.len() < size {
+                    let Some(step) = self.next_step() else { break };
+                    if let Some(call) = self.start(&step, observer) {
+                        steps.push((step, call));
+                    }
+                }
+                if steps.is_empty() && self.scheduler.ready_len() > 0 {
+                    continue;
+                }
+                if steps.is_empty() {
+                    break;
+                }
+                if jobs.send(Job { steps }).is_err() {
+                    return;
+                }
+                self.in_flight += 1;
+            }
+            let next_retry = self.backoffs.peek().map(|Reverse((due, _))| *due);
+            if self.in_flight == 0 && next_retry.is_none() {
+                return;
+            }
+            let event = match next_retry {
+                Some(due) => {
+                    match events.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                        Ok(event) => event,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                None => match events.recv() {
+                    Ok(event) => event,
+                    Err(_) => return,
+                },
+            };
+            self.handle(event, observer);
+        }
+    }
+
+    /// Builds the call; reuses a stored success with the same inputs instead
+    /// of running it (`None`), else counts the attempt and tells the observer.
+    fn start(&mut self, step: &StepId, observer: &mut dyn FnMut(RunEvent<'_>)) -> Option<StepCall> {
+        let call = self.call(step);
+        if self.recorder.is_some() || !self.prior.is_empty() {
+            let hash = record::hash_inputs(&call.inputs);
+            if self.recorder.is_some() {
+                self.input_summaries
+                    .insert(step.clone(), record::describe_inputs(&call.inputs));
+            }
+            if self
+                .prior
+                .get(step)
+                .is_some_and(|p| p.input_hash.as_deref() == Some(hash.as_str()))
+            {
+                self.reuse(step, &hash, observer);
+                return None;
+            }
+            if self.plan.ops[step.op].cache && self.memoized(step, &hash, observer) {
+                return None;
+            }
+            self.input_hashes.insert(step.clone(), hash);
+        }
+        let attempt = self.attempt(step);
+        let op = &self.plan.ops[step.op].name;
+        observer(RunEvent::StepStarted {
+            step: StepName {
+                op,
+                keys: &step.keys,
+            },
+            op,
+            attempt,
+        });
+        Some(call)
+    }
+
+    /// Replays a stored success: its items (which start the steps mapped over
+    /// them) and its value.
+    fn reuse(&mut self, step: &StepId, hash: &str, observer: &mut dyn FnMut(RunEvent<'_>)) {
+        let Some(prior) = self.prior.remove(step) else {
+            return;
+        };
+        for (output, key, value) in &prior.items {
+            self.scheduler
+                .on_emit(step, output, key.clone(), value.clone());
+        }
+        if self.record_reused
+            && let Some(recorder) = &self.recorder
+        {
+            let finished = self.finished_record(step, Some(hash.to_owned()));
+            recorder.record(finished.reused(&prior.output));
+        }
+        self.reused[step.op] += 1;
+        let op = &self.plan.ops[step.op].name;
+        observer(RunEvent::StepReused {
+            step: StepName {
+                op,
+                keys: &step.keys,
+            },
+            op,
+        });
+        self.scheduler.on_finished(step, Ok(prior.output));
+    }
+
+    /// For a `cache = true` op: reuses a stored success of any run with the
+    /// same component, config and inputs. Returns whether it did.
+    fn memoized(
+        &mut self,
+        step: &StepId,
+        input_hash: &str,
+        observer: &mut dyn FnMut(RunEvent<'_>),
+    ) -> bool {
+        let op = &self.plan.ops[step.op];
+        let component = self
+            .component_hashes
+            .get(step.op)
+            .map_or("", String::as_str);
+        let key = record::memo_key(component, &op.config_json, input_hash);
+        let found = self
+            .lookup
+            .as_ref()
+            .and_then(|store| match store.memoized(&key) {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!("memoization lookup failed: {e}");
+                    None
+                }
+            });
+        self.memo_keys.insert(step.clone(), key);
+        let Some(found) =
+            found.and_then(|p| record::prior_map(self.plan, vec![p]).into_values().next())
+        else {
+            return false;
+        };
+        self.prior.insert(step.clone(), found);
+        let record_reused = std::mem::replace(&mut self.record_reused, true);
+        self.reuse(step, input_hash, observer);
+        self.record_reused = record_reused;
+        true
+    }
+
+    fn finished_record(
+        &self,
+        step: &'p StepId,
+        input_hash: Option<String>,
+    ) -> record::Finished<'_> {
+        record::Finished {
+            plan: self.plan,
+            step,
+            attempts: self.attempt(step),
+            input_hash,
+            memo_key: self.memo_keys.get(step).cloned(),
+            inputs: self.input_summaries.get(step).cloned(),
+            emitted: self.scheduler.steps.get(step).map(|e| &e.emitted),
+        }
+    }
+
+    pub(super) fn report_skipped(&mut self, observer: &mut dyn FnMut(RunEvent<'_>)) {
+        for (step, reason) in self.scheduler.take_skipped() {
+            let op = &self.plan.ops[step.op].name;
+            observer(RunEvent::StepSkipped {
+                step: StepName {
+                    op,
+                    keys: &step.keys,
+                },
+                op,
+                reason: &reason,
+            });
+            if let Some(recorder) = &self.recorder {
+                recorder.record(self.finished_record(&step, None).skipped(&reason));
+            }
+        }
+    }
+
+    /// The number of the current (or last) attempt of `step`, from 1.
+    fn attempt(&self, step: &StepId) -> u32 {
+        self.retries_done.get(step).map_or(1, |n| n + 1)
+    }
+
+    /// A retry whose backoff is over, else the scheduler's next ready step.
+    fn next_step(&mut self) -> Option<StepId> {
+        if let Some(Reverse((due, _))) = self.backoffs.peek()
+            && *due <= Instant::now()
+        {
+            return self.backoffs.pop().map(|Reverse((_, step))| step);
+        }
+        self.scheduler.next_ready()
+    }
+
+    fn call(&mut self, step: &StepId) -> StepCall {
+        let shared = &self.shared[step.op];
+        StepCall {
+            run_id: self.run_id.clone(),
+            op: shared.name.clone(),
+            keys: step.keys.clone(),
+            config_json: shared.config.clone(),
+            inputs: self.scheduler.inputs(step),
+        }
+    }
+
+    fn handle(&mut self, event: Event, observer: &mut dyn FnMut(RunEvent<'_>)) {
+        match event {
+            Event::Emit {
+                step,
+                output,
+                key,
+                value,
+            } => {
+                self.scheduler
+                    .on_emit(&step, &output, key, Arc::from(value));
+            }
+            Event::Done { steps, batch_done } => {
+                if batch_done {
+                    self.in_flight -= 1;
+                }
+                for (step, report) in steps {
+                    self.finished(step, *report, observer);
+                }
+            }
+        }
+    }
+
+    fn finished(
+        &mut self,
+        step: StepId,
+        report: StepReport,
+        observer: &mut dyn FnMut(RunEvent<'_>),
+    ) {
+        add_stats(&mut self.totals[step.op], &report.stats);
+        let op = &self.plan.ops[step.op];
+        let name = StepName {
+            op: &op.name,
+            keys: &step.keys,
+        };
+        if let Some(delay) = self.retry_delay(&step, &report) {
+            let attempt = self.attempt(&step);
+            *self.retries_done.entry(step.clone()).or_insert(0) += 1;
+            observer(RunEvent::StepRetrying {
+                step: name,
+                op: &op.name,
+                report: &report,
+                attempt,
+                delay,
+            });
+            self.retried[step.op] += 1;
+            self.backoffs.push(Reverse((Instant::now() + delay, step)));
+            return;
+        }
+        observer(RunEvent::StepFinished {
+            step: name,
+            op: &op.name,
+            report: &report,
+        });
+        if let Some(recorder) = &self.recorder {
+            let hash = self.input_hashes.remove(&step);
+            recorder.record(self.finished_record(&step, hash).ran(&report));
+            self.input_summaries.remove(&step);
+        }
+        self.scheduler
+            .on_finished(&step, report.outcome.map(Arc::from));
+    }
+
+    /// How long to wait before retrying a failed step, if it is retried: its
+    /// kind is in `retry_on`, retries remain, and it emitted nothing (emitted
+    /// items have already started mapped steps, so a rerun would duplicate them).
+    fn retry_delay(&self, step: &StepId, report: &StepReport) -> Option<Duration> {
+        let Err(failure) = &report.outcome else {
+            return None;
+        };
+        let policy = &self.plan.ops[step.op].retry;
+        let attempt = self.attempt(step);
+        let retryable = policy.retry_on.contains(&failure.kind)
+            && attempt <= policy.max_retries
+            && report.stats.emitted_items == 0;
+        retryable.then(|| {
+            let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
+            policy.backoff.saturating_mul(factor).min(MAX_RETRY_BACKOFF)
+        })
+    }
+}
+
+fn add_stats(op: &mut OpSummary, s: &StepStats) {
+    op.busy += s.wall;
+    op.peak_memory_bytes = op.peak_memory_bytes.max(s.peak_memory_bytes);
+    op.emitted_items += s.emitted_items;
+    op.emitted_bytes += s.emitted_bytes;
+    if let Some(fuel) = s.fuel_used {
+        *op.fuel_used.get_or_insert(0) += fuel;
+    }
+}

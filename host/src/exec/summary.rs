@@ -1,0 +1,107 @@
+//! The run's report, built once at the end from the scheduler's state.
+
+use super::RunOptions;
+use super::coordinator::Coordinator;
+use super::scheduler::{Status, StepId, step_label};
+use crate::plan::Plan;
+use crate::report::{FinalOutput, OpSummary, RunReport, StepFailure};
+use std::time::Instant;
+
+pub(crate) fn build_report(
+    plan: &Plan,
+    coordinator: &Coordinator<'_>,
+    options: &RunOptions,
+    started: Instant,
+) -> RunReport {
+    let scheduler = &coordinator.scheduler;
+    let is_read: Vec<bool> = (0..plan.ops.len())
+        .map(|id| {
+            plan.ops
+                .iter()
+                .any(|op| op.inputs.iter().any(|i| reads(&i.source, id)))
+        })
+        .collect();
+    let mut ops: Vec<OpSummary> = plan.ops.iter().map(|op| OpSummary::new(&op.name)).collect();
+    // Count every step, but name and sort only those the report lists (last
+    // ops' values, failures, skips): a million-key map is mostly counted.
+    let mut listed: Vec<(&StepId, &Status)> = Vec::new();
+    for (id, entry) in &scheduler.steps {
+        ops[id.op].steps += 1;
+        match &entry.status {
+            Status::Succeeded(_) if is_read[id.op] => ops[id.op].succeeded += 1,
+            status => listed.push((id, status)),
+        }
+    }
+    listed.sort_by(|a, b| a.0.cmp(b.0));
+    let mut outputs = Vec::new();
+    for (id, status) in listed {
+        let summary = &mut ops[id.op];
+        let name = step_label(plan, id);
+        let tolerated = scheduler.tolerated.contains(id);
+        match status {
+            Status::Succeeded(value) => {
+                summary.succeeded += 1;
+                outputs.push(FinalOutput {
+                    op: plan.ops[id.op].name.clone(),
+                    step: name,
+                    keys: id.keys.clone(),
+                    value: value.to_vec(),
+                });
+            }
+            Status::Failed(failure) => {
+                if tolerated {
+                    summary.tolerated += 1
+                } else {
+                    summary.failed += 1
+                }
+                summary.failures.push(StepFailure {
+                    step: name,
+                    failure: failure.clone(),
+                    tolerated,
+                });
+            }
+            Status::Skipped(reason) => {
+                if tolerated {
+                    summary.tolerated += 1
+                } else {
+                    summary.skipped += 1
+                }
+                summary.skips.push((name, reason.clone()));
+            }
+            Status::Waiting | Status::Ready | Status::Running => {}
+        }
+    }
+    for (id, op) in ops.iter_mut().enumerate() {
+        let totals = &coordinator.totals[id];
+        op.retries = coordinator.retried[id];
+        op.reused = coordinator.reused[id];
+        op.busy = totals.busy;
+        op.peak_memory_bytes = totals.peak_memory_bytes;
+        op.emitted_items = totals.emitted_items;
+        op.emitted_bytes = totals.emitted_bytes;
+        op.fuel_used = totals.fuel_used;
+    }
+    let mut vanished: Vec<String> = coordinator
+        .prior
+        .keys()
+        .filter(|step| !scheduler.steps.contains_key(*step))
+        .map(|step| step_label(plan, step))
+        .collect();
+    vanished.sort();
+    RunReport {
+        run_id: options.run_id.clone(),
+        job: plan.job_name.clone(),
+        elapsed: started.elapsed(),
+        ops,
+        outputs,
+        vanished,
+    }
+}
+
+fn reads(source: &crate::plan::Source, id: usize) -> bool {
+    use crate::plan::{CollectTarget, Source};
+    match source {
+        Source::Value(op) | Source::Collect(CollectTarget::Values(op), _) => *op == id,
+        Source::Item(d) | Source::Collect(CollectTarget::Items(d), _) => d.op == id,
+    }
+}
