@@ -316,8 +316,10 @@ impl<'p> Coordinator<'p> {
                 key,
                 value,
             } => {
-                self.scheduler
-                    .on_emit(&step, &output, key, Arc::from(value));
+                let plan = self.plan;
+                if let Some(name) = plan.ops[step.op].dynamic_outputs.get(output) {
+                    self.scheduler.on_emit(&step, name, key, Arc::from(value));
+                }
             }
             Event::Done { steps, batch_done } => {
                 if batch_done {

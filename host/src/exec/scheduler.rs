@@ -247,11 +247,14 @@ impl<'p> Scheduler<'p> {
         let Some(entry) = self.steps.get_mut(step) else {
             return;
         };
-        entry
-            .emitted
-            .entry(output.to_owned())
-            .or_default()
-            .push(key.clone(), value);
+        match entry.emitted.get_mut(output) {
+            Some(items) => items.push(key.clone(), value),
+            None => {
+                let mut items = Items::default();
+                items.push(key.clone(), value);
+                entry.emitted.insert(output.to_owned(), items);
+            }
+        }
         let watches = self.watches.clone();
         for watch in &watches[step.op] {
             if let Role::Emitter {

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 pub(crate) enum Event {
     Emit {
         step: StepId,
-        output: String,
+        /// Index into the op's dynamic outputs.
+        output: usize,
         key: MappingKey,
         value: Vec<u8>,
     },
@@ -49,10 +50,10 @@ struct ChannelSink {
 }
 
 impl EmitSink for ChannelSink {
-    fn emit(&mut self, output: &str, key: MappingKey, value: Vec<u8>) {
+    fn emit(&mut self, output: usize, key: MappingKey, value: Vec<u8>) {
         let event = Event::Emit {
             step: self.step.clone(),
-            output: output.to_owned(),
+            output,
             key,
             value,
         };

@@ -15,8 +15,9 @@ use std::collections::{HashMap, HashSet};
 /// Receives the items a step emits, as it emits them, so that mapped steps can
 /// start while the emitter still runs.
 pub trait EmitSink: Send {
-    /// One validated item of dynamic output `output`.
-    fn emit(&mut self, output: &str, key: MappingKey, value: Vec<u8>);
+    /// One validated item of the dynamic output at index `output` of the
+    /// policy's `dynamic_outputs` (an index, so a million emits allocate no names).
+    fn emit(&mut self, output: usize, key: MappingKey, value: Vec<u8>);
 }
 
 /// Per-step emit bookkeeping.
@@ -64,7 +65,7 @@ impl EmitState {
             )));
         }
         let op = &self.op;
-        if !self.outputs.iter().any(|o| o == output) {
+        let Some(index) = self.outputs.iter().position(|o| o == output) else {
             let declared = if self.outputs.is_empty() {
                 "none; add `dynamic = true` to the op in job.toml".to_owned()
             } else {
@@ -77,7 +78,7 @@ impl EmitState {
             return Ok(Err(self.fail(format!(
                 "op `{op}` emitted to dynamic output `{output}`, which it does not declare (declared: {declared})"
             ))));
-        }
+        };
         let key = match MappingKey::parse(&key) {
             Ok(key) => key,
             Err(_) => {
@@ -117,7 +118,7 @@ impl EmitState {
         }
         self.items += 1;
         self.bytes += len;
-        self.sink.emit(output, key, value);
+        self.sink.emit(index, key, value);
         Ok(Ok(()))
     }
 
