@@ -310,20 +310,22 @@ pub fn print_summary(report: &RunReport) {
         .max(2);
     let _ = writeln!(
         err,
-        "{:width$}  {:>7} {:>7} {:>7} {:>7} {:>9} {:>9}",
-        "op", "keys", "ok", "failed", "skipped", "time", "peak mem"
+        "{:width$}  {:>7} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9} {:>12}",
+        "op", "keys", "ok", "failed", "skipped", "time", "peak mem", "emitted", "fuel"
     );
     for op in &report.ops {
         let _ = writeln!(
             err,
-            "{:width$}  {:>7} {:>7} {:>7} {:>7} {:>9} {:>9}",
+            "{:width$}  {:>7} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9} {:>12}",
             op.op,
             op.steps,
             op.succeeded,
             op.failed,
             op.skipped,
             secs(op.busy),
-            mib(op.peak_memory_bytes)
+            mib(op.peak_memory_bytes),
+            op.emitted_items,
+            op.fuel_used.map_or("-".to_owned(), |f| f.to_string())
         );
     }
     for op in report.ops.iter().filter(|op| op.reused > 0) {
