@@ -421,8 +421,9 @@ impl<'p> Scheduler<'p> {
     /// Makes `step` terminal and propagates: collections it belongs to, then
     /// steps waiting on it. A worklist keeps long skip cascades off the stack.
     fn finish(&mut self, step: StepId, status: Status) {
-        let mut work = vec![(step, status)];
-        while let Some((step, status)) = work.pop() {
+        let mut work: Vec<(StepId, Status)> = Vec::new();
+        let mut next = Some((step, status));
+        while let Some((step, status)) = next.take().or_else(|| work.pop()) {
             let failed = !matches!(status, Status::Succeeded(_));
             if let Status::Skipped(reason) = &status {
                 self.skipped.push((step.clone(), reason.clone()));

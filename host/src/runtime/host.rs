@@ -10,7 +10,7 @@ use super::failure::{FailureKind, OpFailure, Tripped};
 use super::policy::Limits;
 use super::sandbox::StepState;
 use crate::key::{KEY_RULE, MappingKey};
-use std::collections::{HashMap, HashSet};
+use rustc_hash::FxHashSet;
 
 /// Receives the items a step emits, as it emits them, so that mapped steps can
 /// start while the emitter still runs.
@@ -25,7 +25,8 @@ pub(crate) struct EmitState {
     sink: Box<dyn EmitSink>,
     op: std::sync::Arc<str>,
     outputs: Vec<String>,
-    seen: HashMap<String, HashSet<MappingKey>>,
+    /// Keys seen so far, per output index.
+    seen: Vec<FxHashSet<MappingKey>>,
     limits: Limits,
     pub items: u64,
     pub bytes: u64,
@@ -44,7 +45,7 @@ impl EmitState {
             sink,
             op: op.clone(),
             outputs: outputs.to_vec(),
-            seen: HashMap::new(),
+            seen: vec![FxHashSet::default(); outputs.len()],
             limits: limits.clone(),
             items: 0,
             bytes: 0,
@@ -106,12 +107,7 @@ impl EmitState {
             self.limits.max_output_bytes,
             "bytes",
         )?;
-        if !self
-            .seen
-            .entry(output.to_owned())
-            .or_default()
-            .insert(key.clone())
-        {
+        if !self.seen[index].insert(key.clone()) {
             return Ok(Err(self.fail(format!(
                 "op `{op}` emitted mapping key `{key}` twice on output `{output}`; keys must be unique within an output"
             ))));
