@@ -34,14 +34,16 @@ const HOSTILE: &[(&str, &str, &str)] = &[
 fn hostile_job() -> TestJob {
     let mut keys: Vec<&str> = vec!["good1"];
     keys.extend(HOSTILE.iter().map(|(k, _, _)| *k));
-    keys.extend(["stdout_flood", "good2"]);
+    keys.extend(["stdout_flood", "env", "socket", "passwd", "good2"]);
     let items: Vec<String> = keys
         .iter()
         .map(|k| format!("{{ key = \"{k}\", value = \"{k}\" }}"))
         .collect();
     let actions: Vec<String> = HOSTILE
         .iter()
-        .map(|(k, _, _)| format!("{k} = \"{k}\""))
+        .map(|(k, _, _)| *k)
+        .chain(["env", "socket", "passwd"])
+        .map(|k| format!("{k} = \"{k}\""))
         .collect();
     TestJob::new(&format!(
         r#"name = "hostile"
@@ -91,6 +93,23 @@ fn hostile_keys_fail_alone_with_typed_reasons() {
         );
         assert_eq!(value["counter"], 1);
     }
+    // Reaching for the host's environment, network or files gets nothing,
+    // and the step itself succeeds next to its hostile siblings.
+    let saw = |key: &str| out.output(&format!("after[{key}]"))["inputs"]["prev"].clone();
+    assert_eq!(saw("env")["env"], json!([]), "the host environment leaked");
+    assert!(
+        saw("socket")["connect"]
+            .as_str()
+            .unwrap()
+            .starts_with("Err("),
+        "{}",
+        saw("socket")
+    );
+    assert!(
+        saw("passwd")["read"].as_str().unwrap().starts_with("Err("),
+        "{}",
+        saw("passwd")
+    );
     // A gigabyte of stdout costs the host nothing: the step succeeds and the
     // capture stops at the limit with a marker.
     let flood = out.step("flood[stdout_flood]");

@@ -215,6 +215,24 @@ fn misbehave(action: &str) -> Result<Option<Vec<u8>>, String> {
             emit_dynamic("same", b"1")?;
             emit_dynamic("same", b"2")?;
         }
+        // Reaching for what the sandbox does not grant: each returns what it saw.
+        "env" => {
+            return Ok(Some(bytes(
+                &json!({ "env": std::env::vars().collect::<Vec<_>>() }),
+            )));
+        }
+        "socket" => {
+            let result = std::net::TcpStream::connect("127.0.0.1:22")
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            return Ok(Some(bytes(&json!({ "connect": format!("{result:?}") }))));
+        }
+        "passwd" => {
+            let result = std::fs::read_to_string("/etc/passwd")
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            return Ok(Some(bytes(&json!({ "read": format!("{result:?}") }))));
+        }
         other => return Err(format!("probe: unknown action `{other}`")),
     }
     Ok(None)
