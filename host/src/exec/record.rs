@@ -139,7 +139,7 @@ pub(crate) fn hash_inputs(inputs: &[(Arc<str>, InputData)]) -> String {
             }
         }
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::runtime::cache::hex(&h.finalize())
 }
 
 /// A JSON summary of a step's inputs, for `dynhost show`.
@@ -165,7 +165,7 @@ pub(crate) fn memo_key(component_hash: &str, config_json: &str, input_hash: &str
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::runtime::cache::hex(&h.finalize())
 }
 
 /// What to store for a step: its outcome, accounting, output and items.

@@ -102,11 +102,10 @@ impl SqliteStore {
             Some(bytes) => Some(put_blob(tx, bytes)?),
             None => None,
         };
-        tx.execute(
-            "INSERT OR REPLACE INTO steps (run_id, op, keys, status, attempts, wall_secs, failure_kind, failure_message,
+        tx.prepare_cached("INSERT OR REPLACE INTO steps (run_id, op, keys, status, attempts, wall_secs, failure_kind, failure_message,
                peak_memory_bytes, emitted_items, emitted_bytes, fuel_used, input_hash, output_hash, memo_key,
                stdout, stderr, log, finished_at, inputs)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)")?.execute(
             params![
                 run_id,
                 s.op,
@@ -130,20 +129,16 @@ impl SqliteStore {
                 s.inputs
             ],
         )?;
-        tx.execute(
-            "DELETE FROM items WHERE run_id = ?1 AND op = ?2 AND keys = ?3",
-            params![run_id, s.op, keys],
-        )?;
+        tx.prepare_cached("DELETE FROM items WHERE run_id = ?1 AND op = ?2 AND keys = ?3")?
+            .execute(params![run_id, s.op, keys])?;
         for (seq, (output, key, value)) in s.items.iter().enumerate() {
             let hash = put_blob(tx, value)?;
-            tx.execute(
-                "INSERT INTO items (run_id, op, keys, output, seq, key, value_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            tx.prepare_cached("INSERT INTO items (run_id, op, keys, output, seq, key, value_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?.execute(
                 params![run_id, s.op, keys, output, seq as i64, key, hash],
             )?;
         }
         if s.executed {
-            tx.execute(
-                "INSERT INTO attempts (run_id, op, keys, status, finished_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            tx.prepare_cached("INSERT INTO attempts (run_id, op, keys, status, finished_at) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(
                 params![run_id, s.op, keys, s.status.as_str(), now],
             )?;
         }
@@ -183,10 +178,8 @@ impl SqliteStore {
 
 fn put_blob(tx: &rusqlite::Transaction<'_>, bytes: &[u8]) -> rusqlite::Result<String> {
     let hash = hash_bytes(bytes);
-    tx.execute(
-        "INSERT OR IGNORE INTO blobs (hash, bytes) VALUES (?1, ?2)",
-        params![hash, bytes],
-    )?;
+    tx.prepare_cached("INSERT OR IGNORE INTO blobs (hash, bytes) VALUES (?1, ?2)")?
+        .execute(params![hash, bytes])?;
     Ok(hash)
 }
 
