@@ -8,11 +8,13 @@
 //! counts what it still waits for (`pending`): the emitter at each level below
 //! the collecting op, and each member step; it completes at zero.
 
+mod collection;
+
 use super::collect;
 use crate::key::{KeyPath, MappingKey};
 use crate::plan::{CollectTarget, DynOutput, OpId, Plan, Source};
 use crate::runtime::{FailureKind, InputData, OpFailure};
-use crate::spec::Tolerance;
+use collection::{Collection, CollectionId, Role, Watch, exceeds};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -71,70 +73,6 @@ impl Items {
 pub(crate) struct StepEntry {
     pub status: Status,
     pub emitted: Emitted,
-}
-
-/// Identifies one collect input of one step: (consumer op, input index, consumer keys).
-type CollectionId = (OpId, usize, KeyPath);
-
-#[derive(Debug)]
-struct Collection {
-    pending: u64,
-    /// Set when an emitter below failed or was skipped: the set of keys is unknown.
-    incomplete: Option<String>,
-    failed_members: u64,
-    /// Members that became terminal, failed or not.
-    members: u64,
-}
-
-/// Why a complete collection may not run: more failed members than its
-/// tolerance allows (none by default).
-fn exceeds(tolerance: &Tolerance, c: &Collection) -> Option<String> {
-    let failed = c.failed_members;
-    if failed == 0 {
-        return None;
-    }
-    if tolerance.max_failures.is_none() && tolerance.min_success.is_none() {
-        return Some(format!(
-            "collects {failed} failed or skipped step(s); set `max_failures` or `min_success` on the input to run without them"
-        ));
-    }
-    if let Some(max) = tolerance.max_failures
-        && failed > max
-    {
-        return Some(format!(
-            "collects {failed} failed or skipped step(s), more than its `max_failures` of {max}"
-        ));
-    }
-    if let Some(min) = tolerance.min_success {
-        let ratio = (c.members - failed) as f64 / c.members as f64;
-        if ratio < min {
-            return Some(format!(
-                "collects only {} successes of {} steps ({ratio:.3}), below its `min_success` of {min}",
-                c.members - failed,
-                c.members
-            ));
-        }
-    }
-    None
-}
-
-/// How a step of one op affects a collection of another.
-#[derive(Debug, Clone)]
-struct Watch {
-    consumer: OpId,
-    input: usize,
-    /// Length of the consumer's scope: the collection key is the step's key prefix.
-    depth: usize,
-    role: Role,
-}
-
-#[derive(Debug, Clone)]
-enum Role {
-    /// Emits the items of `output` at some level of the collected fan-out;
-    /// each item adds one pending unit unless items are the members themselves.
-    Emitter { output: String, adds: bool },
-    /// A member whose value is collected.
-    Member,
 }
 
 /// Scheduling state for one run.
@@ -319,13 +257,8 @@ impl<'p> Scheduler<'p> {
             };
             for (index, input) in self.plan.ops[op].inputs.iter().enumerate() {
                 if matches!(input.source, Source::Collect(..)) {
-                    let c = Collection {
-                        pending: 1,
-                        incomplete: None,
-                        failed_members: 0,
-                        members: 0,
-                    };
-                    self.collections.insert((op, index, keys.to_vec()), c);
+                    self.collections
+                        .insert((op, index, keys.to_vec()), Collection::new());
                 }
             }
             self.steps.insert(
