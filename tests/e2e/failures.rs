@@ -50,13 +50,7 @@ retry_backoff_secs = 1.0
     let retrying = &events[position("step_retrying", "flaky[a]", None)];
     assert_eq!(retrying["failure"]["kind"], "op-error");
     assert_eq!(out.step("flaky[a]")["status"], "succeeded");
-    let flaky = out.finished()["ops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["op"] == "flaky")
-        .unwrap()
-        .clone();
+    let flaky = out.op_summary("flaky");
     assert_eq!(flaky["retries"], 2);
 }
 
@@ -117,13 +111,7 @@ fn a_tolerant_collect_runs_without_failed_keys_and_is_told_about_them() {
             json!([[["b"], "op-error", "probe was told to fail"]]),
             "{tolerance}"
         );
-        let work = out.finished()["ops"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|o| o["op"] == "work")
-            .unwrap()
-            .clone();
+        let work = out.op_summary("work");
         assert_eq!(
             (work["failed"].as_u64(), work["tolerated"].as_u64()),
             (Some(0), Some(1))

@@ -344,14 +344,7 @@ inputs.ws = {{ collect = "after" }}
     let mut skipped = out.steps_with("step_skipped");
     skipped.sort();
     assert_eq!(skipped, ["after[b]", "after[c]", "all"]);
-    let summary = out.finished();
-    let work = summary["ops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["op"] == "work")
-        .unwrap()
-        .clone();
+    let work = out.op_summary("work");
     assert_eq!(
         (work["succeeded"].as_u64(), work["failed"].as_u64()),
         (Some(2), Some(2))

@@ -60,11 +60,7 @@ fn resume_after_failure_runs_exactly_the_failed_keys_and_their_dependants() {
     let run = run_id(&first);
     // Fix the op's config, then resume the same run.
     let fixed = job_text("", 5, 0);
-    std::fs::write(
-        job.dir().join("job.toml"),
-        fixed.replace("{probe}", &crate::support::probe()),
-    )
-    .unwrap();
+    job.rewrite(&fixed);
     let resumed = dynhost(
         job.dir(),
         &["resume", &run, "--json", "--store", ".dynhost"],
@@ -177,11 +173,7 @@ fn a_re_run_emitter_with_fewer_keys_reports_the_vanished_ones() {
         "{ key = \"a\", value = 1 }, { key = \"b\", value = 2 }, { key = \"d\", value = 4 }",
         false,
     );
-    std::fs::write(
-        job.dir().join("job.toml"),
-        fewer.replace("{probe}", &crate::support::probe()),
-    )
-    .unwrap();
+    job.rewrite(&fewer);
     let resumed = dynhost(
         job.dir(),
         &["resume", &run, "--json", "--store", ".dynhost"],
@@ -313,11 +305,7 @@ fn cache_reuses_a_stored_success_with_the_same_component_config_and_inputs() {
     reused.sort();
     assert_eq!(reused, ["work[a]", "work[b]"]);
     assert_eq!(second.output("work[a]"), first.output("work[a]"));
-    std::fs::write(
-        job.dir().join("job.toml"),
-        text("two").replace("{probe}", &crate::support::probe()),
-    )
-    .unwrap();
+    job.rewrite(&text("two"));
     let changed = job.run(&[]);
     assert_eq!(
         started(&changed),

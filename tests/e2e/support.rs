@@ -105,6 +105,18 @@ impl CliOutput {
             .unwrap_or_else(|| panic!("no output `{step}` in {finished:#}"))
     }
 
+    /// The `run_finished` summary of `op` (counts, retries, accounting).
+    pub fn op_summary(&self, op: &str) -> Value {
+        let finished = self.finished();
+        finished["ops"]
+            .as_array()
+            .expect("ops")
+            .iter()
+            .find(|o| o["op"] == op)
+            .unwrap_or_else(|| panic!("no op `{op}` in {finished:#}"))
+            .clone()
+    }
+
     /// The `step_finished` event of `step`.
     pub fn step(&self, step: &str) -> Value {
         self.events()
@@ -201,13 +213,21 @@ pub struct TestJob {
 impl TestJob {
     /// Writes `toml` as `job.toml`; `{probe}` stands for the probe component.
     pub fn new(toml: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let job = Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        job.rewrite(toml);
+        job
+    }
+
+    /// Replaces `job.toml` (e.g. to fix an op before a resume); `{probe}`
+    /// stands for the probe component.
+    pub fn rewrite(&self, toml: &str) {
         std::fs::write(
-            dir.path().join("job.toml"),
+            self.dir().join("job.toml"),
             toml.replace("{probe}", &probe()),
         )
         .expect("write job");
-        Self { dir }
     }
 
     pub fn dir(&self) -> &Path {
