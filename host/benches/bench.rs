@@ -47,6 +47,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
+    // `bench overhead`: only benchmark 1, to compare changes quickly.
+    if args.first().is_some_and(|a| a == "overhead") {
+        overhead(&trivial, n);
+        return;
+    }
     println!("dynhost benchmarks (cores: {})", cores());
     overhead(&trivial, n);
     fanout();
@@ -98,6 +103,17 @@ fn cpu_time() -> Duration {
     };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// CPU time of the calling thread: in `exec::run`, the coordinator's.
+fn thread_cpu_time() -> Duration {
+    let mut ts = std::mem::MaybeUninit::<libc::timespec>::zeroed();
+    // SAFETY: clock_gettime fills the struct it is given; the clock id is valid on Linux.
+    let ts = unsafe {
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, ts.as_mut_ptr());
+        ts.assume_init()
+    };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn job(dir: &Path, toml: &str) -> Plan {
@@ -155,6 +171,7 @@ fn overhead(trivial: &Path, n: u64) {
     let rt = runtime(&plan, None);
     let components = dynhost::load_components(&rt, &plan).unwrap();
     let before = cpu_time();
+    let coordinator_before = thread_cpu_time();
     let report = exec::run(
         &plan,
         &rt,
@@ -163,6 +180,7 @@ fn overhead(trivial: &Path, n: u64) {
         exec::Storage::default(),
         &mut |_| {},
     );
+    let coordinator = thread_cpu_time() - coordinator_before;
     let dyn_cpu = cpu_time() - before;
     assert!(report.report.is_success());
     let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
@@ -171,7 +189,26 @@ fn overhead(trivial: &Path, n: u64) {
         "   bare wasmtime loop     {:>8.1} CPU us/key",
         per(bare_cpu)
     );
-    println!("   dynhost mapped op      {:>8.1} CPU us/key", per(dyn_cpu));
+    println!(
+        "   dynhost mapped op      {:>8.1} CPU us/key  (coordinator {:.1}, workers {:.1})",
+        per(dyn_cpu),
+        per(coordinator),
+        per(dyn_cpu - coordinator)
+    );
+    let busy = |name: &str| {
+        report
+            .report
+            .ops
+            .iter()
+            .find(|o| o.op == name)
+            .map_or(0.0, |o| o.busy.as_secs_f64() * 1e6 / n as f64)
+    };
+    println!(
+        "   wall per key in steps: emit {:.1} us, work {:.1} us, collect {:.1} us",
+        busy("emit"),
+        busy("work"),
+        busy("all")
+    );
     println!(
         "   ratio dynhost/bare     {:>8.2}   (target <= 1.5)",
         per(dyn_cpu) / per(bare_cpu)

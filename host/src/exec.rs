@@ -25,8 +25,9 @@ use crate::store::{PriorStep, RunStore, StoreError};
 use coordinator::Coordinator;
 use crossbeam_channel::{bounded, unbounded};
 use record::Recorder;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use worker::{Event, Job, work};
+use worker::{EmitQueue, Event, Job, WorkerContext, work};
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -140,12 +141,21 @@ pub fn run(
     let workers = options.max_concurrent.max(1);
     let mut coordinator = Coordinator::new(plan, options, storage);
     coordinator.component_hashes = components.iter().map(|c| c.hash.clone()).collect();
+    let queues: Vec<Arc<EmitQueue>> = (0..workers).map(|_| Arc::default()).collect();
     std::thread::scope(|scope| {
         let (job_tx, job_rx) = bounded::<Job>(workers);
         let (event_tx, event_rx) = unbounded::<Event>();
-        for _ in 0..workers {
+        for (worker, queue) in queues.iter().enumerate() {
             let jobs = job_rx.clone();
             let events = event_tx.clone();
+            let cx = WorkerContext {
+                worker,
+                plan,
+                runtime,
+                components,
+                run_id: &options.run_id,
+                queue: queue.clone(),
+            };
             // Wasm runs on the worker's native stack, so it needs the wasm
             // stack limit plus room for wasmtime and the host functions.
             let native_stack = usize::try_from(plan.stack_bytes())
@@ -154,16 +164,14 @@ pub fn run(
             let spawned = std::thread::Builder::new()
                 .name("dynhost-worker".into())
                 .stack_size(native_stack)
-                .spawn_scoped(scope, move || {
-                    work(plan, runtime, components, &jobs, &events)
-                });
+                .spawn_scoped(scope, move || work(cx, &jobs, events));
             if let Err(e) = spawned {
                 tracing::error!("cannot start a worker thread: {e}");
             }
         }
         drop(job_rx);
         drop(event_tx);
-        coordinator.drive(workers, &job_tx, &event_rx, observer);
+        coordinator.drive(&job_tx, &event_rx, &queues, observer);
     });
     coordinator.scheduler.skip_stranded();
     coordinator.report_skipped(observer);

@@ -17,7 +17,7 @@ pub use host::EmitSink;
 pub use policy::{Limits, Mount, SandboxPolicy};
 pub use sandbox::TRUNCATED_MARKER;
 
-use crate::key::MappingKey;
+use crate::key::{KeyPath, MappingKey};
 use bindings::{DynamicOp, DynamicOpPre};
 use sandbox::{Capture, MemoryLimiter, StepState};
 use serde::Serialize;
@@ -102,25 +102,29 @@ pub enum InputData {
     /// Collected elements (keys relative to the collecting op) and tolerated failures.
     Collected {
         /// Successful elements, in emission order.
-        items: Vec<(Vec<MappingKey>, Arc<[u8]>)>,
+        items: Vec<(KeyPath, Arc<[u8]>)>,
         /// Failed elements the collect tolerates.
-        failed: Vec<(Vec<MappingKey>, OpFailure)>,
+        failed: Vec<(KeyPath, OpFailure)>,
     },
 }
 
-/// Everything one step call needs besides the component and policy.
-#[derive(Debug, Clone)]
-pub struct StepCall {
+/// Everything one step call needs besides the component and policy. Borrowed:
+/// the executor keeps the strings per worker thread, so a call copies nothing
+/// and touches no reference count another thread also touches.
+#[derive(Debug, Clone, Copy)]
+pub struct StepCall<'a> {
     /// The run's id.
-    pub run_id: Arc<str>,
+    pub run_id: &'a str,
     /// The op's name.
-    pub op: Arc<str>,
+    pub op: &'a Arc<str>,
     /// The step's mapping keys, outermost first.
-    pub keys: Vec<MappingKey>,
+    pub keys: &'a [MappingKey],
     /// The op's config as JSON.
-    pub config_json: Arc<str>,
-    /// Named inputs, sorted by name.
-    pub inputs: Vec<(Arc<str>, InputData)>,
+    pub config_json: &'a str,
+    /// The names of the op's inputs, in the order of `inputs`.
+    pub input_names: &'a [String],
+    /// The input values.
+    pub inputs: &'a [InputData],
 }
 
 /// Per-step accounting.
@@ -237,7 +241,7 @@ impl Runtime {
         &self,
         op: &OpComponent,
         policy: &SandboxPolicy,
-        call: &StepCall,
+        call: &StepCall<'_>,
         sink: Box<dyn EmitSink>,
     ) -> StepReport {
         let limits = &policy.limits;
@@ -264,7 +268,7 @@ impl Runtime {
                 current_bytes: 0,
                 peak_bytes: 0,
             },
-            emits: host::EmitState::new(sink, &call.op, &policy.dynamic_outputs, limits),
+            emits: host::EmitState::new(sink, call.op, &policy.dynamic_outputs, limits),
             log: log.clone(),
         };
         let mut store = Store::new(&self.engine, state);
@@ -301,7 +305,7 @@ impl Runtime {
                 stats.output_bytes = bytes.len() as u64;
                 if stats.emitted_bytes + stats.output_bytes > limits.max_output_bytes {
                     Err(host::output_limit(
-                        &call.op,
+                        call.op,
                         "max_output_bytes",
                         limits.max_output_bytes,
                         "bytes",
@@ -334,21 +338,22 @@ enum CallError {
 fn call_op(
     store: &mut Store<StepState>,
     op: &OpComponent,
-    call: &StepCall,
+    call: &StepCall<'_>,
 ) -> Result<Result<Vec<u8>, String>, CallError> {
     let instance = op
         .pre
         .instantiate(&mut *store)
         .map_err(CallError::Instantiate)?;
     let ctx = bindings::Context {
-        run_id: call.run_id.to_string(),
+        run_id: call.run_id.to_owned(),
         op: call.op.to_string(),
-        keys: call.keys.iter().map(|k| k.as_str().to_owned()).collect(),
-        config: call.config_json.to_string(),
+        keys: keys_to_strings(call.keys),
+        config: call.config_json.to_owned(),
     };
     let inputs: Vec<bindings::Input> = call
-        .inputs
+        .input_names
         .iter()
+        .zip(call.inputs)
         .map(|(name, data)| to_input(name, data))
         .collect();
     instance

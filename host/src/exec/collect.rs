@@ -7,7 +7,7 @@
 //! on every run of a deterministic emitter, whatever the concurrency.
 
 use super::scheduler::{Scheduler, StepId};
-use crate::key::MappingKey;
+use crate::key::{KeyPath, MappingKey};
 use crate::plan::{CollectTarget, DynOutput, Plan};
 use crate::runtime::{InputData, OpFailure};
 use std::sync::Arc;
@@ -51,8 +51,8 @@ pub(crate) fn gather(
 }
 
 struct Gathered {
-    items: Vec<(Vec<MappingKey>, Arc<[u8]>)>,
-    failed: Vec<(Vec<MappingKey>, OpFailure)>,
+    items: Vec<(KeyPath, Arc<[u8]>)>,
+    failed: Vec<(KeyPath, OpFailure)>,
 }
 
 fn walk(
@@ -67,7 +67,7 @@ fn walk(
     let d = &scope[level];
     let emitter = StepId {
         op: d.op,
-        keys: keys.to_vec(),
+        keys: KeyPath::from(keys),
     };
     let Some(items) = scheduler
         .steps
@@ -77,13 +77,13 @@ fn walk(
         return;
     };
     for (key, value) in &items.order {
-        let mut next = keys.to_vec();
+        let mut next = KeyPath::from(keys);
         next.push(key.clone());
         if level + 1 < scope.len() {
             walk(scheduler, target, scope, base, &next, out);
             continue;
         }
-        let relative = next[base..].to_vec();
+        let relative = KeyPath::from(&next[base..]);
         match target {
             CollectTarget::Items(_) => out.items.push((relative, value.clone())),
             CollectTarget::Values(op) => {

@@ -3,12 +3,12 @@
 
 use super::record::{self, Prior, Recorder};
 use super::scheduler::{Scheduler, StepId};
-use super::worker::{BATCH_THRESHOLD, Event, Job, MAX_BATCH};
+use super::worker::{BATCH_THRESHOLD, EmitQueue, Emitted, Event, Job, MAX_BATCH};
 use super::{RunEvent, RunOptions, Storage};
 use crate::key::StepName;
 use crate::plan::Plan;
 use crate::report::OpSummary;
-use crate::runtime::{StepCall, StepReport, StepStats};
+use crate::runtime::{InputData, StepReport, StepStats};
 use crate::store::RunStore;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rustc_hash::FxHashMap;
@@ -18,21 +18,14 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// An op's name and config, shared by all its steps' calls.
-struct SharedOp {
-    name: Arc<str>,
-    config: Arc<str>,
-}
-
 /// The longest wait between retries, however many there were.
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(3600);
 
 /// Owns the scheduler and everything else the coordinating thread tracks.
 pub(crate) struct Coordinator<'p> {
     plan: &'p Plan,
-    run_id: Arc<str>,
-    /// Per op, the strings every step's call carries, shared instead of copied.
-    shared: Vec<SharedOp>,
+    /// How many workers take jobs.
+    workers: usize,
     pub(super) scheduler: Scheduler<'p>,
     /// Accounting summed per op as steps finish (not kept per step: a
     /// million keys would hold a million records).
@@ -60,15 +53,7 @@ impl<'p> Coordinator<'p> {
     pub(super) fn new(plan: &'p Plan, options: &RunOptions, storage: Storage) -> Self {
         Self {
             plan,
-            run_id: Arc::from(options.run_id.as_str()),
-            shared: plan
-                .ops
-                .iter()
-                .map(|op| SharedOp {
-                    name: Arc::from(op.name.as_str()),
-                    config: Arc::from(op.config_json.as_str()),
-                })
-                .collect(),
+            workers: options.max_concurrent.max(1),
             scheduler: Scheduler::new(plan),
             totals: plan.ops.iter().map(|op| OpSummary::new(&op.name)).collect(),
             retries_done: HashMap::default(),
@@ -93,11 +78,13 @@ impl<'p> Coordinator<'p> {
     /// ready or waiting for a retry.
     pub(super) fn drive(
         &mut self,
-        workers: usize,
         jobs: &Sender<Job>,
         events: &Receiver<Event>,
+        queues: &[Arc<EmitQueue>],
         observer: &mut dyn FnMut(RunEvent<'_>),
     ) {
+        let workers = self.workers;
+        let mut emitted = Vec::new();
         loop {
             self.report_skipped(observer);
             while self.in_flight < workers {
@@ -112,8 +99,8 @@ impl<'p> Coordinator<'p> {
                 let mut steps = Vec::with_capacity(size);
                 while steps.len() < size {
                     let Some(step) = self.next_step() else { break };
-                    if let Some(call) = self.start(&step, observer) {
-                        steps.push((step, call));
+                    if let Some(inputs) = self.start(&step, observer) {
+                        steps.push((step, inputs));
                     }
                 }
                 if steps.is_empty() && self.scheduler.ready_len() > 0 {
@@ -144,19 +131,24 @@ impl<'p> Coordinator<'p> {
                     Err(_) => return,
                 },
             };
-            self.handle(event, observer);
+            self.handle(event, queues, &mut emitted, observer);
         }
     }
 
     /// Builds the call; reuses a stored success with the same inputs instead
     /// of running it (`None`), else counts the attempt and tells the observer.
-    fn start(&mut self, step: &StepId, observer: &mut dyn FnMut(RunEvent<'_>)) -> Option<StepCall> {
-        let call = self.call(step);
+    fn start(
+        &mut self,
+        step: &StepId,
+        observer: &mut dyn FnMut(RunEvent<'_>),
+    ) -> Option<Vec<InputData>> {
+        let inputs = self.scheduler.inputs(step);
         if self.recorder.is_some() || !self.prior.is_empty() {
-            let hash = record::hash_inputs(&call.inputs);
+            let op = &self.plan.ops[step.op];
+            let hash = record::hash_inputs(op, &inputs);
             if self.recorder.is_some() {
                 self.input_summaries
-                    .insert(step.clone(), record::describe_inputs(&call.inputs));
+                    .insert(step.clone(), record::describe_inputs(op, &inputs));
             }
             if self
                 .prior
@@ -181,7 +173,7 @@ impl<'p> Coordinator<'p> {
             op,
             attempt,
         });
-        Some(call)
+        Some(inputs)
     }
 
     /// Replays a stored success: its items (which start the steps mapped over
@@ -190,9 +182,12 @@ impl<'p> Coordinator<'p> {
         let Some(prior) = self.prior.remove(step) else {
             return;
         };
+        let outputs = &self.plan.ops[step.op].dynamic_outputs;
         for (output, key, value) in &prior.items {
-            self.scheduler
-                .on_emit(step, output, key.clone(), value.clone());
+            if let Some(index) = outputs.iter().position(|o| o == output) {
+                self.scheduler
+                    .on_emit(step, index, key.clone(), value.clone());
+            }
         }
         if self.record_reused
             && let Some(recorder) = &self.recorder
@@ -297,28 +292,19 @@ impl<'p> Coordinator<'p> {
         self.scheduler.next_ready()
     }
 
-    fn call(&mut self, step: &StepId) -> StepCall {
-        let shared = &self.shared[step.op];
-        StepCall {
-            run_id: self.run_id.clone(),
-            op: shared.name.clone(),
-            keys: step.keys.clone(),
-            config_json: shared.config.clone(),
-            inputs: self.scheduler.inputs(step),
-        }
-    }
-
-    fn handle(&mut self, event: Event, observer: &mut dyn FnMut(RunEvent<'_>)) {
+    fn handle(
+        &mut self,
+        event: Event,
+        queues: &[Arc<EmitQueue>],
+        emitted: &mut Vec<Emitted>,
+        observer: &mut dyn FnMut(RunEvent<'_>),
+    ) {
         match event {
-            Event::Emit {
-                step,
-                output,
-                key,
-                value,
-            } => {
-                let plan = self.plan;
-                if let Some(name) = plan.ops[step.op].dynamic_outputs.get(output) {
-                    self.scheduler.on_emit(&step, name, key, Arc::from(value));
+            Event::Emitted { worker } => {
+                queues[worker].take(emitted);
+                for item in emitted.drain(..) {
+                    self.scheduler
+                        .on_emit(&item.step, item.output, item.key, item.value);
                 }
             }
             Event::Done { steps, batch_done } => {

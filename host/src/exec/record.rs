@@ -4,8 +4,8 @@
 //! inputs are the same.
 
 use super::scheduler::{Emitted, StepId};
-use crate::key::MappingKey;
-use crate::plan::Plan;
+use crate::key::{KeyPath, MappingKey};
+use crate::plan::{Plan, PlannedOp};
 use crate::runtime::{InputData, StepReport};
 use crate::store::{PriorStep, RunStore, StepRecord, StepStatus, StoreError};
 use crossbeam_channel::{Sender, unbounded};
@@ -89,7 +89,7 @@ pub(crate) fn prior_map(plan: &Plan, prior: Vec<PriorStep>) -> FxHashMap<StepId,
             .keys
             .iter()
             .map(|k| MappingKey::parse(k))
-            .collect::<Result<Vec<_>, _>>()
+            .collect::<Result<KeyPath, _>>()
         else {
             continue;
         };
@@ -112,15 +112,16 @@ pub(crate) fn prior_map(plan: &Plan, prior: Vec<PriorStep>) -> FxHashMap<StepId,
     map
 }
 
-/// SHA-256 over a step's inputs: names, values, collected keys and failures.
-pub(crate) fn hash_inputs(inputs: &[(Arc<str>, InputData)]) -> String {
+/// SHA-256 over a step's inputs (`op`'s, in plan order): names, values,
+/// collected keys and failures.
+pub(crate) fn hash_inputs(op: &PlannedOp, inputs: &[InputData]) -> String {
     let mut h = Sha256::new();
     let mut field = |bytes: &[u8]| {
         h.update((bytes.len() as u64).to_le_bytes());
         h.update(bytes);
     };
-    for (name, data) in inputs {
-        field(name.as_bytes());
+    for (input, data) in op.inputs.iter().zip(inputs) {
+        field(input.name.as_bytes());
         match data {
             InputData::Single(bytes) => field(bytes),
             InputData::Collected { items, failed } => {
@@ -143,17 +144,21 @@ pub(crate) fn hash_inputs(inputs: &[(Arc<str>, InputData)]) -> String {
 }
 
 /// A JSON summary of a step's inputs, for `dynhost show`.
-pub(crate) fn describe_inputs(inputs: &[(Arc<str>, InputData)]) -> String {
-    let list: Vec<serde_json::Value> = inputs
+pub(crate) fn describe_inputs(op: &PlannedOp, inputs: &[InputData]) -> String {
+    let list: Vec<serde_json::Value> = op
+        .inputs
         .iter()
-        .map(|(name, data)| match data {
+        .zip(inputs)
+        .map(|(input, data)| {
+            let name = input.name.as_str();
+            match data {
             InputData::Single(bytes) => serde_json::json!({
-                "name": &**name, "kind": "single", "bytes": bytes.len(), "sha256": crate::store::hash_bytes(bytes),
+                "name": name, "kind": "single", "bytes": bytes.len(), "sha256": crate::store::hash_bytes(bytes),
             }),
             InputData::Collected { items, failed } => serde_json::json!({
-                "name": &**name, "kind": "collected", "items": items.len(), "failed": failed.len(),
+                "name": name, "kind": "collected", "items": items.len(), "failed": failed.len(),
             }),
-        })
+        }})
         .collect();
     serde_json::Value::Array(list).to_string()
 }

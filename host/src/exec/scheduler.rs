@@ -12,7 +12,7 @@ mod collection;
 
 use super::collect;
 use crate::key::{KeyPath, MappingKey};
-use crate::plan::{CollectTarget, DynOutput, OpId, Plan, Source};
+use crate::plan::{CollectTarget, OpId, Plan, Source};
 use crate::runtime::{FailureKind, InputData, OpFailure};
 use collection::{Collection, CollectionId, Role, Watch, exceeds};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
@@ -84,24 +84,32 @@ pub(crate) struct Scheduler<'p> {
     ready: VecDeque<StepId>,
     /// Steps that became terminal without running (skipped), for the caller to report.
     skipped: Vec<(StepId, String)>,
-    children: HashMap<DynOutput, Vec<OpId>>,
+    /// Per op and dynamic output index, the ops mapped over that output.
+    children: std::rc::Rc<[Vec<Vec<OpId>>]>,
     /// Per op, the collections its steps count toward. Shared so the hot
     /// paths can walk it while mutating the rest of the scheduler.
     watches: std::rc::Rc<[Vec<Watch>]>,
     /// Failed or skipped steps that a tolerant collect ran without.
     pub tolerated: HashSet<StepId>,
-    /// Per op, its input names, shared by every step's call.
-    input_names: Vec<Vec<Arc<str>>>,
 }
 
 impl<'p> Scheduler<'p> {
     /// Creates the steps outside any map and queues those that are ready.
     pub fn new(plan: &'p Plan) -> Self {
-        let mut children: HashMap<DynOutput, Vec<OpId>> = HashMap::default();
+        let mut children: Vec<Vec<Vec<OpId>>> = plan
+            .ops
+            .iter()
+            .map(|op| vec![Vec::new(); op.dynamic_outputs.len()])
+            .collect();
         let mut watches: Vec<Vec<Watch>> = vec![Vec::new(); plan.ops.len()];
         for (id, op) in plan.ops.iter().enumerate() {
-            if let Some(last) = op.scope.last() {
-                children.entry(last.clone()).or_default().push(id);
+            if let Some(last) = op.scope.last()
+                && let Some(index) = plan.ops[last.op]
+                    .dynamic_outputs
+                    .iter()
+                    .position(|o| *o == last.output)
+            {
+                children[last.op][index].push(id);
             }
             for (index, input) in op.inputs.iter().enumerate() {
                 let Source::Collect(target, _) = &input.source else {
@@ -140,19 +148,9 @@ impl<'p> Scheduler<'p> {
             collections: HashMap::default(),
             ready: VecDeque::new(),
             skipped: Vec::new(),
-            children,
+            children: children.into(),
             watches: watches.into(),
             tolerated: HashSet::default(),
-            input_names: plan
-                .ops
-                .iter()
-                .map(|op| {
-                    op.inputs
-                        .iter()
-                        .map(|i| Arc::from(i.name.as_str()))
-                        .collect()
-                })
-                .collect(),
         };
         let roots: Vec<OpId> = (0..plan.ops.len())
             .filter(|&id| plan.ops[id].scope.is_empty())
@@ -180,17 +178,22 @@ impl<'p> Scheduler<'p> {
         std::mem::take(&mut self.skipped)
     }
 
-    /// Records an item emitted by a running step and creates the steps mapped over it.
-    pub fn on_emit(&mut self, step: &StepId, output: &str, key: MappingKey, value: Arc<[u8]>) {
+    /// Records an item emitted by a running step on its dynamic output number
+    /// `output` and creates the steps mapped over it.
+    pub fn on_emit(&mut self, step: &StepId, output: usize, key: MappingKey, value: Arc<[u8]>) {
+        let plan = self.plan;
+        let Some(name) = plan.ops[step.op].dynamic_outputs.get(output) else {
+            return;
+        };
         let Some(entry) = self.steps.get_mut(step) else {
             return;
         };
-        match entry.emitted.get_mut(output) {
+        match entry.emitted.get_mut(name.as_str()) {
             Some(items) => items.push(key.clone(), value),
             None => {
                 let mut items = Items::default();
                 items.push(key.clone(), value);
-                entry.emitted.insert(output.to_owned(), items);
+                entry.emitted.insert(name.clone(), items);
             }
         }
         let watches = self.watches.clone();
@@ -199,24 +202,22 @@ impl<'p> Scheduler<'p> {
                 output: o,
                 adds: true,
             } = &watch.role
-                && o == output
+                && o == name
                 && let Some(c) = self.collections.get_mut(&(
                     watch.consumer,
                     watch.input,
-                    step.keys[..watch.depth].to_vec(),
+                    KeyPath::from(&step.keys[..watch.depth]),
                 ))
             {
                 c.pending += 1;
             }
         }
-        let dyn_output = DynOutput {
-            op: step.op,
-            output: output.to_owned(),
-        };
-        if let Some(ops) = self.children.get(&dyn_output).cloned() {
+        let children = self.children.clone();
+        let ops = &children[step.op][output];
+        if !ops.is_empty() {
             let mut keys = step.keys.clone();
             keys.push(key);
-            self.create_instance(&ops, &keys);
+            self.create_instance(ops, &keys);
         }
     }
 
@@ -253,12 +254,12 @@ impl<'p> Scheduler<'p> {
         for &op in ops {
             let id = StepId {
                 op,
-                keys: keys.to_vec(),
+                keys: KeyPath::from(keys),
             };
             for (index, input) in self.plan.ops[op].inputs.iter().enumerate() {
                 if matches!(input.source, Source::Collect(..)) {
                     self.collections
-                        .insert((op, index, keys.to_vec()), Collection::new());
+                        .insert((op, index, KeyPath::from(keys)), Collection::new());
                 }
             }
             self.steps.insert(
@@ -272,7 +273,7 @@ impl<'p> Scheduler<'p> {
         for &op in ops {
             self.check(StepId {
                 op,
-                keys: keys.to_vec(),
+                keys: KeyPath::from(keys),
             });
         }
     }
@@ -309,7 +310,7 @@ impl<'p> Scheduler<'p> {
                 Source::Value(up) => {
                     let dep = StepId {
                         op: *up,
-                        keys: step.keys[..self.plan.ops[*up].scope.len()].to_vec(),
+                        keys: KeyPath::from(&step.keys[..self.plan.ops[*up].scope.len()]),
                     };
                     match self.entry_status(&dep) {
                         Some(Status::Succeeded(_)) => {}
@@ -370,7 +371,7 @@ impl<'p> Scheduler<'p> {
                 let key = (
                     watch.consumer,
                     watch.input,
-                    step.keys[..watch.depth].to_vec(),
+                    KeyPath::from(&step.keys[..watch.depth]),
                 );
                 let Some(c) = self.collections.get_mut(&key) else {
                     continue;
@@ -392,7 +393,7 @@ impl<'p> Scheduler<'p> {
                 if c.pending == 0 {
                     to_check.push(StepId {
                         op: watch.consumer,
-                        keys: step.keys[..watch.depth].to_vec(),
+                        keys: KeyPath::from(&step.keys[..watch.depth]),
                     });
                 }
             }
@@ -415,15 +416,15 @@ impl<'p> Scheduler<'p> {
     /// The inputs of a ready step, in the order the plan lists them.
     /// Failed or skipped steps that a tolerant collect ran without are marked
     /// tolerated here, as the collect's input is built.
-    pub fn inputs(&mut self, step: &StepId) -> Vec<(Arc<str>, InputData)> {
+    pub fn inputs(&mut self, step: &StepId) -> Vec<InputData> {
         let op = &self.plan.ops[step.op];
         let mut inputs = Vec::with_capacity(op.inputs.len());
-        for (index, input) in op.inputs.iter().enumerate() {
+        for input in &op.inputs {
             let data = match &input.source {
                 Source::Value(up) => {
                     let dep = StepId {
                         op: *up,
-                        keys: step.keys[..self.plan.ops[*up].scope.len()].to_vec(),
+                        keys: KeyPath::from(&step.keys[..self.plan.ops[*up].scope.len()]),
                     };
                     InputData::Single(self.value(&dep).unwrap_or_else(|| Arc::from(Vec::new())))
                 }
@@ -437,7 +438,7 @@ impl<'p> Scheduler<'p> {
                         .expect("a map input's output is in the op's scope");
                     let emitter = StepId {
                         op: d.op,
-                        keys: step.keys[..level].to_vec(),
+                        keys: KeyPath::from(&step.keys[..level]),
                     };
                     let value = self.steps[&emitter]
                         .emitted
@@ -462,7 +463,7 @@ impl<'p> Scheduler<'p> {
                     data
                 }
             };
-            inputs.push((Arc::clone(&self.input_names[step.op][index]), data));
+            inputs.push(data);
         }
         inputs
     }

@@ -44,7 +44,7 @@ pub(crate) fn build_report(
                 outputs.push(FinalOutput {
                     op: plan.ops[id.op].name.clone(),
                     step: name,
-                    keys: id.keys.clone(),
+                    keys: id.keys.to_vec(),
                     value: value.to_vec(),
                 });
             }

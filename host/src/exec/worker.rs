@@ -1,24 +1,21 @@
 //! Worker threads: run batches of steps with synchronous wasmtime calls and
-//! send emitted items and finished steps back to the coordinator.
+//! hand emitted items and finished steps back to the coordinator.
 
 use super::StepId;
 use crate::key::MappingKey;
 use crate::plan::Plan;
 use crate::runtime::{
-    EmitSink, FailureKind, OpComponent, OpFailure, Runtime, StepCall, StepReport, StepStats,
+    EmitSink, FailureKind, InputData, OpComponent, OpFailure, Runtime, StepCall, StepReport,
+    StepStats,
 };
 use crossbeam_channel::{Receiver, Sender};
 use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub(crate) enum Event {
-    Emit {
-        step: StepId,
-        /// Index into the op's dynamic outputs.
-        output: usize,
-        key: MappingKey,
-        value: Vec<u8>,
-    },
+    /// Worker `worker`'s [`EmitQueue`] went from empty to holding items.
+    Emitted { worker: usize },
     /// Finished steps; `batch_done` frees the worker for another job.
     Done {
         steps: Vec<(StepId, Box<StepReport>)>,
@@ -26,11 +23,47 @@ pub(crate) enum Event {
     },
 }
 
-/// Steps for one worker to run one after another. Batching amortises the
-/// cross-thread hand-off (two futex wake-ups per message), which otherwise
-/// costs more than instantiating and running a small op.
+/// An item a running step emitted.
+pub(crate) struct Emitted {
+    pub step: StepId,
+    /// Index into the op's dynamic outputs.
+    pub output: usize,
+    pub key: MappingKey,
+    pub value: Arc<[u8]>,
+}
+
+/// One worker's emitted items on their way to the coordinator. The worker
+/// rings the coordinator ([`Event::Emitted`]) only when the queue was empty,
+/// and the coordinator takes everything queued at once: a fast emitter costs
+/// one channel message per batch the coordinator takes rather than one per
+/// item, and no item ever waits for a batch to fill. Items of a step are
+/// always taken before its [`Event::Done`], which the worker sends after them.
+#[derive(Default)]
+pub(crate) struct EmitQueue {
+    items: Mutex<Vec<Emitted>>,
+}
+
+impl EmitQueue {
+    /// Moves everything queued into `into` (which should be empty).
+    pub fn take(&self, into: &mut Vec<Emitted>) {
+        let mut items = self.items.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::swap(&mut *items, into);
+    }
+
+    /// Queues `item`; returns whether the queue was empty before.
+    fn push(&self, item: Emitted) -> bool {
+        let mut items = self.items.lock().unwrap_or_else(|e| e.into_inner());
+        items.push(item);
+        items.len() == 1
+    }
+}
+
+/// Steps for one worker to run one after another, each with its inputs in
+/// the order the plan lists them. Batching amortises the cross-thread
+/// hand-off (two futex wake-ups per message), which otherwise costs more than
+/// instantiating and running a small op.
 pub(crate) struct Job {
-    pub steps: Vec<(StepId, StepCall)>,
+    pub steps: Vec<(StepId, Vec<InputData>)>,
 }
 
 /// The most steps one job carries: enough to amortise the hand-off, few
@@ -44,46 +77,101 @@ pub(crate) const BATCH_THRESHOLD: usize = 16;
 /// slow steps do not hold back their siblings' results.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(2);
 
-struct ChannelSink {
-    step: StepId,
+/// Where one worker's steps send their items. Owned by the worker alone, so
+/// cloning it per step touches no count that another thread touches.
+struct Outbox {
+    worker: usize,
+    queue: Arc<EmitQueue>,
     events: Sender<Event>,
 }
 
-impl EmitSink for ChannelSink {
+struct QueueSink {
+    step: StepId,
+    outbox: Arc<Outbox>,
+}
+
+impl EmitSink for QueueSink {
     fn emit(&mut self, output: usize, key: MappingKey, value: Vec<u8>) {
-        let event = Event::Emit {
+        let item = Emitted {
             step: self.step.clone(),
             output,
             key,
-            value,
+            value: Arc::from(value),
         };
-        // The coordinator outlives every worker, so the channel is open.
-        let _ = self.events.send(event);
+        if self.outbox.queue.push(item) {
+            // The coordinator outlives every worker, so the channel is open.
+            let _ = self.outbox.events.send(Event::Emitted {
+                worker: self.outbox.worker,
+            });
+        }
     }
 }
 
+/// The strings of one op's calls, copied per worker (see [`StepCall`]).
+struct OpStrings {
+    name: Arc<str>,
+    config: String,
+    input_names: Vec<String>,
+}
+
+/// What a worker thread is given.
+pub(crate) struct WorkerContext<'a> {
+    pub worker: usize,
+    pub plan: &'a Plan,
+    pub runtime: &'a Runtime,
+    pub components: &'a [OpComponent],
+    pub run_id: &'a str,
+    pub queue: Arc<EmitQueue>,
+}
+
 /// A worker thread: runs jobs until the coordinator closes the channel.
-pub(crate) fn work(
-    plan: &Plan,
-    runtime: &Runtime,
-    components: &[OpComponent],
-    jobs: &Receiver<Job>,
-    events: &Sender<Event>,
-) {
+pub(crate) fn work(cx: WorkerContext<'_>, jobs: &Receiver<Job>, events: Sender<Event>) {
+    let WorkerContext {
+        worker,
+        plan,
+        runtime,
+        components,
+        run_id,
+        queue,
+    } = cx;
+    let ops: Vec<OpStrings> = plan
+        .ops
+        .iter()
+        .map(|op| OpStrings {
+            name: Arc::from(op.name.as_str()),
+            config: op.config_json.clone(),
+            input_names: op.inputs.iter().map(|i| i.name.clone()).collect(),
+        })
+        .collect();
+    let outbox = Arc::new(Outbox {
+        worker,
+        queue,
+        events: events.clone(),
+    });
     for job in jobs {
         let mut done = Vec::with_capacity(job.steps.len());
         let mut flushed = Instant::now();
-        for (step, call) in job.steps {
+        for (step, inputs) in job.steps {
             let op = &plan.ops[step.op];
-            let sink = Box::new(ChannelSink {
+            let strings = &ops[step.op];
+            let sink = Box::new(QueueSink {
                 step: step.clone(),
-                events: events.clone(),
+                outbox: outbox.clone(),
             });
+            let call = StepCall {
+                run_id,
+                op: &strings.name,
+                keys: &step.keys,
+                config_json: &strings.config,
+                input_names: &strings.input_names,
+                inputs: &inputs,
+            };
             let component = &components[step.op];
             let report = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 runtime.run_step(component, &op.policy, &call, sink)
             }))
             .unwrap_or_else(|panic| host_panic(&panic));
+            drop(inputs);
             done.push((step, Box::new(report)));
             if flushed.elapsed() >= FLUSH_INTERVAL {
                 let _ = events.send(Event::Done {

@@ -35,7 +35,7 @@ impl WasiView for StepState {
 /// is off entirely (TCP, UDP and name lookup), not just filtered.
 pub(crate) fn wasi_ctx(
     policy: &SandboxPolicy,
-    call: &StepCall,
+    call: &StepCall<'_>,
     stdout: &Capture,
     stderr: &Capture,
 ) -> Result<WasiCtx, OpFailure> {
@@ -71,12 +71,12 @@ pub(crate) fn wasi_ctx(
 
 /// Pins clocks and seeds randomness from the op and keys, so a rerun of the
 /// same step sees the same time and the same random numbers.
-fn deterministic(builder: &mut WasiCtxBuilder, call: &StepCall) {
+fn deterministic(builder: &mut WasiCtxBuilder, call: &StepCall<'_>) {
     use rand::SeedableRng;
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     hasher.update(call.op.as_bytes());
-    for key in &call.keys {
+    for key in call.keys {
         hasher.update([0]);
         hasher.update(key.as_str().as_bytes());
     }
