@@ -42,6 +42,16 @@ fn main() {
         fanout_child(n.parse().unwrap());
         return;
     }
+    if let [cmd, n, pad, budget_mib] = args.as_slice()
+        && cmd == "spill"
+    {
+        spill_child(
+            n.parse().unwrap(),
+            pad.parse().unwrap(),
+            budget_mib.parse().unwrap(),
+        );
+        return;
+    }
     let trivial = build_trivial();
     let n: u64 = std::env::var("DYNHOST_BENCH_KEYS")
         .ok()
@@ -55,6 +65,7 @@ fn main() {
     println!("dynhost benchmarks (cores: {})", cores());
     overhead(&trivial, n);
     fanout();
+    spill();
     cold_warm(&trivial);
     pipelining(&trivial);
     if std::env::var_os("DYNHOST_SKIP_POLYGLOT").is_none() {
@@ -158,6 +169,7 @@ fn options() -> RunOptions {
     RunOptions {
         run_id: "bench".into(),
         max_concurrent: cores(),
+        memory_budget_bytes: exec::DEFAULT_MEMORY_BUDGET,
     }
 }
 
@@ -346,6 +358,96 @@ fn fanout_child(n: u64) {
         "   {n:>9}  {:>12.0}  {:>14.0}",
         n as f64 / elapsed.as_secs_f64(),
         rss as f64 / f64::from(1u32 << 20)
+    );
+}
+
+/// Benchmark 2b: values larger than the memory budget. 100,000 keys with
+/// 4 KiB items (400 MB of values) mapped to 8-byte results and collected,
+/// once with every value in memory and once with a 64 MiB budget (the rest
+/// spilled to disk), each in a fresh process.
+fn spill() {
+    const KEYS: u64 = 100_000;
+    const PAD: u64 = 4096;
+    println!("\n2b. values past the memory budget ({KEYS} keys, {PAD}-byte items, 8-byte results)");
+    println!(
+        "   {:>14}  {:>12}  {:>14}  {:>12}",
+        "budget", "keys/s", "peak RSS MiB", "spilled MiB"
+    );
+    for budget in [u64::MAX >> 20, 64] {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "spill",
+                &KEYS.to_string(),
+                &PAD.to_string(),
+                &budget.to_string(),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            println!(
+                "   failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
+            continue;
+        }
+        println!("{}", text.trim_end());
+    }
+}
+
+fn spill_child(n: u64, pad: u64, budget_mib: u64) {
+    let trivial = root().join("target/guests/wasm32-wasip2/release/trivial.wasm");
+    let dir = tempfile::tempdir().unwrap();
+    let c = trivial.display();
+    let toml = format!(
+        r#"name = "spill"
+[defaults]
+max_emits = {n}
+max_output_bytes = {total}
+[ops.emit]
+component = "{c}"
+dynamic = true
+config = {{ emit = {n}, pad = {pad} }}
+[ops.work]
+component = "{c}"
+config = {{ keep = 8 }}
+inputs.v = {{ map = "emit" }}
+[ops.all]
+component = "{c}"
+inputs.vs = {{ collect = "work" }}
+"#,
+        total = n * (pad + 16)
+    );
+    let plan = job(dir.path(), &toml);
+    let rt = runtime(&plan, None);
+    let components = dynhost::load_components(&rt, &plan).unwrap();
+    let mut options = options();
+    options.memory_budget_bytes = budget_mib.saturating_mul(1 << 20);
+    let start = Instant::now();
+    let result = exec::run(
+        &plan,
+        &rt,
+        &components,
+        &options,
+        exec::Storage::default(),
+        &mut |_| {},
+    );
+    let elapsed = start.elapsed();
+    assert!(result.report.is_success(), "{:?}", result.report.ops);
+    let rss = dynhost::report::peak_rss_bytes().unwrap_or(0);
+    let label = if budget_mib >= u64::MAX >> 20 {
+        "none".to_owned()
+    } else {
+        format!("{budget_mib} MiB")
+    };
+    println!(
+        "   {label:>14}  {:>12.0}  {:>14.0}  {:>12.0}",
+        n as f64 / elapsed.as_secs_f64(),
+        rss as f64 / f64::from(1u32 << 20),
+        result.report.spilled_bytes as f64 / f64::from(1u32 << 20)
     );
 }
 

@@ -100,6 +100,10 @@ struct ExecArgs {
     /// Compile components without the on-disk compile cache.
     #[arg(long)]
     no_cache: bool,
+    /// MiB of step values kept in memory; beyond it values are spilled to a
+    /// temporary file and read back when a step needs them.
+    #[arg(long, default_value_t = dynhost::exec::DEFAULT_MEMORY_BUDGET >> 20)]
+    memory_budget_mib: u64,
 }
 
 #[derive(Debug, Args)]
@@ -293,6 +297,7 @@ fn execute(
     let options = RunOptions {
         run_id: run.id.clone(),
         max_concurrent,
+        memory_budget_bytes: args.memory_budget_mib.saturating_mul(1 << 20),
     };
     let mut view = report::Progress::new(args.json, plan);
     let result = dynhost::exec::run(

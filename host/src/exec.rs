@@ -13,6 +13,7 @@ mod coordinator;
 mod record;
 mod scheduler;
 mod summary;
+mod values;
 mod worker;
 
 pub use scheduler::StepId;
@@ -36,7 +37,14 @@ pub struct RunOptions {
     pub run_id: String,
     /// Steps running at once.
     pub max_concurrent: usize,
+    /// Bytes of step values (returned and emitted) kept in memory; the rest
+    /// go to a spill file on disk and are read back when a step needs them.
+    pub memory_budget_bytes: u64,
 }
+
+/// The default of [`RunOptions::memory_budget_bytes`]: enough that most jobs
+/// never touch the disk, small next to the 1 GiB a million-key run may use.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 256 << 20;
 
 /// Something that happened during a run, for progress display and `--json`.
 #[derive(Debug)]

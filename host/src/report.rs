@@ -21,6 +21,8 @@ pub struct RunReport {
     /// Steps a resumed run had stored that this run no longer has: their
     /// emitter re-ran and did not emit their keys again.
     pub vanished: Vec<String>,
+    /// Bytes of values that went past the memory budget to the spill file.
+    pub spilled_bytes: u64,
 }
 
 impl RunReport {

@@ -1,5 +1,6 @@
-//! Streaming (issue 4): mapped keys start while the emitter still emits, and
-//! chained maps pipeline per key.
+//! Streaming and scale (issue 4): mapped keys start while the emitter still
+//! emits, chained maps pipeline per key, and values past the memory budget go
+//! to disk without changing any result.
 
 use crate::support::TestJob;
 
@@ -53,5 +54,45 @@ inputs.ns = { collect = "next" }
         keys,
         ["a", "b", "c", "d"],
         "collect order stays emission order"
+    );
+}
+
+#[test]
+fn values_past_the_memory_budget_are_spilled_and_read_back_unchanged() {
+    let long = |c: char| c.to_string().repeat(40);
+    let job = TestJob::new(&format!(
+        r#"name = "spill"
+[ops.emit]
+component = "{{probe}}"
+dynamic = true
+config.emit = [{{ key = "a", value = "{a}" }}, {{ key = "b", value = "{b}" }}, {{ key = "c", value = "{c}" }}]
+[ops.work]
+component = "{{probe}}"
+inputs.v = {{ map = "emit" }}
+[ops.next]
+component = "{{probe}}"
+inputs.w = {{ map = "work" }}
+[ops.all]
+component = "{{probe}}"
+inputs.ns = {{ collect = "next" }}
+"#,
+        a = long('a'),
+        b = long('b'),
+        c = long('c'),
+    ));
+    let in_memory = job.run(&["--no-store"]);
+    in_memory.assert_code(0);
+    let spilled = job.run(&["--no-store", "--memory-budget-mib", "0"]);
+    spilled.assert_code(0);
+    assert_eq!(in_memory.finished()["spilled_bytes"], 0);
+    // Three 42-byte items, three `work` and three `next` results went to disk.
+    let bytes = spilled.finished()["spilled_bytes"].as_u64().unwrap();
+    assert!(bytes > 3 * 42 + 6 * 40, "spilled only {bytes} bytes");
+    let collected = |out: &crate::support::CliOutput| out.output("all")["inputs"]["ns"].clone();
+    assert_eq!(collected(&spilled), collected(&in_memory));
+    assert_eq!(
+        collected(&spilled)["items"][1][1]["inputs"]["w"]["inputs"]["v"],
+        long('b'),
+        "an item read back from disk reached the chained map intact"
     );
 }

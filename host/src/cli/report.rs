@@ -274,6 +274,7 @@ pub fn print_run_json(report: &RunReport) -> anyhow::Result<()> {
         "ops": serde_json::to_value(&report.ops)?,
         "outputs": outputs,
         "vanished": report.vanished,
+        "spilled_bytes": report.spilled_bytes,
     });
     println_json(&value);
     Ok(())

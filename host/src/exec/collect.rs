@@ -30,7 +30,7 @@ pub(crate) fn gather(
     scheduler: &Scheduler<'_>,
     target: &CollectTarget,
     step: &StepId,
-) -> InputData {
+) -> Result<InputData, String> {
     let scope = target_scope(scheduler.plan(), target);
     let mut out = Gathered {
         items: Vec::new(),
@@ -43,11 +43,11 @@ pub(crate) fn gather(
         step.keys.len(),
         &step.keys,
         &mut out,
-    );
-    InputData::Collected {
+    )?;
+    Ok(InputData::Collected {
         items: out.items,
         failed: out.failed,
-    }
+    })
 }
 
 struct Gathered {
@@ -62,7 +62,7 @@ fn walk(
     base: usize,
     keys: &[MappingKey],
     out: &mut Gathered,
-) {
+) -> Result<(), String> {
     let level = keys.len();
     let d = &scope[level];
     let emitter = StepId {
@@ -74,25 +74,25 @@ fn walk(
         .get(&emitter)
         .and_then(|e| e.emitted.get(&d.output))
     else {
-        return;
+        return Ok(());
     };
     for (key, value) in &items.order {
         let mut next = KeyPath::from(keys);
         next.push(key.clone());
         if level + 1 < scope.len() {
-            walk(scheduler, target, scope, base, &next, out);
+            walk(scheduler, target, scope, base, &next, out)?;
             continue;
         }
         let relative = KeyPath::from(&next[base..]);
         match target {
-            CollectTarget::Items(_) => out.items.push((relative, value.clone())),
+            CollectTarget::Items(_) => out.items.push((relative, scheduler.bytes(Some(value))?)),
             CollectTarget::Values(op) => {
                 let member = StepId {
                     op: *op,
                     keys: next,
                 };
                 match scheduler.value(&member) {
-                    Some(v) => out.items.push((relative, v)),
+                    Some(v) => out.items.push((relative, scheduler.bytes(Some(v))?)),
                     None => {
                         if let Some(failure) = scheduler.failure(&member) {
                             out.failed.push((relative, failure));
@@ -102,4 +102,5 @@ fn walk(
             }
         }
     }
+    Ok(())
 }

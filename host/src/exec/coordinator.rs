@@ -8,7 +8,7 @@ use super::{RunEvent, RunOptions, Storage};
 use crate::key::StepName;
 use crate::plan::Plan;
 use crate::report::OpSummary;
-use crate::runtime::{InputData, StepReport, StepStats};
+use crate::runtime::{FailureKind, InputData, OpFailure, StepReport, StepStats};
 use crate::store::RunStore;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rustc_hash::FxHashMap;
@@ -54,7 +54,7 @@ impl<'p> Coordinator<'p> {
         Self {
             plan,
             workers: options.max_concurrent.max(1),
-            scheduler: Scheduler::new(plan),
+            scheduler: Scheduler::new(plan, options.memory_budget_bytes),
             totals: plan.ops.iter().map(|op| OpSummary::new(&op.name)).collect(),
             retries_done: HashMap::default(),
             backoffs: BinaryHeap::new(),
@@ -142,7 +142,20 @@ impl<'p> Coordinator<'p> {
         step: &StepId,
         observer: &mut dyn FnMut(RunEvent<'_>),
     ) -> Option<Vec<InputData>> {
-        let inputs = self.scheduler.inputs(step);
+        let inputs = match self.scheduler.inputs(step) {
+            Ok(inputs) => inputs,
+            Err(message) => {
+                let report = StepReport {
+                    outcome: Err(OpFailure::new(FailureKind::Host, message)),
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    log: String::new(),
+                    stats: StepStats::default(),
+                };
+                self.finished(step.clone(), report, observer);
+                return None;
+            }
+        };
         if self.recorder.is_some() || !self.prior.is_empty() {
             let op = &self.plan.ops[step.op];
             let hash = record::hash_inputs(op, &inputs);
@@ -257,6 +270,7 @@ impl<'p> Coordinator<'p> {
             memo_key: self.memo_keys.get(step).cloned(),
             inputs: self.input_summaries.get(step).cloned(),
             emitted: self.scheduler.steps.get(step).map(|e| &e.emitted),
+            values: &self.scheduler.values,
         }
     }
 

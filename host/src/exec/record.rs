@@ -4,6 +4,7 @@
 //! inputs are the same.
 
 use super::scheduler::{Emitted, StepId};
+use super::values::Values;
 use crate::key::{KeyPath, MappingKey};
 use crate::plan::{Plan, PlannedOp};
 use crate::runtime::{InputData, StepReport};
@@ -182,6 +183,7 @@ pub(crate) struct Finished<'a> {
     pub memo_key: Option<String>,
     pub inputs: Option<String>,
     pub emitted: Option<&'a Emitted>,
+    pub values: &'a Values,
 }
 
 impl Finished<'_> {
@@ -191,10 +193,18 @@ impl Finished<'_> {
             .into_iter()
             .flat_map(|e| e.iter())
             .flat_map(|(output, items)| {
-                items
-                    .order
-                    .iter()
-                    .map(move |(k, v)| (output.clone(), k.to_string(), v.clone()))
+                items.order.iter().filter_map(move |(k, v)| {
+                    match self.values.get(v) {
+                        Ok(bytes) => Some((output.clone(), k.to_string(), bytes)),
+                        Err(e) => {
+                            // The disk failed under the run: the step is
+                            // recorded without this item, so a resume reruns
+                            // the steps mapped over it rather than trusting it.
+                            tracing::error!("cannot read a spilled item back to record it: {e}");
+                            None
+                        }
+                    }
+                })
             })
             .collect();
         StepRecord {

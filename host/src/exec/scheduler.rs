@@ -11,6 +11,7 @@
 mod collection;
 
 use super::collect;
+use super::values::{Value, Values};
 use crate::key::{KeyPath, MappingKey};
 use crate::plan::{CollectTarget, OpId, Plan, Source};
 use crate::runtime::{FailureKind, InputData, OpFailure};
@@ -32,9 +33,9 @@ pub struct StepId {
 #[derive(Debug, Clone)]
 pub(crate) enum Status {
     Waiting,
+    /// Queued or running.
     Ready,
-    Running,
-    Succeeded(Arc<[u8]>),
+    Succeeded(Value),
     Failed(OpFailure),
     Skipped(String),
 }
@@ -55,17 +56,17 @@ pub(crate) type Emitted = BTreeMap<String, Items>;
 /// collects) and indexed by key (for the mapped steps' inputs).
 #[derive(Default)]
 pub(crate) struct Items {
-    pub order: Vec<(MappingKey, Arc<[u8]>)>,
+    pub order: Vec<(MappingKey, Value)>,
     index: HashMap<MappingKey, usize>,
 }
 
 impl Items {
-    fn push(&mut self, key: MappingKey, value: Arc<[u8]>) {
+    fn push(&mut self, key: MappingKey, value: Value) {
         self.index.insert(key.clone(), self.order.len());
         self.order.push((key, value));
     }
 
-    fn get(&self, key: &MappingKey) -> Option<&Arc<[u8]>> {
+    fn get(&self, key: &MappingKey) -> Option<&Value> {
         self.index.get(key).map(|&i| &self.order[i].1)
     }
 }
@@ -91,11 +92,13 @@ pub(crate) struct Scheduler<'p> {
     watches: std::rc::Rc<[Vec<Watch>]>,
     /// Failed or skipped steps that a tolerant collect ran without.
     pub tolerated: HashSet<StepId>,
+    /// Every value steps returned or emitted, in memory or spilled.
+    pub values: Values,
 }
 
 impl<'p> Scheduler<'p> {
     /// Creates the steps outside any map and queues those that are ready.
-    pub fn new(plan: &'p Plan) -> Self {
+    pub fn new(plan: &'p Plan, memory_budget: u64) -> Self {
         let mut children: Vec<Vec<Vec<OpId>>> = plan
             .ops
             .iter()
@@ -151,6 +154,7 @@ impl<'p> Scheduler<'p> {
             children: children.into(),
             watches: watches.into(),
             tolerated: HashSet::default(),
+            values: Values::new(memory_budget),
         };
         let roots: Vec<OpId> = (0..plan.ops.len())
             .filter(|&id| plan.ops[id].scope.is_empty())
@@ -159,13 +163,10 @@ impl<'p> Scheduler<'p> {
         scheduler
     }
 
-    /// The next ready step, marked running.
+    /// The next ready step. It stays `Ready` while it runs: nothing tells
+    /// the two apart, and a million-key map saves a lookup per step.
     pub fn next_ready(&mut self) -> Option<StepId> {
-        let step = self.ready.pop_front()?;
-        if let Some(entry) = self.steps.get_mut(&step) {
-            entry.status = Status::Running;
-        }
-        Some(step)
+        self.ready.pop_front()
     }
 
     /// How many steps are ready to run.
@@ -188,6 +189,7 @@ impl<'p> Scheduler<'p> {
         let Some(entry) = self.steps.get_mut(step) else {
             return;
         };
+        let value = self.values.put(value);
         match entry.emitted.get_mut(name.as_str()) {
             Some(items) => items.push(key.clone(), value),
             None => {
@@ -224,7 +226,7 @@ impl<'p> Scheduler<'p> {
     /// Records the end of a running step and wakes what waited for it.
     pub fn on_finished(&mut self, step: &StepId, outcome: Result<Arc<[u8]>, OpFailure>) {
         let status = match outcome {
-            Ok(value) => Status::Succeeded(value),
+            Ok(value) => Status::Succeeded(self.values.put(value)),
             Err(failure) => Status::Failed(failure),
         };
         self.finish(step.clone(), status);
@@ -252,18 +254,44 @@ impl<'p> Scheduler<'p> {
     /// their collections, then checks which are ready.
     fn create_instance(&mut self, ops: &[OpId], keys: &[MappingKey]) {
         for &op in ops {
-            let id = StepId {
-                op,
-                keys: KeyPath::from(keys),
-            };
             for (index, input) in self.plan.ops[op].inputs.iter().enumerate() {
                 if matches!(input.source, Source::Collect(..)) {
                     self.collections
                         .insert((op, index, KeyPath::from(keys)), Collection::new());
                 }
             }
+        }
+        if let [op] = ops {
+            // One op (the usual mapped op): nothing in this instance can be
+            // its input, so decide before inserting, with one map operation.
+            let step = StepId {
+                op: *op,
+                keys: KeyPath::from(keys),
+            };
+            let (status, queue) = match self.blocker(&step) {
+                Blocker::None => (Status::Ready, true),
+                _ => (Status::Waiting, false),
+            };
             self.steps.insert(
-                id,
+                step.clone(),
+                StepEntry {
+                    status,
+                    emitted: BTreeMap::new(),
+                },
+            );
+            if queue {
+                self.ready.push_back(step);
+            } else {
+                self.check(step);
+            }
+            return;
+        }
+        for &op in ops {
+            self.steps.insert(
+                StepId {
+                    op,
+                    keys: KeyPath::from(keys),
+                },
                 StepEntry {
                     status: Status::Waiting,
                     emitted: BTreeMap::new(),
@@ -415,8 +443,9 @@ impl<'p> Scheduler<'p> {
 
     /// The inputs of a ready step, in the order the plan lists them.
     /// Failed or skipped steps that a tolerant collect ran without are marked
-    /// tolerated here, as the collect's input is built.
-    pub fn inputs(&mut self, step: &StepId) -> Vec<InputData> {
+    /// tolerated here, as the collect's input is built. Fails only if a
+    /// spilled value cannot be read back.
+    pub fn inputs(&mut self, step: &StepId) -> Result<Vec<InputData>, String> {
         let op = &self.plan.ops[step.op];
         let mut inputs = Vec::with_capacity(op.inputs.len());
         for input in &op.inputs {
@@ -426,7 +455,7 @@ impl<'p> Scheduler<'p> {
                         op: *up,
                         keys: KeyPath::from(&step.keys[..self.plan.ops[*up].scope.len()]),
                     };
-                    InputData::Single(self.value(&dep).unwrap_or_else(|| Arc::from(Vec::new())))
+                    InputData::Single(self.bytes(self.value(&dep))?)
                 }
                 Source::Item(d) => {
                     // The item's level in this op's scope: the emitter runs at
@@ -444,10 +473,10 @@ impl<'p> Scheduler<'p> {
                         .emitted
                         .get(&d.output)
                         .and_then(|items| items.get(&step.keys[level]));
-                    InputData::Single(value.cloned().unwrap_or_else(|| Arc::from(Vec::new())))
+                    InputData::Single(self.bytes(value)?)
                 }
                 Source::Collect(target, _) => {
-                    let data = collect::gather(self, target, step);
+                    let data = collect::gather(self, target, step)?;
                     if let (CollectTarget::Values(member), InputData::Collected { failed, .. }) =
                         (target, &data)
                     {
@@ -465,17 +494,28 @@ impl<'p> Scheduler<'p> {
             };
             inputs.push(data);
         }
-        inputs
+        Ok(inputs)
     }
 
     pub(crate) fn plan(&self) -> &Plan {
         self.plan
     }
 
-    pub(crate) fn value(&self, step: &StepId) -> Option<Arc<[u8]>> {
+    pub(crate) fn value(&self, step: &StepId) -> Option<&Value> {
         match self.entry_status(step) {
-            Some(Status::Succeeded(v)) => Some(v.clone()),
+            Some(Status::Succeeded(v)) => Some(v),
             _ => None,
+        }
+    }
+
+    /// The bytes of a value (empty for none), read back if it was spilled.
+    pub(crate) fn bytes(&self, value: Option<&Value>) -> Result<Arc<[u8]>, String> {
+        match value {
+            None => Ok(Arc::from(Vec::new())),
+            Some(v) => self
+                .values
+                .get(v)
+                .map_err(|e| format!("cannot read a spilled input value back from disk: {e}")),
         }
     }
 

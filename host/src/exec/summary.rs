@@ -41,6 +41,10 @@ pub(crate) fn build_report(
         match status {
             Status::Succeeded(value) => {
                 summary.succeeded += 1;
+                let value = scheduler.values.get(value).unwrap_or_else(|e| {
+                    tracing::error!("cannot read the output of {name} back from disk: {e}");
+                    std::sync::Arc::from(Vec::new())
+                });
                 outputs.push(FinalOutput {
                     op: plan.ops[id.op].name.clone(),
                     step: name,
@@ -68,7 +72,7 @@ pub(crate) fn build_report(
                 }
                 summary.skips.push((name, reason.clone()));
             }
-            Status::Waiting | Status::Ready | Status::Running => {}
+            Status::Waiting | Status::Ready => {}
         }
     }
     for (id, op) in ops.iter_mut().enumerate() {
@@ -95,6 +99,7 @@ pub(crate) fn build_report(
         ops,
         outputs,
         vanished,
+        spilled_bytes: scheduler.values.spilled_bytes,
     }
 }
 

@@ -1,6 +1,7 @@
 //! `trivial`: the cheapest possible op, for measuring dynhost's own per-key
-//! cost. With config `{"emit": N}` it emits N items keyed `k0`..; otherwise it
-//! returns the first input's bytes (or nothing). No JSON library: config is
+//! cost. With config `{"emit": N}` it emits N items keyed `k0`.. (each value
+//! padded to `"pad": B` bytes if given); otherwise it returns the first
+//! input's bytes (or nothing; only the first `"keep": B` bytes if given). No JSON library: config is
 //! parsed by hand so the op's own work stays negligible.
 
 wit_bindgen::generate!({ path: "../../../wit", world: "dynamic-op" });
@@ -15,16 +16,25 @@ impl Guest for Trivial {
     fn run(ctx: Context, inputs: Vec<Input>) -> Result<Vec<u8>, String> {
         if let Some(n) = emit_count(&ctx.config) {
             let delay = number_after(&ctx.config, "\"sleep_us\":").unwrap_or(0);
+            let pad = number_after(&ctx.config, "\"pad\":").unwrap_or(0) as usize;
             for i in 0..n {
                 if delay > 0 {
                     std::thread::sleep(std::time::Duration::from_micros(delay));
                 }
-                emit_dynamic(&format!("k{i}"), i.to_string().as_bytes())?;
+                let mut value = i.to_string().into_bytes();
+                if value.len() < pad {
+                    value.resize(pad, b'.');
+                }
+                emit_dynamic(&format!("k{i}"), &value)?;
             }
             return Ok(n.to_string().into_bytes());
         }
+        let keep = number_after(&ctx.config, "\"keep\":").map_or(usize::MAX, |k| k as usize);
         Ok(match inputs.into_iter().next().map(|i| i.value) {
-            Some(InputValue::Single(bytes)) => bytes,
+            Some(InputValue::Single(mut bytes)) => {
+                bytes.truncate(keep);
+                bytes
+            }
             Some(InputValue::Collected(c)) => c.items.len().to_string().into_bytes(),
             None => Vec::new(),
         })

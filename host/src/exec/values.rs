@@ -1,0 +1,163 @@
+//! Where a run keeps the values steps return and emit: in memory up to a
+//! budget, then in a spill file on disk, so a fan-out is limited by its
+//! configured limits and the disk, not by the host's memory (issue 4).
+//!
+//! The spill file is an anonymous temporary file (unlinked at creation), so
+//! it disappears with the process however the run ends. Values are appended
+//! through a write buffer and read back with positioned reads when a step's
+//! inputs are built. Values are immutable once put, so a reference is just an
+//! offset and a length.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+/// Bytes gathered before one write to the spill file.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// A value held by the run: in memory, or at a place in the spill file.
+#[derive(Debug, Clone)]
+pub(crate) enum Value {
+    Inline(Arc<[u8]>),
+    Spilled { offset: u64, len: u32 },
+}
+
+/// The run's values, in memory until `budget` bytes are held, then on disk.
+pub(crate) struct Values {
+    budget: u64,
+    held: u64,
+    spill: Option<Spill>,
+    /// The first spill-file error; values are kept in memory from then on.
+    error: Option<io::Error>,
+    /// Bytes written to the spill file, for the run report.
+    pub spilled_bytes: u64,
+}
+
+struct Spill {
+    file: File,
+    /// Bytes of `file` already written; `buffer` continues from there.
+    written: u64,
+    buffer: Vec<u8>,
+}
+
+impl Values {
+    /// Keeps up to `budget` bytes of values in memory.
+    pub fn new(budget: u64) -> Self {
+        Self {
+            budget,
+            held: 0,
+            spill: None,
+            error: None,
+            spilled_bytes: 0,
+        }
+    }
+
+    /// Keeps `bytes`, in memory while the budget lasts.
+    pub fn put(&mut self, bytes: Arc<[u8]>) -> Value {
+        let len = bytes.len() as u64;
+        // Empty and tiny values cost less inline than as a reference.
+        if len <= 16 || self.held + len <= self.budget || self.error.is_some() {
+            self.held += len;
+            return Value::Inline(bytes);
+        }
+        match self.spill(&bytes) {
+            Ok(value) => value,
+            Err(e) => {
+                tracing::warn!("cannot spill values to disk, keeping them in memory: {e}");
+                self.error = Some(e);
+                self.held += len;
+                Value::Inline(bytes)
+            }
+        }
+    }
+
+    fn spill(&mut self, bytes: &[u8]) -> io::Result<Value> {
+        let len = u32::try_from(bytes.len())
+            .map_err(|_| io::Error::other("a value of 4 GiB or more cannot be spilled"))?;
+        let spill = match &mut self.spill {
+            Some(spill) => spill,
+            None => self.spill.insert(Spill {
+                file: tempfile::tempfile()?,
+                written: 0,
+                buffer: Vec::with_capacity(WRITE_BUFFER),
+            }),
+        };
+        let offset = spill.written + spill.buffer.len() as u64;
+        spill.buffer.extend_from_slice(bytes);
+        if spill.buffer.len() >= WRITE_BUFFER {
+            spill.flush()?;
+        }
+        self.spilled_bytes += u64::from(len);
+        Ok(Value::Spilled { offset, len })
+    }
+
+    /// The bytes of `value`. A spilled value that cannot be read back (the
+    /// disk failed under the run) comes back as an error for the caller to
+    /// fail the reading step with.
+    pub fn get(&self, value: &Value) -> io::Result<Arc<[u8]>> {
+        match value {
+            Value::Inline(bytes) => Ok(bytes.clone()),
+            Value::Spilled { offset, len } => {
+                let spill = self
+                    .spill
+                    .as_ref()
+                    .ok_or_else(|| io::Error::other("the spill file is gone"))?;
+                let len = *len as usize;
+                let mut out = vec![0u8; len];
+                if *offset >= spill.written {
+                    let start = (offset - spill.written) as usize;
+                    out.copy_from_slice(&spill.buffer[start..start + len]);
+                } else {
+                    spill.file.read_exact_at(&mut out, *offset)?;
+                }
+                Ok(Arc::from(out))
+            }
+        }
+    }
+}
+
+impl Spill {
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.write_all_at(&self.buffer, self.written)?;
+        self.written += self.buffer.len() as u64;
+        self.buffer.clear();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_past_the_budget_go_to_disk_and_come_back_whole() {
+        let mut values = Values::new(100);
+        let small = values.put(Arc::from(&[1u8; 60][..]));
+        let big: Vec<Value> = (0..3000u32)
+            .map(|i| values.put(Arc::from(vec![(i % 251) as u8; 1000 + i as usize])))
+            .collect();
+        assert!(matches!(small, Value::Inline(_)));
+        assert!(big.iter().all(|v| matches!(v, Value::Spilled { .. })));
+        assert!(
+            values.spilled_bytes > WRITE_BUFFER as u64,
+            "some were flushed"
+        );
+        assert_eq!(&*values.get(&small).unwrap(), &[1u8; 60][..]);
+        for (i, v) in big.iter().enumerate() {
+            let bytes = values.get(v).unwrap();
+            assert_eq!(bytes.len(), 1000 + i, "value {i}");
+            assert!(bytes.iter().all(|&b| b == (i % 251) as u8), "value {i}");
+        }
+    }
+
+    #[test]
+    fn tiny_values_stay_inline_past_the_budget() {
+        let mut values = Values::new(0);
+        assert!(matches!(
+            values.put(Arc::from(&b"k1"[..])),
+            Value::Inline(_)
+        ));
+        assert_eq!(values.spilled_bytes, 0);
+    }
+}
