@@ -118,8 +118,11 @@ pub struct StepRecord {
     pub memo_key: Option<String>,
     /// The returned value.
     pub output: Option<Arc<[u8]>>,
-    /// Emitted items: (output, key, value), in emission order.
+    /// Emitted items: (output, key, value), in emission order. Empty when
+    /// `items_streamed`: a step that ran had its items written as it emitted them.
     pub items: Vec<(String, String, Arc<[u8]>)>,
+    /// The items were written by [`Write::Items`] while the step ran; keep them.
+    pub items_streamed: bool,
     /// Captured stdout.
     pub stdout: String,
     /// Captured stderr.
@@ -130,6 +133,31 @@ pub struct StepRecord {
     pub inputs: Option<String>,
     /// Whether this was a real execution (false when reused from a stored run).
     pub executed: bool,
+}
+
+/// Items a running step emitted, written as they arrive so that a million
+/// items never wait in memory for their emitter to finish. They count only
+/// once the step's own record says it succeeded.
+#[derive(Debug, Clone)]
+pub struct ItemsRecord {
+    /// The emitting op.
+    pub op: String,
+    /// The emitting step's keys.
+    pub keys: Vec<String>,
+    /// Position of the first item among all the step's items; 0 starts the
+    /// step's items afresh (a new attempt replaces an old one's items).
+    pub first_seq: u64,
+    /// (output, key, value), in emission order.
+    pub items: Vec<(String, String, Arc<[u8]>)>,
+}
+
+/// One write to the store.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Items of a step that is still running.
+    Items(ItemsRecord),
+    /// A finished step.
+    Step(Box<StepRecord>),
 }
 
 /// A stored success that a resumed run may reuse.
@@ -214,11 +242,12 @@ pub trait RunStore: Send {
     /// # Errors
     /// A [`StoreError`] naming the store file.
     fn begin_run(&mut self, run: &RunRecord) -> Result<(), StoreError>;
-    /// Writes finished steps, each whole or not at all (one transaction).
+    /// Writes items and finished steps in one transaction: each step is
+    /// whole or absent after a crash.
     ///
     /// # Errors
     /// A [`StoreError`] naming the store file.
-    fn record_steps(&mut self, run_id: &str, steps: &[StepRecord]) -> Result<(), StoreError>;
+    fn record(&mut self, run_id: &str, writes: &[Write]) -> Result<(), StoreError>;
     /// Marks a run finished.
     ///
     /// # Errors

@@ -9,7 +9,7 @@ use crate::key::StepName;
 use crate::plan::Plan;
 use crate::report::OpSummary;
 use crate::runtime::{FailureKind, InputData, OpFailure, StepReport, StepStats};
-use crate::store::RunStore;
+use crate::store::{ItemsRecord, RunStore};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rustc_hash::FxHashMap;
 use rustc_hash::FxHashMap as HashMap;
@@ -47,6 +47,8 @@ pub(crate) struct Coordinator<'p> {
     pub(super) component_hashes: Vec<String>,
     memo_keys: FxHashMap<StepId, String>,
     input_summaries: FxHashMap<StepId, String>,
+    /// Per running step, items already sent to the store.
+    items_written: FxHashMap<StepId, u64>,
 }
 
 impl<'p> Coordinator<'p> {
@@ -71,6 +73,7 @@ impl<'p> Coordinator<'p> {
             component_hashes: Vec::new(),
             memo_keys: FxHashMap::default(),
             input_summaries: FxHashMap::default(),
+            items_written: FxHashMap::default(),
         }
     }
 
@@ -316,9 +319,18 @@ impl<'p> Coordinator<'p> {
         match event {
             Event::Emitted { worker } => {
                 queues[worker].take(emitted);
+                let mut streamed: Vec<(StepId, ItemsRecord)> = Vec::new();
                 for item in emitted.drain(..) {
+                    if self.recorder.is_some() {
+                        self.stream_item(&mut streamed, &item);
+                    }
                     self.scheduler
                         .on_emit(&item.step, item.output, item.key, item.value);
+                }
+                if let Some(recorder) = &self.recorder {
+                    for (_, items) in streamed {
+                        recorder.record_items(items);
+                    }
                 }
             }
             Event::Done { steps, batch_done } => {
@@ -330,6 +342,35 @@ impl<'p> Coordinator<'p> {
                 }
             }
         }
+    }
+
+    /// Adds an emitted item to the batch of its step that goes to the store.
+    fn stream_item(&mut self, batches: &mut Vec<(StepId, ItemsRecord)>, item: &Emitted) {
+        let plan = self.plan;
+        let op = &plan.ops[item.step.op];
+        let Some(output) = op.dynamic_outputs.get(item.output) else {
+            return;
+        };
+        let seq = self.items_written.entry(item.step.clone()).or_insert(0);
+        let batch = match batches.iter().position(|(s, _)| *s == item.step) {
+            Some(i) => &mut batches[i].1,
+            None => {
+                batches.push((
+                    item.step.clone(),
+                    ItemsRecord {
+                        op: op.name.clone(),
+                        keys: item.step.keys.iter().map(ToString::to_string).collect(),
+                        first_seq: *seq,
+                        items: Vec::new(),
+                    },
+                ));
+                &mut batches.last_mut().expect("just pushed").1
+            }
+        };
+        batch
+            .items
+            .push((output.clone(), item.key.to_string(), item.value.clone()));
+        *seq += 1;
     }
 
     fn finished(
@@ -364,6 +405,7 @@ impl<'p> Coordinator<'p> {
             report: &report,
         });
         if let Some(recorder) = &self.recorder {
+            self.items_written.remove(&step);
             let hash = self.input_hashes.remove(&step);
             recorder.record(self.finished_record(&step, hash).ran(&report));
             self.input_summaries.remove(&step);

@@ -8,8 +8,8 @@ use super::values::Values;
 use crate::key::{KeyPath, MappingKey};
 use crate::plan::{Plan, PlannedOp};
 use crate::runtime::{InputData, StepReport};
-use crate::store::{PriorStep, RunStore, StepRecord, StepStatus, StoreError};
-use crossbeam_channel::{Sender, unbounded};
+use crate::store::{ItemsRecord, PriorStep, RunStore, StepRecord, StepStatus, StoreError, Write};
+use crossbeam_channel::{Sender, bounded};
 use rustc_hash::FxHashMap;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -18,19 +18,24 @@ use std::thread::JoinHandle;
 /// The store handed back after the last write, with the first write error.
 pub(crate) type Flushed = (Box<dyn RunStore>, Option<StoreError>);
 
-/// Most steps written in one transaction.
+/// Most writes in one transaction.
 const MAX_GROUP: usize = 4096;
 
-/// Writes finished steps to the store from its own thread, so the
-/// coordinator never waits for the disk.
+/// Writes queued for the writer thread before the coordinator waits. The
+/// queue is bounded so that a store slower than the workers slows the run
+/// down instead of holding every finished step in memory.
+const QUEUE: usize = 2 * MAX_GROUP;
+
+/// Writes items and finished steps to the store from its own thread, so the
+/// coordinator waits for the disk only when the queue is full.
 pub(crate) struct Recorder {
-    tx: Option<Sender<StepRecord>>,
+    tx: Option<Sender<Write>>,
     thread: Option<JoinHandle<Flushed>>,
 }
 
 impl Recorder {
     pub fn start(mut store: Box<dyn RunStore>, run_id: String) -> Self {
-        let (tx, rx) = unbounded::<StepRecord>();
+        let (tx, rx) = bounded::<Write>(QUEUE);
         let thread = std::thread::Builder::new()
             .name("dynhost-store".into())
             .spawn(move || {
@@ -44,7 +49,7 @@ impl Recorder {
                         }
                     }
                     if error.is_none()
-                        && let Err(e) = store.record_steps(&run_id, &group)
+                        && let Err(e) = store.record(&run_id, &group)
                     {
                         error = Some(e);
                     }
@@ -59,8 +64,17 @@ impl Recorder {
     }
 
     pub fn record(&self, record: StepRecord) {
+        self.write(Write::Step(Box::new(record)));
+    }
+
+    /// Queues items a running step emitted.
+    pub fn record_items(&self, items: ItemsRecord) {
+        self.write(Write::Items(items));
+    }
+
+    fn write(&self, write: Write) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(record);
+            let _ = tx.send(write);
         }
     }
 
@@ -187,9 +201,12 @@ pub(crate) struct Finished<'a> {
 }
 
 impl Finished<'_> {
-    fn base(&self, status: StepStatus) -> StepRecord {
-        let items = self
+    /// The record without outcome details; with the step's items from
+    /// memory unless `streamed` (a step that ran sent them as it emitted).
+    fn base(&self, status: StepStatus, streamed: bool) -> StepRecord {
+        let items: Vec<_> = self
             .emitted
+            .filter(|_| !streamed)
             .into_iter()
             .flat_map(|e| e.iter())
             .flat_map(|(output, items)| {
@@ -223,6 +240,7 @@ impl Finished<'_> {
             memo_key: self.memo_key.clone(),
             output: None,
             items,
+            items_streamed: streamed,
             stdout: String::new(),
             stderr: String::new(),
             log: String::new(),
@@ -238,7 +256,7 @@ impl Finished<'_> {
         } else {
             StepStatus::Failed
         };
-        let mut record = self.base(status);
+        let mut record = self.base(status, true);
         record.wall_secs = report.stats.wall.as_secs_f64();
         record.peak_memory_bytes = report.stats.peak_memory_bytes;
         record.emitted_items = report.stats.emitted_items;
@@ -260,14 +278,14 @@ impl Finished<'_> {
 
     /// A step reused from a stored success.
     pub fn reused(&self, output: &Arc<[u8]>) -> StepRecord {
-        let mut record = self.base(StepStatus::Succeeded);
+        let mut record = self.base(StepStatus::Succeeded, false);
         record.output = Some(output.clone());
         record
     }
 
     /// A step that never ran.
     pub fn skipped(&self, reason: &str) -> StepRecord {
-        let mut record = self.base(StepStatus::Skipped);
+        let mut record = self.base(StepStatus::Skipped, false);
         record.failure_kind = Some("skipped".to_owned());
         record.failure_message = Some(reason.to_owned());
         record

@@ -3,7 +3,7 @@
 //! transaction; each step is still whole or absent after a crash.
 
 use super::{
-    PriorStep, RunRecord, RunStore, RunSummary, StepRecord, StepRow, StoreError, hash_bytes,
+    PriorStep, RunRecord, RunStore, RunSummary, StepRecord, StepRow, StoreError, Write, hash_bytes,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use std::path::{Path, PathBuf};
@@ -129,13 +129,8 @@ impl SqliteStore {
                 s.inputs
             ],
         )?;
-        tx.prepare_cached("DELETE FROM items WHERE run_id = ?1 AND op = ?2 AND keys = ?3")?
-            .execute(params![run_id, s.op, keys])?;
-        for (seq, (output, key, value)) in s.items.iter().enumerate() {
-            let hash = put_blob(tx, value)?;
-            tx.prepare_cached("INSERT INTO items (run_id, op, keys, output, seq, key, value_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?.execute(
-                params![run_id, s.op, keys, output, seq as i64, key, hash],
-            )?;
+        if !s.items_streamed {
+            write_items(tx, run_id, &s.op, &keys, 0, &s.items)?;
         }
         if s.executed {
             tx.prepare_cached("INSERT INTO attempts (run_id, op, keys, status, finished_at) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(
@@ -174,6 +169,29 @@ impl SqliteStore {
             items,
         })
     }
+}
+
+/// Writes items from position `first_seq` on; position 0 first drops the
+/// step's earlier items (a rerun replaces them).
+fn write_items(
+    tx: &rusqlite::Transaction<'_>,
+    run_id: &str,
+    op: &str,
+    keys: &str,
+    first_seq: u64,
+    items: &[(String, String, Arc<[u8]>)],
+) -> rusqlite::Result<()> {
+    if first_seq == 0 {
+        tx.prepare_cached("DELETE FROM items WHERE run_id = ?1 AND op = ?2 AND keys = ?3")?
+            .execute(params![run_id, op, keys])?;
+    }
+    for (seq, (output, key, value)) in (first_seq..).zip(items) {
+        let hash = put_blob(tx, value)?;
+        tx.prepare_cached("INSERT OR REPLACE INTO items (run_id, op, keys, output, seq, key, value_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?.execute(
+            params![run_id, op, keys, output, seq as i64, key, hash],
+        )?;
+    }
+    Ok(())
 }
 
 fn put_blob(tx: &rusqlite::Transaction<'_>, bytes: &[u8]) -> rusqlite::Result<String> {
@@ -233,12 +251,23 @@ impl RunStore for SqliteStore {
             .map_err(|e| self.error(&e))
     }
 
-    fn record_steps(&mut self, run_id: &str, steps: &[StepRecord]) -> Result<(), StoreError> {
+    fn record(&mut self, run_id: &str, writes: &[Write]) -> Result<(), StoreError> {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| classify(&path, &e))?;
         let now = now_secs();
-        for step in steps {
-            Self::write_step(&tx, run_id, step, now).map_err(|e| classify(&path, &e))?;
+        for write in writes {
+            match write {
+                Write::Step(step) => Self::write_step(&tx, run_id, step, now),
+                Write::Items(items) => write_items(
+                    &tx,
+                    run_id,
+                    &items.op,
+                    &keys_json(&items.keys),
+                    items.first_seq,
+                    &items.items,
+                ),
+            }
+            .map_err(|e| classify(&path, &e))?;
         }
         tx.commit().map_err(|e| classify(&path, &e))
     }
@@ -383,6 +412,7 @@ mod tests {
             memo_key: None,
             output: Some(Arc::from(&b"same"[..])),
             items: vec![("result".into(), "x".into(), Arc::from(&b"v"[..]))],
+            items_streamed: false,
             stdout: String::new(),
             stderr: String::new(),
             log: String::new(),
@@ -403,12 +433,12 @@ mod tests {
         };
         store.begin_run(&run).unwrap();
         store
-            .record_steps(
+            .record(
                 "r1",
                 &[
-                    record("a", "k1", StepStatus::Succeeded),
-                    record("a", "k2", StepStatus::Succeeded),
-                    record("a", "k3", StepStatus::Failed),
+                    Write::Step(Box::new(record("a", "k1", StepStatus::Succeeded))),
+                    Write::Step(Box::new(record("a", "k2", StepStatus::Succeeded))),
+                    Write::Step(Box::new(record("a", "k3", StepStatus::Failed))),
                 ],
             )
             .unwrap();
@@ -427,6 +457,49 @@ mod tests {
             .query_row("SELECT count(*) FROM blobs", [], |r| r.get(0))
             .unwrap();
         assert_eq!(blobs, 2, "identical outputs share one blob");
+    }
+
+    #[test]
+    fn streamed_items_add_up_in_order_and_a_rerun_replaces_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
+        let items = |first_seq: u64, keys: &[&str]| {
+            Write::Items(super::super::ItemsRecord {
+                op: "emit".into(),
+                keys: vec![],
+                first_seq,
+                items: keys
+                    .iter()
+                    .map(|k| ("result".into(), (*k).into(), Arc::from(k.as_bytes())))
+                    .collect(),
+            })
+        };
+        let mut done = record("emit", "", StepStatus::Succeeded);
+        done.keys = vec![];
+        done.items = vec![];
+        done.items_streamed = true;
+        let keys_of = |store: &SqliteStore| -> Vec<String> {
+            let prior = store.successes("r1").unwrap();
+            prior[0].items.iter().map(|i| i.1.clone()).collect()
+        };
+        store.record("r1", &[items(0, &["a", "b"])]).unwrap();
+        store.record("r1", &[items(2, &["c"])]).unwrap();
+        assert!(
+            store.successes("r1").unwrap().is_empty(),
+            "items alone are not a success"
+        );
+        store
+            .record("r1", &[Write::Step(Box::new(done.clone()))])
+            .unwrap();
+        assert_eq!(keys_of(&store), ["a", "b", "c"]);
+        store
+            .record("r1", &[items(0, &["z"]), Write::Step(Box::new(done))])
+            .unwrap();
+        assert_eq!(
+            keys_of(&store),
+            ["z"],
+            "a rerun's items replace the old ones"
+        );
     }
 
     #[test]
