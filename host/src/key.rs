@@ -62,9 +62,10 @@ impl serde::Serialize for MappingKey {
 }
 
 /// The keys of one step, outermost first; empty for a step outside any map.
-/// Inline up to two levels: a million-key map holds (and clones) a million of
-/// these, and a heap allocation each cost more than the step bookkeeping itself.
-pub type KeyPath = smallvec::SmallVec<[MappingKey; 2]>;
+/// One level inline (24 bytes; nested maps allocate): a million-key map holds
+/// and clones a million of these, and a heap allocation each cost more than
+/// the rest of the step's bookkeeping.
+pub type KeyPath = smallvec::SmallVec<[MappingKey; 1]>;
 
 /// The name of one step, `op[k1][k2]`, formatted only when shown.
 #[derive(Debug, Clone, Copy)]

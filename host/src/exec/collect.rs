@@ -72,7 +72,7 @@ fn walk(
     let Some(items) = scheduler
         .steps
         .get(&emitter)
-        .and_then(|e| e.emitted.get(&d.output))
+        .and_then(|e| e.items(&d.output))
     else {
         return Ok(());
     };

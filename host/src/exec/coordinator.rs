@@ -272,7 +272,11 @@ impl<'p> Coordinator<'p> {
             input_hash,
             memo_key: self.memo_keys.get(step).cloned(),
             inputs: self.input_summaries.get(step).cloned(),
-            emitted: self.scheduler.steps.get(step).map(|e| &e.emitted),
+            emitted: self
+                .scheduler
+                .steps
+                .get(step)
+                .and_then(|e| e.emitted.as_deref()),
             values: &self.scheduler.values,
         }
     }

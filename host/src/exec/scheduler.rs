@@ -36,8 +36,10 @@ pub(crate) enum Status {
     /// Queued or running.
     Ready,
     Succeeded(Value),
-    Failed(OpFailure),
-    Skipped(String),
+    /// Boxed, like the skip reason, to keep every step's entry small: a
+    /// million-key map holds a million of them.
+    Failed(Box<OpFailure>),
+    Skipped(Box<str>),
 }
 
 impl Status {
@@ -73,7 +75,15 @@ impl Items {
 
 pub(crate) struct StepEntry {
     pub status: Status,
-    pub emitted: Emitted,
+    /// Boxed: most steps emit nothing.
+    pub emitted: Option<Box<Emitted>>,
+}
+
+impl StepEntry {
+    /// The items the step emitted on `output`, if any.
+    pub fn items(&self, output: &str) -> Option<&Items> {
+        self.emitted.as_ref().and_then(|e| e.get(output))
+    }
 }
 
 /// Scheduling state for one run.
@@ -190,12 +200,13 @@ impl<'p> Scheduler<'p> {
             return;
         };
         let value = self.values.put(value);
-        match entry.emitted.get_mut(name.as_str()) {
+        let emitted = entry.emitted.get_or_insert_with(Box::default);
+        match emitted.get_mut(name.as_str()) {
             Some(items) => items.push(key.clone(), value),
             None => {
                 let mut items = Items::default();
                 items.push(key.clone(), value);
-                entry.emitted.insert(name.clone(), items);
+                emitted.insert(name.clone(), items);
             }
         }
         let watches = self.watches.clone();
@@ -227,7 +238,7 @@ impl<'p> Scheduler<'p> {
     pub fn on_finished(&mut self, step: &StepId, outcome: Result<Arc<[u8]>, OpFailure>) {
         let status = match outcome {
             Ok(value) => Status::Succeeded(self.values.put(value)),
-            Err(failure) => Status::Failed(failure),
+            Err(failure) => Status::Failed(Box::new(failure)),
         };
         self.finish(step.clone(), status);
     }
@@ -276,7 +287,7 @@ impl<'p> Scheduler<'p> {
                 step.clone(),
                 StepEntry {
                     status,
-                    emitted: BTreeMap::new(),
+                    emitted: None,
                 },
             );
             if queue {
@@ -294,7 +305,7 @@ impl<'p> Scheduler<'p> {
                 },
                 StepEntry {
                     status: Status::Waiting,
-                    emitted: BTreeMap::new(),
+                    emitted: None,
                 },
             );
         }
@@ -322,7 +333,7 @@ impl<'p> Scheduler<'p> {
             }
             Blocker::Wait(Some(on)) => self.waiters.entry(on).or_default().push(step),
             Blocker::Wait(None) => {}
-            Blocker::Never(reason) => self.finish(step, Status::Skipped(reason)),
+            Blocker::Never(reason) => self.finish(step, Status::Skipped(reason.into())),
         }
     }
 
@@ -388,7 +399,7 @@ impl<'p> Scheduler<'p> {
         while let Some((step, status)) = next.take().or_else(|| work.pop()) {
             let failed = !matches!(status, Status::Succeeded(_));
             if let Status::Skipped(reason) = &status {
-                self.skipped.push((step.clone(), reason.clone()));
+                self.skipped.push((step.clone(), reason.to_string()));
             }
             if let Some(entry) = self.steps.get_mut(&step) {
                 entry.status = status;
@@ -430,7 +441,9 @@ impl<'p> Scheduler<'p> {
                     continue;
                 }
                 match self.blocker(&waiting) {
-                    Blocker::Never(reason) => work.push((waiting, Status::Skipped(reason))),
+                    Blocker::Never(reason) => {
+                        work.push((waiting, Status::Skipped(reason.into())));
+                    }
                     _ => self.check(waiting),
                 }
             }
@@ -470,8 +483,7 @@ impl<'p> Scheduler<'p> {
                         keys: KeyPath::from(&step.keys[..level]),
                     };
                     let value = self.steps[&emitter]
-                        .emitted
-                        .get(&d.output)
+                        .items(&d.output)
                         .and_then(|items| items.get(&step.keys[level]));
                     InputData::Single(self.bytes(value)?)
                 }
@@ -521,9 +533,9 @@ impl<'p> Scheduler<'p> {
 
     pub(crate) fn failure(&self, step: &StepId) -> Option<OpFailure> {
         match self.entry_status(step) {
-            Some(Status::Failed(f)) => Some(f.clone()),
+            Some(Status::Failed(f)) => Some((**f).clone()),
             Some(Status::Skipped(reason)) => {
-                Some(OpFailure::new(FailureKind::Skipped, reason.clone()))
+                Some(OpFailure::new(FailureKind::Skipped, reason.to_string()))
             }
             _ => None,
         }

@@ -60,7 +60,7 @@ pub(crate) fn build_report(
                 }
                 summary.failures.push(StepFailure {
                     step: name,
-                    failure: failure.clone(),
+                    failure: (**failure).clone(),
                     tolerated,
                 });
             }
@@ -70,7 +70,7 @@ pub(crate) fn build_report(
                 } else {
                     summary.skipped += 1
                 }
-                summary.skips.push((name, reason.clone()));
+                summary.skips.push((name, reason.to_string()));
             }
             Status::Waiting | Status::Ready => {}
         }

@@ -16,9 +16,16 @@ use std::sync::Arc;
 /// Bytes gathered before one write to the spill file.
 const WRITE_BUFFER: usize = 1 << 20;
 
-/// A value held by the run: in memory, or at a place in the spill file.
+/// Values up to this many bytes live inside [`Value`] itself (no allocation):
+/// keys' items and results of small ops are often a few bytes, and a
+/// million of them would otherwise cost a million allocations.
+const SMALL: usize = 22;
+
+/// A value held by the run: inside itself, in memory, or at a place in the
+/// spill file. 24 bytes whichever it is.
 #[derive(Debug, Clone)]
 pub(crate) enum Value {
+    Small { len: u8, bytes: [u8; SMALL] },
     Inline(Arc<[u8]>),
     Spilled { offset: u64, len: u32 },
 }
@@ -56,8 +63,15 @@ impl Values {
     /// Keeps `bytes`, in memory while the budget lasts.
     pub fn put(&mut self, bytes: Arc<[u8]>) -> Value {
         let len = bytes.len() as u64;
-        // Empty and tiny values cost less inline than as a reference.
-        if len <= 16 || self.held + len <= self.budget || self.error.is_some() {
+        if bytes.len() <= SMALL {
+            let mut small = [0u8; SMALL];
+            small[..bytes.len()].copy_from_slice(&bytes);
+            return Value::Small {
+                len: bytes.len() as u8,
+                bytes: small,
+            };
+        }
+        if self.held + len <= self.budget || self.error.is_some() {
             self.held += len;
             return Value::Inline(bytes);
         }
@@ -97,6 +111,7 @@ impl Values {
     /// fail the reading step with.
     pub fn get(&self, value: &Value) -> io::Result<Arc<[u8]>> {
         match value {
+            Value::Small { len, bytes } => Ok(Arc::from(&bytes[..usize::from(*len)])),
             Value::Inline(bytes) => Ok(bytes.clone()),
             Value::Spilled { offset, len } => {
                 let spill = self
@@ -134,6 +149,7 @@ mod tests {
     fn values_past_the_budget_go_to_disk_and_come_back_whole() {
         let mut values = Values::new(100);
         let small = values.put(Arc::from(&[1u8; 60][..]));
+        let tiny = values.put(Arc::from(&b"k1"[..]));
         let big: Vec<Value> = (0..3000u32)
             .map(|i| values.put(Arc::from(vec![(i % 251) as u8; 1000 + i as usize])))
             .collect();
@@ -144,6 +160,7 @@ mod tests {
             "some were flushed"
         );
         assert_eq!(&*values.get(&small).unwrap(), &[1u8; 60][..]);
+        assert_eq!(&*values.get(&tiny).unwrap(), b"k1");
         for (i, v) in big.iter().enumerate() {
             let bytes = values.get(v).unwrap();
             assert_eq!(bytes.len(), 1000 + i, "value {i}");
@@ -152,12 +169,17 @@ mod tests {
     }
 
     #[test]
-    fn tiny_values_stay_inline_past_the_budget() {
+    fn tiny_values_stay_in_memory_past_the_budget() {
         let mut values = Values::new(0);
-        assert!(matches!(
-            values.put(Arc::from(&b"k1"[..])),
-            Value::Inline(_)
-        ));
+        for bytes in [&b""[..], b"k1", &[7u8; SMALL]] {
+            let value = values.put(Arc::from(bytes));
+            assert!(matches!(value, Value::Small { .. }));
+            assert_eq!(&*values.get(&value).unwrap(), bytes);
+        }
         assert_eq!(values.spilled_bytes, 0);
+        assert!(matches!(
+            values.put(Arc::from(&[7u8; SMALL + 1][..])),
+            Value::Spilled { .. }
+        ));
     }
 }
