@@ -121,10 +121,9 @@ pub struct StepCall<'a> {
     pub keys: &'a [MappingKey],
     /// The op's config as JSON.
     pub config_json: &'a str,
-    /// The names of the op's inputs, in the order of `inputs`.
+    /// The names of the op's inputs, in the order of the values passed to
+    /// [`Runtime::run_step`].
     pub input_names: &'a [String],
-    /// The input values.
-    pub inputs: &'a [InputData],
 }
 
 /// Per-step accounting.
@@ -242,6 +241,7 @@ impl Runtime {
         op: &OpComponent,
         policy: &SandboxPolicy,
         call: &StepCall<'_>,
+        inputs: Vec<InputData>,
         sink: Box<dyn EmitSink>,
     ) -> StepReport {
         let limits = &policy.limits;
@@ -285,7 +285,7 @@ impl Runtime {
             // Unmetered ops in a metered engine get all the fuel there is.
             let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
         }
-        let result = call_op(&mut store, op, call);
+        let result = call_op(&mut store, op, call, inputs);
         let fuel_used = match (metered, limits.fuel) {
             (true, Some(budget)) => Some(budget.saturating_sub(store.get_fuel().unwrap_or(0))),
             _ => None,
@@ -339,6 +339,7 @@ fn call_op(
     store: &mut Store<StepState>,
     op: &OpComponent,
     call: &StepCall<'_>,
+    inputs: Vec<InputData>,
 ) -> Result<Result<Vec<u8>, String>, CallError> {
     let instance = op
         .pre
@@ -350,10 +351,11 @@ fn call_op(
         keys: keys_to_strings(call.keys),
         config: call.config_json.to_owned(),
     };
+    // Consumed as converted, so a large collection is not held twice.
     let inputs: Vec<bindings::Input> = call
         .input_names
         .iter()
-        .zip(call.inputs)
+        .zip(inputs)
         .map(|(name, data)| to_input(name, data))
         .collect();
     instance
@@ -366,24 +368,24 @@ fn keys_to_strings(keys: &[MappingKey]) -> Vec<String> {
     keys.iter().map(|k| k.as_str().to_owned()).collect()
 }
 
-fn to_input(name: &str, data: &InputData) -> bindings::Input {
+fn to_input(name: &str, data: InputData) -> bindings::Input {
     let value = match data {
         InputData::Single(bytes) => bindings::InputValue::Single(bytes.to_vec()),
         InputData::Collected { items, failed } => {
             bindings::InputValue::Collected(bindings::Collection {
                 items: items
-                    .iter()
+                    .into_iter()
                     .map(|(keys, value)| bindings::Item {
-                        keys: keys_to_strings(keys),
+                        keys: keys_to_strings(&keys),
                         value: value.to_vec(),
                     })
                     .collect(),
                 failed: failed
-                    .iter()
+                    .into_iter()
                     .map(|(keys, failure)| bindings::FailedItem {
-                        keys: keys_to_strings(keys),
+                        keys: keys_to_strings(&keys),
                         kind: failure.kind.as_str().to_owned(),
-                        message: failure.message.clone(),
+                        message: failure.message,
                     })
                     .collect(),
             })

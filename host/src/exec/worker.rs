@@ -164,14 +164,12 @@ pub(crate) fn work(cx: WorkerContext<'_>, jobs: &Receiver<Job>, events: Sender<E
                 keys: &step.keys,
                 config_json: &strings.config,
                 input_names: &strings.input_names,
-                inputs: &inputs,
             };
             let component = &components[step.op];
             let report = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                runtime.run_step(component, &op.policy, &call, sink)
+                runtime.run_step(component, &op.policy, &call, inputs, sink)
             }))
             .unwrap_or_else(|panic| host_panic(&panic));
-            drop(inputs);
             done.push((step, Box::new(report)));
             if flushed.elapsed() >= FLUSH_INTERVAL {
                 let _ = events.send(Event::Done {
