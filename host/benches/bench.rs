@@ -195,11 +195,21 @@ fn overhead(trivial: &Path, n: u64) {
     let coordinator = thread_cpu_time() - coordinator_before;
     let dyn_cpu = cpu_time() - before;
     assert!(report.report.is_success());
+    // Its own runtime, so neither measurement warms the other's pool.
+    let sandbox_cpu = {
+        let rt = runtime(&plan, None);
+        let components = dynhost::load_components(&rt, &plan).unwrap();
+        sandbox_loop(&plan, &rt, &components, n)
+    };
     let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
     println!("\n1. per-key CPU cost, N = {n}");
     println!(
         "   bare wasmtime loop     {:>8.1} CPU us/key",
         per(bare_cpu)
+    );
+    println!(
+        "   dynhost sandbox only   {:>8.1} CPU us/key  (Runtime::run_step in a loop, no executor)",
+        per(sandbox_cpu)
     );
     println!(
         "   dynhost mapped op      {:>8.1} CPU us/key  (coordinator {:.1}, workers {:.1})",
@@ -225,6 +235,46 @@ fn overhead(trivial: &Path, n: u64) {
         "   ratio dynhost/bare     {:>8.2}   (target <= 1.5)",
         per(dyn_cpu) / per(bare_cpu)
     );
+}
+
+/// dynhost's sandbox without the executor: `Runtime::run_step` on the mapped
+/// op N times from one thread, to tell the sandbox's cost from scheduling's.
+fn sandbox_loop(
+    plan: &Plan,
+    rt: &Runtime,
+    components: &[dynhost::OpComponent],
+    n: u64,
+) -> Duration {
+    use dynhost::runtime::{EmitSink, InputData, StepCall};
+    struct Discard;
+    impl EmitSink for Discard {
+        fn emit(&mut self, _output: usize, _key: dynhost::MappingKey, _value: Vec<u8>) {}
+    }
+    let work = plan.op_id("work").unwrap();
+    let op = &plan.ops[work];
+    let name: std::sync::Arc<str> = std::sync::Arc::from(op.name.as_str());
+    let names = vec!["v".to_owned()];
+    let before = cpu_time();
+    for i in 0..n {
+        let keys = [dynhost::MappingKey::parse(&format!("k{i}")).unwrap()];
+        let call = StepCall {
+            run_id: "bench",
+            op: &name,
+            keys: &keys,
+            config_json: "{}",
+            input_names: &names,
+        };
+        let input = InputData::Single(std::sync::Arc::from(i.to_string().into_bytes()));
+        let report = rt.run_step(
+            &components[work],
+            &op.policy,
+            &call,
+            [input],
+            Box::new(Discard),
+        );
+        assert!(report.outcome.is_ok());
+    }
+    cpu_time() - before
 }
 
 struct BareState {

@@ -241,7 +241,7 @@ impl Runtime {
         op: &OpComponent,
         policy: &SandboxPolicy,
         call: &StepCall<'_>,
-        inputs: Vec<InputData>,
+        inputs: impl IntoIterator<Item = InputData>,
         sink: Box<dyn EmitSink>,
     ) -> StepReport {
         let limits = &policy.limits;
@@ -339,7 +339,7 @@ fn call_op(
     store: &mut Store<StepState>,
     op: &OpComponent,
     call: &StepCall<'_>,
-    inputs: Vec<InputData>,
+    inputs: impl IntoIterator<Item = InputData>,
 ) -> Result<Result<Vec<u8>, String>, CallError> {
     let instance = op
         .pre

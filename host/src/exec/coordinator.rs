@@ -3,12 +3,12 @@
 
 use super::record::{self, Prior, Recorder};
 use super::scheduler::{Scheduler, StepId};
-use super::worker::{BATCH_THRESHOLD, EmitQueue, Emitted, Event, Job, MAX_BATCH};
+use super::worker::{BATCH_THRESHOLD, EmitQueue, Emitted, Event, Inputs, Job, MAX_BATCH};
 use super::{RunEvent, RunOptions, Storage};
 use crate::key::StepName;
 use crate::plan::Plan;
 use crate::report::OpSummary;
-use crate::runtime::{FailureKind, InputData, OpFailure, StepReport, StepStats};
+use crate::runtime::{FailureKind, OpFailure, StepReport, StepStats};
 use crate::store::{ItemsRecord, RunStore};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rustc_hash::FxHashMap;
@@ -140,11 +140,7 @@ impl<'p> Coordinator<'p> {
 
     /// Builds the call; reuses a stored success with the same inputs instead
     /// of running it (`None`), else counts the attempt and tells the observer.
-    fn start(
-        &mut self,
-        step: &StepId,
-        observer: &mut dyn FnMut(RunEvent<'_>),
-    ) -> Option<Vec<InputData>> {
+    fn start(&mut self, step: &StepId, observer: &mut dyn FnMut(RunEvent<'_>)) -> Option<Inputs> {
         let inputs = match self.scheduler.inputs(step) {
             Ok(inputs) => inputs,
             Err(message) => {
@@ -201,8 +197,8 @@ impl<'p> Coordinator<'p> {
         let outputs = &self.plan.ops[step.op].dynamic_outputs;
         for (output, key, value) in &prior.items {
             if let Some(index) = outputs.iter().position(|o| o == output) {
-                self.scheduler
-                    .on_emit(step, index, key.clone(), value.clone());
+                let value = self.scheduler.values.put(value.clone());
+                self.scheduler.on_emit(step, index, key.clone(), value);
             }
         }
         if self.record_reused
@@ -220,7 +216,8 @@ impl<'p> Coordinator<'p> {
             },
             op,
         });
-        self.scheduler.on_finished(step, Ok(prior.output));
+        let value = self.scheduler.values.put(prior.output);
+        self.scheduler.on_finished(step, Ok(value));
     }
 
     /// For a `cache = true` op: reuses a stored success of any run with the
@@ -328,8 +325,9 @@ impl<'p> Coordinator<'p> {
                     if self.recorder.is_some() {
                         self.stream_item(&mut streamed, &item);
                     }
+                    let value = self.scheduler.values.put_slice(&item.value);
                     self.scheduler
-                        .on_emit(&item.step, item.output, item.key, item.value);
+                        .on_emit(&item.step, item.output, item.key, value);
                 }
                 if let Some(recorder) = &self.recorder {
                     for (_, items) in streamed {
@@ -342,7 +340,7 @@ impl<'p> Coordinator<'p> {
                     self.in_flight -= 1;
                 }
                 for (step, report) in steps {
-                    self.finished(step, *report, observer);
+                    self.finished(step, report, observer);
                 }
             }
         }
@@ -371,9 +369,11 @@ impl<'p> Coordinator<'p> {
                 &mut batches.last_mut().expect("just pushed").1
             }
         };
-        batch
-            .items
-            .push((output.clone(), item.key.to_string(), item.value.clone()));
+        batch.items.push((
+            output.clone(),
+            item.key.to_string(),
+            Arc::from(item.value.as_slice()),
+        ));
         *seq += 1;
     }
 
@@ -414,8 +414,10 @@ impl<'p> Coordinator<'p> {
             recorder.record(self.finished_record(&step, hash).ran(&report));
             self.input_summaries.remove(&step);
         }
-        self.scheduler
-            .on_finished(&step, report.outcome.map(Arc::from));
+        let outcome = report
+            .outcome
+            .map(|bytes| self.scheduler.values.put_slice(&bytes));
+        self.scheduler.on_finished(&step, outcome);
     }
 
     /// How long to wait before retrying a failed step, if it is retried: its

@@ -12,6 +12,7 @@ mod collection;
 
 use super::collect;
 use super::values::{Value, Values};
+use super::worker::Inputs;
 use crate::key::{KeyPath, MappingKey};
 use crate::plan::{CollectTarget, OpId, Plan, Source};
 use crate::runtime::{FailureKind, InputData, OpFailure};
@@ -191,7 +192,7 @@ impl<'p> Scheduler<'p> {
 
     /// Records an item emitted by a running step on its dynamic output number
     /// `output` and creates the steps mapped over it.
-    pub fn on_emit(&mut self, step: &StepId, output: usize, key: MappingKey, value: Arc<[u8]>) {
+    pub fn on_emit(&mut self, step: &StepId, output: usize, key: MappingKey, value: Value) {
         let plan = self.plan;
         let Some(name) = plan.ops[step.op].dynamic_outputs.get(output) else {
             return;
@@ -199,7 +200,6 @@ impl<'p> Scheduler<'p> {
         let Some(entry) = self.steps.get_mut(step) else {
             return;
         };
-        let value = self.values.put(value);
         let emitted = entry.emitted.get_or_insert_with(Box::default);
         match emitted.get_mut(name.as_str()) {
             Some(items) => items.push(key.clone(), value),
@@ -235,9 +235,10 @@ impl<'p> Scheduler<'p> {
     }
 
     /// Records the end of a running step and wakes what waited for it.
-    pub fn on_finished(&mut self, step: &StepId, outcome: Result<Arc<[u8]>, OpFailure>) {
+    /// `outcome` holds a value kept in [`Scheduler::values`].
+    pub fn on_finished(&mut self, step: &StepId, outcome: Result<Value, OpFailure>) {
         let status = match outcome {
-            Ok(value) => Status::Succeeded(self.values.put(value)),
+            Ok(value) => Status::Succeeded(value),
             Err(failure) => Status::Failed(Box::new(failure)),
         };
         self.finish(step.clone(), status);
@@ -458,9 +459,9 @@ impl<'p> Scheduler<'p> {
     /// Failed or skipped steps that a tolerant collect ran without are marked
     /// tolerated here, as the collect's input is built. Fails only if a
     /// spilled value cannot be read back.
-    pub fn inputs(&mut self, step: &StepId) -> Result<Vec<InputData>, String> {
+    pub fn inputs(&mut self, step: &StepId) -> Result<Inputs, String> {
         let op = &self.plan.ops[step.op];
-        let mut inputs = Vec::with_capacity(op.inputs.len());
+        let mut inputs = Inputs::new();
         for input in &op.inputs {
             let data = match &input.source {
                 Source::Value(up) => {

@@ -62,26 +62,35 @@ impl Values {
 
     /// Keeps `bytes`, in memory while the budget lasts.
     pub fn put(&mut self, bytes: Arc<[u8]>) -> Value {
-        let len = bytes.len() as u64;
+        self.admit(&bytes, || bytes.clone())
+    }
+
+    /// Keeps a copy of `bytes`, in memory while the budget lasts.
+    pub fn put_slice(&mut self, bytes: &[u8]) -> Value {
+        self.admit(bytes, || Arc::from(bytes))
+    }
+
+    fn admit(&mut self, bytes: &[u8], shared: impl FnOnce() -> Arc<[u8]>) -> Value {
         if bytes.len() <= SMALL {
             let mut small = [0u8; SMALL];
-            small[..bytes.len()].copy_from_slice(&bytes);
+            small[..bytes.len()].copy_from_slice(bytes);
             return Value::Small {
                 len: bytes.len() as u8,
                 bytes: small,
             };
         }
+        let len = bytes.len() as u64;
         if self.held + len <= self.budget || self.error.is_some() {
             self.held += len;
-            return Value::Inline(bytes);
+            return Value::Inline(shared());
         }
-        match self.spill(&bytes) {
+        match self.spill(bytes) {
             Ok(value) => value,
             Err(e) => {
                 tracing::warn!("cannot spill values to disk, keeping them in memory: {e}");
                 self.error = Some(e);
                 self.held += len;
-                Value::Inline(bytes)
+                Value::Inline(shared())
             }
         }
     }

@@ -18,7 +18,7 @@ pub(crate) enum Event {
     Emitted { worker: usize },
     /// Finished steps; `batch_done` frees the worker for another job.
     Done {
-        steps: Vec<(StepId, Box<StepReport>)>,
+        steps: Vec<(StepId, StepReport)>,
         batch_done: bool,
     },
 }
@@ -29,7 +29,7 @@ pub(crate) struct Emitted {
     /// Index into the op's dynamic outputs.
     pub output: usize,
     pub key: MappingKey,
-    pub value: Arc<[u8]>,
+    pub value: Vec<u8>,
 }
 
 /// One worker's emitted items on their way to the coordinator. The worker
@@ -63,8 +63,12 @@ impl EmitQueue {
 /// hand-off (two futex wake-ups per message), which otherwise costs more than
 /// instantiating and running a small op.
 pub(crate) struct Job {
-    pub steps: Vec<(StepId, Vec<InputData>)>,
+    pub steps: Vec<(StepId, Inputs)>,
 }
+
+/// A step's input values: inline for the usual one or two inputs, so
+/// dispatching a step allocates nothing for them.
+pub(crate) type Inputs = smallvec::SmallVec<[InputData; 2]>;
 
 /// The most steps one job carries: enough to amortise the hand-off, few
 /// enough that results still stream back promptly.
@@ -96,7 +100,7 @@ impl EmitSink for QueueSink {
             step: self.step.clone(),
             output,
             key,
-            value: Arc::from(value),
+            value,
         };
         if self.outbox.queue.push(item) {
             // The coordinator outlives every worker, so the channel is open.
@@ -170,7 +174,7 @@ pub(crate) fn work(cx: WorkerContext<'_>, jobs: &Receiver<Job>, events: Sender<E
                 runtime.run_step(component, &op.policy, &call, inputs, sink)
             }))
             .unwrap_or_else(|panic| host_panic(&panic));
-            done.push((step, Box::new(report)));
+            done.push((step, report));
             if flushed.elapsed() >= FLUSH_INTERVAL {
                 let _ = events.send(Event::Done {
                     steps: std::mem::take(&mut done),
