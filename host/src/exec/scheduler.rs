@@ -55,22 +55,44 @@ impl Status {
 /// Items a step emitted, per dynamic output.
 pub(crate) type Emitted = BTreeMap<String, Items>;
 
-/// The items of one dynamic output of one step: in emission order (for
-/// collects) and indexed by key (for the mapped steps' inputs).
+/// The items of one dynamic output of one step, in emission order. A mapped
+/// step finds its own item by position ([`StepEntry::item`]); the index by
+/// key is built only if something looks an item up by key (an outer level of
+/// a nested map), so a plain million-key map never builds it.
 #[derive(Default)]
 pub(crate) struct Items {
     pub order: Vec<(MappingKey, Value)>,
-    index: HashMap<MappingKey, usize>,
+    index: std::cell::OnceCell<HashMap<MappingKey, usize>>,
 }
 
 impl Items {
-    fn push(&mut self, key: MappingKey, value: Value) {
-        self.index.insert(key.clone(), self.order.len());
+    /// Appends an item; returns its position.
+    fn push(&mut self, key: MappingKey, value: Value) -> usize {
+        let at = self.order.len();
+        if let Some(index) = self.index.get_mut() {
+            index.insert(key.clone(), at);
+        }
         self.order.push((key, value));
+        at
     }
 
     fn get(&self, key: &MappingKey) -> Option<&Value> {
-        self.index.get(key).map(|&i| &self.order[i].1)
+        let index = self.index.get_or_init(|| {
+            self.order
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| (k.clone(), i))
+                .collect()
+        });
+        index.get(key).map(|&i| &self.order[i].1)
+    }
+
+    /// The item at `at` if its key is `key`, else looked up by key.
+    fn find(&self, at: u32, key: &MappingKey) -> Option<&Value> {
+        match self.order.get(at as usize) {
+            Some((k, value)) if k == key => Some(value),
+            _ => self.get(key),
+        }
     }
 }
 
@@ -78,7 +100,13 @@ pub(crate) struct StepEntry {
     pub status: Status,
     /// Boxed: most steps emit nothing.
     pub emitted: Option<Box<Emitted>>,
+    /// Position of this step's own (last) key among the items of the output
+    /// it is mapped over; [`NO_ITEM`] outside any map.
+    item: u32,
 }
+
+/// [`StepEntry::item`] of a step outside any map.
+const NO_ITEM: u32 = u32::MAX;
 
 impl StepEntry {
     /// The items the step emitted on `output`, if any.
@@ -170,7 +198,7 @@ impl<'p> Scheduler<'p> {
         let roots: Vec<OpId> = (0..plan.ops.len())
             .filter(|&id| plan.ops[id].scope.is_empty())
             .collect();
-        scheduler.create_instance(&roots, &[]);
+        scheduler.create_instance(&roots, &[], NO_ITEM);
         scheduler
     }
 
@@ -201,14 +229,15 @@ impl<'p> Scheduler<'p> {
             return;
         };
         let emitted = entry.emitted.get_or_insert_with(Box::default);
-        match emitted.get_mut(name.as_str()) {
+        let at = match emitted.get_mut(name.as_str()) {
             Some(items) => items.push(key.clone(), value),
             None => {
                 let mut items = Items::default();
-                items.push(key.clone(), value);
+                let at = items.push(key.clone(), value);
                 emitted.insert(name.clone(), items);
+                at
             }
-        }
+        };
         let watches = self.watches.clone();
         for watch in &watches[step.op] {
             if let Role::Emitter {
@@ -230,7 +259,7 @@ impl<'p> Scheduler<'p> {
         if !ops.is_empty() {
             let mut keys = step.keys.clone();
             keys.push(key);
-            self.create_instance(ops, &keys);
+            self.create_instance(ops, &keys, u32::try_from(at).unwrap_or(NO_ITEM));
         }
     }
 
@@ -264,7 +293,7 @@ impl<'p> Scheduler<'p> {
 
     /// Creates the steps of `ops` at `keys` (one new scope instance), with
     /// their collections, then checks which are ready.
-    fn create_instance(&mut self, ops: &[OpId], keys: &[MappingKey]) {
+    fn create_instance(&mut self, ops: &[OpId], keys: &[MappingKey], item: u32) {
         for &op in ops {
             for (index, input) in self.plan.ops[op].inputs.iter().enumerate() {
                 if matches!(input.source, Source::Collect(..)) {
@@ -289,6 +318,7 @@ impl<'p> Scheduler<'p> {
                 StepEntry {
                     status,
                     emitted: None,
+                    item,
                 },
             );
             if queue {
@@ -307,6 +337,7 @@ impl<'p> Scheduler<'p> {
                 StepEntry {
                     status: Status::Waiting,
                     emitted: None,
+                    item,
                 },
             );
         }
@@ -483,9 +514,14 @@ impl<'p> Scheduler<'p> {
                         op: d.op,
                         keys: KeyPath::from(&step.keys[..level]),
                     };
+                    let own = if level + 1 == op.scope.len() {
+                        self.steps.get(step).map_or(NO_ITEM, |e| e.item)
+                    } else {
+                        NO_ITEM
+                    };
                     let value = self.steps[&emitter]
                         .items(&d.output)
-                        .and_then(|items| items.get(&step.keys[level]));
+                        .and_then(|items| items.find(own, &step.keys[level]));
                     InputData::Single(self.bytes(value)?)
                 }
                 Source::Collect(target, _) => {
