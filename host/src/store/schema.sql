@@ -1,6 +1,8 @@
--- dynhost run store, schema version 1. Keys are JSON arrays of mapping keys
--- (outermost first, `[]` outside any map); values live once in `blobs`,
--- addressed by their SHA-256. `steps` and `items` are WITHOUT ROWID: their
+-- dynhost run store, schema version 2. Keys are JSON arrays of mapping keys
+-- (outermost first, `[]` outside any map). Values of up to 64 bytes are kept
+-- inline (`steps.output`, `items.value`; the hash column is then NULL or '');
+-- larger ones live once in `blobs`, addressed by their SHA-256. Version 1
+-- stores are upgraded in place by adding the two inline columns. `steps` and `items` are WITHOUT ROWID: their
 -- rows live in the primary-key B-tree itself, so recording a step or an item
 -- is one B-tree insert instead of two (stores made before this still work:
 -- the columns are the same).
@@ -32,7 +34,8 @@ CREATE TABLE IF NOT EXISTS steps (
     fuel_used         INTEGER,
     input_hash        TEXT,
     inputs            TEXT,             -- JSON: name, kind and size of each input
-    output_hash       TEXT,
+    output_hash       TEXT,             -- SHA-256 of a value in `blobs`, or NULL
+    output            BLOB,             -- the value itself, when small
     memo_key          TEXT,
     stdout            TEXT NOT NULL,
     stderr            TEXT NOT NULL,
@@ -57,7 +60,8 @@ CREATE TABLE IF NOT EXISTS items (
     output     TEXT NOT NULL,
     seq        INTEGER NOT NULL,
     key        TEXT NOT NULL,
-    value_hash TEXT NOT NULL,
+    value_hash TEXT NOT NULL,           -- SHA-256 of a value in `blobs`, or ''
+    value      BLOB,                    -- the value itself, when small
     PRIMARY KEY (run_id, op, keys, output, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blobs (

@@ -11,7 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The schema this build writes; a store with another version is refused.
-const SCHEMA_VERSION: &str = "1";
+const SCHEMA_VERSION: &str = "2";
+
+/// Values up to this size are stored in their row rather than in `blobs`: a
+/// reference (a 64-character hash, a blob row and its index entry) would cost
+/// more than the value, and a million-key run writes two values per key.
+const INLINE_MAX: usize = 64;
 
 /// How long to wait for another process's write lock before reporting it.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -76,6 +81,16 @@ impl SqliteStore {
             })?;
         match version.as_deref() {
             Some(SCHEMA_VERSION) => Ok(()),
+            Some("1") => {
+                // Version 2 only adds the inline value columns.
+                self.conn.execute_batch(
+                    "BEGIN;
+                     ALTER TABLE steps ADD COLUMN output BLOB;
+                     ALTER TABLE items ADD COLUMN value BLOB;
+                     UPDATE meta SET value = '2' WHERE key = 'schema_version';
+                     COMMIT;",
+                )
+            }
             Some(other) => Err(rusqlite::Error::InvalidParameterName(format!(
                 "schema version {other}, this dynhost reads version {SCHEMA_VERSION}"
             ))),
@@ -106,14 +121,17 @@ impl SqliteStore {
         now: f64,
     ) -> rusqlite::Result<()> {
         let keys = keys_json(&s.keys);
-        let output_hash = match &s.output {
-            Some(bytes) => Some(put_blob(tx, bytes)?),
-            None => None,
+        let (output_hash, output) = match s.output.as_deref() {
+            Some(bytes) => match put_value(tx, bytes)? {
+                Stored::Inline(bytes) => (None, Some(bytes)),
+                Stored::Blob(hash) => (Some(hash), None),
+            },
+            None => (None, None),
         };
         tx.prepare_cached("INSERT OR REPLACE INTO steps (run_id, op, keys, status, attempts, wall_secs, failure_kind, failure_message,
                peak_memory_bytes, emitted_items, emitted_bytes, fuel_used, input_hash, output_hash, memo_key,
-               stdout, stderr, log, finished_at, inputs)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)")?.execute(
+               stdout, stderr, log, finished_at, inputs, output)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)")?.execute(
             params![
                 run_id,
                 s.op,
@@ -134,7 +152,8 @@ impl SqliteStore {
                 s.stderr,
                 s.log,
                 now,
-                s.inputs
+                s.inputs,
+                output
             ],
         )?;
         if !s.items_streamed {
@@ -157,7 +176,7 @@ impl SqliteStore {
         output: Vec<u8>,
     ) -> rusqlite::Result<PriorStep> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT i.output, i.key, b.bytes FROM items i JOIN blobs b ON b.hash = i.value_hash
+            "SELECT i.output, i.key, coalesce(i.value, b.bytes) FROM items i LEFT JOIN blobs b ON b.hash = i.value_hash
              WHERE i.run_id = ?1 AND i.op = ?2 AND i.keys = ?3 ORDER BY i.output, i.seq",
         )?;
         let items = stmt
@@ -194,19 +213,33 @@ fn write_items(
             .execute(params![run_id, op, keys])?;
     }
     for (seq, (output, key, value)) in (first_seq..).zip(items) {
-        let hash = put_blob(tx, value)?;
-        tx.prepare_cached("INSERT OR REPLACE INTO items (run_id, op, keys, output, seq, key, value_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?.execute(
-            params![run_id, op, keys, output, seq as i64, key, hash],
+        let (hash, inline) = match put_value(tx, value)? {
+            Stored::Inline(bytes) => (String::new(), Some(bytes)),
+            Stored::Blob(hash) => (hash, None),
+        };
+        tx.prepare_cached("INSERT OR REPLACE INTO items (run_id, op, keys, output, seq, key, value_hash, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?.execute(
+            params![run_id, op, keys, output, seq as i64, key, hash, inline],
         )?;
     }
     Ok(())
 }
 
-fn put_blob(tx: &rusqlite::Transaction<'_>, bytes: &[u8]) -> rusqlite::Result<String> {
+/// Where a value went.
+enum Stored<'a> {
+    /// Small: into the row itself.
+    Inline(&'a [u8]),
+    /// Into `blobs`, under this hash.
+    Blob(String),
+}
+
+fn put_value<'a>(tx: &rusqlite::Transaction<'_>, bytes: &'a [u8]) -> rusqlite::Result<Stored<'a>> {
+    if bytes.len() <= INLINE_MAX {
+        return Ok(Stored::Inline(bytes));
+    }
     let hash = hash_bytes(bytes);
     tx.prepare_cached("INSERT OR IGNORE INTO blobs (hash, bytes) VALUES (?1, ?2)")?
         .execute(params![hash, bytes])?;
-    Ok(hash)
+    Ok(Stored::Blob(hash))
 }
 
 fn keys_json(keys: &[String]) -> String {
@@ -332,7 +365,7 @@ impl RunStore for SqliteStore {
         let query = || -> rusqlite::Result<Vec<StepRow>> {
             let mut stmt = self.conn.prepare(
                 "SELECT s.op, s.keys, s.status, s.attempts, s.wall_secs, s.failure_kind, s.failure_message,
-                   s.peak_memory_bytes, s.emitted_items, s.emitted_bytes, s.fuel_used, length(b.bytes),
+                   s.peak_memory_bytes, s.emitted_items, s.emitted_bytes, s.fuel_used, length(coalesce(s.output, b.bytes)),
                    s.stdout, s.stderr, s.log, s.inputs
                  FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
                  WHERE s.run_id = ?1 ORDER BY s.op, s.keys",
@@ -365,8 +398,8 @@ impl RunStore for SqliteStore {
     fn successes(&self, run_id: &str) -> Result<Vec<PriorStep>, StoreError> {
         let query = || -> rusqlite::Result<Vec<PriorStep>> {
             let mut stmt = self.conn.prepare(
-                "SELECT s.op, s.keys, s.input_hash, b.bytes FROM steps s JOIN blobs b ON b.hash = s.output_hash
-                 WHERE s.run_id = ?1 AND s.status = 'succeeded'",
+                "SELECT s.op, s.keys, s.input_hash, coalesce(s.output, b.bytes) FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
+                 WHERE s.run_id = ?1 AND s.status = 'succeeded' AND coalesce(s.output, b.bytes) IS NOT NULL",
             )?;
             let rows = stmt
                 .query_map([run_id], |r| {
@@ -385,8 +418,8 @@ impl RunStore for SqliteStore {
             let row = self
                 .conn
                 .query_row(
-                    "SELECT s.run_id, s.op, s.keys, s.input_hash, b.bytes FROM steps s JOIN blobs b ON b.hash = s.output_hash
-                     WHERE s.memo_key = ?1 AND s.status = 'succeeded' LIMIT 1",
+                    "SELECT s.run_id, s.op, s.keys, s.input_hash, coalesce(s.output, b.bytes) FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
+                     WHERE s.memo_key = ?1 AND s.status = 'succeeded' AND coalesce(s.output, b.bytes) IS NOT NULL LIMIT 1",
                     [memo_key],
                     |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, Vec<u8>>(4)?)),
                 )
@@ -460,11 +493,103 @@ mod tests {
         assert_eq!(prior.len(), 2);
         assert_eq!(&*prior[0].output, b"same");
         assert_eq!(prior[0].items[0].1, "x");
-        let blobs: i64 = store
+        assert_eq!(blob_count(&store), 0, "small values stay in their rows");
+        // Large values go to `blobs`, once however many steps return them.
+        let big = vec![7u8; INLINE_MAX + 1];
+        let mut writes = Vec::new();
+        for key in ["k4", "k5"] {
+            let mut r = record("a", key, StepStatus::Succeeded);
+            r.output = Some(Arc::from(big.as_slice()));
+            r.items = vec![("result".into(), "y".into(), Arc::from(big.as_slice()))];
+            writes.push(Write::Step(Box::new(r)));
+        }
+        store.record("r1", &writes).unwrap();
+        assert_eq!(blob_count(&store), 1, "identical values share one blob");
+        let prior = store.successes("r1").unwrap();
+        let k5 = prior.iter().find(|p| p.keys == ["k5"]).unwrap();
+        assert_eq!(&*k5.output, big.as_slice());
+        assert_eq!(&*k5.items[0].2, big.as_slice());
+        let empty = {
+            let mut r = record("a", "k6", StepStatus::Succeeded);
+            r.output = Some(Arc::from(&b""[..]));
+            r
+        };
+        store.record("r1", &[Write::Step(Box::new(empty))]).unwrap();
+        let prior = store.successes("r1").unwrap();
+        let k6 = prior.iter().find(|p| p.keys == ["k6"]).unwrap();
+        assert!(
+            k6.output.is_empty(),
+            "an empty value is a value, not a missing one"
+        );
+    }
+
+    fn blob_count(store: &SqliteStore) -> i64 {
+        store
             .conn
             .query_row("SELECT count(*) FROM blobs", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_version_1_store_is_upgraded_and_keeps_its_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.db");
+        {
+            // The version 1 tables, as the previous release created them.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 INSERT INTO meta VALUES ('schema_version', '1');
+                 CREATE TABLE runs (id TEXT PRIMARY KEY, job TEXT NOT NULL, job_file TEXT NOT NULL,
+                   job_hash TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL, status TEXT NOT NULL);
+                 CREATE TABLE steps (run_id TEXT NOT NULL, op TEXT NOT NULL, keys TEXT NOT NULL,
+                   status TEXT NOT NULL, attempts INTEGER NOT NULL, wall_secs REAL NOT NULL,
+                   failure_kind TEXT, failure_message TEXT, peak_memory_bytes INTEGER NOT NULL,
+                   emitted_items INTEGER NOT NULL, emitted_bytes INTEGER NOT NULL, fuel_used INTEGER,
+                   input_hash TEXT, inputs TEXT, output_hash TEXT, memo_key TEXT, stdout TEXT NOT NULL,
+                   stderr TEXT NOT NULL, log TEXT NOT NULL, finished_at REAL NOT NULL,
+                   PRIMARY KEY (run_id, op, keys));
+                 CREATE TABLE attempts (run_id TEXT NOT NULL, op TEXT NOT NULL, keys TEXT NOT NULL,
+                   status TEXT NOT NULL, finished_at REAL NOT NULL);
+                 CREATE TABLE items (run_id TEXT NOT NULL, op TEXT NOT NULL, keys TEXT NOT NULL,
+                   output TEXT NOT NULL, seq INTEGER NOT NULL, key TEXT NOT NULL, value_hash TEXT NOT NULL,
+                   PRIMARY KEY (run_id, op, keys, output, seq));
+                 CREATE TABLE blobs (hash TEXT PRIMARY KEY, bytes BLOB NOT NULL);
+                 INSERT INTO runs VALUES ('old', 'j', 'job.toml', 'h', 0, 1, 'succeeded');
+                 INSERT INTO blobs VALUES ('h1', x'6f6c64');
+                 INSERT INTO steps VALUES ('old', 'emit', '[]', 'succeeded', 1, 0, NULL, NULL, 0, 1, 3,
+                   NULL, 'in', NULL, 'h1', NULL, '', '', '', 1);
+                 INSERT INTO items VALUES ('old', 'emit', '[]', 'result', 0, 'a', 'h1');",
+            )
             .unwrap();
-        assert_eq!(blobs, 2, "identical outputs share one blob");
+        }
+        let mut store = SqliteStore::open(&path).unwrap();
+        let old = store.successes("old").unwrap();
+        assert_eq!(&*old[0].output, b"old");
+        assert_eq!(
+            (old[0].items[0].1.as_str(), &*old[0].items[0].2),
+            ("a", &b"old"[..])
+        );
+        store
+            .record(
+                "old",
+                &[Write::Step(Box::new(record(
+                    "a",
+                    "k1",
+                    StepStatus::Succeeded,
+                )))],
+            )
+            .unwrap();
+        assert_eq!(store.successes("old").unwrap().len(), 2);
+        let version: String = store
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[test]
