@@ -156,7 +156,10 @@ impl SqliteStore {
                 output
             ],
         )?;
-        if !s.items_streamed {
+        // Streamed items were written as they came, the first of them
+        // replacing any earlier attempt's; an attempt that streamed none must
+        // still drop those.
+        if !s.items_streamed || s.emitted_items == 0 {
             write_items(tx, run_id, &s.op, &keys, 0, &s.items)?;
         }
         if s.executed {
@@ -626,12 +629,21 @@ mod tests {
             .unwrap();
         assert_eq!(keys_of(&store), ["a", "b", "c"]);
         store
-            .record("r1", &[items(0, &["z"]), Write::Step(Box::new(done))])
+            .record(
+                "r1",
+                &[items(0, &["z"]), Write::Step(Box::new(done.clone()))],
+            )
             .unwrap();
         assert_eq!(
             keys_of(&store),
             ["z"],
             "a rerun's items replace the old ones"
+        );
+        done.emitted_items = 0;
+        store.record("r1", &[Write::Step(Box::new(done))]).unwrap();
+        assert!(
+            keys_of(&store).is_empty(),
+            "a rerun that emits nothing leaves no old items behind"
         );
     }
 
