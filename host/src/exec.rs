@@ -49,7 +49,8 @@ pub const DEFAULT_MEMORY_BUDGET: u64 = 256 << 20;
 /// Something that happened during a run, for progress display and `--json`.
 #[derive(Debug)]
 pub enum RunEvent<'a> {
-    /// A step was handed to a worker.
+    /// A step was handed to the workers. In a large fan-out it may wait in
+    /// their queue behind one batch per worker before it runs.
     StepStarted {
         /// `op[key]`.
         step: StepName<'a>,
@@ -151,7 +152,7 @@ pub fn run(
     coordinator.component_hashes = components.iter().map(|c| c.hash.clone()).collect();
     let queues: Vec<Arc<EmitQueue>> = (0..workers).map(|_| Arc::default()).collect();
     std::thread::scope(|scope| {
-        let (job_tx, job_rx) = bounded::<Job>(workers);
+        let (job_tx, job_rx) = bounded::<Job>(workers * coordinator::JOBS_PER_WORKER);
         let (event_tx, event_rx) = unbounded::<Event>();
         for (worker, queue) in queues.iter().enumerate() {
             let jobs = job_rx.clone();

@@ -14,9 +14,21 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rustc_hash::FxHashMap;
 use rustc_hash::FxHashMap as HashMap;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Jobs handed out per worker in a large fan-out: one running and one
+/// waiting in the shared queue, so a worker that finishes a batch takes the
+/// next at once even while the coordinator is busy (with a burst of emitted
+/// items, say). Any idle worker takes any waiting job. Small fan-outs keep
+/// one job per worker, so a step is started only when a worker is free.
+pub(super) const JOBS_PER_WORKER: usize = 2;
+
+/// Emitted items handled between two looks at the workers: a fast emitter
+/// can queue a hundred thousand items at once, and the workers should not
+/// starve while the coordinator turns them all into steps.
+const EMIT_CHUNK: usize = 1024;
 
 /// The longest wait between retries, however many there were.
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(3600);
@@ -49,6 +61,8 @@ pub(crate) struct Coordinator<'p> {
     input_summaries: FxHashMap<StepId, String>,
     /// Per running step, items already sent to the store.
     items_written: FxHashMap<StepId, u64>,
+    /// Emitted items taken from the workers, not yet turned into steps.
+    backlog: VecDeque<Emitted>,
 }
 
 impl<'p> Coordinator<'p> {
@@ -74,6 +88,7 @@ impl<'p> Coordinator<'p> {
             memo_keys: FxHashMap::default(),
             input_summaries: FxHashMap::default(),
             items_written: FxHashMap::default(),
+            backlog: VecDeque::new(),
         }
     }
 
@@ -86,15 +101,20 @@ impl<'p> Coordinator<'p> {
         queues: &[Arc<EmitQueue>],
         observer: &mut dyn FnMut(RunEvent<'_>),
     ) {
+        let slots = self.workers * JOBS_PER_WORKER;
         let workers = self.workers;
         let mut emitted = Vec::new();
         loop {
             self.report_skipped(observer);
-            while self.in_flight < workers {
+            loop {
                 let ready = self.scheduler.ready_len();
+                let large = ready >= BATCH_THRESHOLD * workers;
+                if self.in_flight >= if large { slots } else { workers } {
+                    break;
+                }
                 // Batch only large fan-outs; a handful of keys go one by one so
                 // each starts as soon as a worker is free.
-                let size = if ready >= BATCH_THRESHOLD * workers {
+                let size = if large {
                     (ready / workers).clamp(1, MAX_BATCH)
                 } else {
                     1
@@ -116,6 +136,15 @@ impl<'p> Coordinator<'p> {
                     return;
                 }
                 self.in_flight += 1;
+            }
+            if !self.backlog.is_empty() {
+                // Items still to turn into steps: take the next chunk unless
+                // an event is waiting (finished steps free workers sooner).
+                match events.try_recv() {
+                    Ok(event) => self.handle(event, queues, &mut emitted, observer),
+                    Err(_) => self.take_emitted(EMIT_CHUNK),
+                }
+                continue;
             }
             let next_retry = self.backoffs.peek().map(|Reverse((due, _))| *due);
             if self.in_flight == 0 && next_retry.is_none() {
@@ -320,28 +349,38 @@ impl<'p> Coordinator<'p> {
         match event {
             Event::Emitted { worker } => {
                 queues[worker].take(emitted);
-                let mut streamed: Vec<(StepId, ItemsRecord)> = Vec::new();
-                for item in emitted.drain(..) {
-                    if self.recorder.is_some() {
-                        self.stream_item(&mut streamed, &item);
-                    }
-                    let value = self.scheduler.values.put_slice(&item.value);
-                    self.scheduler
-                        .on_emit(&item.step, item.output, item.key, value);
-                }
-                if let Some(recorder) = &self.recorder {
-                    for (_, items) in streamed {
-                        recorder.record_items(items);
-                    }
-                }
+                self.backlog.extend(emitted.drain(..));
+                self.take_emitted(EMIT_CHUNK);
             }
             Event::Done { steps, batch_done } => {
+                // A step's items were queued before it finished: all of them
+                // must be steps (and counted in collections) before it is done.
+                self.take_emitted(usize::MAX);
                 if batch_done {
                     self.in_flight -= 1;
                 }
                 for (step, report) in steps {
                     self.finished(step, report, observer);
                 }
+            }
+        }
+    }
+
+    /// Turns up to `limit` items of the backlog into steps (and store writes).
+    fn take_emitted(&mut self, limit: usize) {
+        let mut streamed: Vec<(StepId, ItemsRecord)> = Vec::new();
+        let n = limit.min(self.backlog.len());
+        for item in self.backlog.drain(..n).collect::<Vec<_>>() {
+            if self.recorder.is_some() {
+                self.stream_item(&mut streamed, &item);
+            }
+            let value = self.scheduler.values.put_slice(&item.value);
+            self.scheduler
+                .on_emit(&item.step, item.output, item.key, value);
+        }
+        if let Some(recorder) = &self.recorder {
+            for (_, items) in streamed {
+                recorder.record_items(items);
             }
         }
     }
