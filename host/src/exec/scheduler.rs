@@ -9,6 +9,10 @@
 //! the collecting op, and each member step; it completes at zero.
 
 mod collection;
+mod entry;
+
+use entry::NO_ITEM;
+pub(crate) use entry::{Emitted, Items, Status, StepEntry};
 
 use super::collect;
 use super::values::{Value, Values};
@@ -18,7 +22,7 @@ use crate::plan::{CollectTarget, OpId, Plan, Source};
 use crate::runtime::{FailureKind, InputData, OpFailure};
 use collection::{Collection, CollectionId, Role, Watch, exceeds};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// One step: an op at a key path.
@@ -28,91 +32,6 @@ pub struct StepId {
     pub op: OpId,
     /// The step's keys, outermost first.
     pub keys: KeyPath,
-}
-
-/// Where a step is in its life.
-#[derive(Debug, Clone)]
-pub(crate) enum Status {
-    Waiting,
-    /// Queued or running.
-    Ready,
-    Succeeded(Value),
-    /// Boxed, like the skip reason, to keep every step's entry small: a
-    /// million-key map holds a million of them.
-    Failed(Box<OpFailure>),
-    Skipped(Box<str>),
-}
-
-impl Status {
-    fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            Status::Succeeded(_) | Status::Failed(_) | Status::Skipped(_)
-        )
-    }
-}
-
-/// Items a step emitted, per dynamic output.
-pub(crate) type Emitted = BTreeMap<String, Items>;
-
-/// The items of one dynamic output of one step, in emission order. A mapped
-/// step finds its own item by position ([`StepEntry::item`]); the index by
-/// key is built only if something looks an item up by key (an outer level of
-/// a nested map), so a plain million-key map never builds it.
-#[derive(Default)]
-pub(crate) struct Items {
-    pub order: Vec<(MappingKey, Value)>,
-    index: std::cell::OnceCell<HashMap<MappingKey, usize>>,
-}
-
-impl Items {
-    /// Appends an item; returns its position.
-    fn push(&mut self, key: MappingKey, value: Value) -> usize {
-        let at = self.order.len();
-        if let Some(index) = self.index.get_mut() {
-            index.insert(key.clone(), at);
-        }
-        self.order.push((key, value));
-        at
-    }
-
-    fn get(&self, key: &MappingKey) -> Option<&Value> {
-        let index = self.index.get_or_init(|| {
-            self.order
-                .iter()
-                .enumerate()
-                .map(|(i, (k, _))| (k.clone(), i))
-                .collect()
-        });
-        index.get(key).map(|&i| &self.order[i].1)
-    }
-
-    /// The item at `at` if its key is `key`, else looked up by key.
-    fn find(&self, at: u32, key: &MappingKey) -> Option<&Value> {
-        match self.order.get(at as usize) {
-            Some((k, value)) if k == key => Some(value),
-            _ => self.get(key),
-        }
-    }
-}
-
-pub(crate) struct StepEntry {
-    pub status: Status,
-    /// Boxed: most steps emit nothing.
-    pub emitted: Option<Box<Emitted>>,
-    /// Position of this step's own (last) key among the items of the output
-    /// it is mapped over; [`NO_ITEM`] outside any map.
-    item: u32,
-}
-
-/// [`StepEntry::item`] of a step outside any map.
-const NO_ITEM: u32 = u32::MAX;
-
-impl StepEntry {
-    /// The items the step emitted on `output`, if any.
-    pub fn items(&self, output: &str) -> Option<&Items> {
-        self.emitted.as_ref().and_then(|e| e.get(output))
-    }
 }
 
 /// Scheduling state for one run.

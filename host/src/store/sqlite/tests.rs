@@ -1,0 +1,237 @@
+//! SQLite store: round trips, inline and shared values, streamed items,
+//! upgrades from version 1, and damaged files.
+
+use super::*;
+use crate::store::StepStatus;
+
+fn record(op: &str, key: &str, status: StepStatus) -> StepRecord {
+    StepRecord {
+        op: op.into(),
+        keys: vec![key.into()],
+        status,
+        attempts: 1,
+        wall_secs: 0.1,
+        failure_kind: None,
+        failure_message: None,
+        peak_memory_bytes: 1,
+        emitted_items: 1,
+        emitted_bytes: 2,
+        fuel_used: None,
+        input_hash: Some("in".into()),
+        memo_key: None,
+        output: Some(Arc::from(&b"same"[..])),
+        items: vec![("result".into(), "x".into(), Arc::from(&b"v"[..]))],
+        items_streamed: false,
+        stdout: String::new(),
+        stderr: String::new(),
+        log: String::new(),
+        inputs: None,
+        executed: true,
+    }
+}
+
+#[test]
+fn steps_round_trip_and_values_are_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
+    let run = RunRecord {
+        id: "r1".into(),
+        job: "j".into(),
+        job_file: "job.toml".into(),
+        job_hash: "h".into(),
+    };
+    store.begin_run(&run).unwrap();
+    store
+        .record(
+            "r1",
+            &[
+                Write::Step(Box::new(record("a", "k1", StepStatus::Succeeded))),
+                Write::Step(Box::new(record("a", "k2", StepStatus::Succeeded))),
+                Write::Step(Box::new(record("a", "k3", StepStatus::Failed))),
+            ],
+        )
+        .unwrap();
+    store.finish_run("r1", false).unwrap();
+    let runs = store.runs().unwrap();
+    assert_eq!(
+        (runs[0].succeeded, runs[0].failed, runs[0].status.as_str()),
+        (2, 1, "failed")
+    );
+    let prior = store.successes("r1").unwrap();
+    assert_eq!(prior.len(), 2);
+    assert_eq!(&*prior[0].output, b"same");
+    assert_eq!(prior[0].items[0].1, "x");
+    assert_eq!(blob_count(&store), 0, "small values stay in their rows");
+    // Large values go to `blobs`, once however many steps return them.
+    let big = vec![7u8; INLINE_MAX + 1];
+    let mut writes = Vec::new();
+    for key in ["k4", "k5"] {
+        let mut r = record("a", key, StepStatus::Succeeded);
+        r.output = Some(Arc::from(big.as_slice()));
+        r.items = vec![("result".into(), "y".into(), Arc::from(big.as_slice()))];
+        writes.push(Write::Step(Box::new(r)));
+    }
+    store.record("r1", &writes).unwrap();
+    assert_eq!(blob_count(&store), 1, "identical values share one blob");
+    let prior = store.successes("r1").unwrap();
+    let k5 = prior.iter().find(|p| p.keys == ["k5"]).unwrap();
+    assert_eq!(&*k5.output, big.as_slice());
+    assert_eq!(&*k5.items[0].2, big.as_slice());
+    let empty = {
+        let mut r = record("a", "k6", StepStatus::Succeeded);
+        r.output = Some(Arc::from(&b""[..]));
+        r
+    };
+    store.record("r1", &[Write::Step(Box::new(empty))]).unwrap();
+    let prior = store.successes("r1").unwrap();
+    let k6 = prior.iter().find(|p| p.keys == ["k6"]).unwrap();
+    assert!(
+        k6.output.is_empty(),
+        "an empty value is a value, not a missing one"
+    );
+}
+
+fn blob_count(store: &SqliteStore) -> i64 {
+    store
+        .conn
+        .query_row("SELECT count(*) FROM blobs", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_version_1_store_is_upgraded_and_keeps_its_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    {
+        // The version 1 tables, as the previous release created them.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO meta VALUES ('schema_version', '1');
+             CREATE TABLE runs (id TEXT PRIMARY KEY, job TEXT NOT NULL, job_file TEXT NOT NULL,
+               job_hash TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL, status TEXT NOT NULL);
+             CREATE TABLE steps (run_id TEXT NOT NULL, op TEXT NOT NULL, keys TEXT NOT NULL,
+               status TEXT NOT NULL, attempts INTEGER NOT NULL, wall_secs REAL NOT NULL,
+               failure_kind TEXT, failure_message TEXT, peak_memory_bytes INTEGER NOT NULL,
+               emitted_items INTEGER NOT NULL, emitted_bytes INTEGER NOT NULL, fuel_used INTEGER,
+               input_hash TEXT, inputs TEXT, output_hash TEXT, memo_key TEXT, stdout TEXT NOT NULL,
+               stderr TEXT NOT NULL, log TEXT NOT NULL, finished_at REAL NOT NULL,
+               PRIMARY KEY (run_id, op, keys));
+             CREATE TABLE attempts (run_id TEXT NOT NULL, op TEXT NOT NULL, keys TEXT NOT NULL,
+               status TEXT NOT NULL, finished_at REAL NOT NULL);
+             CREATE TABLE items (run_id TEXT NOT NULL, op TEXT NOT NULL, keys TEXT NOT NULL,
+               output TEXT NOT NULL, seq INTEGER NOT NULL, key TEXT NOT NULL, value_hash TEXT NOT NULL,
+               PRIMARY KEY (run_id, op, keys, output, seq));
+             CREATE TABLE blobs (hash TEXT PRIMARY KEY, bytes BLOB NOT NULL);
+             INSERT INTO runs VALUES ('old', 'j', 'job.toml', 'h', 0, 1, 'succeeded');
+             INSERT INTO blobs VALUES ('h1', x'6f6c64');
+             INSERT INTO steps VALUES ('old', 'emit', '[]', 'succeeded', 1, 0, NULL, NULL, 0, 1, 3,
+               NULL, 'in', NULL, 'h1', NULL, '', '', '', 1);
+             INSERT INTO items VALUES ('old', 'emit', '[]', 'result', 0, 'a', 'h1');",
+        )
+        .unwrap();
+    }
+    let mut store = SqliteStore::open(&path).unwrap();
+    let old = store.successes("old").unwrap();
+    assert_eq!(&*old[0].output, b"old");
+    assert_eq!(
+        (old[0].items[0].1.as_str(), &*old[0].items[0].2),
+        ("a", &b"old"[..])
+    );
+    store
+        .record(
+            "old",
+            &[Write::Step(Box::new(record(
+                "a",
+                "k1",
+                StepStatus::Succeeded,
+            )))],
+        )
+        .unwrap();
+    assert_eq!(store.successes("old").unwrap().len(), 2);
+    let version: String = store
+        .conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+}
+
+#[test]
+fn streamed_items_add_up_in_order_and_a_rerun_replaces_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
+    let items = |first_seq: u64, keys: &[&str]| {
+        Write::Items(super::super::ItemsRecord {
+            op: "emit".into(),
+            keys: vec![],
+            first_seq,
+            items: keys
+                .iter()
+                .map(|k| ("result".into(), (*k).into(), Arc::from(k.as_bytes())))
+                .collect(),
+        })
+    };
+    let mut done = record("emit", "", StepStatus::Succeeded);
+    done.keys = vec![];
+    done.items = vec![];
+    done.items_streamed = true;
+    let keys_of = |store: &SqliteStore| -> Vec<String> {
+        let prior = store.successes("r1").unwrap();
+        prior[0].items.iter().map(|i| i.1.clone()).collect()
+    };
+    store.record("r1", &[items(0, &["a", "b"])]).unwrap();
+    store.record("r1", &[items(2, &["c"])]).unwrap();
+    assert!(
+        store.successes("r1").unwrap().is_empty(),
+        "items alone are not a success"
+    );
+    store
+        .record("r1", &[Write::Step(Box::new(done.clone()))])
+        .unwrap();
+    assert_eq!(keys_of(&store), ["a", "b", "c"]);
+    store
+        .record(
+            "r1",
+            &[items(0, &["z"]), Write::Step(Box::new(done.clone()))],
+        )
+        .unwrap();
+    assert_eq!(
+        keys_of(&store),
+        ["z"],
+        "a rerun's items replace the old ones"
+    );
+    done.emitted_items = 0;
+    store.record("r1", &[Write::Step(Box::new(done))]).unwrap();
+    assert!(
+        keys_of(&store).is_empty(),
+        "a rerun that emits nothing leaves no old items behind"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_a_store_is_reported_not_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    std::fs::write(&path, vec![0x42u8; 4096]).unwrap();
+    let err = SqliteStore::open(&path)
+        .err()
+        .expect("garbage must not open");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        vec![0x42u8; 4096],
+        "the file was modified"
+    );
+}
+
+#[test]
+fn unknown_runs_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
+    let err = store.run("nope").unwrap_err();
+    assert!(err.to_string().contains("no run `nope`"), "{err}");
+}
