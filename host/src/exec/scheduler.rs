@@ -228,9 +228,12 @@ impl<'p> Scheduler<'p> {
                 op: *op,
                 keys: KeyPath::from(keys),
             };
-            let (status, queue) = match self.blocker(&step) {
-                Blocker::None => (Status::Ready, true),
-                _ => (Status::Waiting, false),
+            let blocker = self.blocker(&step);
+            let ready = matches!(blocker, Blocker::None);
+            let status = if ready {
+                Status::Ready
+            } else {
+                Status::Waiting
             };
             self.steps.insert(
                 step.clone(),
@@ -240,10 +243,10 @@ impl<'p> Scheduler<'p> {
                     item,
                 },
             );
-            if queue {
+            if ready {
                 self.ready.push_back(step);
             } else {
-                self.check(step);
+                self.settle(step, blocker);
             }
             return;
         }
@@ -275,7 +278,13 @@ impl<'p> Scheduler<'p> {
             Some(Status::Waiting) => {}
             _ => return,
         }
-        match self.blocker(&step) {
+        let blocker = self.blocker(&step);
+        self.settle(step, blocker);
+    }
+
+    /// Acts on what `blocker` says about a waiting step.
+    fn settle(&mut self, step: StepId, blocker: Blocker) {
+        match blocker {
             Blocker::None => {
                 if let Some(entry) = self.steps.get_mut(&step) {
                     entry.status = Status::Ready;
@@ -391,11 +400,12 @@ impl<'p> Scheduler<'p> {
                 if !matches!(self.entry_status(&waiting), Some(Status::Waiting)) {
                     continue;
                 }
+                // Skips go on the worklist rather than recursing.
                 match self.blocker(&waiting) {
                     Blocker::Never(reason) => {
                         work.push((waiting, Status::Skipped(reason.into())));
                     }
-                    _ => self.check(waiting),
+                    blocker => self.settle(waiting, blocker),
                 }
             }
         }
