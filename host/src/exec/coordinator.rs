@@ -379,20 +379,22 @@ impl<'p> Coordinator<'p> {
                 .on_emit(&item.step, item.output, item.key, value);
         }
         if let Some(recorder) = &self.recorder {
-            for (_, items) in streamed {
+            for (step, items) in streamed {
+                let written = items.first_seq + items.items.len() as u64;
+                self.items_written.insert(step, written);
                 recorder.record_items(items);
             }
         }
     }
 
-    /// Adds an emitted item to the batch of its step that goes to the store.
-    fn stream_item(&mut self, batches: &mut Vec<(StepId, ItemsRecord)>, item: &Emitted) {
+    /// Adds an emitted item to the batch of its step that goes to the store;
+    /// the step's count of written items is looked up once per batch.
+    fn stream_item(&self, batches: &mut Vec<(StepId, ItemsRecord)>, item: &Emitted) {
         let plan = self.plan;
         let op = &plan.ops[item.step.op];
         let Some(output) = op.dynamic_outputs.get(item.output) else {
             return;
         };
-        let seq = self.items_written.entry(item.step.clone()).or_insert(0);
         let batch = match batches.iter().position(|(s, _)| *s == item.step) {
             Some(i) => &mut batches[i].1,
             None => {
@@ -401,7 +403,7 @@ impl<'p> Coordinator<'p> {
                     ItemsRecord {
                         op: op.name.clone(),
                         keys: item.step.keys.iter().map(ToString::to_string).collect(),
-                        first_seq: *seq,
+                        first_seq: self.items_written.get(&item.step).copied().unwrap_or(0),
                         items: Vec::new(),
                     },
                 ));
@@ -413,7 +415,6 @@ impl<'p> Coordinator<'p> {
             item.key.to_string(),
             Arc::from(item.value.as_slice()),
         ));
-        *seq += 1;
     }
 
     fn finished(
