@@ -397,22 +397,7 @@ fn fanout() {
     );
     println!("   {:>9}  {:>12}  {:>14}", "keys", "keys/s", "peak RSS MiB");
     for n in [10_000u64, 100_000, 1_000_000] {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["fanout", &n.to_string()])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            println!(
-                "   {n:>9}  failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            );
-            continue;
-        }
-        println!("{}", text.trim_end());
+        child_row(&["fanout".into(), n.to_string()]);
     }
     println!("   (targets at 1,000,000: >= 100,000 keys/s, peak RSS <= 1024 MiB)");
 }
@@ -421,19 +406,7 @@ fn fanout_child(n: u64) {
     let trivial = root().join("target/guests/wasm32-wasip2/release/trivial.wasm");
     let dir = tempfile::tempdir().unwrap();
     let plan = job(dir.path(), &fan_job(&trivial, n, ""));
-    let rt = runtime(&plan, None);
-    let components = dynhost::load_components(&rt, &plan).unwrap();
-    let start = Instant::now();
-    let report = exec::run(
-        &plan,
-        &rt,
-        &components,
-        &options(),
-        exec::Storage::default(),
-        &mut |_| {},
-    );
-    let elapsed = start.elapsed();
-    assert!(report.report.is_success(), "{:?}", report.report.ops);
+    let (_, elapsed) = timed_run(&plan, &options());
     let rss = dynhost::report::peak_rss_bytes().unwrap_or(0);
     println!(
         "   {n:>9}  {:>12.0}  {:>14.0}",
@@ -455,28 +428,51 @@ fn spill() {
         "budget", "keys/s", "peak RSS MiB", "spilled MiB"
     );
     for budget in [u64::MAX >> 20, 64] {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "spill",
-                &KEYS.to_string(),
-                &PAD.to_string(),
-                &budget.to_string(),
-            ])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            println!(
-                "   failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            );
-            continue;
-        }
-        println!("{}", text.trim_end());
+        child_row(&[
+            "spill".into(),
+            KEYS.to_string(),
+            PAD.to_string(),
+            budget.to_string(),
+        ]);
     }
+}
+
+/// Runs this bench binary with `args` in a fresh process (so its peak RSS is
+/// that run's own) and prints the row it prints, or why it failed.
+fn child_row(args: &[String]) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(args)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        println!("{}", String::from_utf8_lossy(&out.stdout).trim_end());
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!(
+            "   {} failed: {}",
+            args.join(" "),
+            stderr.lines().last().unwrap_or("")
+        );
+    }
+}
+
+/// Runs `plan` once with `options`, checks that it succeeded, and returns
+/// its report and wall time (from the start of the run, components loaded).
+fn timed_run(plan: &Plan, options: &RunOptions) -> (dynhost::RunReport, Duration) {
+    let rt = runtime(plan, None);
+    let components = dynhost::load_components(&rt, plan).unwrap();
+    let start = Instant::now();
+    let result = exec::run(
+        plan,
+        &rt,
+        &components,
+        options,
+        exec::Storage::default(),
+        &mut |_| {},
+    );
+    let elapsed = start.elapsed();
+    assert!(result.report.is_success(), "{:?}", result.report.ops);
+    (result.report, elapsed)
 }
 
 fn spill_child(n: u64, pad: u64, budget_mib: u64) {
@@ -503,21 +499,9 @@ inputs.vs = {{ collect = "work" }}
         total = n * (pad + 16)
     );
     let plan = job(dir.path(), &toml);
-    let rt = runtime(&plan, None);
-    let components = dynhost::load_components(&rt, &plan).unwrap();
     let mut options = options();
     options.memory_budget_bytes = budget_mib.saturating_mul(1 << 20);
-    let start = Instant::now();
-    let result = exec::run(
-        &plan,
-        &rt,
-        &components,
-        &options,
-        exec::Storage::default(),
-        &mut |_| {},
-    );
-    let elapsed = start.elapsed();
-    assert!(result.report.is_success(), "{:?}", result.report.ops);
+    let (report, elapsed) = timed_run(&plan, &options);
     let rss = dynhost::report::peak_rss_bytes().unwrap_or(0);
     let label = if budget_mib >= u64::MAX >> 20 {
         "none".to_owned()
@@ -528,7 +512,7 @@ inputs.vs = {{ collect = "work" }}
         "   {label:>14}  {:>12.0}  {:>14.0}  {:>12.0}",
         n as f64 / elapsed.as_secs_f64(),
         rss as f64 / f64::from(1u32 << 20),
-        result.report.spilled_bytes as f64 / f64::from(1u32 << 20)
+        report.spilled_bytes as f64 / f64::from(1u32 << 20)
     );
 }
 
