@@ -1,12 +1,11 @@
 //! The executor: the only module with concurrency.
 //!
 //! One coordinator (the calling thread) owns the [`Scheduler`]; a fixed pool
-//! of worker threads runs steps with synchronous wasmtime calls, which issue 4
-//! measured as the cheapest way to keep every core busy (the async path costs
-//! ~10 µs per call with nothing to wait for). Workers send emitted items back
-//! as they happen, so mapped steps start while their emitter still runs.
-//! Jobs go out over a channel bounded by the number of workers; events come
-//! back unbounded so a worker never blocks on the coordinator.
+//! of worker threads, one per core, takes steps from a shared queue and runs
+//! each as an async wasmtime call on the worker's own current-thread runtime
+//! (so a time limit can end a step blocked in WASI). Workers send emitted
+//! items and finished steps back as they happen, so mapped steps start while
+//! their emitter still runs and a stuck step holds up nobody else.
 
 mod collect;
 mod coordinator;
@@ -24,11 +23,11 @@ use crate::report::RunReport;
 use crate::runtime::{OpComponent, Runtime, StepReport};
 use crate::store::{PriorStep, RunStore, StoreError};
 use coordinator::Coordinator;
-use crossbeam_channel::{bounded, unbounded};
+use crossbeam_channel::unbounded;
 use record::Recorder;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use worker::{EmitQueue, Event, Job, WorkerContext, work};
+use worker::{Outbox, Ring, StepQueue, WorkerContext, work};
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -136,6 +135,15 @@ pub struct RunResult {
     pub store_error: Option<StoreError>,
 }
 
+/// Closes the step queue when dropped.
+struct CloseOnDrop<'a>(&'a StepQueue);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// Runs every step of `plan`. `components[i]` is the compiled op `plan.ops[i]`.
 /// Failed steps are data in the report; this never fails as a whole.
 pub fn run(
@@ -150,37 +158,32 @@ pub fn run(
     let workers = options.max_concurrent.max(1);
     let mut coordinator = Coordinator::new(plan, options, storage);
     coordinator.component_hashes = components.iter().map(|c| c.hash.clone()).collect();
-    let queues: Vec<Arc<EmitQueue>> = (0..workers).map(|_| Arc::default()).collect();
+    let outboxes: Vec<Arc<Outbox>> = (0..workers).map(|_| Arc::default()).collect();
+    let queue = StepQueue::default();
     std::thread::scope(|scope| {
-        let (job_tx, job_rx) = bounded::<Job>(workers * coordinator::JOBS_PER_WORKER);
-        let (event_tx, event_rx) = unbounded::<Event>();
-        for (worker, queue) in queues.iter().enumerate() {
-            let jobs = job_rx.clone();
-            let events = event_tx.clone();
+        let (ring_tx, ring_rx) = unbounded::<Ring>();
+        for outbox in &outboxes {
+            let ring = ring_tx.clone();
             let cx = WorkerContext {
-                worker,
                 plan,
                 runtime,
                 components,
                 run_id: &options.run_id,
-                queue: queue.clone(),
+                queue: &queue,
+                outbox: outbox.clone(),
             };
-            // Wasm runs on the worker's native stack, so it needs the wasm
-            // stack limit plus room for wasmtime and the host functions.
-            let native_stack = usize::try_from(plan.stack_bytes())
-                .unwrap_or(usize::MAX)
-                .saturating_add(2 << 20);
             let spawned = std::thread::Builder::new()
                 .name("dynhost-worker".into())
-                .stack_size(native_stack)
-                .spawn_scoped(scope, move || work(cx, &jobs, events));
+                .spawn_scoped(scope, move || work(cx, ring));
             if let Err(e) = spawned {
                 tracing::error!("cannot start a worker thread: {e}");
             }
         }
-        drop(job_rx);
-        drop(event_tx);
-        coordinator.drive(&job_tx, &event_rx, &queues, observer);
+        drop(ring_tx);
+        // Closed however `drive` ends (even by a panic), so no worker waits
+        // for a step that will never come and the scope can end.
+        let _close = CloseOnDrop(&queue);
+        coordinator.drive(&queue, &ring_rx, &outboxes, observer);
     });
     coordinator.scheduler.skip_stranded();
     coordinator.report_skipped(observer);

@@ -13,6 +13,7 @@ pub use error::PlanError;
 
 use crate::runtime::{FailureKind, SandboxPolicy};
 use crate::spec::{DynamicSpec, JobSpec, OpSpec, Tolerance};
+use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -25,6 +26,10 @@ pub type OpId = usize;
 /// multiplies the step count; four levels cover every real job we know of.
 /// `[defaults] max_nesting` raises it.
 pub const DEFAULT_MAX_NESTING: usize = 4;
+/// The most `[defaults] max_nesting` may allow: every step carries its key
+/// path and every op its scope, so nesting thousands deep would cost
+/// quadratic time and memory in the plan for no real job.
+pub const MAX_NESTING: u64 = 16;
 
 /// The default wait before the first retry; it doubles on each further retry.
 pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(1);
@@ -141,6 +146,7 @@ impl Plan {
             base
         };
         let base = std::path::absolute(&base).unwrap_or(base);
+        check_defaults(spec)?;
         let resolver = Resolver { spec, file: &file };
         resolver.check_names()?;
         let order = resolver.topological_order()?;
@@ -231,6 +237,32 @@ impl Plan {
             .max()
             .unwrap_or(limits::DEFAULT_MEMORY_BYTES)
     }
+}
+
+/// Checks the job-wide settings of `[defaults]`, which no op owns.
+fn check_defaults(spec: &JobSpec) -> Result<(), PlanError> {
+    let bad = |reason: String| PlanError::BadDefault {
+        file: spec.file.clone(),
+        reason,
+    };
+    if let Some(n) = spec.defaults.max_nesting
+        && n > MAX_NESTING
+    {
+        return Err(bad(format!(
+            "`[defaults] max_nesting` must be between 0 and {MAX_NESTING}, got {n}"
+        )));
+    }
+    if let Some(kib) = spec.defaults.stack_kib {
+        let range = (limits::MIN_STACK_BYTES >> 10)..=(limits::MAX_STACK_BYTES >> 10);
+        if !range.contains(&kib) {
+            return Err(bad(format!(
+                "`[defaults] stack_kib` must be between {} and {} (KiB), got {kib}",
+                range.start(),
+                range.end()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Removes `.` and `..` lexically (without following links), so messages show
@@ -388,56 +420,88 @@ impl Resolver<'_> {
         Ok(())
     }
 
-    /// Kahn's algorithm over op names; ties broken by name so plans are stable.
+    /// Kahn's algorithm over op names, in O(ops + edges): each op's level
+    /// is one more than its deepest input's, and ops are ordered by level,
+    /// then name, so plans are stable.
     fn topological_order(&self) -> Result<Vec<String>, PlanError> {
-        let mut deps: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        for (name, op) in &self.spec.ops {
-            let entry = deps.entry(name.as_str()).or_default();
+        let names: Vec<&str> = self.spec.ops.keys().map(String::as_str).collect();
+        let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        // deps[i]: the ops op i reads (deduplicated); readers[j]: who reads j.
+        let mut deps: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
+        let mut readers: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
+        for (i, op) in self.spec.ops.values().enumerate() {
             for source in op.inputs.values() {
-                entry.insert(split_reference(source.reference()).op);
+                if let Some(&j) = index.get(split_reference(source.reference()).op) {
+                    deps[i].push(j);
+                }
+            }
+            deps[i].sort_unstable();
+            deps[i].dedup();
+            for &j in &deps[i] {
+                readers[j].push(i);
             }
         }
-        let mut order = Vec::with_capacity(deps.len());
-        let mut done: BTreeSet<&str> = BTreeSet::new();
-        while order.len() < deps.len() {
-            let ready: Vec<&str> = deps
-                .iter()
-                .filter(|(name, d)| !done.contains(*name) && d.iter().all(|x| done.contains(x)))
-                .map(|(name, _)| *name)
-                .collect();
-            if ready.is_empty() {
-                return Err(PlanError::Cycle {
-                    file: self.file.clone(),
-                    cycle: find_cycle(&deps, &done),
-                });
-            }
-            for name in ready {
-                done.insert(name);
-                order.push(name.to_owned());
+        let mut waiting: Vec<usize> = deps.iter().map(Vec::len).collect();
+        let mut level = vec![0usize; names.len()];
+        let mut queue: std::collections::VecDeque<usize> =
+            (0..names.len()).filter(|&i| waiting[i] == 0).collect();
+        let mut order = Vec::with_capacity(names.len());
+        while let Some(i) = queue.pop_front() {
+            order.push(i);
+            for &r in &readers[i] {
+                level[r] = level[r].max(level[i] + 1);
+                waiting[r] -= 1;
+                if waiting[r] == 0 {
+                    queue.push_back(r);
+                }
             }
         }
-        Ok(order)
+        if order.len() < names.len() {
+            return Err(PlanError::Cycle {
+                file: self.file.clone(),
+                cycle: find_cycle(&names, &deps, &waiting),
+            });
+        }
+        order.sort_by_key(|&i| (level[i], names[i]));
+        Ok(order.into_iter().map(|i| names[i].to_owned()).collect())
     }
 }
 
-/// Walks dependencies among the ops left over by Kahn's algorithm until one
-/// repeats, and renders that loop as `a -> b -> a`.
-fn find_cycle(deps: &BTreeMap<&str, BTreeSet<&str>>, done: &BTreeSet<&str>) -> String {
-    let Some(start) = deps.keys().find(|k| !done.contains(*k)) else {
+/// Ops of a cycle named in an error message; longer cycles are cut.
+const CYCLE_SHOWN: usize = 5;
+
+/// Walks dependencies among the ops Kahn's algorithm left over (`waiting`
+/// non-zero) until one repeats, and renders that loop as `a -> b -> a`,
+/// naming at most [`CYCLE_SHOWN`] ops and how many more there are.
+fn find_cycle(names: &[&str], deps: &[Vec<usize>], waiting: &[usize]) -> String {
+    let Some(start) = (0..names.len()).find(|&i| waiting[i] > 0) else {
         return String::new();
     };
-    let mut path: Vec<&str> = vec![start];
-    loop {
+    let mut path: Vec<usize> = vec![start];
+    let mut on_path: HashMap<usize, usize> = HashMap::default();
+    on_path.insert(start, 0);
+    let cycle = loop {
         let last = path[path.len() - 1];
-        let Some(next) = deps[last].iter().find(|d| !done.contains(*d)) else {
-            return path.join(" -> ");
+        // An op left over always reads another one left over.
+        let Some(&next) = deps[last].iter().find(|&&d| waiting[d] > 0) else {
+            break path;
         };
-        if let Some(at) = path.iter().position(|p| p == next) {
-            let mut cycle: Vec<&str> = path[at..].to_vec();
-            cycle.push(next);
-            return cycle.join(" -> ");
+        if let Some(&at) = on_path.get(&next) {
+            break path.split_off(at);
         }
+        on_path.insert(next, path.len());
         path.push(next);
+    };
+    let shown: Vec<&str> = cycle.iter().take(CYCLE_SHOWN).map(|&i| names[i]).collect();
+    let first = names[cycle[0]];
+    if cycle.len() > CYCLE_SHOWN {
+        format!(
+            "{} -> ... ({} more ops) -> {first}",
+            shown.join(" -> "),
+            cycle.len() - CYCLE_SHOWN
+        )
+    } else {
+        format!("{} -> {first}", shown.join(" -> "))
     }
 }
 

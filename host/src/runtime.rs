@@ -10,7 +10,9 @@ pub mod cache;
 mod failure;
 mod host;
 mod policy;
+mod reactor;
 mod sandbox;
+mod signature;
 
 pub use failure::{FailureKind, OpFailure};
 pub use host::EmitSink;
@@ -178,9 +180,13 @@ impl Runtime {
             reason: e.to_string(),
         };
         let mut wasm = Config::new();
+        let wasm_stack = usize::try_from(config.max_wasm_stack_bytes).unwrap_or(usize::MAX);
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
-            .max_wasm_stack(usize::try_from(config.max_wasm_stack_bytes).unwrap_or(usize::MAX))
+            .max_wasm_stack(wasm_stack)
+            // Steps run on fibers (async calls); their stack holds the wasm
+            // stack plus the host frames of WASI and wasmtime below it.
+            .async_stack_size(wasm_stack.saturating_add(HOST_STACK_BYTES))
             // A runaway recursion has millions of frames; the top ones tell the story.
             .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32))
             .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
@@ -188,7 +194,7 @@ impl Runtime {
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(config)));
         let engine = Engine::new(&wasm).map_err(engine_error)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;
         DynamicOp::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |state| state)
             .map_err(engine_error)?;
         let ticker = Some(EpochTicker::start(engine.clone()));
@@ -231,6 +237,12 @@ impl Runtime {
         };
         let instance_pre = self.linker.instantiate_pre(&component).map_err(wrong)?;
         let pre = DynamicOpPre::new(instance_pre).map_err(wrong)?;
+        signature::check_run(&self.engine, &component).map_err(|reason| {
+            RuntimeError::WrongWorld {
+                path: path.to_owned(),
+                reason,
+            }
+        })?;
         Ok(OpComponent { pre, hash })
     }
 
@@ -273,6 +285,11 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
+        // wasmtime refuses to copy more than 128 MiB from the guest in one
+        // call by default; size that budget from the op's own limits, so
+        // every value the limits allow can pass and a larger one fails as
+        // `output-limit` (see `failure::classify`), not as a bare trap.
+        store.set_hostcall_fuel(hostcall_budget(limits));
         let ticks = limits
             .timeout
             .as_millis()
@@ -285,7 +302,16 @@ impl Runtime {
             // Unmetered ops in a metered engine get all the fuel there is.
             let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
         }
-        let result = call_op(&mut store, op, call, inputs);
+        // The epoch deadline stops wasm code that runs too long; this timer
+        // stops a step that waits too long inside a host call (a sleep, a
+        // poll, a blocking read), where no wasm runs to notice the epoch.
+        let timeout = limits.timeout;
+        let result = reactor::block_on(async {
+            tokio::time::timeout(timeout, call_op(&mut store, op, call, inputs))
+                .await
+                .unwrap_or(Err(CallError::Blocked))
+        })
+        .unwrap_or_else(|reason| Err(CallError::Reactor(reason)));
         let fuel_used = match (metered, limits.fuel) {
             (true, Some(budget)) => Some(budget.saturating_sub(store.get_fuel().unwrap_or(0))),
             _ => None,
@@ -319,11 +345,28 @@ impl Runtime {
             (Err(CallError::Instantiate(error)), None) => {
                 Err(failure::classify_instantiate(&error, limits))
             }
+            (Err(CallError::Blocked), None) => Err(failure::timeout(limits)),
+            (Err(CallError::Reactor(reason)), None) => Err(OpFailure::new(
+                FailureKind::Host,
+                format!("cannot start the step's I/O reactor: {reason}"),
+            )),
         };
         drop(store);
         let outcome = outcome.map_err(|f| failure::with_stderr_hint(f, &stderr.text()));
         report(outcome, stats)
     }
+}
+
+/// Bytes the guest may pass to the host in one call: the largest value the
+/// limits allow, plus room for the key, output name and result wrapper, and
+/// never less than wasmtime's default (so a value somewhat over a limit still
+/// reaches the host, which names the exact limit it broke).
+fn hostcall_budget(limits: &Limits) -> usize {
+    const SLACK: u64 = 1 << 20;
+    const WASMTIME_DEFAULT: u64 = 128 << 20;
+    let largest = limits.max_value_bytes.max(limits.max_output_bytes);
+    let budget = largest.saturating_add(SLACK).max(WASMTIME_DEFAULT);
+    usize::try_from(budget).unwrap_or(usize::MAX)
 }
 
 /// Where a step's call into wasm failed.
@@ -333,9 +376,13 @@ enum CallError {
     Instantiate(wasmtime::Error),
     /// `run` trapped or was interrupted.
     Run(wasmtime::Error),
+    /// The time limit passed while the step waited inside a host call.
+    Blocked,
+    /// The worker thread's tokio runtime could not be built.
+    Reactor(String),
 }
 
-fn call_op(
+async fn call_op(
     store: &mut Store<StepState>,
     op: &OpComponent,
     call: &StepCall<'_>,
@@ -343,7 +390,8 @@ fn call_op(
 ) -> Result<Result<Vec<u8>, String>, CallError> {
     let instance = op
         .pre
-        .instantiate(&mut *store)
+        .instantiate_async(&mut *store)
+        .await
         .map_err(CallError::Instantiate)?;
     let ctx = bindings::Context {
         run_id: call.run_id.to_owned(),
@@ -361,6 +409,7 @@ fn call_op(
     instance
         .dynhost_op_op()
         .call_run(&mut *store, &ctx, &inputs)
+        .await
         .map_err(CallError::Run)
 }
 
@@ -436,7 +485,10 @@ fn pool(config: &RuntimeConfig) -> PoolingAllocationConfig {
         .max_tables_per_component(TABLES_PER_COMPONENT)
         // Interpreters compiled to wasm have large function tables.
         .table_elements(200_000)
-        .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX));
+        .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX))
+        // One fiber stack per running step (instantiation and `run` each
+        // take one, one after the other).
+        .total_stacks(instances);
     // Keeping a few MiB of each slot resident and resetting it in place saves
     // page faults on every instantiation, but only pays off with PAGEMAP_SCAN
     // (Linux >= 6.7), which finds the dirty pages; without it, resetting the
@@ -452,6 +504,10 @@ fn pool(config: &RuntimeConfig) -> PoolingAllocationConfig {
     }
     pool
 }
+
+/// Native stack a step's fiber needs beyond the wasm stack: wasmtime's and
+/// WASI's host frames (a `stack_kib` of 64 MiB gets a fiber of 65 MiB).
+const HOST_STACK_BYTES: usize = 1 << 20;
 
 /// Bytes of each memory and table slot kept resident between instances.
 const KEEP_RESIDENT_BYTES: usize = 4 << 20;

@@ -10,6 +10,7 @@ fn invalid_jobs_match_their_golden_errors() {
     guest("probe");
     guest("wrong_world");
     guest("wrong_import");
+    guest("wrong_run");
     let cases = root().join("tests/jobs/invalid");
     let mut seen = 0;
     let mut mismatches = Vec::new();

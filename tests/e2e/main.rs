@@ -4,12 +4,14 @@
 
 mod support;
 
+mod blocking;
 mod cli;
 mod errors;
 mod examples;
 mod failures;
 mod hostile;
 mod init;
+mod limits;
 mod mapping;
 mod resume;
 mod sandbox;

@@ -242,10 +242,125 @@ impl TestJob {
         self
     }
 
+    /// `dynhost run --json job.toml` plus `args`, failing the test if it
+    /// takes longer than `within`.
+    pub fn run_within(&self, within: std::time::Duration, args: &[&str]) -> CliOutput {
+        let mut all = vec!["run", "--json", "job.toml"];
+        all.extend_from_slice(args);
+        dynhost_within(self.dir(), &all, within)
+    }
+
     /// `dynhost run --json job.toml` plus `args`.
     pub fn run(&self, args: &[&str]) -> CliOutput {
         let mut all = vec!["run", "--json", "job.toml"];
         all.extend_from_slice(args);
         dynhost(self.dir(), &all)
+    }
+}
+
+/// A `dynhost` process started in the background, whose stdout lines are
+/// timestamped as they arrive (for tests of what is reported when).
+pub struct Running {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<(std::time::Instant, String)>,
+}
+
+impl Running {
+    /// Starts `dynhost args...` in `cwd`.
+    pub fn start(cwd: &Path, args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dynhost"))
+            .args(args)
+            .current_dir(cwd)
+            .env(
+                "DYNHOST_CACHE_DIR",
+                root().join("target/dynhost-test-cache"),
+            )
+            .env_remove("DYNHOST_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start dynhost");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send((std::time::Instant::now(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The next stdout line and when it arrived, or `None` at the end of
+    /// output or after `within`.
+    pub fn next_line(&self, within: std::time::Duration) -> Option<(std::time::Instant, String)> {
+        self.lines.recv_timeout(within).ok()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `within` for the exit code; kills the process and fails
+    /// the test if it is still running then.
+    pub fn wait(&mut self, within: std::time::Duration) -> i32 {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code().unwrap_or(-1);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("dynhost did not finish within {within:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `dynhost args...` in `cwd`, killing it and failing the test if it
+/// runs longer than `within` (a hang must fail a test, not stall CI).
+pub fn dynhost_within(cwd: &Path, args: &[&str], within: std::time::Duration) -> CliOutput {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dynhost"));
+    let child = command
+        .args(args)
+        .current_dir(cwd)
+        .env(
+            "DYNHOST_CACHE_DIR",
+            root().join("target/dynhost-test-cache"),
+        )
+        .env_remove("DYNHOST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start dynhost");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(within) {
+        Ok(output) => output.expect("run dynhost"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("dynhost {args:?} did not finish within {within:?}");
+        }
+    };
+    CliOutput {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }

@@ -3,27 +3,23 @@
 
 use super::record::{self, Prior, Recorder};
 use super::scheduler::{Scheduler, StepId};
-use super::worker::{BATCH_THRESHOLD, EmitQueue, Emitted, Event, Inputs, Job, MAX_BATCH};
+use super::worker::{
+    BATCH_THRESHOLD, Emitted, FLUSH_INTERVAL, Inputs, Out, Outbox, QUEUED_PER_WORKER, Ring,
+    StepQueue,
+};
 use super::{RunEvent, RunOptions, Storage};
 use crate::key::StepName;
 use crate::plan::Plan;
 use crate::report::OpSummary;
 use crate::runtime::{FailureKind, OpFailure, StepReport, StepStats};
 use crate::store::{ItemsRecord, RunStore};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rustc_hash::FxHashMap;
 use rustc_hash::FxHashMap as HashMap;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Jobs handed out per worker in a large fan-out: one running and one
-/// waiting in the shared queue, so a worker that finishes a batch takes the
-/// next at once even while the coordinator is busy (with a burst of emitted
-/// items, say). Any idle worker takes any waiting job. Small fan-outs keep
-/// one job per worker, so a step is started only when a worker is free.
-pub(super) const JOBS_PER_WORKER: usize = 2;
 
 /// Emitted items handled between two looks at the workers: a fast emitter
 /// can queue a hundred thousand items at once, and the workers should not
@@ -92,57 +88,27 @@ impl<'p> Coordinator<'p> {
         }
     }
 
-    /// Dispatches ready steps and handles events until nothing is running,
-    /// ready or waiting for a retry.
+    /// Dispatches ready steps and handles what the workers send until nothing
+    /// is running, ready or waiting for a retry.
     pub(super) fn drive(
         &mut self,
-        jobs: &Sender<Job>,
-        events: &Receiver<Event>,
-        queues: &[Arc<EmitQueue>],
+        queue: &StepQueue,
+        rings: &Receiver<Ring>,
+        outboxes: &[Arc<Outbox>],
         observer: &mut dyn FnMut(RunEvent<'_>),
     ) {
-        let slots = self.workers * JOBS_PER_WORKER;
         let workers = self.workers;
-        let mut emitted = Vec::new();
+        let mut drained = Vec::new();
         loop {
             self.report_skipped(observer);
-            loop {
-                let ready = self.scheduler.ready_len();
-                let large = ready >= BATCH_THRESHOLD * workers;
-                if self.in_flight >= if large { slots } else { workers } {
-                    break;
-                }
-                // Batch only large fan-outs; a handful of keys go one by one so
-                // each starts as soon as a worker is free.
-                let size = if large {
-                    (ready / workers).clamp(1, MAX_BATCH)
-                } else {
-                    1
-                };
-                let mut steps = Vec::with_capacity(size);
-                while steps.len() < size {
-                    let Some(step) = self.next_step() else { break };
-                    if let Some(inputs) = self.start(&step, observer) {
-                        steps.push((step, inputs));
-                    }
-                }
-                if steps.is_empty() && self.scheduler.ready_len() > 0 {
-                    continue;
-                }
-                if steps.is_empty() {
-                    break;
-                }
-                if jobs.send(Job { steps }).is_err() {
-                    return;
-                }
-                self.in_flight += 1;
-            }
+            self.dispatch(queue, workers, observer);
             if !self.backlog.is_empty() {
                 // Items still to turn into steps: take the next chunk unless
-                // an event is waiting (finished steps free workers sooner).
-                match events.try_recv() {
-                    Ok(event) => self.handle(event, queues, &mut emitted, observer),
-                    Err(_) => self.take_emitted(EMIT_CHUNK),
+                // a worker rang (finished steps free workers sooner).
+                if rings.try_recv().is_ok() {
+                    self.drain(outboxes, &mut drained, observer);
+                } else {
+                    self.take_emitted(EMIT_CHUNK);
                 }
                 continue;
             }
@@ -150,20 +116,83 @@ impl<'p> Coordinator<'p> {
             if self.in_flight == 0 && next_retry.is_none() {
                 return;
             }
-            let event = match next_retry {
-                Some(due) => {
-                    match events.recv_timeout(due.saturating_duration_since(Instant::now())) {
-                        Ok(event) => event,
-                        Err(RecvTimeoutError::Timeout) => continue,
-                        Err(RecvTimeoutError::Disconnected) => return,
+            // Wake for a ring, a due retry, or the flush interval, whichever
+            // comes first: a finished step is reported within the interval
+            // even when its worker is stuck in the next step.
+            let mut wait = if self.in_flight > 0 {
+                FLUSH_INTERVAL
+            } else {
+                Duration::MAX
+            };
+            if let Some(due) = next_retry {
+                wait = wait.min(due.saturating_duration_since(Instant::now()));
+            }
+            let woke = if wait == Duration::MAX {
+                rings.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                rings.recv_timeout(wait)
+            };
+            match woke {
+                Ok(Ring) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            self.drain(outboxes, &mut drained, observer);
+        }
+    }
+
+    /// Queues ready steps (and retries whose backoff is over) up to the
+    /// queue's capacity: in a large fan-out enough for every worker to find
+    /// its next step at once; otherwise one per free worker, so a step is
+    /// started only when a worker can run it.
+    fn dispatch(
+        &mut self,
+        queue: &StepQueue,
+        workers: usize,
+        observer: &mut dyn FnMut(RunEvent<'_>),
+    ) {
+        let large = self.scheduler.ready_len() >= BATCH_THRESHOLD * workers;
+        let capacity = if large {
+            workers * QUEUED_PER_WORKER
+        } else {
+            workers
+        };
+        let mut steps = Vec::new();
+        while self.in_flight + steps.len() < capacity {
+            let Some(step) = self.next_step() else { break };
+            if let Some(inputs) = self.start(&step, observer) {
+                steps.push((step, inputs));
+            }
+        }
+        if !steps.is_empty() {
+            self.in_flight += steps.len();
+            queue.push(steps);
+        }
+    }
+
+    /// Takes everything the workers queued, in each worker's order.
+    fn drain(
+        &mut self,
+        outboxes: &[Arc<Outbox>],
+        drained: &mut Vec<Out>,
+        observer: &mut dyn FnMut(RunEvent<'_>),
+    ) {
+        for outbox in outboxes {
+            outbox.take(drained);
+            for out in drained.drain(..) {
+                match out {
+                    Out::Item(item) => self.backlog.push_back(item),
+                    Out::Done(step, report) => {
+                        // The step's items came first: all of them must be
+                        // steps (and counted in collections) before it is done.
+                        self.take_emitted(usize::MAX);
+                        self.in_flight -= 1;
+                        self.finished(step, report, observer);
                     }
                 }
-                None => match events.recv() {
-                    Ok(event) => event,
-                    Err(_) => return,
-                },
-            };
-            self.handle(event, queues, &mut emitted, observer);
+            }
+            if !self.backlog.is_empty() {
+                self.take_emitted(EMIT_CHUNK);
+            }
         }
     }
 
@@ -337,33 +366,6 @@ impl<'p> Coordinator<'p> {
             return self.backoffs.pop().map(|Reverse((_, step))| step);
         }
         self.scheduler.next_ready()
-    }
-
-    fn handle(
-        &mut self,
-        event: Event,
-        queues: &[Arc<EmitQueue>],
-        emitted: &mut Vec<Emitted>,
-        observer: &mut dyn FnMut(RunEvent<'_>),
-    ) {
-        match event {
-            Event::Emitted { worker } => {
-                queues[worker].take(emitted);
-                self.backlog.extend(emitted.drain(..));
-                self.take_emitted(EMIT_CHUNK);
-            }
-            Event::Done { steps, batch_done } => {
-                // A step's items were queued before it finished: all of them
-                // must be steps (and counted in collections) before it is done.
-                self.take_emitted(usize::MAX);
-                if batch_done {
-                    self.in_flight -= 1;
-                }
-                for (step, report) in steps {
-                    self.finished(step, report, observer);
-                }
-            }
-        }
     }
 
     /// Turns up to `limit` items of the backlog into steps (and store writes).

@@ -1,5 +1,6 @@
-//! Worker threads: run batches of steps with synchronous wasmtime calls and
-//! hand emitted items and finished steps back to the coordinator.
+//! Worker threads: take steps one at a time from a shared queue, run each in
+//! the sandbox, and hand emitted items and finished steps back to the
+//! coordinator as they happen.
 
 use super::StepId;
 use crate::key::MappingKey;
@@ -8,20 +9,14 @@ use crate::runtime::{
     EmitSink, FailureKind, InputData, OpComponent, OpFailure, Runtime, StepCall, StepReport,
     StepStats,
 };
-use crossbeam_channel::{Receiver, Sender};
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
-pub(crate) enum Event {
-    /// Worker `worker`'s [`EmitQueue`] went from empty to holding items.
-    Emitted { worker: usize },
-    /// Finished steps; `batch_done` frees the worker for another job.
-    Done {
-        steps: Vec<(StepId, StepReport)>,
-        batch_done: bool,
-    },
-}
+/// What a worker sends the coordinator: a doorbell. The news itself waits in
+/// the worker's [`Outbox`], which the coordinator drains whole on every wake.
+pub(crate) struct Ring;
 
 /// An item a running step emitted.
 pub(crate) struct Emitted {
@@ -32,66 +27,147 @@ pub(crate) struct Emitted {
     pub value: Vec<u8>,
 }
 
-/// One worker's emitted items on their way to the coordinator. The worker
-/// rings the coordinator ([`Event::Emitted`]) only when the queue was empty,
-/// and the coordinator takes everything queued at once: a fast emitter costs
-/// one channel message per batch the coordinator takes rather than one per
-/// item, and no item ever waits for a batch to fill. Items of a step are
-/// always taken before its [`Event::Done`], which the worker sends after them.
+/// What a worker hands back, in the order it happened: a step's items always
+/// come before the step's own report, so the coordinator has counted every
+/// item of a step by the time it learns the step finished.
+pub(crate) enum Out {
+    Item(Emitted),
+    Done(StepId, StepReport),
+}
+
+/// One worker's results on their way to the coordinator. A finished step is
+/// queued here at once (never held back behind the next step, which may run
+/// for minutes), and the coordinator takes everything queued at once.
+///
+/// The worker rings ([`Ring`]) only when the coordinator should look now: for
+/// an emitted item (mapped steps start while the emitter runs) or when the
+/// step queue runs low; and only once until the coordinator drains. Otherwise
+/// the coordinator looks every [`FLUSH_INTERVAL`]: a fast fan-out costs one
+/// wake-up per few hundred steps, not one per step, and no finished step waits
+/// longer than that to be reported.
 #[derive(Default)]
-pub(crate) struct EmitQueue {
-    items: Mutex<Vec<Emitted>>,
+pub(crate) struct Outbox {
+    state: Mutex<OutboxState>,
 }
 
-impl EmitQueue {
-    /// Moves everything queued into `into` (which should be empty).
-    pub fn take(&self, into: &mut Vec<Emitted>) {
-        let mut items = self.items.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::swap(&mut *items, into);
+#[derive(Default)]
+struct OutboxState {
+    out: Vec<Out>,
+    /// A ring was sent and the coordinator has not drained since.
+    rung: bool,
+}
+
+impl Outbox {
+    /// Moves everything queued into `into` (which should be empty); the next
+    /// push that wants attention rings again.
+    pub fn take(&self, into: &mut Vec<Out>) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::swap(&mut state.out, into);
+        state.rung = false;
     }
 
-    /// Queues `item`; returns whether the queue was empty before.
-    fn push(&self, item: Emitted) -> bool {
-        let mut items = self.items.lock().unwrap_or_else(|e| e.into_inner());
-        items.push(item);
-        items.len() == 1
+    /// Queues `out`; returns whether to ring (`urgent` and not yet rung).
+    fn push(&self, out: Out, urgent: bool) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.out.push(out);
+        let ring = urgent && !state.rung;
+        state.rung |= ring;
+        ring
     }
 }
 
-/// Steps for one worker to run one after another, each with its inputs in
-/// the order the plan lists them. Batching amortises the cross-thread
-/// hand-off (two futex wake-ups per message), which otherwise costs more than
-/// instantiating and running a small op.
-pub(crate) struct Job {
-    pub steps: Vec<(StepId, Inputs)>,
+/// The steps waiting for a worker, shared by all workers: any free worker
+/// takes the next step, so no step waits behind a long one while another
+/// worker is idle. Taking one step is one uncontended lock; the coordinator
+/// adds many at once.
+#[derive(Default)]
+pub(crate) struct StepQueue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    steps: VecDeque<(StepId, Inputs)>,
+    closed: bool,
+    /// Workers blocked in [`StepQueue::pop`]: notified only if there are any.
+    idle: usize,
+}
+
+impl StepQueue {
+    /// Adds steps for the workers.
+    pub fn push(&self, steps: impl IntoIterator<Item = (StepId, Inputs)>) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.steps.extend(steps);
+        if state.idle > 0 {
+            self.ready.notify_all();
+        }
+    }
+
+    /// Lets every worker finish its current step and stop.
+    pub fn close(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.closed = true;
+        state.steps.clear();
+        self.ready.notify_all();
+    }
+
+    /// The next step and how many wait behind it, or `None` once closed.
+    fn pop(&self) -> Option<(StepId, Inputs, usize)> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if state.closed {
+                return None;
+            }
+            if let Some((step, inputs)) = state.steps.pop_front() {
+                return Some((step, inputs, state.steps.len()));
+            }
+            state.idle += 1;
+            state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.idle -= 1;
+        }
+    }
 }
 
 /// A step's input values: inline for the usual one or two inputs, so
 /// dispatching a step allocates nothing for them.
 pub(crate) type Inputs = smallvec::SmallVec<[InputData; 2]>;
 
-/// The most steps one job carries: enough to amortise the hand-off, few
-/// enough that results still stream back promptly.
-pub(crate) const MAX_BATCH: usize = 64;
+/// Steps handed out per worker in a large fan-out: enough that the workers
+/// never wait for the coordinator, few enough that queued inputs stay small.
+pub(crate) const QUEUED_PER_WORKER: usize = 128;
 
-/// Ready steps per worker above which steps are batched.
+/// Ready steps per worker above which the queue is kept full; below it, a
+/// step is queued only when a worker is free to run it at once.
 pub(crate) const BATCH_THRESHOLD: usize = 16;
 
-/// A worker reports finished steps at least this often within a batch, so
-/// slow steps do not hold back their siblings' results.
-const FLUSH_INTERVAL: Duration = Duration::from_millis(2);
+/// Queued steps at or below which a finished step rings the coordinator, so
+/// it refills the queue before the workers run dry.
+const LOW_WATER: usize = 64;
+
+/// How often the coordinator drains the outboxes when nobody rang: the
+/// longest a finished step waits to be reported.
+pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(2);
 
 /// Where one worker's steps send their items. Owned by the worker alone, so
 /// cloning it per step touches no count that another thread touches.
-struct Outbox {
-    worker: usize,
-    queue: Arc<EmitQueue>,
-    events: Sender<Event>,
+struct Sender {
+    outbox: Arc<Outbox>,
+    ring: crossbeam_channel::Sender<Ring>,
+}
+
+impl Sender {
+    fn send(&self, out: Out, urgent: bool) {
+        if self.outbox.push(out, urgent) {
+            // The coordinator outlives every worker, so the channel is open.
+            let _ = self.ring.send(Ring);
+        }
+    }
 }
 
 struct QueueSink {
     step: StepId,
-    outbox: Arc<Outbox>,
+    sender: Arc<Sender>,
 }
 
 impl EmitSink for QueueSink {
@@ -102,12 +178,7 @@ impl EmitSink for QueueSink {
             key,
             value,
         };
-        if self.outbox.queue.push(item) {
-            // The coordinator outlives every worker, so the channel is open.
-            let _ = self.outbox.events.send(Event::Emitted {
-                worker: self.outbox.worker,
-            });
-        }
+        self.sender.send(Out::Item(item), true);
     }
 }
 
@@ -120,23 +191,23 @@ struct OpStrings {
 
 /// What a worker thread is given.
 pub(crate) struct WorkerContext<'a> {
-    pub worker: usize,
     pub plan: &'a Plan,
     pub runtime: &'a Runtime,
     pub components: &'a [OpComponent],
     pub run_id: &'a str,
-    pub queue: Arc<EmitQueue>,
+    pub queue: &'a StepQueue,
+    pub outbox: Arc<Outbox>,
 }
 
-/// A worker thread: runs jobs until the coordinator closes the channel.
-pub(crate) fn work(cx: WorkerContext<'_>, jobs: &Receiver<Job>, events: Sender<Event>) {
+/// A worker thread: runs steps from the queue until it is closed.
+pub(crate) fn work(cx: WorkerContext<'_>, ring: crossbeam_channel::Sender<Ring>) {
     let WorkerContext {
-        worker,
         plan,
         runtime,
         components,
         run_id,
         queue,
+        outbox,
     } = cx;
     let ops: Vec<OpStrings> = plan
         .ops
@@ -147,46 +218,27 @@ pub(crate) fn work(cx: WorkerContext<'_>, jobs: &Receiver<Job>, events: Sender<E
             input_names: op.inputs.iter().map(|i| i.name.clone()).collect(),
         })
         .collect();
-    let outbox = Arc::new(Outbox {
-        worker,
-        queue,
-        events: events.clone(),
-    });
-    for job in jobs {
-        let mut done = Vec::with_capacity(job.steps.len());
-        let mut flushed = Instant::now();
-        for (step, inputs) in job.steps {
-            let op = &plan.ops[step.op];
-            let strings = &ops[step.op];
-            let sink = Box::new(QueueSink {
-                step: step.clone(),
-                outbox: outbox.clone(),
-            });
-            let call = StepCall {
-                run_id,
-                op: &strings.name,
-                keys: &step.keys,
-                config_json: &strings.config,
-                input_names: &strings.input_names,
-            };
-            let component = &components[step.op];
-            let report = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                runtime.run_step(component, &op.policy, &call, inputs, sink)
-            }))
-            .unwrap_or_else(|panic| host_panic(&panic));
-            done.push((step, report));
-            if flushed.elapsed() >= FLUSH_INTERVAL {
-                let _ = events.send(Event::Done {
-                    steps: std::mem::take(&mut done),
-                    batch_done: false,
-                });
-                flushed = Instant::now();
-            }
-        }
-        let _ = events.send(Event::Done {
-            steps: done,
-            batch_done: true,
+    let sender = Arc::new(Sender { outbox, ring });
+    while let Some((step, inputs, waiting)) = queue.pop() {
+        let op = &plan.ops[step.op];
+        let strings = &ops[step.op];
+        let sink = Box::new(QueueSink {
+            step: step.clone(),
+            sender: sender.clone(),
         });
+        let call = StepCall {
+            run_id,
+            op: &strings.name,
+            keys: &step.keys,
+            config_json: &strings.config,
+            input_names: &strings.input_names,
+        };
+        let component = &components[step.op];
+        let report = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            runtime.run_step(component, &op.policy, &call, inputs, sink)
+        }))
+        .unwrap_or_else(|panic| host_panic(&panic));
+        sender.send(Out::Done(step, report), waiting <= LOW_WATER);
     }
 }
 

@@ -96,4 +96,12 @@ pub enum PlanError {
         /// What is wrong.
         reason: String,
     },
+    /// A job-wide setting in `[defaults]` is invalid.
+    #[error("`{file}`: {reason}")]
+    BadDefault {
+        /// The job file.
+        file: PathBuf,
+        /// What is wrong and the allowed range.
+        reason: String,
+    },
 }

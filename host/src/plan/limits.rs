@@ -27,8 +27,10 @@ pub const DEFAULT_MAX_LOG_BYTES: u64 = 1 << 20;
 /// The wasm stack per step: deep enough for real recursive code (parsers,
 /// interpreters); an op that recurses without end traps with a stack overflow.
 pub const DEFAULT_STACK_BYTES: u64 = 1 << 20;
-/// The largest stack a job may ask for; worker threads get this much native
-/// stack on top.
+/// The smallest stack a job may ask for.
+pub const MIN_STACK_BYTES: u64 = 64 << 10;
+/// The largest stack a job may ask for; each step's fiber gets this much plus
+/// room for host frames (`runtime::HOST_STACK_BYTES`).
 pub const MAX_STACK_BYTES: u64 = 64 << 20;
 /// The largest memory limit a job may set: the pooling allocator reserves
 /// address space for it in every slot.
@@ -63,9 +65,10 @@ pub fn resolve(op: &LimitsSpec, job: &LimitsSpec) -> Result<Limits, String> {
     let stack_bytes = job
         .stack_kib
         .map_or(DEFAULT_STACK_BYTES, |kib| kib.saturating_mul(1024));
-    if !(64 << 10..=MAX_STACK_BYTES).contains(&stack_bytes) {
+    if !(MIN_STACK_BYTES..=MAX_STACK_BYTES).contains(&stack_bytes) {
         return Err(format!(
-            "limit `stack_kib` must be between 64 and {}",
+            "`[defaults] stack_kib` must be between {} and {} (KiB)",
+            MIN_STACK_BYTES >> 10,
             MAX_STACK_BYTES >> 10
         ));
     }

@@ -221,12 +221,23 @@ impl Resolver<'_> {
                     self.setting(name, format!("mount `{}` is not a directory", mount.host))
                 );
             }
-            if !mount.guest.starts_with('/') {
+            check_guest_path(&mount.guest).map_err(|reason| {
+                self.setting(
+                    name,
+                    format!(
+                        "`mounts`: guest path `{}` {reason}",
+                        mount.guest.escape_debug()
+                    ),
+                )
+            })?;
+            if let Some(earlier) = mounts.iter().find(|m: &&Mount| m.guest == mount.guest) {
                 return Err(self.setting(
                     name,
                     format!(
-                        "mount guest path `{}` must be absolute, e.g. `/data`",
-                        mount.guest
+                        "`mounts`: two mounts on guest path `{}` (host `{}` and `{}`); one would hide the other, so give each its own guest path",
+                        mount.guest,
+                        earlier.host.display(),
+                        host.display()
                     ),
                 ));
             }
@@ -235,6 +246,17 @@ impl Resolver<'_> {
                 guest: mount.guest.clone(),
                 writable: mount.writable,
             });
+        }
+        for (key, value) in &op.env {
+            if key.is_empty() || key.contains(['=', '\0']) || value.contains('\0') {
+                return Err(self.setting(
+                    name,
+                    format!(
+                        "`env`: variable `{}` is invalid: names must be non-empty without `=` or NUL, values without NUL",
+                        key.escape_debug()
+                    ),
+                ));
+            }
         }
         let limits = super::limits::resolve(&op.limits, &self.spec.defaults)
             .map_err(|e| self.setting(name, e))?;
@@ -299,4 +321,30 @@ fn describe(scope: &[DynOutput], ops: &[PlannedOp]) -> String {
         None => "no fan-out".to_owned(),
         Some(d) => format!("`{}.{}`", ops[d.op].name, d.output),
     }
+}
+
+/// Why a mount's guest path is not absolute and normalized (`/data`,
+/// `/data/in`), or `Ok`: the op must see exactly the path the job names.
+fn check_guest_path(guest: &str) -> Result<(), &'static str> {
+    if guest.contains('\0') {
+        return Err("contains a NUL byte");
+    }
+    let Some(rest) = guest.strip_prefix('/') else {
+        return Err("must be absolute, e.g. `/data`");
+    };
+    if rest.is_empty() {
+        return Ok(());
+    }
+    for component in rest.split('/') {
+        match component {
+            "" => {
+                return Err(
+                    "has an empty component (`//` or a trailing `/`); write it like `/data/in`",
+                );
+            }
+            "." | ".." => return Err("must be normalized: no `.` or `..` components"),
+            _ => {}
+        }
+    }
+    Ok(())
 }

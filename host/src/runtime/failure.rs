@@ -112,10 +112,23 @@ impl std::error::Error for Tripped {}
 
 /// Classifies an error returned by instantiating or calling the op.
 pub(crate) fn classify(error: &wasmtime::Error, limits: &Limits) -> OpFailure {
-    let timeout_secs = limits.timeout.as_secs_f64();
     let fuel = limits.fuel;
     if let Some(Tripped(failure)) = error.downcast_ref::<Tripped>() {
         return failure.clone();
+    }
+    if error
+        .chain()
+        .any(|e| e.to_string().contains(HOSTCALL_FUEL_EXHAUSTED))
+    {
+        // The budget is sized from these limits (`runtime::hostcall_budget`),
+        // so only a value over them exhausts it.
+        return OpFailure::new(
+            FailureKind::OutputLimit,
+            format!(
+                "the op passed the host a value over both the `max_value_bytes` limit of {} bytes and the `max_output_bytes` limit of {} bytes; raise `limits.max_output_bytes` (and `limits.max_value_bytes` for an emitted value) on the op if it needs to",
+                limits.max_value_bytes, limits.max_output_bytes
+            ),
+        );
     }
     let backtrace = error
         .downcast_ref::<wasmtime::WasmBacktrace>()
@@ -129,12 +142,7 @@ pub(crate) fn classify(error: &wasmtime::Error, limits: &Limits) -> OpFailure {
         })
         .unwrap_or_default();
     match error.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => OpFailure::new(
-            FailureKind::Timeout,
-            format!(
-                "step ran longer than the `timeout_secs` limit of {timeout_secs} s; raise `limits.timeout_secs` on the op if it needs longer"
-            ),
-        ),
+        Some(wasmtime::Trap::Interrupt) => timeout(limits),
         Some(wasmtime::Trap::OutOfFuel) => OpFailure::new(
             FailureKind::FuelExhausted,
             format!(
@@ -145,7 +153,8 @@ pub(crate) fn classify(error: &wasmtime::Error, limits: &Limits) -> OpFailure {
         Some(wasmtime::Trap::StackOverflow) => OpFailure::new(
             FailureKind::Trap,
             format!(
-                "wasm stack overflow (the stack limit is dynhost's `max_wasm_stack`, 1 MiB){backtrace}"
+                "wasm stack overflow: the step used its whole wasm stack of {} KiB (`stack_kib`); raise `[defaults] stack_kib` in the job file (at most 65536) if the recursion is meant to be this deep{backtrace}",
+                limits.stack_bytes >> 10,
             ),
         ),
         Some(trap) => OpFailure::new(FailureKind::Trap, format!("{trap}{backtrace}")),
@@ -161,6 +170,21 @@ pub(crate) fn classify(error: &wasmtime::Error, limits: &Limits) -> OpFailure {
 
 /// Classifies a failed instantiation: a limit our limiter enforces (memory at
 /// start-up), else the component itself cannot be instantiated.
+/// What wasmtime says when a guest copies more than the hostcall budget to
+/// the host in one call (its error type is private).
+const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
+
+/// The step ran (or waited) past its `timeout_secs`.
+pub(crate) fn timeout(limits: &Limits) -> OpFailure {
+    let timeout_secs = limits.timeout.as_secs_f64();
+    OpFailure::new(
+        FailureKind::Timeout,
+        format!(
+            "step ran longer than the `timeout_secs` limit of {timeout_secs} s; raise `limits.timeout_secs` on the op if it needs longer"
+        ),
+    )
+}
+
 pub(crate) fn classify_instantiate(error: &wasmtime::Error, limits: &Limits) -> OpFailure {
     if error.downcast_ref::<Tripped>().is_some() || error.downcast_ref::<wasmtime::Trap>().is_some()
     {

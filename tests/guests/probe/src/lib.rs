@@ -34,6 +34,9 @@ impl Guest for Probe {
         let mut seen = serde_json::Map::new();
         for input in &inputs {
             let value = match &input.value {
+                InputValue::Single(b) if config["sizes_only"].as_bool() == Some(true) => {
+                    json!(b.len())
+                }
                 InputValue::Single(b) => parse(b),
                 InputValue::Collected(c) => json!({
                     "items": c.items.iter().map(|i| json!([i.keys, parse(&i.value)])).collect::<Vec<_>>(),
@@ -169,6 +172,17 @@ fn emit(config: &Value, out: &Value) -> Result<(), String> {
 /// Hostile behaviours, chosen per key by `config.on_key`. `Some` replaces the
 /// op's result.
 fn misbehave(action: &str) -> Result<Option<Vec<u8>>, String> {
+    // `emit_mib:N` / `return_mib:N`: one value of N MiB, to test the limits
+    // on large values.
+    if let Some((what, mib)) = action.split_once(':') {
+        let mib: usize = mib.parse().map_err(|_| format!("bad size in `{action}`"))?;
+        let value = vec![b'v'; mib << 20];
+        return match what {
+            "emit_mib" => emit_dynamic("big", &value).map(|()| None),
+            "return_mib" => Ok(Some(value)),
+            _ => Err(format!("probe: unknown action `{action}`")),
+        };
+    }
     match action {
         "fail" => return Err("probe was told to fail".into()),
         "panic" => panic!("probe was told to panic"),
@@ -178,6 +192,9 @@ fn misbehave(action: &str) -> Result<Option<Vec<u8>>, String> {
                 x = std::hint::black_box(x.wrapping_add(1));
             }
         }
+        // Blocked in a WASI call, where no wasm runs to notice the epoch.
+        "sleep" => std::thread::sleep(std::time::Duration::from_secs(3600)),
+        "sleep_forever" => std::thread::sleep(std::time::Duration::MAX),
         "alloc" => {
             let mut hoard: Vec<Vec<u8>> = Vec::new();
             loop {
