@@ -170,6 +170,7 @@ fn options() -> RunOptions {
         run_id: "bench".into(),
         max_concurrent: cores(),
         memory_budget_bytes: exec::DEFAULT_MEMORY_BUDGET,
+        interrupt: None,
     }
 }
 

@@ -3,11 +3,12 @@
 
 mod history;
 mod init;
+mod interrupt;
 mod report;
 
 use clap::{Args, Parser, Subcommand};
 use dynhost::exec::Storage;
-use dynhost::store::{RunRecord, RunStore, SqliteStore};
+use dynhost::store::{RunRecord, RunStatus, RunStore, SqliteStore};
 use dynhost::{RunOptions, Runtime, RuntimeConfig};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -240,6 +241,12 @@ fn run_job(args: &RunArgs) -> anyhow::Result<ExitCode> {
 fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(store_dir(args.store.store.as_deref(), None))?;
     let stored = store.run(&args.run)?;
+    if let Some(pid) = stored.owner_pid {
+        anyhow::bail!(
+            "run `{}` is still running in process {pid}; wait for it to end, or stop it (`kill -INT {pid}`) before resuming",
+            stored.id
+        );
+    }
     let job = PathBuf::from(&stored.job_file);
     let plan = dynhost::load_plan(&job)?;
     let prior = store.successes(&stored.id)?;
@@ -298,7 +305,9 @@ fn execute(
         run_id: run.id.clone(),
         max_concurrent,
         memory_budget_bytes: args.memory_budget_mib.saturating_mul(1 << 20),
+        interrupt: Some(runtime.interrupter()),
     };
+    let watch = interrupt::watch(runtime.interrupter())?;
     let mut view = report::Progress::new(args.json, plan);
     let result = dynhost::exec::run(
         plan,
@@ -309,8 +318,16 @@ fn execute(
         &mut |event| view.on_event(event),
     );
     view.finish();
+    let signal = watch.received();
+    drop(watch);
+    let recorded = result.store.is_some();
     if let Some(mut store) = result.store {
-        store.finish_run(&run.id, result.report.is_success())?;
+        let status = match (signal, result.report.is_success()) {
+            (Some(_), _) => RunStatus::Interrupted,
+            (None, true) => RunStatus::Succeeded,
+            (None, false) => RunStatus::Failed,
+        };
+        store.finish_run(&run.id, status)?;
     }
     if args.json {
         report::print_run_json(&result.report)?;
@@ -319,6 +336,23 @@ fn execute(
     }
     if let Some(error) = result.store_error {
         return Err(error.into());
+    }
+    if let Some(signal) = signal {
+        let id = &run.id;
+        if recorded {
+            eprintln!(
+                "run {id} was interrupted by {}; continue it with:\n  dynhost resume {id}",
+                interrupt::name(signal)
+            );
+        } else {
+            eprintln!(
+                "run {id} was interrupted by {} (not recorded: --no-store)",
+                interrupt::name(signal)
+            );
+        }
+        return Ok(ExitCode::from(
+            u8::try_from(128 + signal).unwrap_or(u8::MAX),
+        ));
     }
     Ok(if result.report.is_success() {
         ExitCode::SUCCESS

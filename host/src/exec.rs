@@ -26,6 +26,7 @@ use coordinator::Coordinator;
 use crossbeam_channel::unbounded;
 use record::Recorder;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use worker::{Outbox, Ring, StepQueue, WorkerContext, work};
 
@@ -39,6 +40,10 @@ pub struct RunOptions {
     /// Bytes of step values (returned and emitted) kept in memory; the rest
     /// go to a spill file on disk and are read back when a step needs them.
     pub memory_budget_bytes: u64,
+    /// Set to stop the run: no step starts after it, queued steps are
+    /// dropped, and running ones end as `interrupted` (the same flag as
+    /// [`Runtime::interrupter`], which stops them).
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 /// The default of [`RunOptions::memory_budget_bytes`]: enough that most jobs
@@ -140,7 +145,7 @@ struct CloseOnDrop<'a>(&'a StepQueue);
 
 impl Drop for CloseOnDrop<'_> {
     fn drop(&mut self) {
-        self.0.close();
+        let _ = self.0.close();
     }
 }
 
@@ -185,9 +190,18 @@ pub fn run(
         let _close = CloseOnDrop(&queue);
         coordinator.drive(&queue, &ring_rx, &outboxes, observer);
     });
-    coordinator.scheduler.skip_stranded();
-    coordinator.report_skipped(observer);
-    let report = summary::build_report(plan, &coordinator, options, started);
+    let interrupted = options
+        .interrupt
+        .as_ref()
+        .is_some_and(|flag| flag.load(Ordering::Relaxed));
+    // Steps an interruption kept from running are neither failed nor
+    // skipped: they are simply not recorded, and `resume` runs them.
+    if !interrupted {
+        coordinator.scheduler.skip_stranded();
+        coordinator.report_skipped(observer);
+    }
+    let mut report = summary::build_report(plan, &coordinator, options, started);
+    report.interrupted = interrupted;
     let (store, store_error) = match coordinator.recorder.take().and_then(Recorder::finish) {
         Some((store, error)) => (Some(store), error),
         None => (None, None),

@@ -23,13 +23,15 @@ pub struct RunReport {
     pub vanished: Vec<String>,
     /// Bytes of values that went past the memory budget to the spill file.
     pub spilled_bytes: u64,
+    /// The run was stopped (Ctrl-C, SIGTERM) before every step ran.
+    pub interrupted: bool,
 }
 
 impl RunReport {
     /// True when no step failed or was skipped, except those a tolerant
-    /// collect ran without.
+    /// collect ran without, and the run was not interrupted.
     pub fn is_success(&self) -> bool {
-        self.ops.iter().all(|op| op.failed == 0 && op.skipped == 0)
+        !self.interrupted && self.ops.iter().all(|op| op.failed == 0 && op.skipped == 0)
     }
 }
 

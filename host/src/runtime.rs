@@ -163,6 +163,9 @@ pub struct StepReport {
 /// The engine, linker and epoch ticker shared by every step of a process.
 pub struct Runtime {
     engine: Engine,
+    /// Set once the run is interrupted: running steps stop at their next
+    /// epoch tick (or, blocked in WASI, within [`INTERRUPT_POLL`]).
+    interrupted: Arc<AtomicBool>,
     linker: Linker<StepState>,
     cache: Option<cache::CompileCache>,
     ticker: Option<EpochTicker>,
@@ -200,11 +203,18 @@ impl Runtime {
         let ticker = Some(EpochTicker::start(engine.clone()));
         Ok(Self {
             engine,
+            interrupted: Arc::default(),
             linker,
             cache: config.cache_dir.clone().map(cache::CompileCache::new),
             ticker,
             fuel_enabled: config.enable_fuel,
         })
+    }
+
+    /// A handle that interrupts every running and later step when set (a
+    /// signal handler holds it). Steps stop with kind `interrupted`.
+    pub fn interrupter(&self) -> Arc<AtomicBool> {
+        self.interrupted.clone()
     }
 
     /// Compiles (or loads from the cache) the component at `path` and checks
@@ -295,8 +305,21 @@ impl Runtime {
             .as_millis()
             .div_ceil(EPOCH_TICK.as_millis())
             .max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.epoch_deadline_trap();
+        // Look at every tick: stop for an interruption at once, and for the
+        // time limit once all its ticks have passed.
+        let mut ticks_left = u64::try_from(ticks).unwrap_or(u64::MAX);
+        let interrupted = self.interrupted.clone();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if interrupted.load(Ordering::Relaxed) {
+                return Err(wasmtime::Error::new(failure::InterruptedError));
+            }
+            ticks_left = ticks_left.saturating_sub(1);
+            if ticks_left == 0 {
+                return Err(wasmtime::Trap::Interrupt.into());
+            }
+            Ok(wasmtime::UpdateDeadline::Continue(1))
+        });
         let metered = self.fuel_enabled;
         if metered {
             // Unmetered ops in a metered engine get all the fuel there is.
@@ -305,13 +328,14 @@ impl Runtime {
         // The epoch deadline stops wasm code that runs too long; this timer
         // stops a step that waits too long inside a host call (a sleep, a
         // poll, a blocking read), where no wasm runs to notice the epoch.
-        let timeout = limits.timeout;
-        let result = reactor::block_on(async {
-            tokio::time::timeout(timeout, call_op(&mut store, op, call, inputs))
-                .await
-                .unwrap_or(Err(CallError::Blocked))
-        })
-        .unwrap_or_else(|reason| Err(CallError::Reactor(reason)));
+        let result = if self.interrupted.load(Ordering::Relaxed) {
+            Err(CallError::Interrupted)
+        } else {
+            let step = call_op(&mut store, op, call, inputs);
+            let limit = wait_limit(limits.timeout, &self.interrupted);
+            reactor::block_on(first_of(step, limit))
+                .unwrap_or_else(|reason| Err(CallError::Reactor(reason)))
+        };
         let fuel_used = match (metered, limits.fuel) {
             (true, Some(budget)) => Some(budget.saturating_sub(store.get_fuel().unwrap_or(0))),
             _ => None,
@@ -346,6 +370,7 @@ impl Runtime {
                 Err(failure::classify_instantiate(&error, limits))
             }
             (Err(CallError::Blocked), None) => Err(failure::timeout(limits)),
+            (Err(CallError::Interrupted), None) => Err(failure::interrupted()),
             (Err(CallError::Reactor(reason)), None) => Err(OpFailure::new(
                 FailureKind::Host,
                 format!("cannot start the step's I/O reactor: {reason}"),
@@ -378,8 +403,47 @@ enum CallError {
     Run(wasmtime::Error),
     /// The time limit passed while the step waited inside a host call.
     Blocked,
+    /// The run was interrupted while the step waited inside a host call.
+    Interrupted,
     /// The worker thread's tokio runtime could not be built.
     Reactor(String),
+}
+
+/// How often a step blocked in a host call looks for an interruption.
+const INTERRUPT_POLL: Duration = Duration::from_millis(50);
+
+/// Ends when a step waiting in a host call must stop: its time limit passed,
+/// or the run was interrupted. One timer per step; it wakes only if the step
+/// is still waiting after [`INTERRUPT_POLL`].
+async fn wait_limit(timeout: Duration, interrupted: &AtomicBool) -> CallError {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return CallError::Blocked;
+        }
+        tokio::time::sleep((deadline - now).min(INTERRUPT_POLL)).await;
+        if interrupted.load(Ordering::Relaxed) {
+            return CallError::Interrupted;
+        }
+    }
+}
+
+/// Runs `step` until it ends or `limit` does; the step is polled first, so a
+/// step that never waits never touches the timer.
+async fn first_of<T>(
+    step: impl Future<Output = Result<T, CallError>>,
+    limit: impl Future<Output = CallError>,
+) -> Result<T, CallError> {
+    let mut step = std::pin::pin!(step);
+    let mut limit = std::pin::pin!(limit);
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(result) = step.as_mut().poll(cx) {
+            return std::task::Poll::Ready(result);
+        }
+        limit.as_mut().poll(cx).map(Err)
+    })
+    .await
 }
 
 async fn call_op(

@@ -26,6 +26,39 @@ pub enum StoreError {
         /// SQLite's words.
         reason: String,
     },
+    /// The file is an SQLite database of another program; it was not changed.
+    #[error(
+        "`{path}` is an SQLite database of another program (tables: {}), not a dynhost run store; dynhost left it unchanged. Point `--store` or `DYNHOST_HOME` at another directory",
+        tables.join(", ")
+    )]
+    Foreign {
+        /// The database file.
+        path: PathBuf,
+        /// Its tables.
+        tables: Vec<String>,
+    },
+    /// The store was written by a newer dynhost.
+    #[error(
+        "run store `{path}` was written by a newer dynhost (schema version {version}; this dynhost reads up to {supported}); upgrade dynhost to use it"
+    )]
+    Newer {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        version: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// The store (or its directory) cannot be created or written.
+    #[error(
+        "cannot write the run store `{path}`: {reason}; make the directory writable, or point `--store` or `DYNHOST_HOME` at a writable directory"
+    )]
+    Unwritable {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        reason: String,
+    },
     /// Another process holds the store's write lock for too long.
     #[error(
         "run store `{path}` is locked by another process; wait for it to finish, or point `DYNHOST_HOME` elsewhere"
@@ -50,6 +83,50 @@ pub enum StoreError {
         /// The id asked for.
         run: String,
     },
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    /// Every step succeeded.
+    Succeeded,
+    /// Some step failed or was skipped.
+    Failed,
+    /// Stopped by Ctrl-C or SIGTERM; `resume` continues it.
+    Interrupted,
+}
+
+impl RunStatus {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// This process as a run's owner: its pid and start time (in clock ticks
+/// since boot, from `/proc`), so a reused pid is not taken for it.
+pub fn this_process() -> String {
+    let pid = std::process::id();
+    format!("{pid}:{}", process_start(pid).unwrap_or_default())
+}
+
+/// The pid in `owner` if that process is still the one that started the run.
+pub fn live_owner(owner: &str) -> Option<u32> {
+    let (pid, start) = owner.split_once(':')?;
+    let pid: u32 = pid.parse().ok()?;
+    (process_start(pid)? == start).then_some(pid)
+}
+
+/// Field 22 of `/proc/PID/stat`: when the process started.
+fn process_start(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after it do not.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19).map(str::to_owned)
 }
 
 /// A run, as started.
@@ -184,8 +261,11 @@ pub struct RunSummary {
     pub job: String,
     /// The job file.
     pub job_file: String,
-    /// `running`, `succeeded` or `failed`.
+    /// `running`, `succeeded`, `failed` or `interrupted` (stopped by a
+    /// signal, or its process is gone while it was `running`).
     pub status: String,
+    /// The process working on a `running` run, while it is alive.
+    pub owner_pid: Option<u32>,
     /// Start, seconds since the Unix epoch.
     pub started_at: f64,
     /// End, if it ended.
@@ -252,7 +332,7 @@ pub trait RunStore: Send {
     ///
     /// # Errors
     /// A [`StoreError`] naming the store file.
-    fn finish_run(&mut self, run_id: &str, succeeded: bool) -> Result<(), StoreError>;
+    fn finish_run(&mut self, run_id: &str, status: RunStatus) -> Result<(), StoreError>;
     /// The run's header.
     ///
     /// # Errors

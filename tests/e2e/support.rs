@@ -263,6 +263,8 @@ impl TestJob {
 pub struct Running {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<(std::time::Instant, String)>,
+    errors: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -278,10 +280,19 @@ impl Running {
             )
             .env_remove("DYNHOST_LOG")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("start dynhost");
         let stdout = child.stdout.take().expect("stdout");
+        let mut stderr = child.stderr.take().expect("stderr");
+        let errors = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = errors.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            sink.lock().unwrap().push_str(&text);
+        });
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stdout).lines() {
@@ -291,7 +302,12 @@ impl Running {
                 }
             }
         });
-        Self { child, lines }
+        Self {
+            child,
+            lines,
+            errors,
+            reader: Some(reader),
+        }
     }
 
     /// The next stdout line and when it arrived, or `None` at the end of
@@ -305,12 +321,42 @@ impl Running {
         self.child.id()
     }
 
+    /// Sends `signal` (`INT`, `TERM`, `KILL`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -{signal}");
+    }
+
+    /// Waits until a stdout line satisfies `want`, failing after `within`.
+    pub fn wait_for_line(&self, within: std::time::Duration, want: impl Fn(&str) -> bool) {
+        let deadline = std::time::Instant::now() + within;
+        while let Some((_, line)) =
+            self.next_line(deadline.saturating_duration_since(std::time::Instant::now()))
+        {
+            if want(&line) {
+                return;
+            }
+        }
+        panic!("no such line within {within:?}; stderr:\n{}", self.stderr());
+    }
+
+    /// What the process wrote to stderr so far (all of it once it exited).
+    pub fn stderr(&self) -> String {
+        self.errors.lock().unwrap().clone()
+    }
+
     /// Waits up to `within` for the exit code; kills the process and fails
     /// the test if it is still running then.
     pub fn wait(&mut self, within: std::time::Duration) -> i32 {
         let deadline = std::time::Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return status.code().unwrap_or(-1);
             }
             if std::time::Instant::now() > deadline {

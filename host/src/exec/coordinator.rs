@@ -19,6 +19,7 @@ use rustc_hash::FxHashMap as HashMap;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Emitted items handled between two looks at the workers: a fast emitter
@@ -59,6 +60,10 @@ pub(crate) struct Coordinator<'p> {
     items_written: FxHashMap<StepId, u64>,
     /// Emitted items taken from the workers, not yet turned into steps.
     backlog: VecDeque<Emitted>,
+    /// Set from outside to stop the run (Ctrl-C, SIGTERM).
+    interrupt: Option<Arc<AtomicBool>>,
+    /// The interruption was seen: nothing more is dispatched or retried.
+    stopping: bool,
 }
 
 impl<'p> Coordinator<'p> {
@@ -85,6 +90,8 @@ impl<'p> Coordinator<'p> {
             input_summaries: FxHashMap::default(),
             items_written: FxHashMap::default(),
             backlog: VecDeque::new(),
+            interrupt: options.interrupt.clone(),
+            stopping: false,
         }
     }
 
@@ -101,7 +108,21 @@ impl<'p> Coordinator<'p> {
         let mut drained = Vec::new();
         loop {
             self.report_skipped(observer);
-            self.dispatch(queue, workers, observer);
+            if !self.stopping
+                && self
+                    .interrupt
+                    .as_ref()
+                    .is_some_and(|flag| flag.load(Ordering::Relaxed))
+            {
+                // Running steps stop by themselves (the runtime sees the same
+                // flag); queued ones and retries never start.
+                self.stopping = true;
+                self.in_flight -= queue.close();
+                self.backoffs.clear();
+            }
+            if !self.stopping {
+                self.dispatch(queue, workers, observer);
+            }
             if !self.backlog.is_empty() {
                 // Items still to turn into steps: take the next chunk unless
                 // a worker rang (finished steps free workers sooner).
@@ -431,7 +452,7 @@ impl<'p> Coordinator<'p> {
             op: &op.name,
             keys: &step.keys,
         };
-        if let Some(delay) = self.retry_delay(&step, &report) {
+        if let Some(delay) = self.retry_delay(&step, &report).filter(|_| !self.stopping) {
             let attempt = self.attempt(&step);
             *self.retries_done.entry(step.clone()).or_insert(0) += 1;
             observer(RunEvent::StepRetrying {

@@ -100,6 +100,7 @@ pub(crate) fn build_report(
         outputs,
         vanished,
         spilled_bytes: scheduler.values.spilled_bytes,
+        interrupted: false,
     }
 }
 

@@ -104,12 +104,15 @@ impl StepQueue {
         }
     }
 
-    /// Lets every worker finish its current step and stop.
-    pub fn close(&self) {
+    /// Lets every worker finish its current step and stop; returns how many
+    /// queued steps will now never run.
+    pub fn close(&self) -> usize {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.closed = true;
+        let dropped = state.steps.len();
         state.steps.clear();
         self.ready.notify_all();
+        dropped
     }
 
     /// The next step and how many wait behind it, or `None` once closed.

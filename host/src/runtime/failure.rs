@@ -32,6 +32,9 @@ pub enum FailureKind {
     Host,
     /// The step never ran because an input failed (only in collected `failed` lists).
     Skipped,
+    /// The run was interrupted (Ctrl-C, SIGTERM) while the step ran; `resume`
+    /// runs it again.
+    Interrupted,
 }
 
 impl FailureKind {
@@ -48,11 +51,12 @@ impl FailureKind {
             FailureKind::BadComponent => "bad-component",
             FailureKind::Host => "host",
             FailureKind::Skipped => "skipped",
+            FailureKind::Interrupted => "interrupted",
         }
     }
 
     /// Every kind, for parsing `retry_on`.
-    pub const ALL: [FailureKind; 10] = [
+    pub const ALL: [FailureKind; 11] = [
         FailureKind::OpError,
         FailureKind::Trap,
         FailureKind::Timeout,
@@ -63,6 +67,7 @@ impl FailureKind {
         FailureKind::BadComponent,
         FailureKind::Host,
         FailureKind::Skipped,
+        FailureKind::Interrupted,
     ];
 }
 
@@ -115,6 +120,9 @@ pub(crate) fn classify(error: &wasmtime::Error, limits: &Limits) -> OpFailure {
     let fuel = limits.fuel;
     if let Some(Tripped(failure)) = error.downcast_ref::<Tripped>() {
         return failure.clone();
+    }
+    if error.downcast_ref::<InterruptedError>().is_some() {
+        return interrupted();
     }
     if error
         .chain()
@@ -173,6 +181,27 @@ pub(crate) fn classify(error: &wasmtime::Error, limits: &Limits) -> OpFailure {
 /// What wasmtime says when a guest copies more than the hostcall budget to
 /// the host in one call (its error type is private).
 const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
+
+/// The run was interrupted while the step ran.
+pub(crate) fn interrupted() -> OpFailure {
+    OpFailure::new(
+        FailureKind::Interrupted,
+        "the run was interrupted while this step ran; `dynhost resume` runs it again".to_owned(),
+    )
+}
+
+/// The error an epoch callback raises to stop a step when the run is
+/// interrupted.
+#[derive(Debug)]
+pub(crate) struct InterruptedError;
+
+impl fmt::Display for InterruptedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the run was interrupted")
+    }
+}
+
+impl std::error::Error for InterruptedError {}
 
 /// The step ran (or waited) past its `timeout_secs`.
 pub(crate) fn timeout(limits: &Limits) -> OpFailure {

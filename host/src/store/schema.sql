@@ -1,4 +1,5 @@
--- dynhost run store, schema version 2. Keys are JSON arrays of mapping keys
+-- dynhost run store, schema version 3 (3 added `runs.owner`: `pid:start`
+-- of the process working on a running run, so a dead one shows as interrupted). Keys are JSON arrays of mapping keys
 -- (outermost first, `[]` outside any map). Values of up to 64 bytes are kept
 -- inline (`steps.output`, `items.value`; the hash column is then NULL or '');
 -- larger ones live once in `blobs`, addressed by their SHA-256. Version 1
@@ -17,7 +18,8 @@ CREATE TABLE IF NOT EXISTS runs (
     job_hash    TEXT NOT NULL,
     started_at  REAL NOT NULL,
     finished_at REAL,
-    status      TEXT NOT NULL           -- running | succeeded | failed
+    status      TEXT NOT NULL,          -- running | succeeded | failed | interrupted
+    owner       TEXT
 );
 CREATE TABLE IF NOT EXISTS steps (
     run_id            TEXT NOT NULL,

@@ -3,15 +3,17 @@
 //! transaction; each step is still whole or absent after a crash.
 
 use super::{
-    PriorStep, RunRecord, RunStore, RunSummary, StepRecord, StepRow, StoreError, Write, hash_bytes,
+    PriorStep, RunRecord, RunStatus, RunStore, RunSummary, StepRecord, StepRow, StoreError, Write,
+    hash_bytes,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The schema this build writes; a store with another version is refused.
-const SCHEMA_VERSION: &str = "2";
+/// The schema this build writes. Older versions are upgraded in place; a
+/// newer one is refused (it was written by a newer dynhost).
+const SCHEMA_VERSION: u32 = 3;
 
 /// Values up to this size are stored in their row rather than in `blobs`: a
 /// reference (a 64-character hash, a blob row and its index entry) would cost
@@ -34,23 +36,91 @@ impl SqliteStore {
     /// [`StoreError::Corrupt`] for a file that is not a dynhost store,
     /// [`StoreError::Locked`] if another process holds it too long.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let unwritable = |reason: String| StoreError::Unwritable {
+            path: path.to_owned(),
+            reason,
+        };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })?;
+            std::fs::create_dir_all(dir).map_err(|e| unwritable(e.to_string()))?;
         }
-        let conn = Connection::open(path).map_err(|e| classify(path, &e))?;
+        let conn = Connection::open(path).map_err(|e| match e.sqlite_error_code() {
+            Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => {
+                unwritable(why_unwritable(path))
+            }
+            _ => classify(path, &e),
+        })?;
         let store = Self {
             conn,
             path: path.to_owned(),
         };
-        store.init().map_err(|e| store.error(&e))?;
+        store.init()?;
         Ok(store)
     }
 
-    fn init(&self) -> rusqlite::Result<()> {
-        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+    /// Checks what the file holds before changing anything: a database of
+    /// another program, or of a newer dynhost, is refused untouched.
+    fn init(&self) -> Result<(), StoreError> {
+        let sql = |e: rusqlite::Error| self.error(&e);
+        self.conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+        let version = match self.schema_version().map_err(sql)? {
+            Found::Empty => None,
+            Found::Version(v) => Some(v),
+            Found::Foreign(tables) => {
+                return Err(StoreError::Foreign {
+                    path: self.path.clone(),
+                    tables,
+                });
+            }
+        };
+        if let Some(v) = version
+            && v > SCHEMA_VERSION
+        {
+            return Err(StoreError::Newer {
+                path: self.path.clone(),
+                version: v,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        self.configure().map_err(sql)?;
+        self.migrate(version)
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen) => StoreError::Unwritable {
+                    path: self.path.clone(),
+                    reason: why_unwritable(&self.path),
+                },
+                _ => self.error(&e),
+            })
+    }
+
+    /// What the file holds, read without writing to it.
+    fn schema_version(&self) -> rusqlite::Result<Found> {
+        let tables: Vec<String> = self
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if tables.is_empty() {
+            return Ok(Found::Empty);
+        }
+        let version: Option<String> = if tables.iter().any(|t| t == "meta") {
+            self.conn
+                .query_row(
+                    "SELECT value FROM meta WHERE key = 'schema_version'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .unwrap_or(None)
+        } else {
+            None
+        };
+        Ok(match version.and_then(|v| v.parse().ok()) {
+            Some(v) => Found::Version(v),
+            None => Found::Foreign(tables),
+        })
+    }
+
+    fn configure(&self) -> rusqlite::Result<()> {
         self.conn.pragma_update(None, "journal_mode", "WAL")?;
         // With WAL, NORMAL still keeps every committed transaction whole after
         // a crash of this process; only an OS crash may lose the last commits.
@@ -63,46 +133,40 @@ impl SqliteStore {
         // pages a long run rewrites in every transaction are then copied
         // into the database once per checkpoint, not once per few commits.
         self.conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
-        self.conn.pragma_update(None, "foreign_keys", "ON")?;
-        let version: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .or_else(|e| {
-                if is_missing_table(&e) {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            })?;
-        match version.as_deref() {
-            Some(SCHEMA_VERSION) => Ok(()),
-            Some("1") => {
-                // Version 2 only adds the inline value columns.
-                self.conn.execute_batch(
-                    "BEGIN;
-                     ALTER TABLE steps ADD COLUMN output BLOB;
-                     ALTER TABLE items ADD COLUMN value BLOB;
-                     UPDATE meta SET value = '2' WHERE key = 'schema_version';
-                     COMMIT;",
-                )
-            }
-            Some(other) => Err(rusqlite::Error::InvalidParameterName(format!(
-                "schema version {other}, this dynhost reads version {SCHEMA_VERSION}"
-            ))),
-            None => {
-                self.conn.execute_batch(include_str!("schema.sql"))?;
-                self.conn.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)",
-                    [SCHEMA_VERSION],
-                )?;
-                Ok(())
-            }
+        self.conn.pragma_update(None, "foreign_keys", "ON")
+    }
+
+    /// Creates the tables of a new store, or upgrades an older one in place.
+    fn migrate(&self, version: Option<u32>) -> rusqlite::Result<()> {
+        let Some(mut version) = version else {
+            self.conn.execute_batch(include_str!("schema.sql"))?;
+            self.conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)",
+                [SCHEMA_VERSION.to_string()],
+            )?;
+            return Ok(());
+        };
+        if version == 1 {
+            // Version 2 added the inline value columns.
+            self.conn.execute_batch(
+                "BEGIN;
+                 ALTER TABLE steps ADD COLUMN output BLOB;
+                 ALTER TABLE items ADD COLUMN value BLOB;
+                 UPDATE meta SET value = '2' WHERE key = 'schema_version';
+                 COMMIT;",
+            )?;
+            version = 2;
         }
+        if version == 2 {
+            // Version 3 records which process owns a running run.
+            self.conn.execute_batch(
+                "BEGIN;
+                 ALTER TABLE runs ADD COLUMN owner TEXT;
+                 UPDATE meta SET value = '3' WHERE key = 'schema_version';
+                 COMMIT;",
+            )?;
+        }
+        Ok(())
     }
 
     /// The database file.
@@ -259,11 +323,26 @@ fn now_secs() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn is_missing_table(e: &rusqlite::Error) -> bool {
-    e.to_string().contains("no such table")
+/// Maps SQLite's error codes to the errors users can act on.
+/// What the file holds.
+enum Found {
+    /// No tables: a new (or empty) file.
+    Empty,
+    /// A dynhost store of this schema version.
+    Version(u32),
+    /// Tables of another program.
+    Foreign(Vec<String>),
 }
 
-/// Maps SQLite's error codes to the errors users can act on.
+/// Why SQLite could not open or write `path`, in a user's words.
+fn why_unwritable(path: &Path) -> String {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    match tempfile::tempfile_in(dir) {
+        Err(e) => format!("cannot write in `{}`: {e}", dir.display()),
+        Ok(_) => format!("cannot open `{}` for writing", path.display()),
+    }
+}
+
 fn classify(path: &Path, e: &rusqlite::Error) -> StoreError {
     let path = path.to_owned();
     match e.sqlite_error_code() {
@@ -287,9 +366,9 @@ impl RunStore for SqliteStore {
     fn begin_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "INSERT INTO runs (id, job, job_file, job_hash, started_at, status) VALUES (?1, ?2, ?3, ?4, ?5, 'running')
-                 ON CONFLICT (id) DO UPDATE SET job_hash = excluded.job_hash, status = 'running', finished_at = NULL",
-                params![run.id, run.job, run.job_file, run.job_hash, now_secs()],
+                "INSERT INTO runs (id, job, job_file, job_hash, started_at, status, owner) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)
+                 ON CONFLICT (id) DO UPDATE SET job_hash = excluded.job_hash, status = 'running', finished_at = NULL, owner = excluded.owner",
+                params![run.id, run.job, run.job_file, run.job_hash, now_secs(), super::this_process()],
             )
             .map(|_| ())
             .map_err(|e| self.error(&e))
@@ -316,8 +395,8 @@ impl RunStore for SqliteStore {
         tx.commit().map_err(|e| classify(&path, &e))
     }
 
-    fn finish_run(&mut self, run_id: &str, succeeded: bool) -> Result<(), StoreError> {
-        let status = if succeeded { "succeeded" } else { "failed" };
+    fn finish_run(&mut self, run_id: &str, status: RunStatus) -> Result<(), StoreError> {
+        let status = status.as_str();
         self.conn
             .execute(
                 "UPDATE runs SET status = ?1, finished_at = ?2 WHERE id = ?3",
@@ -340,23 +419,35 @@ impl RunStore for SqliteStore {
     fn runs(&self) -> Result<Vec<RunSummary>, StoreError> {
         let query = || -> rusqlite::Result<Vec<RunSummary>> {
             let mut stmt = self.conn.prepare(
-                "SELECT r.id, r.job, r.job_file, r.status, r.started_at, r.finished_at,
+                "SELECT r.id, r.job, r.job_file, r.status, r.started_at, r.finished_at, r.owner,
                    (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'succeeded'),
                    (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'failed'),
                    (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'skipped')
                  FROM runs r ORDER BY r.started_at DESC, r.id DESC",
             )?;
             stmt.query_map([], |r| {
+                let mut status: String = r.get(3)?;
+                let owner: Option<String> = r.get(6)?;
+                let owner_pid = match status.as_str() {
+                    "running" => owner.as_deref().and_then(super::live_owner),
+                    _ => None,
+                };
+                // A run left `running` by a process that is gone (killed,
+                // power lost) was interrupted; nothing is written here.
+                if status == "running" && owner_pid.is_none() {
+                    status = RunStatus::Interrupted.as_str().to_owned();
+                }
                 Ok(RunSummary {
                     id: r.get(0)?,
                     job: r.get(1)?,
                     job_file: r.get(2)?,
-                    status: r.get(3)?,
+                    status,
+                    owner_pid,
                     started_at: r.get(4)?,
                     finished_at: r.get(5)?,
-                    succeeded: r.get::<_, i64>(6)? as u64,
-                    failed: r.get::<_, i64>(7)? as u64,
-                    skipped: r.get::<_, i64>(8)? as u64,
+                    succeeded: r.get::<_, i64>(7)? as u64,
+                    failed: r.get::<_, i64>(8)? as u64,
+                    skipped: r.get::<_, i64>(9)? as u64,
                 })
             })?
             .collect()

@@ -51,7 +51,7 @@ fn steps_round_trip_and_values_are_stored_once() {
             ],
         )
         .unwrap();
-    store.finish_run("r1", false).unwrap();
+    store.finish_run("r1", RunStatus::Failed).unwrap();
     let runs = store.runs().unwrap();
     assert_eq!(
         (runs[0].succeeded, runs[0].failed, runs[0].status.as_str()),
@@ -157,7 +157,7 @@ fn a_version_1_store_is_upgraded_and_keeps_its_runs() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(version, SCHEMA_VERSION.to_string());
 }
 
 #[test]
@@ -234,4 +234,67 @@ fn unknown_runs_are_named() {
     let store = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
     let err = store.run("nope").unwrap_err();
     assert!(err.to_string().contains("no run `nope`"), "{err}");
+}
+
+#[test]
+fn a_database_of_another_program_is_refused_and_left_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT); INSERT INTO notes VALUES (1, 'mine');")
+            .unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let error = SqliteStore::open(&path).err().expect("refused");
+    assert!(
+        matches!(&error, StoreError::Foreign { tables, .. } if tables == &["notes"]),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the foreign file changed"
+    );
+    assert!(
+        !dir.path().join("runs.db-wal").exists(),
+        "a WAL file was created"
+    );
+}
+
+#[test]
+fn a_store_of_a_newer_dynhost_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    drop(SqliteStore::open(&path).unwrap());
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE meta SET value = '99' WHERE key = 'schema_version'",
+            [],
+        )
+        .unwrap();
+    }
+    let error = SqliteStore::open(&path).err().expect("refused");
+    assert!(
+        matches!(error, StoreError::Newer { version: 99, .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("upgrade dynhost"), "{error}");
+}
+
+#[test]
+fn a_store_that_cannot_be_created_says_where_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let error = SqliteStore::open(&file.join("sub/runs.db"))
+        .err()
+        .expect("refused");
+    assert!(matches!(error, StoreError::Unwritable { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("a-file") && message.contains("DYNHOST_HOME"),
+        "{message}"
+    );
 }
