@@ -155,6 +155,20 @@ pub fn dynhost(cwd: &Path, args: &[&str]) -> CliOutput {
     dynhost_with_path(cwd, args, None)
 }
 
+/// `dynhost args...` in `cwd` with the shared compile cache and no tracing.
+fn command(cwd: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dynhost"));
+    command
+        .args(args)
+        .current_dir(cwd)
+        .env(
+            "DYNHOST_CACHE_DIR",
+            root().join("target/dynhost-test-cache"),
+        )
+        .env_remove("DYNHOST_LOG");
+    command
+}
+
 /// Builds the `componentize-c` helper (C bindings and component wrapping)
 /// once and returns its directory, to put on `PATH`.
 pub fn componentize_c() -> PathBuf {
@@ -181,23 +195,14 @@ pub fn componentize_c() -> PathBuf {
 
 /// Like [`dynhost`], with `extra_path` put first on `PATH`.
 pub fn dynhost_with_path(cwd: &Path, args: &[&str], extra_path: Option<&Path>) -> CliOutput {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_dynhost"));
+    let mut command = command(cwd, args);
     if let Some(dir) = extra_path {
         let path = std::env::var_os("PATH").unwrap_or_default();
         let mut dirs = vec![dir.to_path_buf()];
         dirs.extend(std::env::split_paths(&path));
         command.env("PATH", std::env::join_paths(dirs).expect("PATH"));
     }
-    let output = command
-        .args(args)
-        .current_dir(cwd)
-        .env(
-            "DYNHOST_CACHE_DIR",
-            root().join("target/dynhost-test-cache"),
-        )
-        .env_remove("DYNHOST_LOG")
-        .output()
-        .expect("run dynhost");
+    let output = command.output().expect("run dynhost");
     CliOutput {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -271,14 +276,7 @@ impl Running {
     /// Starts `dynhost args...` in `cwd`.
     pub fn start(cwd: &Path, args: &[&str]) -> Self {
         use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dynhost"))
-            .args(args)
-            .current_dir(cwd)
-            .env(
-                "DYNHOST_CACHE_DIR",
-                root().join("target/dynhost-test-cache"),
-            )
-            .env_remove("DYNHOST_LOG")
+        let mut child = command(cwd, args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -379,15 +377,7 @@ impl Drop for Running {
 /// Runs `dynhost args...` in `cwd`, killing it and failing the test if it
 /// runs longer than `within` (a hang must fail a test, not stall CI).
 pub fn dynhost_within(cwd: &Path, args: &[&str], within: std::time::Duration) -> CliOutput {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_dynhost"));
-    let child = command
-        .args(args)
-        .current_dir(cwd)
-        .env(
-            "DYNHOST_CACHE_DIR",
-            root().join("target/dynhost-test-cache"),
-        )
-        .env_remove("DYNHOST_LOG")
+    let child = command(cwd, args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
