@@ -95,3 +95,89 @@ fn a_killed_run_shows_as_interrupted_and_a_live_one_cannot_be_resumed() {
     job.rewrite(FIXED);
     dynhost(job.dir(), &["resume", &id]).assert_code(0);
 }
+
+/// Keys whose results are large and all different, so the store, not the
+/// workers, is the slow part (equal values are stored once).
+const BULKY: &str = r#"name = "bulky"
+[defaults]
+max_emits = 100000
+[ops.emit]
+component = "{probe}"
+dynamic = true
+config.emit_count = 100000
+[ops.work]
+component = "{probe}"
+inputs.v = { map = "emit" }
+config.on_key = { "*" = "return_kib:64" }
+"#;
+
+/// How long before a SIGKILL a step reported finished may still be lost. The
+/// recorder keeps ~0.15 s of writes in flight (README: ~0.3 s of work at
+/// most); the rest is slack for a busy machine.
+const LOSS_BOUND: Duration = Duration::from_secs(1);
+
+/// After a SIGKILL, the finished work lost is bounded by time: every step
+/// reported finished more than a moment before the kill is in the store, and
+/// a resume runs only the rest. With a fixed-length write queue (8192
+/// writes) a store slower than the workers lost seconds of finished steps.
+#[test]
+fn a_kill_loses_at_most_a_moment_of_finished_work() {
+    let job = TestJob::new(BULKY);
+    let run = Running::start(job.dir(), &["run", "--json", "job.toml"]);
+    let mut finished: Vec<(std::time::Instant, String)> = Vec::new();
+    let mut until = None;
+    while let Some((at, line)) = run.next_line(Duration::from_secs(60)) {
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["event"] == "step_finished"
+            && let Some(key) = event["step"]
+                .as_str()
+                .and_then(|s| s.strip_prefix("work["))
+                .and_then(|s| s.strip_suffix(']'))
+        {
+            finished.push((at, key.to_owned()));
+            // Let the store fall behind for a few seconds, then kill.
+            let until = *until.get_or_insert(at + Duration::from_secs(4));
+            if at >= until {
+                break;
+            }
+        }
+    }
+    run.signal("KILL");
+    let killed = std::time::Instant::now();
+    drop(run);
+    assert!(
+        finished.len() > 1000,
+        "only {} steps finished",
+        finished.len()
+    );
+
+    let conn = rusqlite::Connection::open_with_flags(
+        job.dir().join(".dynhost/runs.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut query = conn
+        .prepare("SELECT keys FROM steps WHERE op = 'work' AND status = 'succeeded'")
+        .unwrap();
+    let stored: std::collections::HashSet<String> = query
+        .query_map([], |row| row.get::<_, String>(0))
+        .unwrap()
+        .map(|keys| {
+            let keys: Vec<String> = serde_json::from_str(&keys.unwrap()).unwrap();
+            keys.concat()
+        })
+        .collect();
+    let lost: Vec<(Duration, &str)> = finished
+        .iter()
+        .filter(|(_, key)| !stored.contains(key))
+        .map(|(at, key)| (killed - *at, key.as_str()))
+        .collect();
+    let oldest = lost.iter().map(|(age, _)| *age).max().unwrap_or_default();
+    assert!(
+        oldest < LOSS_BOUND,
+        "{} of {} finished steps are not in the store; the oldest was reported \
+         {oldest:?} before the kill (bound {LOSS_BOUND:?})",
+        lost.len(),
+        finished.len()
+    );
+}

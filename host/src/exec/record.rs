@@ -1,7 +1,7 @@
 //! What the executor keeps and reuses: finished steps go to the run store on a
-//! writer thread (group commit: whatever is queued goes in one transaction,
-//! each step whole), and stored successes are reused on resume when their
-//! inputs are the same.
+//! writer thread that never falls more than a moment behind (see
+//! [`Recorder`]), and stored successes are reused on resume when their inputs
+//! are the same.
 
 use super::scheduler::{Emitted, StepId};
 use super::values::Values;
@@ -9,56 +9,147 @@ use crate::key::{KeyPath, MappingKey};
 use crate::plan::{Plan, PlannedOp};
 use crate::runtime::{InputData, StepReport};
 use crate::store::{ItemsRecord, PriorStep, RunStore, StepRecord, StepStatus, StoreError, Write};
-use crossbeam_channel::{Sender, bounded};
+use crossbeam_channel::{Sender, unbounded};
 use rustc_hash::FxHashMap;
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// The store handed back after the last write, with the first write error.
 pub(crate) type Flushed = (Box<dyn RunStore>, Option<StoreError>);
 
-/// Most writes in one transaction.
-const MAX_GROUP: usize = 4096;
+/// How far the store may fall behind the run, in time: a step reported
+/// finished is committed within about twice this (its wait in the queue plus
+/// the commit it lands in), so a SIGKILL or power cut loses at most that much
+/// finished work, which a resume then runs again.
+pub(crate) const MAX_LAG: Duration = Duration::from_millis(150);
 
-/// Writes queued for the writer thread before the coordinator waits. The
-/// queue is bounded so that a store slower than the workers slows the run
-/// down instead of holding every finished step in memory.
-const QUEUE: usize = 2 * MAX_GROUP;
+/// Writes in flight while the store's speed is not known yet.
+const FIRST_IN_FLIGHT: usize = 256;
+
+/// The least ever allowed in flight, however slow each write is (a value of
+/// hundreds of MiB): the coordinator is never held to one write at a time.
+const MIN_IN_FLIGHT: usize = 8;
+
+/// Most writes in flight however fast the store is: bounds the memory held
+/// by finished steps waiting for the disk.
+const MAX_IN_FLIGHT: usize = 8192;
 
 /// Writes items and finished steps to the store from its own thread, so the
-/// coordinator waits for the disk only when the queue is full.
+/// coordinator waits for the disk only when the store falls behind.
+///
+/// Everything queued goes in one transaction (group commit), each step whole.
+/// The queue is bounded by time, not by length: the writer measures how many
+/// writes it commits per second and the coordinator waits whenever more are
+/// in flight than it commits in [`MAX_LAG`]. A store slower than the workers
+/// therefore slows the run down instead of piling up uncommitted work; with a
+/// fixed length (8192 writes) a kill used to lose thousands of finished steps
+/// when values were large.
 pub(crate) struct Recorder {
     tx: Option<Sender<Write>>,
+    pace: Arc<Pace>,
     thread: Option<JoinHandle<Flushed>>,
+}
+
+/// Writes sent but not yet committed, and how many may be.
+struct Pace {
+    state: Mutex<PaceState>,
+    committed: Condvar,
+}
+
+struct PaceState {
+    in_flight: usize,
+    allowed: usize,
+    /// The store's measured speed, writes per second (moving average).
+    rate: f64,
+}
+
+impl Pace {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(PaceState {
+                in_flight: 0,
+                allowed: FIRST_IN_FLIGHT,
+                rate: 0.0,
+            }),
+            committed: Condvar::new(),
+        }
+    }
+
+    /// Waits until one more write may be in flight, and counts it.
+    fn admit(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while state.in_flight >= state.allowed {
+            state = self
+                .committed
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        state.in_flight += 1;
+    }
+
+    /// `count` writes were committed (or dropped after a write error) in `took`.
+    fn done(&self, count: usize, took: Duration) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.in_flight = state.in_flight.saturating_sub(count);
+        let rate = count as f64 / took.as_secs_f64().max(1e-6);
+        state.rate = if state.rate == 0.0 {
+            rate
+        } else {
+            0.7 * state.rate + 0.3 * rate
+        };
+        // Writes the store commits in MAX_LAG at its measured speed.
+        let allowed = (state.rate * MAX_LAG.as_secs_f64()) as usize;
+        state.allowed = allowed.clamp(MIN_IN_FLIGHT, MAX_IN_FLIGHT);
+        self.committed.notify_all();
+    }
+
+    /// The writer is gone: nobody will wait for it again.
+    fn close(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.allowed = usize::MAX;
+        self.committed.notify_all();
+    }
+}
+
+/// Closes the pace when the writer thread ends, even by a panic, so the
+/// coordinator never waits for a writer that is gone.
+struct CloseOnExit(Arc<Pace>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 impl Recorder {
     pub fn start(mut store: Box<dyn RunStore>, run_id: String) -> Self {
-        let (tx, rx) = bounded::<Write>(QUEUE);
+        let (tx, rx) = unbounded::<Write>();
+        let pace = Arc::new(Pace::new());
+        let writer_pace = pace.clone();
         let thread = std::thread::Builder::new()
             .name("dynhost-store".into())
             .spawn(move || {
+                let _closed = CloseOnExit(writer_pace.clone());
                 let mut error = None;
                 while let Ok(first) = rx.recv() {
                     let mut group = vec![first];
-                    while group.len() < MAX_GROUP {
-                        match rx.try_recv() {
-                            Ok(record) => group.push(record),
-                            Err(_) => break,
-                        }
-                    }
+                    group.extend(rx.try_iter().take(MAX_IN_FLIGHT));
+                    let start = Instant::now();
                     if error.is_none()
                         && let Err(e) = store.record(&run_id, &group)
                     {
                         error = Some(e);
                     }
+                    writer_pace.done(group.len(), start.elapsed());
                 }
                 (store, error)
             })
             .ok();
         Self {
             tx: Some(tx),
+            pace,
             thread,
         }
     }
@@ -73,7 +164,10 @@ impl Recorder {
     }
 
     fn write(&self, write: Write) {
-        if let Some(tx) = &self.tx {
+        if let Some(tx) = &self.tx
+            && self.thread.is_some()
+        {
+            self.pace.admit();
             let _ = tx.send(write);
         }
     }
@@ -289,5 +383,94 @@ impl Finished<'_> {
         record.failure_kind = Some("skipped".to_owned());
         record.failure_message = Some(reason.to_owned());
         record
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{RunRecord, RunStatus, RunSummary, StepRow};
+    use std::sync::mpsc;
+
+    /// A store that takes `per_write` for each write and reports, per write,
+    /// when it was committed.
+    struct SlowStore {
+        per_write: Duration,
+        committed: mpsc::Sender<(u64, Instant)>,
+    }
+
+    impl RunStore for SlowStore {
+        fn begin_run(&mut self, _: &RunRecord) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn record(&mut self, _: &str, writes: &[Write]) -> Result<(), StoreError> {
+            std::thread::sleep(self.per_write * writes.len() as u32);
+            let now = Instant::now();
+            for write in writes {
+                if let Write::Items(items) = write {
+                    let _ = self.committed.send((items.first_seq, now));
+                }
+            }
+            Ok(())
+        }
+        fn finish_run(&mut self, _: &str, _: RunStatus) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn run(&self, run_id: &str) -> Result<RunSummary, StoreError> {
+            Err(StoreError::UnknownRun {
+                path: "slow".into(),
+                run: run_id.to_owned(),
+            })
+        }
+        fn runs(&self) -> Result<Vec<RunSummary>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn steps(&self, _: &str) -> Result<Vec<StepRow>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn successes(&self, _: &str) -> Result<Vec<PriorStep>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn memoized(&self, _: &str) -> Result<Option<PriorStep>, StoreError> {
+            Ok(None)
+        }
+    }
+
+    /// A store far slower than the run falls behind by a bounded time, not
+    /// by a queue length: every write is committed within a small multiple
+    /// of `MAX_LAG` of being sent. (A fixed 8192-write queue at 0.5 ms per
+    /// write lagged 4 s.)
+    #[test]
+    fn a_slow_store_lags_by_time_not_by_queue_length() {
+        let (tx, rx) = mpsc::channel();
+        let store = SlowStore {
+            per_write: Duration::from_micros(500),
+            committed: tx,
+        };
+        let recorder = Recorder::start(Box::new(store), "run".into());
+        let start = Instant::now();
+        let mut sent = Vec::new();
+        let mut seq = 0;
+        while start.elapsed() < Duration::from_secs(3) {
+            sent.push(Instant::now());
+            recorder.record_items(ItemsRecord {
+                op: "op".into(),
+                keys: Vec::new(),
+                first_seq: seq,
+                items: Vec::new(),
+            });
+            seq += 1;
+        }
+        drop(recorder.finish());
+        let lags: Vec<Duration> = rx
+            .try_iter()
+            .map(|(seq, at)| at - sent[seq as usize])
+            .collect();
+        assert_eq!(lags.len(), sent.len(), "every write was committed");
+        let worst = lags.iter().max().copied().unwrap_or_default();
+        assert!(
+            worst < MAX_LAG * 4,
+            "a write waited {worst:?} to be committed (bound {MAX_LAG:?} x 2, plus slack)"
+        );
     }
 }

@@ -28,6 +28,13 @@ impl Drop for Reactor {
 
 /// Runs `future` to completion on this thread's runtime.
 ///
+/// The future is polled once first with the runtime's handle entered but
+/// outside `block_on`: a step that never waits (most steps) finishes in that
+/// poll and never pays for entering the scheduler. One that waits is then
+/// driven by `block_on`, which polls it again with a real waker (a future
+/// re-registers its waker on every poll, so the first poll's no-op waker is
+/// never relied on).
+///
 /// # Errors
 /// The reason, if the runtime cannot be built.
 ///
@@ -45,6 +52,13 @@ pub(crate) fn block_on<F: Future>(future: F) -> Result<F::Output, String> {
             reactor.0 = Some(runtime);
         }
         let runtime = reactor.0.as_ref().ok_or("no runtime")?;
+        let _entered = runtime.enter();
+        // Pinned in place: the (large) step future is never moved again.
+        let mut future = std::pin::pin!(future);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return Ok(output);
+        }
         Ok(runtime.block_on(future))
     })
 }

@@ -62,7 +62,7 @@ impl Guest for Probe {
             .get(&key)
             .or_else(|| config["on_key"].get("*"));
         if let Some(action) = action.and_then(Value::as_str)
-            && let Some(result) = misbehave(action)?
+            && let Some(result) = misbehave(action, &key)?
         {
             return Ok(result);
         }
@@ -171,7 +171,15 @@ fn emit(config: &Value, out: &Value) -> Result<(), String> {
 
 /// Hostile behaviours, chosen per key by `config.on_key`. `Some` replaces the
 /// op's result.
-fn misbehave(action: &str) -> Result<Option<Vec<u8>>, String> {
+fn misbehave(action: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
+    // `return_kib:N`: N KiB that differ per key (the store keeps one copy of
+    // equal values, so only distinct ones cost it a write each).
+    if let Some(kib) = action.strip_prefix("return_kib:") {
+        let kib: usize = kib.parse().map_err(|_| format!("bad size in `{action}`"))?;
+        let mut value: Vec<u8> = key.bytes().cycle().take(kib << 10).collect();
+        value.extend_from_slice(key.as_bytes());
+        return Ok(Some(value));
+    }
     // `emit_mib:N` / `return_mib:N`: one value of N MiB, to test the limits
     // on large values.
     if let Some((what, mib)) = action.split_once(':') {
