@@ -1,9 +1,19 @@
 //! Command-line parsing and dispatch. Thin: every command is a few calls into
 //! the library plus rendering by `report`.
 
+/// `eprintln!` that never panics: a closed stderr (`dynhost runs 2>&1 | head
+/// -1`) is no reason to die with a panic.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod history;
 mod init;
 mod interrupt;
+mod locate;
 mod report;
 
 use clap::{Args, Parser, Subcommand};
@@ -54,14 +64,16 @@ struct InitArgs {
 
 #[derive(Debug, Args)]
 struct StoreArgs {
-    /// The run store directory [default: $DYNHOST_HOME, else ./.dynhost].
+    /// The run store directory [default: $DYNHOST_HOME, else the nearest
+    /// .dynhost/ here or above, else ~/.local/share/dynhost].
     #[arg(long)]
     store: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 struct ResumeArgs {
-    /// The run to continue.
+    /// The run to continue: its id, a unique prefix, `latest` or
+    /// `latest:JOB_FILE`.
     run: String,
     #[command(flatten)]
     store: StoreArgs,
@@ -71,7 +83,7 @@ struct ResumeArgs {
 
 #[derive(Debug, Args)]
 struct ShowArgs {
-    /// The run.
+    /// The run: its id, a unique prefix, `latest` or `latest:JOB_FILE`.
     run: String,
     /// One step, as `op[key]`.
     step: Option<String>,
@@ -81,7 +93,7 @@ struct ShowArgs {
 
 #[derive(Debug, Args)]
 struct LogsArgs {
-    /// The run.
+    /// The run: its id, a unique prefix, `latest` or `latest:JOB_FILE`.
     run: String,
     /// The step, as `op[key]`.
     step: String,
@@ -127,13 +139,15 @@ struct RunArgs {
     /// latest run of this job).
     #[arg(long)]
     only: Option<String>,
-    /// The run to reuse succeeded steps from.
+    /// The run to reuse succeeded steps from (an id, a unique prefix,
+    /// `latest` or `latest:JOB_FILE`).
     #[arg(long)]
     from: Option<String>,
     /// Do not record the run.
     #[arg(long)]
     no_store: bool,
-    /// The run store directory [default: $DYNHOST_HOME, else .dynhost beside the job file].
+    /// The run store directory [default: $DYNHOST_HOME, else the nearest
+    /// .dynhost/ at or above the job file, else ~/.local/share/dynhost].
     #[arg(long)]
     store: Option<PathBuf>,
 }
@@ -153,7 +167,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let plan = dynhost::load_plan(&args.job)?;
             let runtime = Runtime::new(&runtime_config(&plan, 1, false))?;
             dynhost::load_components(&runtime, &plan)?;
-            eprintln!("{}: ok ({} ops)", args.job.display(), plan.ops.len());
+            note!("{}: ok ({} ops)", args.job.display(), plan.ops.len());
             Ok(ExitCode::SUCCESS)
         }
         Command::Build(args) => {
@@ -170,15 +184,28 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init::init(args.lang, &args.name, Path::new("."))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Runs(args) => history::runs(&open_store(store_dir(args.store.as_deref(), None))?),
+        Command::Runs(args) => {
+            let location = locate::locate(args.store.as_deref(), Path::new("."))?;
+            match locate::open_existing(&location)? {
+                Some(store) => history::runs(&store),
+                None => {
+                    note!(
+                        "no runs recorded yet in {} ({})",
+                        location.dir.display(),
+                        location.reason
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
         Command::Show(args) => history::show(
-            &open_store(store_dir(args.store.store.as_deref(), None))?,
-            &args.run,
+            &read_store(args.store.store.as_deref())?,
+            &run_ref(&args.run),
             args.step.as_deref(),
         ),
         Command::Logs(args) => history::logs(
-            &open_store(store_dir(args.store.store.as_deref(), None))?,
-            &args.run,
+            &read_store(args.store.store.as_deref())?,
+            &run_ref(&args.run),
             &args.step,
         ),
     }
@@ -205,12 +232,16 @@ fn run_job(args: &RunArgs) -> anyhow::Result<ExitCode> {
     // The store is opened once the components load, so a job with a broken
     // component leaves no `.dynhost/` behind.
     execute(&plan, &args.exec, &run, || {
-        let store = open_store(store_dir(args.store.as_deref(), job_file.parent()))?;
+        let location = locate::locate(
+            args.store.as_deref(),
+            job_file.parent().unwrap_or(Path::new(".")),
+        )?;
+        let store = locate::open_for_writing(&location)?;
         let prior = match (&args.only, &args.from) {
             (None, None) => Vec::new(),
             (only, from) => {
                 let from = match from {
-                    Some(id) => id.clone(),
+                    Some(id) => run_ref(id),
                     None => latest_run(&store, &run.job_file)?,
                 };
                 let prior = store.successes(&store.run(&from)?.id)?;
@@ -239,8 +270,8 @@ fn run_job(args: &RunArgs) -> anyhow::Result<ExitCode> {
 /// `dynhost resume RUN`: the run's job file as it is now, its stored
 /// successes reused, everything else run; recorded under the same run id.
 fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
-    let store = open_store(store_dir(args.store.store.as_deref(), None))?;
-    let stored = store.run(&args.run)?;
+    let store = read_store(args.store.store.as_deref())?;
+    let stored = store.run(&run_ref(&args.run))?;
     if let Some(pid) = stored.owner_pid {
         anyhow::bail!(
             "run `{}` is still running in process {pid}; wait for it to end, or stop it (`kill -INT {pid}`) before resuming",
@@ -340,12 +371,12 @@ fn execute(
     if let Some(signal) = signal {
         let id = &run.id;
         if recorded {
-            eprintln!(
+            note!(
                 "run {id} was interrupted by {}; continue it with:\n  dynhost resume {id}",
                 interrupt::name(signal)
             );
         } else {
-            eprintln!(
+            note!(
                 "run {id} was interrupted by {} (not recorded: --no-store)",
                 interrupt::name(signal)
             );
@@ -361,26 +392,29 @@ fn execute(
     })
 }
 
-/// `--store`, else `$DYNHOST_HOME`, else `.dynhost` beside the job file (or here).
-/// Read at the edge, so the library never reads the environment.
-fn store_dir(flag: Option<&Path>, job_dir: Option<&Path>) -> PathBuf {
-    if let Some(dir) = flag {
-        return dir.to_path_buf();
-    }
-    if let Some(home) = std::env::var_os("DYNHOST_HOME") {
-        return PathBuf::from(home);
-    }
-    job_dir.unwrap_or(Path::new(".")).join(".dynhost")
+/// The store of a command that reads runs (or resumes one), found from the
+/// current directory; never created.
+fn read_store(flag: Option<&Path>) -> anyhow::Result<SqliteStore> {
+    let location = locate::locate(flag, Path::new("."))?;
+    locate::open_existing(&location)?.ok_or_else(|| locate::no_store(&location))
 }
 
-fn open_store(dir: PathBuf) -> anyhow::Result<SqliteStore> {
-    Ok(SqliteStore::open(&dir.join("runs.db"))?)
+/// A run as the user named it, with `latest:FILE` made absolute (the store
+/// keeps job files as absolute paths).
+fn run_ref(text: &str) -> String {
+    match text.strip_prefix("latest:") {
+        Some(file) => {
+            let path = std::path::absolute(file).unwrap_or_else(|_| PathBuf::from(file));
+            format!("latest:{}", path.display())
+        }
+        None => text.to_owned(),
+    }
 }
 
 fn build(job: &Path) -> anyhow::Result<()> {
     let spec = dynhost::spec::load(job)?;
     dynhost::build::build_components(&spec, &mut |op, command| {
-        eprintln!("building `{op}`: {command}")
+        note!("building `{op}`: {command}");
     })?;
     Ok(())
 }

@@ -83,6 +83,69 @@ pub enum StoreError {
         /// The id asked for.
         run: String,
     },
+    /// A prefix that more than one run id starts with.
+    #[error(
+        "`{prefix}` is the start of {count} run ids in `{path}` ({}); give more of the id",
+        candidates.join(", ")
+    )]
+    AmbiguousRun {
+        /// The database file.
+        path: PathBuf,
+        /// The prefix asked for.
+        prefix: String,
+        /// How many runs match.
+        count: usize,
+        /// The newest few of them.
+        candidates: Vec<String>,
+    },
+}
+
+/// How a run may be named wherever one is taken: its full id, any unique
+/// prefix of it, `latest` (the newest run), or `latest:JOB_FILE` (the newest
+/// run of that job file, given as an absolute path). `runs` is newest first.
+///
+/// # Errors
+/// [`StoreError::UnknownRun`] or [`StoreError::AmbiguousRun`].
+pub fn find_run(
+    runs: Vec<RunSummary>,
+    wanted: &str,
+    path: &std::path::Path,
+) -> Result<RunSummary, StoreError> {
+    let unknown = || StoreError::UnknownRun {
+        path: path.to_owned(),
+        run: wanted.to_owned(),
+    };
+    if wanted == "latest" {
+        return runs.into_iter().next().ok_or_else(unknown);
+    }
+    if let Some(job_file) = wanted.strip_prefix("latest:") {
+        return runs
+            .into_iter()
+            .find(|r| r.job_file == job_file)
+            .ok_or_else(unknown);
+    }
+    if wanted.is_empty() {
+        return Err(unknown());
+    }
+    let mut matches: Vec<RunSummary> = Vec::new();
+    for run in runs {
+        if run.id == wanted {
+            return Ok(run);
+        }
+        if run.id.starts_with(wanted) {
+            matches.push(run);
+        }
+    }
+    match matches.len() {
+        0 => Err(unknown()),
+        1 => Ok(matches.remove(0)),
+        count => Err(StoreError::AmbiguousRun {
+            path: path.to_owned(),
+            prefix: wanted.to_owned(),
+            count,
+            candidates: matches.into_iter().take(3).map(|r| r.id).collect(),
+        }),
+    }
 }
 
 /// How a run ended.
@@ -333,10 +396,12 @@ pub trait RunStore: Send {
     /// # Errors
     /// A [`StoreError`] naming the store file.
     fn finish_run(&mut self, run_id: &str, status: RunStatus) -> Result<(), StoreError>;
-    /// The run's header.
+    /// The header of the run named `run_id` (an id, a unique prefix,
+    /// `latest` or `latest:JOB_FILE`: see [`find_run`]).
     ///
     /// # Errors
-    /// [`StoreError::UnknownRun`] if there is no such run.
+    /// [`StoreError::UnknownRun`] if there is no such run,
+    /// [`StoreError::AmbiguousRun`] if a prefix names several.
     fn run(&self, run_id: &str) -> Result<RunSummary, StoreError>;
     /// All runs, newest first.
     ///

@@ -9,6 +9,7 @@ mod cli;
 mod errors;
 mod examples;
 mod failures;
+mod history;
 mod hostile;
 mod init;
 mod interrupt;

@@ -104,12 +104,18 @@ fn runs_show_and_logs_read_the_store() {
     let run = run_id(&out);
     let runs = dynhost(job.dir(), &["runs"]);
     runs.assert_code(0);
-    let row = runs
-        .stdout
-        .lines()
-        .find(|l| l.starts_with(&run))
+    let lines: Vec<&str> = runs.stdout.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with(&run))
         .unwrap_or_else(|| panic!("{}", runs.stdout));
-    assert!(row.contains("resumable") && row.contains("failed"), "{row}");
+    // The run's row, then its job's name and file.
+    assert!(lines[at].contains("failed"), "{}", lines[at]);
+    assert!(
+        lines[at + 1].contains("resumable: ") && lines[at + 1].ends_with("job.toml"),
+        "{}",
+        lines[at + 1]
+    );
     let show = dynhost(job.dir(), &["show", &run]);
     assert!(
         show.stdout
@@ -195,17 +201,12 @@ fn resume_after_sigkill_finishes_with_every_key_succeeded_exactly_once() {
     let keys = 120;
     let text = job_text("", keys, 25);
     let job = TestJob::new(&text);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dynhost"))
-        .args(["run", "job.toml", "--max-concurrent", "2"])
-        .current_dir(job.dir())
-        .env(
-            "DYNHOST_CACHE_DIR",
-            crate::support::root().join("target/dynhost-test-cache"),
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child =
+        crate::support::command(job.dir(), &["run", "job.toml", "--max-concurrent", "2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
     let db = job.dir().join(".dynhost/runs.db");
     let deadline = Instant::now() + Duration::from_secs(60);
     let succeeded = || -> i64 {

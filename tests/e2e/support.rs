@@ -155,8 +155,15 @@ pub fn dynhost(cwd: &Path, args: &[&str]) -> CliOutput {
     dynhost_with_path(cwd, args, None)
 }
 
+/// The user store of every test run (`$XDG_DATA_HOME/dynhost`), so tests
+/// never write to the real home. Tests that look at runs use their job's own
+/// `.dynhost/` (see [`TestJob::new`]) or their own `XDG_DATA_HOME`.
+pub fn test_user_data() -> PathBuf {
+    root().join("target/dynhost-test-user-data")
+}
+
 /// `dynhost args...` in `cwd` with the shared compile cache and no tracing.
-fn command(cwd: &Path, args: &[&str]) -> Command {
+pub fn command(cwd: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dynhost"));
     command
         .args(args)
@@ -165,6 +172,8 @@ fn command(cwd: &Path, args: &[&str]) -> Command {
             "DYNHOST_CACHE_DIR",
             root().join("target/dynhost-test-cache"),
         )
+        .env("XDG_DATA_HOME", test_user_data())
+        .env_remove("DYNHOST_HOME")
         .env_remove("DYNHOST_LOG");
     command
 }
@@ -202,6 +211,11 @@ pub fn dynhost_with_path(cwd: &Path, args: &[&str], extra_path: Option<&Path>) -
         dirs.extend(std::env::split_paths(&path));
         command.env("PATH", std::env::join_paths(dirs).expect("PATH"));
     }
+    output(command)
+}
+
+/// Runs a prepared `dynhost` command to the end.
+pub fn output(mut command: Command) -> CliOutput {
     let output = command.output().expect("run dynhost");
     CliOutput {
         code: output.status.code().unwrap_or(-1),
@@ -210,7 +224,8 @@ pub fn dynhost_with_path(cwd: &Path, args: &[&str], extra_path: Option<&Path>) -
     }
 }
 
-/// A job in its own temp dir.
+/// A job in its own temp dir, which is a project with its own run store
+/// (`.dynhost/`), so each test sees only its own runs.
 pub struct TestJob {
     dir: tempfile::TempDir,
 }
@@ -218,6 +233,14 @@ pub struct TestJob {
 impl TestJob {
     /// Writes `toml` as `job.toml`; `{probe}` stands for the probe component.
     pub fn new(toml: &str) -> Self {
+        let job = Self::without_store(toml);
+        std::fs::create_dir(job.dir().join(".dynhost")).expect("mkdir .dynhost");
+        job
+    }
+
+    /// Like [`TestJob::new`], without a project store: runs go to the user
+    /// store (wherever `XDG_DATA_HOME` points).
+    pub fn without_store(toml: &str) -> Self {
         let job = Self {
             dir: tempfile::tempdir().expect("temp dir"),
         };

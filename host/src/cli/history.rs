@@ -5,24 +5,76 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
 
+/// Width of every table `runs` prints (and of its job lines).
+const WIDTH: usize = 80;
+
+/// `dynhost runs`: one row per run, newest first, with the job's name and
+/// file on an indented line below it (runs of one job over different data
+/// are told apart by the file), all within 80 columns.
 pub fn runs(store: &SqliteStore) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
+    let runs = store.runs()?;
+    let id_width = runs.iter().map(|r| r.id.len()).max().unwrap_or(3).max(3);
     writeln!(
         out,
-        "{:<32} {:<20} {:<9} {:>7} {:>7} {:>8} {:>9}",
-        "run", "job", "status", "ok", "failed", "skipped", "time"
+        "{:<id_width$}  {:<16}  {:<11} {:>5} {:>5} {:>5} {:>7}",
+        "RUN", "STARTED (UTC)", "STATUS", "OK", "FAIL", "SKIP", "TIME"
     )?;
-    for run in store.runs()? {
-        let time = run.finished_at.map_or("-".to_owned(), |end| {
-            format!("{:.2}s", end - run.started_at)
-        });
+    for run in runs {
+        let time = run
+            .finished_at
+            .map_or("-".to_owned(), |end| secs(end - run.started_at));
         writeln!(
             out,
-            "{:<32} {:<20} {:<9} {:>7} {:>7} {:>8} {:>9}",
-            run.id, run.job, run.status, run.succeeded, run.failed, run.skipped, time
+            "{:<id_width$}  {:<16}  {:<11} {:>5} {:>5} {:>5} {:>7}",
+            run.id,
+            utc_minute(run.started_at),
+            run.status,
+            run.succeeded,
+            run.failed,
+            run.skipped,
+            time
+        )?;
+        writeln!(
+            out,
+            "{}",
+            fit(&format!("  {}: {}", run.job, run.job_file), WIDTH)
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `2026-11-30 11:02` for seconds since the Unix epoch.
+fn utc_minute(epoch_secs: f64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(epoch_secs.max(0.0));
+    let text = humantime::format_rfc3339_seconds(time).to_string();
+    text.get(..16).unwrap_or(&text).replace('T', " ")
+}
+
+fn secs(secs: f64) -> String {
+    if secs < 60.0 {
+        format!("{secs:.2}s")
+    } else if secs < 3600.0 {
+        format!("{}m{:02}s", (secs / 60.0) as u64, (secs % 60.0) as u64)
+    } else {
+        format!(
+            "{}h{:02}m",
+            (secs / 3600.0) as u64,
+            ((secs % 3600.0) / 60.0) as u64
+        )
+    }
+}
+
+/// `text` cut to `width` characters, keeping its end (the file name) and
+/// marking the cut with `…`.
+fn fit(text: &str, width: usize) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= width {
+        return text.to_owned();
+    }
+    let keep = width.saturating_sub(3);
+    let tail: String = chars[chars.len() - keep..].iter().collect();
+    format!("  …{tail}")
 }
 
 fn step_name(row: &StepRow) -> String {
@@ -34,7 +86,6 @@ fn step_name(row: &StepRow) -> String {
 }
 
 fn find_step(store: &SqliteStore, run: &str, step: &str) -> anyhow::Result<StepRow> {
-    store.run(run)?;
     store
         .steps(run)?
         .into_iter()
@@ -47,6 +98,8 @@ fn find_step(store: &SqliteStore, run: &str, step: &str) -> anyhow::Result<StepR
 }
 
 pub fn show(store: &SqliteStore, run: &str, step: Option<&str>) -> anyhow::Result<ExitCode> {
+    let header = store.run(run)?;
+    let run = header.id.as_str();
     let mut out = std::io::stdout().lock();
     if let Some(step) = step {
         let row = find_step(store, run, step)?;
@@ -104,7 +157,6 @@ pub fn show(store: &SqliteStore, run: &str, step: Option<&str>) -> anyhow::Resul
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let header = store.run(run)?;
     writeln!(
         out,
         "run {} of `{}` ({}): {}",
@@ -148,7 +200,8 @@ pub fn show(store: &SqliteStore, run: &str, step: Option<&str>) -> anyhow::Resul
 }
 
 pub fn logs(store: &SqliteStore, run: &str, step: &str) -> anyhow::Result<ExitCode> {
-    let row = find_step(store, run, step)?;
+    let header = store.run(run)?;
+    let row = find_step(store, &header.id, step)?;
     let mut out = std::io::stdout().lock();
     for (stream, text) in [
         ("stdout", &row.stdout),

@@ -93,7 +93,7 @@ pub fn init(lang: Lang, name: &str, dir: &Path) -> anyhow::Result<()> {
         )
         .with_context(|| format!("cannot write `{}`", path.display()))?;
     }
-    eprintln!(
+    note!(
         "created `{}`; build and run it with: dynhost run --build {}/job.toml",
         root.display(),
         root.display()

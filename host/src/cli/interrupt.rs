@@ -27,11 +27,11 @@ pub fn watch(interrupt: Arc<AtomicBool>) -> std::io::Result<Watch> {
         .spawn(move || {
             for signal in signals.forever() {
                 if seen.swap(signal, Ordering::SeqCst) != 0 {
-                    eprintln!("dynhost: {} again: exiting now", name(signal));
+                    note!("dynhost: {} again: exiting now", name(signal));
                     std::process::exit(128 + signal);
                 }
                 interrupt.store(true, Ordering::SeqCst);
-                eprintln!(
+                note!(
                     "dynhost: {}: stopping the run; running steps are interrupted and recorded (send it again to exit at once)",
                     name(signal)
                 );

@@ -407,13 +407,7 @@ impl RunStore for SqliteStore {
     }
 
     fn run(&self, run_id: &str) -> Result<RunSummary, StoreError> {
-        self.runs()?
-            .into_iter()
-            .find(|r| r.id == run_id)
-            .ok_or_else(|| StoreError::UnknownRun {
-                path: self.path.clone(),
-                run: run_id.to_owned(),
-            })
+        super::find_run(self.runs()?, run_id, &self.path)
     }
 
     fn runs(&self) -> Result<Vec<RunSummary>, StoreError> {

@@ -1,0 +1,187 @@
+//! Issue 11: one run history, found from anywhere; runs named by prefix or
+//! `latest`; `runs` readable in 80 columns and quiet on a closed pipe.
+
+use crate::support::{CliOutput, TestJob, command, output};
+use std::path::Path;
+
+const JOB: &str = r#"name = "history"
+[ops.emit]
+component = "{probe}"
+dynamic = true
+config.emit_count = 3
+[ops.work]
+component = "{probe}"
+inputs.v = { map = "emit" }
+"#;
+
+/// `dynhost args...` in `cwd` with `home` as the user's data directory.
+fn with_home(home: &Path, cwd: &Path, args: &[&str]) -> CliOutput {
+    let mut cmd = command(cwd, args);
+    cmd.env("XDG_DATA_HOME", home);
+    output(cmd)
+}
+
+fn first_run_id(runs: &CliOutput) -> String {
+    runs.stdout
+        .lines()
+        .nth(1)
+        .and_then(|line| line.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no run listed:\n{}", runs.stdout))
+        .to_owned()
+}
+
+#[test]
+fn every_command_finds_every_run_from_any_directory() {
+    let home = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let job = TestJob::without_store(JOB);
+    with_home(home.path(), job.dir(), &["run", "job.toml"]).assert_code(0);
+    assert!(
+        home.path().join("dynhost/runs.db").is_file(),
+        "a job with no .dynhost/ above it records in the user store"
+    );
+
+    // From an unrelated directory: listed with its job file, and found by
+    // a prefix of its id and by `latest`.
+    let runs = with_home(home.path(), elsewhere.path(), &["runs"]);
+    runs.assert_code(0);
+    let job_file = job.dir().join("job.toml");
+    assert!(
+        runs.stdout.contains("history: ") && runs.stdout.contains("job.toml"),
+        "{}",
+        runs.stdout
+    );
+    assert!(runs.stdout.contains("succeeded"), "{}", runs.stdout);
+    let id = first_run_id(&runs);
+    let prefix = &id[..id.len() - 3];
+    for name in [prefix, "latest", &format!("latest:{}", job_file.display())] {
+        let show = with_home(home.path(), elsewhere.path(), &["show", name]);
+        show.assert_code(0);
+        assert!(show.stdout.contains(&id), "show {name}: {}", show.stdout);
+    }
+    with_home(home.path(), elsewhere.path(), &["resume", prefix]).assert_code(0);
+    let logs = with_home(
+        home.path(),
+        elsewhere.path(),
+        &["logs", "latest", "work[k1]"],
+    );
+    logs.assert_code(0);
+
+    // A prefix of two runs is refused, naming them.
+    with_home(home.path(), job.dir(), &["run", "job.toml"]).assert_code(0);
+    let ambiguous = with_home(home.path(), elsewhere.path(), &["show", "1"]);
+    ambiguous.assert_code(2);
+    assert!(
+        ambiguous.stderr.contains("2 run ids") && ambiguous.stderr.contains(&id),
+        "{}",
+        ambiguous.stderr
+    );
+    let unknown = with_home(home.path(), elsewhere.path(), &["show", "nope"]);
+    unknown.assert_code(2);
+    assert!(
+        unknown.stderr.contains("no run `nope`"),
+        "{}",
+        unknown.stderr
+    );
+}
+
+#[test]
+fn a_project_store_is_found_from_below_and_reading_never_creates_a_store() {
+    let home = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(project.path().join(".dynhost")).unwrap();
+    std::fs::create_dir_all(project.path().join("jobs")).unwrap();
+    std::fs::create_dir_all(project.path().join("data/deep")).unwrap();
+    std::fs::write(
+        project.path().join("jobs/job.toml"),
+        JOB.replace("{probe}", &crate::support::probe()),
+    )
+    .unwrap();
+    with_home(home.path(), project.path(), &["run", "jobs/job.toml"]).assert_code(0);
+    assert!(project.path().join(".dynhost/runs.db").is_file());
+    let runs = with_home(home.path(), &project.path().join("data/deep"), &["runs"]);
+    runs.assert_code(0);
+    assert!(runs.stdout.contains("history: "), "{}", runs.stdout);
+
+    // Nothing recorded anywhere: reading says so and creates nothing.
+    let empty = tempfile::tempdir().unwrap();
+    let nowhere = tempfile::tempdir().unwrap();
+    let runs = with_home(empty.path(), nowhere.path(), &["runs"]);
+    runs.assert_code(0);
+    assert!(
+        runs.stderr.contains("no runs recorded yet"),
+        "{}",
+        runs.stderr
+    );
+    for args in [
+        &["show", "latest"][..],
+        &["resume", "latest"],
+        &["logs", "x", "y[z]"],
+    ] {
+        let out = with_home(empty.path(), nowhere.path(), args);
+        out.assert_code(2);
+        assert!(
+            out.stderr.contains("no runs recorded"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(empty.path()).unwrap().count(),
+        0,
+        "a read-only command created a store"
+    );
+}
+
+/// Exit status of `dynhost args` writing into a pipe whose reader has
+/// already gone (stderr too when `merged`).
+fn into_closed_pipe(dir: &Path, args: &str, merged: bool) -> (i32, String) {
+    let redirect = if merged { "2>&1" } else { "2>/dev/null" };
+    let script = format!(
+        "{} {args} {redirect} | true; echo ${{PIPESTATUS[0]}}",
+        env!("CARGO_BIN_EXE_dynhost")
+    );
+    // dynhost's own environment (compile cache, user store), under bash.
+    let dynhost = command(dir, &[]);
+    let mut bash = std::process::Command::new("bash");
+    bash.args(["-c", &script]).current_dir(dir);
+    for (key, value) in dynhost.get_envs() {
+        match value {
+            Some(v) => bash.env(key, v),
+            None => bash.env_remove(key),
+        };
+    }
+    let out = bash.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (text.parse().unwrap_or(-1), text)
+}
+
+#[test]
+fn runs_fit_80_columns_and_printing_commands_survive_a_closed_pipe() {
+    let job = TestJob::new(JOB);
+    job.run(&[]).assert_code(0);
+    job.run(&[]).assert_code(0);
+    let runs = crate::support::dynhost(job.dir(), &["runs"]);
+    runs.assert_code(0);
+    assert_eq!(runs.stdout.lines().count(), 5, "{}", runs.stdout);
+    for line in runs.stdout.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "wider than 80 columns: {line:?}"
+        );
+    }
+    for args in [
+        "runs",
+        "show latest",
+        "show latest 'work[k1]'",
+        "logs latest 'work[k1]'",
+    ] {
+        for merged in [false, true] {
+            let (code, text) = into_closed_pipe(job.dir(), args, merged);
+            assert_eq!(
+                code, 0,
+                "`dynhost {args}` into a closed pipe (merged: {merged}): {text}"
+            );
+        }
+    }
+}
