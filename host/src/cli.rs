@@ -15,6 +15,7 @@ mod init;
 mod interrupt;
 mod locate;
 mod report;
+mod value;
 
 use clap::{Args, Parser, Subcommand};
 use dynhost::exec::Storage;
@@ -47,7 +48,7 @@ enum Command {
     Resume(ResumeArgs),
     /// List recorded runs, newest first.
     Runs(StoreArgs),
-    /// Show a run per op, or one step of it.
+    /// Show a run per op, an op's values, or one step's inputs and output.
     Show(ShowArgs),
     /// Print one step's captured stdout, stderr and log.
     Logs(LogsArgs),
@@ -85,8 +86,18 @@ struct ResumeArgs {
 struct ShowArgs {
     /// The run: its id, a unique prefix, `latest` or `latest:JOB_FILE`.
     run: String,
-    /// One step, as `op[key]`.
-    step: Option<String>,
+    /// An op (its values, per key in emission order) or one step, as
+    /// `op[key]` (its inputs and output).
+    target: Option<String>,
+    /// List the steps with this status.
+    #[arg(long, value_parser = ["succeeded", "failed", "skipped"])]
+    status: Option<String>,
+    /// Print long values whole instead of cutting them.
+    #[arg(long)]
+    full: bool,
+    /// Write the value's bytes to stdout and nothing else (one op value or step).
+    #[arg(long, conflicts_with_all = ["full", "status"])]
+    raw: bool,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -200,8 +211,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Show(args) => history::show(
             &read_store(args.store.store.as_deref())?,
-            &run_ref(&args.run),
-            args.step.as_deref(),
+            &history::ShowArgs {
+                run: &run_ref(&args.run),
+                target: args.target.as_deref(),
+                status: args.status.as_deref(),
+                full: args.full,
+                raw: args.raw,
+            },
         ),
         Command::Logs(args) => history::logs(
             &read_store(args.store.store.as_deref())?,

@@ -7,7 +7,9 @@
 
 mod sqlite;
 
+pub(crate) use sqlite::INLINE_MAX;
 pub use sqlite::SqliteStore;
+pub use sqlite::read::StepValue;
 
 use serde::Serialize;
 use std::path::PathBuf;

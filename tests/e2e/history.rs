@@ -185,3 +185,111 @@ fn runs_fit_80_columns_and_printing_commands_survive_a_closed_pipe() {
         }
     }
 }
+
+const TWELVE: &str = r#"name = "twelve"
+[ops.emit]
+component = "{probe}"
+dynamic = true
+config.emit_count = 12
+[ops.work]
+component = "{probe}"
+inputs.v = { map = "emit" }
+config.on_key = { k5 = "return_kib:8" }
+"#;
+
+/// Where each `work[kN]` first appears in `text`, as the list of N in order.
+fn order_of_keys(text: &str) -> Vec<u32> {
+    let mut order = Vec::new();
+    for piece in text.split("work[k").skip(1) {
+        let n: u32 = piece
+            .split(']')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        if !order.contains(&n) {
+            order.push(n);
+        }
+    }
+    order
+}
+
+#[test]
+fn stored_values_can_be_read_back_in_emission_order() {
+    let job = TestJob::new(TWELVE);
+    let run = job.run(&[]);
+    run.assert_code(0);
+    let emission: Vec<u32> = (0..12).collect();
+    // The last op's values on stdout come out in emission order (k2 before k10).
+    let outputs: Vec<String> = run.finished()["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["step"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(order_of_keys(&outputs.join(" ")), emission, "{outputs:?}");
+    let summary = crate::support::dynhost(job.dir(), &["run", "job.toml"]);
+    assert_eq!(
+        order_of_keys(&summary.stdout),
+        emission,
+        "{}",
+        summary.stdout
+    );
+
+    // `show RUN op`: every value, in emission order.
+    let op = crate::support::dynhost(job.dir(), &["show", "latest", "work"]);
+    op.assert_code(0);
+    assert_eq!(order_of_keys(&op.stdout), emission, "{}", op.stdout);
+    assert!(
+        op.stdout.contains("work[k2] = {\"counter\""),
+        "{}",
+        op.stdout
+    );
+
+    // One step: its input's value and where it came from, its output pretty-printed.
+    let step = crate::support::dynhost(job.dir(), &["show", "latest", "work[k3]"]);
+    step.assert_code(0);
+    assert!(
+        step.stdout.contains("input v (item of `emit.") && step.stdout.contains("): 3"),
+        "{}",
+        step.stdout
+    );
+    assert!(
+        step.stdout.contains("  output (") && step.stdout.contains("\"keys\":[\"k3\"]"),
+        "{}",
+        step.stdout
+    );
+
+    // `--raw`: exactly the stored bytes.
+    let raw = crate::support::dynhost(job.dir(), &["show", "latest", "work[k3]", "--raw"]);
+    raw.assert_code(0);
+    let value: serde_json::Value = serde_json::from_str(&raw.stdout).unwrap();
+    assert_eq!(value["keys"], serde_json::json!(["k3"]), "{}", raw.stdout);
+    let many = crate::support::dynhost(job.dir(), &["show", "latest", "work", "--raw"]);
+    many.assert_code(2);
+    assert!(many.stderr.contains("has 12 steps"), "{}", many.stderr);
+
+    // A long value is cut with a note, whole with --full.
+    let long = crate::support::dynhost(job.dir(), &["show", "latest", "work[k5]"]);
+    assert!(
+        long.stdout.contains("… cut: 8.0 KiB in all"),
+        "{}",
+        long.stdout
+    );
+    let full = crate::support::dynhost(job.dir(), &["show", "latest", "work[k5]", "--full"]);
+    assert!(
+        !full.stdout.contains("… cut") && full.stdout.contains("k5k5k5"),
+        "{}",
+        full.stdout
+    );
+
+    // `--status succeeded` lists succeeded steps; an unknown op names the ops.
+    let ok = crate::support::dynhost(job.dir(), &["show", "latest", "--status", "succeeded"]);
+    assert!(ok.stdout.contains("work[k11] succeeded"), "{}", ok.stdout);
+    let nope = crate::support::dynhost(job.dir(), &["show", "latest", "nope"]);
+    nope.assert_code(2);
+    assert!(
+        nope.stderr.contains("its ops: emit, work"),
+        "{}",
+        nope.stderr
+    );
+}

@@ -132,7 +132,8 @@ fn runs_show_and_logs_read_the_store() {
         step.stdout
     );
     assert!(
-        step.stdout.contains("input ms        1 bytes, sha256 "),
+        step.stdout
+            .contains("input ms (item of `emit.result`) (1 bytes): 0"),
         "{}",
         step.stdout
     );

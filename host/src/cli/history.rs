@@ -97,66 +97,46 @@ fn find_step(store: &SqliteStore, run: &str, step: &str) -> anyhow::Result<StepR
         })
 }
 
-pub fn show(store: &SqliteStore, run: &str, step: Option<&str>) -> anyhow::Result<ExitCode> {
-    let header = store.run(run)?;
-    let run = header.id.as_str();
-    let mut out = std::io::stdout().lock();
-    if let Some(step) = step {
-        let row = find_step(store, run, step)?;
-        writeln!(out, "step {step} of run {run}: {}", row.status)?;
-        writeln!(out, "  attempts        {}", row.attempts)?;
-        let inputs: Vec<serde_json::Value> = row
-            .inputs
-            .as_deref()
-            .and_then(|t| serde_json::from_str(t).ok())
-            .unwrap_or_default();
-        for input in inputs {
-            let detail = match input["kind"].as_str() {
-                Some("collected") => {
-                    format!("{} items, {} failed", input["items"], input["failed"])
-                }
-                _ => format!(
-                    "{} bytes, sha256 {}",
-                    input["bytes"],
-                    input["sha256"].as_str().unwrap_or("?")
-                ),
-            };
-            writeln!(
-                out,
-                "  input {:<9} {detail}",
-                input["name"].as_str().unwrap_or("?")
-            )?;
+/// What `dynhost show` was asked for.
+pub struct ShowArgs<'a> {
+    /// The run as the user named it.
+    pub run: &'a str,
+    /// An op (`op`) or one step (`op[key]`).
+    pub target: Option<&'a str>,
+    /// List the steps with this status.
+    pub status: Option<&'a str>,
+    /// Do not cut long values.
+    pub full: bool,
+    /// Write one value's bytes to stdout, nothing else.
+    pub raw: bool,
+}
+
+/// `dynhost show RUN [op | 'op[key]']`: a run per op; an op's values; one
+/// step with its inputs and output.
+pub fn show(store: &SqliteStore, args: &ShowArgs<'_>) -> anyhow::Result<ExitCode> {
+    let header = store.run(args.run)?;
+    match args.target {
+        Some(step) if step.contains('[') => show_step(store, &header.id, step, args),
+        Some(op) => show_op(store, &header.id, op, args),
+        None if args.raw => {
+            anyhow::bail!("`--raw` writes one value: name an op or a step (`op[key]`)")
         }
-        writeln!(out, "  wall time       {:.3}s", row.wall_secs)?;
-        writeln!(out, "  peak memory     {} bytes", row.peak_memory_bytes)?;
-        writeln!(
-            out,
-            "  emitted         {} items, {} bytes",
-            row.emitted_items, row.emitted_bytes
-        )?;
-        writeln!(
-            out,
-            "  output          {}",
-            row.output_bytes
-                .map_or("none".to_owned(), |n| format!("{n} bytes"))
-        )?;
-        if let Some(fuel) = row.fuel_used {
-            writeln!(out, "  fuel used       {fuel}")?;
-        }
-        if let (Some(kind), Some(message)) = (&row.failure_kind, &row.failure_message) {
-            writeln!(out, "  failure         {kind}: {message}")?;
-        }
-        for (stream, text) in [
-            ("stdout", &row.stdout),
-            ("stderr", &row.stderr),
-            ("log", &row.log),
-        ] {
-            for line in text.lines() {
-                writeln!(out, "  {stream}: {line}")?;
-            }
-        }
-        return Ok(ExitCode::SUCCESS);
+        None => show_run(store, &header, args.status),
     }
+}
+
+fn show_run(
+    store: &SqliteStore,
+    header: &dynhost::store::RunSummary,
+    status: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    if let Some(status) = status
+        && !["succeeded", "failed", "skipped"].contains(&status)
+    {
+        anyhow::bail!("`--status {status}`: use succeeded, failed or skipped");
+    }
+    let mut out = std::io::stdout().lock();
+    let run = header.id.as_str();
     writeln!(
         out,
         "run {} of `{}` ({}): {}",
@@ -180,23 +160,199 @@ pub fn show(store: &SqliteStore, run: &str, step: Option<&str>) -> anyhow::Resul
     for (op, [ok, failed, skipped]) in &per_op {
         writeln!(out, "{op:<24} {ok:>9} {failed:>7} {skipped:>8}")?;
     }
-    for row in rows.iter().filter(|r| r.status != "succeeded") {
-        let kind = row.failure_kind.as_deref().unwrap_or("?");
-        let message = row
-            .failure_message
-            .as_deref()
-            .unwrap_or("")
-            .lines()
-            .next()
-            .unwrap_or("");
-        writeln!(
-            out,
-            "  {} {} ({kind}): {message}",
-            step_name(row),
-            row.status
-        )?;
+    let listed = |row: &&StepRow| match status {
+        Some(status) => row.status == status,
+        None => row.status != "succeeded",
+    };
+    for row in rows.iter().filter(listed) {
+        let detail = match (&row.failure_kind, row.output_bytes) {
+            (Some(kind), _) => {
+                let message = row
+                    .failure_message
+                    .as_deref()
+                    .unwrap_or("")
+                    .lines()
+                    .next()
+                    .unwrap_or("");
+                format!("({kind}): {message}")
+            }
+            (None, Some(bytes)) => format!("({})", super::value::size(bytes as usize)),
+            (None, None) => String::new(),
+        };
+        writeln!(out, "  {} {} {detail}", step_name(row), row.status)?;
+    }
+    writeln!(
+        out,
+        "`dynhost show RUN OP` prints an op's values, `show RUN 'OP[KEY]'` one step;\n`--status succeeded|failed|skipped` lists steps (RUN: an id prefix or `latest`)"
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An op's values, in emission order for a mapped op.
+fn show_op(
+    store: &SqliteStore,
+    run: &str,
+    op: &str,
+    args: &ShowArgs<'_>,
+) -> anyhow::Result<ExitCode> {
+    let steps = store.op_values(run, op)?;
+    if steps.is_empty() {
+        let mut ops: Vec<String> = store.steps(run)?.into_iter().map(|r| r.op).collect();
+        ops.dedup();
+        anyhow::bail!(
+            "run `{run}` has no steps of op `{op}`; its ops: {}",
+            ops.join(", ")
+        );
+    }
+    if args.raw {
+        return match steps.as_slice() {
+            [one] => write_raw(one.output.as_deref(), &format!("`{op}`")),
+            _ => anyhow::bail!(
+                "`--raw` writes one value and `{op}` has {} steps: name one, e.g. `{op}[{}]`",
+                steps.len(),
+                steps[0].keys.join("][")
+            ),
+        };
+    }
+    let mut out = std::io::stdout().lock();
+    for step in steps
+        .iter()
+        .filter(|s| args.status.is_none_or(|st| s.status == st))
+    {
+        let mut name = op.to_owned();
+        for key in &step.keys {
+            name.push_str(&format!("[{key}]"));
+        }
+        match (&step.output, &step.failure) {
+            (Some(value), _) => {
+                let lines = super::value::render(value, args.full);
+                if let [line] = lines.as_slice() {
+                    writeln!(out, "{name} = {line}")?;
+                } else {
+                    writeln!(out, "{name} =")?;
+                    for line in lines {
+                        writeln!(out, "  {line}")?;
+                    }
+                }
+            }
+            (None, Some(failure)) => writeln!(out, "{name} {} ({failure})", step.status)?,
+            (None, None) => writeln!(out, "{name} {}", step.status)?,
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn write_raw(value: Option<&[u8]>, what: &str) -> anyhow::Result<ExitCode> {
+    let Some(bytes) = value else {
+        anyhow::bail!("{what} has no value (it did not succeed)");
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One step: status, inputs (values), output (value), accounting, logs.
+fn show_step(
+    store: &SqliteStore,
+    run: &str,
+    step: &str,
+    args: &ShowArgs<'_>,
+) -> anyhow::Result<ExitCode> {
+    let row = find_step(store, run, step)?;
+    let output = store.step_output(run, &row.op, &row.keys)?;
+    if args.raw {
+        return write_raw(output.as_deref(), &format!("step `{step}`"));
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "step {step} of run {run}: {}", row.status)?;
+    writeln!(out, "  attempts        {}", row.attempts)?;
+    let inputs: Vec<serde_json::Value> = row
+        .inputs
+        .as_deref()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default();
+    for input in inputs {
+        let name = input["name"].as_str().unwrap_or("?");
+        let from = input["from"]
+            .as_str()
+            .map_or(String::new(), |f| format!(" ({f})"));
+        if input["kind"] == "collected" {
+            writeln!(
+                out,
+                "  input {name}{from}: {} items, {} failed",
+                input["items"], input["failed"]
+            )?;
+            continue;
+        }
+        let value = match (input["hex"].as_str(), input["sha256"].as_str()) {
+            (Some(hex), _) => unhex(hex).map(std::sync::Arc::from),
+            (None, Some(hash)) => store.value_by_hash(hash)?,
+            _ => None,
+        };
+        match value {
+            Some(bytes) => {
+                print_value(&mut out, &format!("input {name}{from}"), &bytes, args.full)?
+            }
+            None => writeln!(
+                out,
+                "  input {name}{from}: {} bytes, sha256 {}",
+                input["bytes"],
+                input["sha256"].as_str().unwrap_or("?")
+            )?,
+        }
+    }
+    match &output {
+        Some(bytes) => print_value(&mut out, "output", bytes, args.full)?,
+        None => writeln!(out, "  output          none")?,
+    }
+    writeln!(out, "  wall time       {:.3}s", row.wall_secs)?;
+    writeln!(out, "  peak memory     {} bytes", row.peak_memory_bytes)?;
+    writeln!(
+        out,
+        "  emitted         {} items, {} bytes",
+        row.emitted_items, row.emitted_bytes
+    )?;
+    if let Some(fuel) = row.fuel_used {
+        writeln!(out, "  fuel used       {fuel}")?;
+    }
+    if let (Some(kind), Some(message)) = (&row.failure_kind, &row.failure_message) {
+        writeln!(out, "  failure         {kind}: {message}")?;
+    }
+    for (stream, text) in [
+        ("stdout", &row.stdout),
+        ("stderr", &row.stderr),
+        ("log", &row.log),
+    ] {
+        for line in text.lines() {
+            writeln!(out, "  {stream}: {line}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `  label (size): value` on one line when it fits, else the value's
+/// lines indented below the label.
+fn print_value(out: &mut impl Write, label: &str, bytes: &[u8], full: bool) -> std::io::Result<()> {
+    let lines = super::value::render(bytes, full);
+    let size = super::value::size(bytes.len());
+    match lines.as_slice() {
+        [line] if line.chars().count() <= 60 => writeln!(out, "  {label} ({size}): {line}"),
+        _ => {
+            writeln!(out, "  {label} ({size}):")?;
+            for line in &lines {
+                writeln!(out, "    {line}")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 pub fn logs(store: &SqliteStore, run: &str, step: &str) -> anyhow::Result<ExitCode> {

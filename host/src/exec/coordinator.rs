@@ -238,8 +238,10 @@ impl<'p> Coordinator<'p> {
             let op = &self.plan.ops[step.op];
             let hash = record::hash_inputs(op, &inputs);
             if self.recorder.is_some() {
-                self.input_summaries
-                    .insert(step.clone(), record::describe_inputs(op, &inputs));
+                self.input_summaries.insert(
+                    step.clone(),
+                    record::describe_inputs(self.plan, op, &inputs),
+                );
             }
             if self
                 .prior

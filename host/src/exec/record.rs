@@ -252,22 +252,49 @@ pub(crate) fn hash_inputs(op: &PlannedOp, inputs: &[InputData]) -> String {
     crate::runtime::cache::hex(&h.finalize())
 }
 
-/// A JSON summary of a step's inputs, for `dynhost show`.
-pub(crate) fn describe_inputs(op: &PlannedOp, inputs: &[InputData]) -> String {
+/// Inputs up to this size are kept whole in the summary; larger ones are
+/// found by their SHA-256 among the store's values (every value over this
+/// size is stored once, by hash).
+const INLINE_INPUT: usize = crate::store::INLINE_MAX;
+
+/// A JSON summary of a step's inputs, for `dynhost show`: per input its
+/// name, where it came from, its size and hash, and small values whole (as
+/// hex), so `show` can print every input without the plan.
+pub(crate) fn describe_inputs(plan: &Plan, op: &PlannedOp, inputs: &[InputData]) -> String {
+    use crate::plan::{CollectTarget, Source};
     let list: Vec<serde_json::Value> = op
         .inputs
         .iter()
         .zip(inputs)
         .map(|(input, data)| {
             let name = input.name.as_str();
+            let from = match &input.source {
+                Source::Value(id) => format!("value of `{}`", plan.ops[*id].name),
+                Source::Item(d) => format!("item of `{}.{}`", plan.ops[d.op].name, d.output),
+                Source::Collect(CollectTarget::Values(id), _) => {
+                    format!("collect of `{}`", plan.ops[*id].name)
+                }
+                Source::Collect(CollectTarget::Items(d), _) => {
+                    format!("collect of `{}.{}`", plan.ops[d.op].name, d.output)
+                }
+            };
             match data {
-            InputData::Single(bytes) => serde_json::json!({
-                "name": name, "kind": "single", "bytes": bytes.len(), "sha256": crate::store::hash_bytes(bytes),
-            }),
-            InputData::Collected { items, failed } => serde_json::json!({
-                "name": name, "kind": "collected", "items": items.len(), "failed": failed.len(),
-            }),
-        }})
+                InputData::Single(bytes) => {
+                    let mut value = serde_json::json!({
+                        "name": name, "from": from, "kind": "single", "bytes": bytes.len(),
+                        "sha256": crate::store::hash_bytes(bytes),
+                    });
+                    if bytes.len() <= INLINE_INPUT {
+                        value["hex"] = crate::runtime::cache::hex(bytes).into();
+                    }
+                    value
+                }
+                InputData::Collected { items, failed } => serde_json::json!({
+                    "name": name, "from": from, "kind": "collected", "items": items.len(),
+                    "failed": failed.len(),
+                }),
+            }
+        })
         .collect();
     serde_json::Value::Array(list).to_string()
 }

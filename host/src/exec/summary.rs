@@ -2,10 +2,34 @@
 
 use super::RunOptions;
 use super::coordinator::Coordinator;
-use super::scheduler::{Status, StepId, step_label};
+use super::scheduler::{Scheduler, Status, StepId, step_label};
+use crate::key::KeyPath;
 use crate::plan::Plan;
 use crate::report::{FinalOutput, OpSummary, RunReport, StepFailure};
 use std::time::Instant;
+
+/// Where a step stands in emission order: per level, the position of its key
+/// among the items its emitter emitted.
+fn emission_position(plan: &Plan, scheduler: &Scheduler<'_>, id: &StepId) -> Vec<usize> {
+    let scope = &plan.ops[id.op].scope;
+    (0..id.keys.len())
+        .map(|level| {
+            let Some(d) = scope.get(level) else {
+                return usize::MAX;
+            };
+            let emitter = StepId {
+                op: d.op,
+                keys: KeyPath::from(&id.keys[..level]),
+            };
+            scheduler
+                .steps
+                .get(&emitter)
+                .and_then(|e| e.items(&d.output))
+                .and_then(|items| items.position(&id.keys[level]))
+                .unwrap_or(usize::MAX)
+        })
+        .collect()
+}
 
 pub(crate) fn build_report(
     plan: &Plan,
@@ -32,7 +56,9 @@ pub(crate) fn build_report(
             status => listed.push((id, status)),
         }
     }
-    listed.sort_by(|a, b| a.0.cmp(b.0));
+    // Per op in emission order, as a collect sees the values (not sorted by
+    // key bytes, which puts `k_10` before `k_2`).
+    listed.sort_by_cached_key(|(id, _)| (id.op, emission_position(plan, scheduler, id), *id));
     let mut outputs = Vec::new();
     for (id, status) in listed {
         let summary = &mut ops[id.op];

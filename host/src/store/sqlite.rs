@@ -18,7 +18,7 @@ const SCHEMA_VERSION: u32 = 3;
 /// Values up to this size are stored in their row rather than in `blobs`: a
 /// reference (a 64-character hash, a blob row and its index entry) would cost
 /// more than the value, and a million-key run writes two values per key.
-const INLINE_MAX: usize = 64;
+pub(crate) const INLINE_MAX: usize = 64;
 
 /// How long to wait for another process's write lock before reporting it.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -518,6 +518,8 @@ impl RunStore for SqliteStore {
         query().map_err(|e| self.error(&e))
     }
 }
+
+pub(crate) mod read;
 
 #[cfg(test)]
 mod tests;

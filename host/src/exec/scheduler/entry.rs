@@ -54,6 +54,11 @@ impl Items {
     }
 
     pub(super) fn get(&self, key: &MappingKey) -> Option<&Value> {
+        self.position(key).map(|i| &self.order[i].1)
+    }
+
+    /// Where `key` stands in emission order.
+    pub(crate) fn position(&self, key: &MappingKey) -> Option<usize> {
         let index = self.index.get_or_init(|| {
             self.order
                 .iter()
@@ -61,7 +66,7 @@ impl Items {
                 .map(|(i, (k, _))| (k.clone(), i))
                 .collect()
         });
-        index.get(key).map(|&i| &self.order[i].1)
+        index.get(key).copied()
     }
 
     /// The item at `at` if its key is `key`, else looked up by key.

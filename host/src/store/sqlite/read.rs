@@ -1,0 +1,119 @@
+//! Reading values back for `dynhost show`: an op's values in emission order,
+//! one step's output, and a stored value by its hash.
+
+use super::{SqliteStore, keys_json, parse_keys};
+use crate::store::StoreError;
+use rusqlite::{OptionalExtension, params};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One step of an op, with its value if it succeeded.
+#[derive(Debug, Clone)]
+pub struct StepValue {
+    /// The step's keys.
+    pub keys: Vec<String>,
+    /// `succeeded`, `failed` or `skipped`.
+    pub status: String,
+    /// The returned value of a succeeded step.
+    pub output: Option<Arc<[u8]>>,
+    /// `kind: message` of a failed or skipped step.
+    pub failure: Option<String>,
+}
+
+impl SqliteStore {
+    /// Every step of `op` in `run_id`, in emission order: level by level, in
+    /// the order the emitters emitted the keys (as a collect sees them), not
+    /// sorted by key bytes. Keys no emitter recorded come last, by key.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    pub fn op_values(&self, run_id: &str, op: &str) -> Result<Vec<StepValue>, StoreError> {
+        let query = || -> rusqlite::Result<Vec<StepValue>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT s.keys, s.status, coalesce(s.output, b.bytes), s.failure_kind, s.failure_message
+                 FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
+                 WHERE s.run_id = ?1 AND s.op = ?2",
+            )?;
+            stmt.query_map(params![run_id, op], |r| {
+                let kind: Option<String> = r.get(3)?;
+                let message: Option<String> = r.get(4)?;
+                Ok(StepValue {
+                    keys: parse_keys(&r.get::<_, String>(0)?),
+                    status: r.get(1)?,
+                    output: r.get::<_, Option<Vec<u8>>>(2)?.map(Arc::from),
+                    failure: kind.map(|k| format!("{k}: {}", message.unwrap_or_default())),
+                })
+            })?
+            .collect()
+        };
+        let mut steps = query().map_err(|e| self.error(&e))?;
+        if steps.iter().any(|s| !s.keys.is_empty()) {
+            let positions = self.item_positions(run_id)?;
+            let order = |keys: &[String]| -> Vec<i64> {
+                (0..keys.len())
+                    .map(|level| {
+                        let parent = keys_json(&keys[..level]);
+                        positions
+                            .get(&(parent, keys[level].clone()))
+                            .copied()
+                            .unwrap_or(i64::MAX)
+                    })
+                    .collect()
+            };
+            steps.sort_by_cached_key(|s| (order(&s.keys), s.keys.clone()));
+        }
+        Ok(steps)
+    }
+
+    /// Where each emitted key stands among its emitter's items: (the
+    /// emitting step's keys as stored, key) → position.
+    fn item_positions(&self, run_id: &str) -> Result<HashMap<(String, String), i64>, StoreError> {
+        let query = || -> rusqlite::Result<HashMap<(String, String), i64>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT keys, key, min(seq) FROM items WHERE run_id = ?1 GROUP BY keys, key",
+            )?;
+            stmt.query_map([run_id], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?
+                .collect()
+        };
+        query().map_err(|e| self.error(&e))
+    }
+
+    /// A value stored by its SHA-256 (any value over the inline size that a
+    /// run emitted or returned).
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    pub fn value_by_hash(&self, hash: &str) -> Result<Option<Arc<[u8]>>, StoreError> {
+        self.conn
+            .query_row("SELECT bytes FROM blobs WHERE hash = ?1", [hash], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .optional()
+            .map(|bytes| bytes.map(Arc::from))
+            .map_err(|e| self.error(&e))
+    }
+}
+
+impl SqliteStore {
+    /// The value a step returned, if it succeeded with one.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    pub fn step_output(
+        &self,
+        run_id: &str,
+        op: &str,
+        keys: &[String],
+    ) -> Result<Option<Arc<[u8]>>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT coalesce(s.output, b.bytes) FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
+                 WHERE s.run_id = ?1 AND s.op = ?2 AND s.keys = ?3",
+                params![run_id, op, keys_json(keys)],
+                |r| r.get::<_, Option<Vec<u8>>>(0),
+            )
+            .optional()
+            .map(|bytes| bytes.flatten().map(Arc::from))
+            .map_err(|e| self.error(&e))
+    }
+}
