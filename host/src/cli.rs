@@ -145,11 +145,18 @@ struct RunArgs {
     /// Run the ops' `build` commands first.
     #[arg(long)]
     build: bool,
-    /// Re-execute only these steps and what depends on them, e.g.
-    /// `process_file[a,b]`, reusing the rest from `--from` (default: the
-    /// latest run of this job).
+    /// Re-execute these steps and everything downstream of them, e.g.
+    /// `process_file[a,b]` (repeatable), reusing the rest from `--from`
+    /// (default: the latest run of this job file).
     #[arg(long)]
-    only: Option<String>,
+    only: Vec<String>,
+    /// Re-execute just these steps (repeatable); what reads them is reused
+    /// when their new value is the same, and runs again when it differs.
+    #[arg(long)]
+    step: Vec<String>,
+    /// Allow `--from` to name a run of another job file.
+    #[arg(long)]
+    from_other_job: bool,
     /// The run to reuse succeeded steps from (an id, a unique prefix,
     /// `latest` or `latest:JOB_FILE`).
     #[arg(long)]
@@ -240,8 +247,10 @@ fn run_job(args: &RunArgs) -> anyhow::Result<ExitCode> {
         job_hash: dynhost::store::hash_bytes(&std::fs::read(&args.job)?),
     };
     if args.no_store {
-        if args.only.is_some() || args.from.is_some() {
-            anyhow::bail!("`--only` and `--from` reuse a recorded run; drop `--no-store`");
+        if !args.only.is_empty() || !args.step.is_empty() || args.from.is_some() {
+            anyhow::bail!(
+                "`--only`, `--step` and `--from` reuse a recorded run; drop `--no-store`"
+            );
         }
         return execute(&plan, &args.exec, &run, || Ok((None, Storage::default())));
     }
@@ -253,24 +262,51 @@ fn run_job(args: &RunArgs) -> anyhow::Result<ExitCode> {
             job_file.parent().unwrap_or(Path::new(".")),
         )?;
         let store = locate::open_for_writing(&location)?;
-        let prior = match (&args.only, &args.from) {
-            (None, None) => Vec::new(),
-            (only, from) => {
-                let from = match from {
-                    Some(id) => run_ref(id),
-                    None => latest_run(&store, &run.job_file)?,
-                };
-                let prior = store.successes(&store.run(&from)?.id)?;
-                match only {
-                    Some(text) => {
-                        let selection =
-                            dynhost::resume::parse_selection(text).map_err(anyhow::Error::msg)?;
-                        dynhost::resume::without_selection(&plan, prior, &selection)
-                            .map_err(anyhow::Error::msg)?
-                    }
-                    None => prior,
+        let selecting = !args.only.is_empty() || !args.step.is_empty();
+        let prior = if selecting || args.from.is_some() {
+            let from = match &args.from {
+                Some(id) => store.run(&run_ref(id))?,
+                None => store.run(&latest_run(&store, &run.job_file)?)?,
+            };
+            if from.job_file != run.job_file && !args.from_other_job {
+                anyhow::bail!(
+                    "run `{}` is of job file `{}`, not `{}`; its steps may mean something else here. Pass --from-other-job to reuse them anyway",
+                    from.id,
+                    from.job_file,
+                    run.job_file
+                );
+            }
+            let mut prior = store.successes(&from.id)?;
+            if selecting {
+                let stored: Vec<(String, Vec<String>)> = store
+                    .steps(&from.id)?
+                    .into_iter()
+                    .map(|row| (row.op, row.keys))
+                    .collect();
+                let chosen = args
+                    .only
+                    .iter()
+                    .map(|text| (text, true))
+                    .chain(args.step.iter().map(|text| (text, false)));
+                for (text, with_downstream) in chosen {
+                    let flag = if with_downstream { "--only" } else { "--step" };
+                    let fail = |e: String| anyhow::anyhow!("{flag} `{text}`: {e}");
+                    let selection = dynhost::resume::parse_selection(text).map_err(fail)?;
+                    dynhost::resume::check_selection(&plan, &selection, &stored).map_err(|e| {
+                        anyhow::anyhow!("{flag} `{text}`: {e} (in run `{}`)", from.id)
+                    })?;
+                    prior = dynhost::resume::without_selection(
+                        &plan,
+                        prior,
+                        &selection,
+                        with_downstream,
+                    )
+                    .map_err(fail)?;
                 }
             }
+            prior
+        } else {
+            Vec::new()
         };
         Ok((
             Some(store),

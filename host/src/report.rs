@@ -55,6 +55,9 @@ pub struct OpSummary {
     pub retries: u64,
     /// Steps reused from a stored run instead of running (resume).
     pub reused: u64,
+    /// Steps that had a stored success with the same inputs but ran again
+    /// because the op's component or config changed since.
+    pub changed: u64,
     /// Sum of step wall times.
     pub busy: Duration,
     /// Largest linear memory of any step.
@@ -82,6 +85,7 @@ impl OpSummary {
             tolerated: 0,
             retries: 0,
             reused: 0,
+            changed: 0,
             busy: Duration::ZERO,
             peak_memory_bytes: 0,
             emitted_items: 0,

@@ -1,5 +1,8 @@
 //! Which stored steps a new run may reuse: `--only 'op[a,b]'` re-executes the
-//! chosen keys and everything downstream of them, and reuses the rest.
+//! chosen keys and everything downstream of them, `--step 'op[a]'` only the
+//! chosen steps (what reads them runs again only if their value changed: a
+//! step is reused only with the same component, config and inputs), and
+//! the rest is reused.
 
 use crate::plan::{CollectTarget, OpId, Plan, Source};
 use crate::store::PriorStep;
@@ -39,6 +42,14 @@ pub fn parse_selection(text: &str) -> Result<Selection, String> {
         return Err(bad());
     }
     let groups: Vec<&str> = rest[1..rest.len() - 1].split("][").collect();
+    if groups
+        .iter()
+        .any(|g| g.split(',').any(|k| k.trim().is_empty()))
+    {
+        return Err(format!(
+            "step selection `{text}` has an empty key: write `op`, `op[key]`, `op[key1,key2]` or `op[outer][inner]`"
+        ));
+    }
     let keys = match groups.as_slice() {
         [one] => one.split(',').map(|k| vec![k.trim().to_owned()]).collect(),
         many => vec![many.iter().map(|k| (*k).to_owned()).collect()],
@@ -49,8 +60,79 @@ pub fn parse_selection(text: &str) -> Result<Selection, String> {
     })
 }
 
-/// Drops from `prior` the selected steps and every step downstream of the
-/// selected op that shares their keys, so they run again.
+/// Checks a selection against the plan and the source run's steps: the op
+/// exists, the keys are as deep as the op is mapped, and each selected key
+/// path names a step the source run has (`stored`: every step's op and keys,
+/// whatever its status).
+///
+/// # Errors
+/// A message naming the unknown part and, for keys, the nearest stored ones.
+pub fn check_selection(
+    plan: &Plan,
+    selection: &Selection,
+    stored: &[(String, Vec<String>)],
+) -> Result<(), String> {
+    let Some(op) = plan.op_id(&selection.op) else {
+        let known: Vec<&str> = plan.ops.iter().map(|o| o.name.as_str()).collect();
+        return Err(format!(
+            "the selection names unknown op `{}` (the job's ops: {})",
+            selection.op,
+            known.join(", ")
+        ));
+    };
+    let depth = plan.ops[op].scope.len();
+    for keys in &selection.keys {
+        if keys.len() > depth {
+            return Err(format!(
+                "`{}[{}]` has {} key levels but `{}` is mapped {depth} level(s) deep; write {}",
+                selection.op,
+                keys.join("]["),
+                keys.len(),
+                selection.op,
+                match depth {
+                    0 => format!("`{}` (it has no keys)", selection.op),
+                    _ => format!("at most {depth} `[key]` group(s)"),
+                }
+            ));
+        }
+        let of_op: Vec<&Vec<String>> = stored
+            .iter()
+            .filter(|(name, _)| *name == selection.op)
+            .map(|(_, k)| k)
+            .collect();
+        if !of_op.iter().any(|k| k.starts_with(keys)) {
+            let mut near: Vec<&Vec<String>> = of_op.clone();
+            let shared = |k: &Vec<String>| {
+                k.join("/")
+                    .chars()
+                    .zip(keys.join("/").chars())
+                    .take_while(|(a, b)| a == b)
+                    .count()
+            };
+            near.sort_by_key(|k| (std::cmp::Reverse(shared(k)), (*k).clone()));
+            let near: Vec<String> = near
+                .iter()
+                .take(5)
+                .map(|k| format!("{}[{}]", selection.op, k.join("][")))
+                .collect();
+            return Err(format!(
+                "the source run has no step `{}[{}]`{}",
+                selection.op,
+                keys.join("]["),
+                if near.is_empty() {
+                    format!(" (it has no steps of `{}`)", selection.op)
+                } else {
+                    format!("; nearest: {}", near.join(", "))
+                }
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Drops from `prior` the selected steps and, when `downstream` is set,
+/// every step downstream of the selected op that shares their keys, so they
+/// run again.
 ///
 /// # Errors
 /// A message naming the op when the plan has no op of that name.
@@ -58,6 +140,7 @@ pub fn without_selection(
     plan: &Plan,
     prior: Vec<PriorStep>,
     selection: &Selection,
+    with_downstream: bool,
 ) -> Result<Vec<PriorStep>, String> {
     let Some(selected) = plan.op_id(&selection.op) else {
         let known: Vec<&str> = plan.ops.iter().map(|o| o.name.as_str()).collect();
@@ -67,7 +150,13 @@ pub fn without_selection(
             known.join(", ")
         ));
     };
-    let affected = downstream(plan, selected);
+    let affected = if with_downstream {
+        downstream(plan, selected)
+    } else {
+        let mut only = vec![false; plan.ops.len()];
+        only[selected] = true;
+        only
+    };
     let hits = |keys: &[String]| {
         selection.keys.is_empty()
             || selection
@@ -120,6 +209,8 @@ mod tests {
             vec![vec!["a".to_owned(), "x".to_owned()]]
         );
         assert!(parse_selection("[a]").is_err());
+        assert!(parse_selection("op[]").is_err());
+        assert!(parse_selection("op[a,]").is_err());
         assert!(parse_selection("op[a").is_err());
     }
 }

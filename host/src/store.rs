@@ -311,6 +311,11 @@ pub struct PriorStep {
     pub keys: Vec<String>,
     /// The inputs it ran with.
     pub input_hash: Option<String>,
+    /// Its component, config and inputs together ([`memo key`]); `None` for
+    /// steps recorded before every step had one.
+    ///
+    /// [`memo key`]: crate::exec
+    pub memo_key: Option<String>,
     /// Its value.
     pub output: Arc<[u8]>,
     /// Its emitted items: (output, key, value), in emission order.

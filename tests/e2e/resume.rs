@@ -49,7 +49,7 @@ fn started(out: &crate::support::CliOutput) -> Vec<String> {
 }
 
 #[test]
-fn resume_after_failure_runs_exactly_the_failed_keys_and_their_dependants() {
+fn resume_after_a_config_fix_reruns_the_changed_op_and_the_failed_keys_downstream() {
     let job = TestJob::new(&job_text(
         ", on_key = { k1 = \"fail\", k3 = \"fail\" }",
         5,
@@ -58,7 +58,10 @@ fn resume_after_failure_runs_exactly_the_failed_keys_and_their_dependants() {
     let first = job.run(&[]);
     first.assert_code(1);
     let run = run_id(&first);
-    // Fix the op's config, then resume the same run.
+    // Fix the op's config, then resume the same run. `work`'s config
+    // changed, so none of its stored results is reused (they were computed
+    // under the old config); the keys that had succeeded return the same
+    // values, so what reads them is reused.
     let fixed = job_text("", 5, 0);
     job.rewrite(&fixed);
     let resumed = dynhost(
@@ -68,16 +71,15 @@ fn resume_after_failure_runs_exactly_the_failed_keys_and_their_dependants() {
     resumed.assert_code(0);
     assert_eq!(
         started(&resumed),
-        ["all", "next[k1]", "next[k3]", "work[k1]", "work[k3]"]
-    );
-    let mut reused = resumed.steps_with("step_reused");
-    reused.sort();
-    assert_eq!(
-        reused,
         [
-            "emit", "next[k0]", "next[k2]", "next[k4]", "work[k0]", "work[k2]", "work[k4]"
+            "all", "next[k1]", "next[k3]", "work[k0]", "work[k1]", "work[k2]", "work[k3]",
+            "work[k4]"
         ]
     );
+    assert_eq!(resumed.op_summary("work")["changed"], 3);
+    let mut reused = resumed.steps_with("step_reused");
+    reused.sort();
+    assert_eq!(reused, ["emit", "next[k0]", "next[k2]", "next[k4]"]);
     assert_eq!(resumed.output("all"), clean_result(&fixed));
     // The store now shows the run as succeeded, each step once.
     let show = dynhost(job.dir(), &["show", &run]);
@@ -314,4 +316,99 @@ fn cache_reuses_a_stored_success_with_the_same_component_config_and_inputs() {
         ["emit", "work[a]", "work[b]"],
         "a config change must miss the cache"
     );
+}
+
+/// Issue 11: a stored success is reused only if the op's component and
+/// config are unchanged too; `--only` and `--step` say what to rerun and
+/// refuse selections that name nothing.
+#[test]
+fn a_changed_config_is_never_mixed_with_results_of_the_old_one() {
+    let text = job_text("", 3, 0);
+    let job = TestJob::new(&text);
+    job.run(&[]).assert_code(0);
+    // `work` gets a new config value its results do not show: `--only` one
+    // key must still not collect the other keys' results of the old config.
+    let changed = job_text(", print = \"v2\"", 3, 0);
+    job.rewrite(&changed);
+    let again = job.run(&["--only", "work[k1]"]);
+    again.assert_code(0);
+    assert_eq!(again.op_summary("work")["changed"], 2);
+    assert_eq!(
+        started(&again),
+        ["all", "next[k1]", "work[k0]", "work[k1]", "work[k2]"]
+    );
+    let summary = dynhost(job.dir(), &["run", "job.toml", "--only", "work[k1]"]);
+    assert!(
+        !summary.stderr.contains("ran again"),
+        "nothing changed since the last run: {}",
+        summary.stderr
+    );
+    let resumed = dynhost(job.dir(), &["run", "job.toml", "--from", "latest"]);
+    resumed.assert_code(0);
+    job.rewrite(&text);
+    let back = dynhost(job.dir(), &["run", "job.toml", "--from", "latest"]);
+    back.assert_code(0);
+    assert!(
+        back.stderr
+            .contains("work: 3 step(s) ran again: the op's component or config changed"),
+        "{}",
+        back.stderr
+    );
+}
+
+#[test]
+fn step_reruns_just_the_step_and_only_and_step_take_several_selectors() {
+    let text = job_text("", 3, 0);
+    let job = TestJob::new(&text);
+    job.run(&[]).assert_code(0);
+    // The step alone: its value is the same, so what reads it is reused.
+    let step = job.run(&["--step", "work[k1]"]);
+    step.assert_code(0);
+    assert_eq!(started(&step), ["work[k1]"]);
+    // Several selectors in one run.
+    let two = job.run(&["--only", "work[k0]", "--only", "work[k2]"]);
+    two.assert_code(0);
+    assert_eq!(
+        started(&two),
+        ["all", "next[k0]", "next[k2]", "work[k0]", "work[k2]"]
+    );
+}
+
+#[test]
+fn selections_that_name_nothing_are_refused() {
+    let job = TestJob::new(&job_text("", 3, 0));
+    let first = job.run(&[]);
+    first.assert_code(0);
+    for (selection, wanted) in [
+        ("work[nope]", "no step `work[nope]`; nearest: work[k"),
+        ("work[]", "empty key"),
+        ("work[k1][x]", "mapped 1 level(s) deep"),
+        ("emit[k1]", "mapped 0 level(s) deep"),
+        ("nope", "unknown op `nope`"),
+    ] {
+        for flag in ["--only", "--step"] {
+            let out = job.run(&[flag, selection]);
+            out.assert_code(2);
+            assert!(
+                out.stderr.contains(wanted) && out.stderr.contains(selection),
+                "{flag} {selection}: {}",
+                out.stderr
+            );
+        }
+    }
+    // `--from` a run of another job file needs saying so.
+    let other = TestJob::new(&job_text("", 3, 0));
+    let from = first.finished()["run_id"].as_str().unwrap().to_owned();
+    let store = job.dir().join(".dynhost");
+    let store = store.to_str().unwrap();
+    let refused = other.run(&["--from", &from, "--store", store]);
+    refused.assert_code(2);
+    assert!(
+        refused.stderr.contains("--from-other-job"),
+        "{}",
+        refused.stderr
+    );
+    other
+        .run(&["--from", &from, "--store", store, "--from-other-job"])
+        .assert_code(0);
 }

@@ -336,6 +336,13 @@ pub fn print_summary(report: &RunReport) {
             op.op, op.reused
         );
     }
+    for op in report.ops.iter().filter(|op| op.changed > 0) {
+        let _ = writeln!(
+            err,
+            "  {}: {} step(s) ran again: the op's component or config changed since the stored run",
+            op.op, op.changed
+        );
+    }
     for step in &report.vanished {
         let _ = writeln!(
             err,

@@ -52,6 +52,9 @@ pub(crate) struct Coordinator<'p> {
     record_reused: bool,
     input_hashes: FxHashMap<StepId, String>,
     pub(super) reused: Vec<u64>,
+    /// Per op: steps with a stored success of the same inputs that ran again
+    /// because the op's component or config changed.
+    pub(super) changed: Vec<u64>,
     lookup: Option<Box<dyn RunStore>>,
     pub(super) component_hashes: Vec<String>,
     memo_keys: FxHashMap<StepId, String>,
@@ -84,6 +87,7 @@ impl<'p> Coordinator<'p> {
             record_reused: storage.record_reused,
             input_hashes: FxHashMap::default(),
             reused: vec![0; plan.ops.len()],
+            changed: vec![0; plan.ops.len()],
             lookup: storage.lookup,
             component_hashes: Vec::new(),
             memo_keys: FxHashMap::default(),
@@ -243,15 +247,22 @@ impl<'p> Coordinator<'p> {
                     record::describe_inputs(self.plan, op, &inputs),
                 );
             }
-            if self
-                .prior
-                .get(step)
-                .is_some_and(|p| p.input_hash.as_deref() == Some(hash.as_str()))
-            {
-                self.reuse(step, &hash, observer);
-                return None;
+            // Reused only when the component, the config and the inputs are
+            // all the same; a step whose op changed since runs again.
+            let key = self.memo_key(step.op, &hash);
+            self.memo_keys.insert(step.clone(), key.clone());
+            match self.prior.get(step) {
+                Some(prior) if prior.memo_key.as_deref() == Some(key.as_str()) => {
+                    self.reuse(step, &hash, observer);
+                    return None;
+                }
+                Some(prior) if prior.input_hash.as_deref() == Some(hash.as_str()) => {
+                    self.changed[step.op] += 1;
+                    self.prior.remove(step);
+                }
+                _ => {}
             }
-            if self.plan.ops[step.op].cache && self.memoized(step, &hash, observer) {
+            if self.plan.ops[step.op].cache && self.memoized(step, &hash, &key, observer) {
                 return None;
             }
             self.input_hashes.insert(step.clone(), hash);
@@ -288,6 +299,7 @@ impl<'p> Coordinator<'p> {
             let finished = self.finished_record(step, Some(hash.to_owned()));
             recorder.record(finished.reused(&prior.output));
         }
+        self.memo_keys.remove(step);
         self.reused[step.op] += 1;
         let op = &self.plan.ops[step.op].name;
         observer(RunEvent::StepReused {
@@ -307,25 +319,19 @@ impl<'p> Coordinator<'p> {
         &mut self,
         step: &StepId,
         input_hash: &str,
+        key: &str,
         observer: &mut dyn FnMut(RunEvent<'_>),
     ) -> bool {
-        let op = &self.plan.ops[step.op];
-        let component = self
-            .component_hashes
-            .get(step.op)
-            .map_or("", String::as_str);
-        let key = record::memo_key(component, &op.config_json, input_hash);
         let found = self
             .lookup
             .as_ref()
-            .and_then(|store| match store.memoized(&key) {
+            .and_then(|store| match store.memoized(key) {
                 Ok(found) => found,
                 Err(e) => {
                     tracing::warn!("memoization lookup failed: {e}");
                     None
                 }
             });
-        self.memo_keys.insert(step.clone(), key);
         let Some(found) =
             found.and_then(|p| record::prior_map(self.plan, vec![p]).into_values().next())
         else {
@@ -336,6 +342,13 @@ impl<'p> Coordinator<'p> {
         self.reuse(step, input_hash, observer);
         self.record_reused = record_reused;
         true
+    }
+
+    /// The step's component, config and inputs in one hash: what a stored
+    /// success must match to be reused.
+    fn memo_key(&self, op: usize, input_hash: &str) -> String {
+        let component = self.component_hashes.get(op).map_or("", String::as_str);
+        record::memo_key(component, &self.plan.ops[op].config_json, input_hash)
     }
 
     fn finished_record(
@@ -478,6 +491,7 @@ impl<'p> Coordinator<'p> {
             let hash = self.input_hashes.remove(&step);
             recorder.record(self.finished_record(&step, hash).ran(&report));
             self.input_summaries.remove(&step);
+            self.memo_keys.remove(&step);
         }
         let outcome = report
             .outcome

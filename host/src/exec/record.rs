@@ -182,6 +182,7 @@ impl Recorder {
 /// A stored success, resolved against this run's plan.
 pub(crate) struct Prior {
     pub input_hash: Option<String>,
+    pub memo_key: Option<String>,
     pub output: Arc<[u8]>,
     pub items: Vec<(String, MappingKey, Arc<[u8]>)>,
 }
@@ -213,6 +214,7 @@ pub(crate) fn prior_map(plan: &Plan, prior: Vec<PriorStep>) -> FxHashMap<StepId,
             StepId { op, keys },
             Prior {
                 input_hash: step.input_hash,
+                memo_key: step.memo_key,
                 output: step.output,
                 items,
             },

@@ -105,6 +105,7 @@ pub(crate) fn build_report(
         let totals = &coordinator.totals[id];
         op.retries = coordinator.retried[id];
         op.reused = coordinator.reused[id];
+        op.changed = coordinator.changed[id];
         op.busy = totals.busy;
         op.peak_memory_bytes = totals.peak_memory_bytes;
         op.emitted_items = totals.emitted_items;

@@ -239,7 +239,7 @@ impl SqliteStore {
         run_id: &str,
         op: String,
         keys: String,
-        input_hash: Option<String>,
+        (input_hash, memo_key): (Option<String>, Option<String>),
         output: Vec<u8>,
     ) -> rusqlite::Result<PriorStep> {
         let mut stmt = self.conn.prepare_cached(
@@ -259,6 +259,7 @@ impl SqliteStore {
             op,
             keys: parse_keys(&keys),
             input_hash,
+            memo_key,
             output: Arc::from(output),
             items,
         })
@@ -486,16 +487,22 @@ impl RunStore for SqliteStore {
     fn successes(&self, run_id: &str) -> Result<Vec<PriorStep>, StoreError> {
         let query = || -> rusqlite::Result<Vec<PriorStep>> {
             let mut stmt = self.conn.prepare(
-                "SELECT s.op, s.keys, s.input_hash, coalesce(s.output, b.bytes) FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
+                "SELECT s.op, s.keys, s.input_hash, s.memo_key, coalesce(s.output, b.bytes) FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
                  WHERE s.run_id = ?1 AND s.status = 'succeeded' AND coalesce(s.output, b.bytes) IS NOT NULL",
             )?;
+            type Row = (String, String, (Option<String>, Option<String>), Vec<u8>);
             let rows = stmt
                 .query_map([run_id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, Vec<u8>>(3)?))
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        (r.get(2)?, r.get(3)?),
+                        r.get::<_, Vec<u8>>(4)?,
+                    ))
                 })?
-                .collect::<rusqlite::Result<Vec<(String, String, Option<String>, Vec<u8>)>>>()?;
+                .collect::<rusqlite::Result<Vec<Row>>>()?;
             rows.into_iter()
-                .map(|(op, keys, input, out)| self.prior_from_row(run_id, op, keys, input, out))
+                .map(|(op, keys, hashes, out)| self.prior_from_row(run_id, op, keys, hashes, out))
                 .collect()
         };
         query().map_err(|e| self.error(&e))
@@ -512,8 +519,10 @@ impl RunStore for SqliteStore {
                     |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, Vec<u8>>(4)?)),
                 )
                 .optional()?;
-            row.map(|(run, op, keys, input, out)| self.prior_from_row(&run, op, keys, input, out))
-                .transpose()
+            row.map(|(run, op, keys, input, out)| {
+                self.prior_from_row(&run, op, keys, (input, Some(memo_key.to_owned())), out)
+            })
+            .transpose()
         };
         query().map_err(|e| self.error(&e))
     }
