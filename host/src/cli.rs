@@ -23,6 +23,7 @@ use dynhost::store::{RunRecord, RunStatus, RunStore, SqliteStore};
 use dynhost::{RunOptions, Runtime, RuntimeConfig};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Run data jobs whose ops are WebAssembly components.
 #[derive(Debug, Parser)]
@@ -128,6 +129,20 @@ struct ExecArgs {
     /// temporary file and read back when a step needs them.
     #[arg(long, default_value_t = dynhost::exec::DEFAULT_MEMORY_BUDGET >> 20)]
     memory_budget_mib: u64,
+    /// Without a terminal (CI logs, pipes), print a progress line per op this
+    /// often, in seconds.
+    #[arg(long, default_value_t = 5.0, value_parser = progress_secs)]
+    progress_secs: f64,
+    /// No progress lines (failures and the summary are still printed).
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn progress_secs(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.1 => Ok(secs),
+        _ => Err(format!("`{text}`: give seconds, at least 0.1")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -377,6 +392,19 @@ fn execute(
     let runtime = Runtime::new(&runtime_config(plan, max_concurrent, args.no_cache))?;
     let components = dynhost::load_components(&runtime, plan)?;
     let (store, mut storage) = open_storage()?;
+    let mut view = report::Progress::new(
+        &report::ProgressOptions {
+            json: args.json,
+            plain_every: (!args.quiet).then(|| Duration::from_secs_f64(args.progress_secs)),
+        },
+        plan,
+    );
+    view.started(
+        &run.id,
+        &run.job,
+        &run.job_file,
+        store.as_ref().map(SqliteStore::path),
+    );
     if let Some(mut store) = store {
         store.begin_run(run)?;
         if plan.ops.iter().any(|op| op.cache) {
@@ -391,7 +419,6 @@ fn execute(
         interrupt: Some(runtime.interrupter()),
     };
     let watch = interrupt::watch(runtime.interrupter())?;
-    let mut view = report::Progress::new(args.json, plan);
     let result = dynhost::exec::run(
         plan,
         &runtime,

@@ -9,7 +9,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// Live progress: bars per op on a terminal, plain lines otherwise, JSON
 /// events on stdout with `--json`.
@@ -17,12 +18,19 @@ pub struct Progress {
     mode: Mode,
     ops: BTreeMap<String, OpProgress>,
     order: Vec<String>,
+    /// Per op, the op whose items it is mapped over (its keys are known only
+    /// as that op emits them).
+    emitter: BTreeMap<String, String>,
 }
 
 enum Mode {
     Json,
     Bars(MultiProgress),
-    Plain,
+    /// No terminal: one line per op that moved, every `every`.
+    Plain {
+        every: Option<Duration>,
+        last: Instant,
+    },
 }
 
 #[derive(Default)]
@@ -32,31 +40,109 @@ struct OpProgress {
     failed: u64,
     skipped: u64,
     retries: u64,
+    /// When its first step started, for the rate.
+    first: Option<Instant>,
+    /// `done + skipped` when it was last printed (plain mode).
+    printed: u64,
     bar: Option<ProgressBar>,
 }
 
+impl OpProgress {
+    /// Steps still to finish among those handed out.
+    fn running(&self) -> u64 {
+        self.started.saturating_sub(self.done)
+    }
+}
+
+/// How the CLI shows a run's progress.
+pub struct ProgressOptions {
+    /// JSON events on stdout.
+    pub json: bool,
+    /// Without a terminal, a progress line per op this often; `None`: never.
+    pub plain_every: Option<Duration>,
+}
+
 impl Progress {
-    pub fn new(json: bool, plan: &Plan) -> Self {
-        let mode = if json {
+    pub fn new(options: &ProgressOptions, plan: &Plan) -> Self {
+        let mode = if options.json {
             Mode::Json
-        } else if std::io::stderr().is_terminal() {
+        } else if std::io::stderr().is_terminal() && options.plain_every.is_some() {
             Mode::Bars(MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
         } else {
-            Mode::Plain
+            Mode::Plain {
+                every: options.plain_every,
+                last: Instant::now(),
+            }
         };
         let order = plan.ops.iter().map(|op| op.name.clone()).collect();
+        let emitter = plan
+            .ops
+            .iter()
+            .filter_map(|op| {
+                let d = op.scope.last()?;
+                Some((op.name.clone(), plan.ops[d.op].name.clone()))
+            })
+            .collect();
         Self {
             mode,
             ops: BTreeMap::new(),
             order,
+            emitter,
         }
+    }
+
+    /// The first event of `--json`: which run, of which job, recorded where.
+    pub fn started(&self, run_id: &str, job: &str, job_file: &str, store: Option<&Path>) {
+        if let Mode::Json = self.mode {
+            println_json(&json!({
+                "event": "run_started", "ts": now(), "run_id": run_id, "job": job,
+                "job_file": job_file, "store": store.map(|p| p.display().to_string()),
+            }));
+        }
+    }
+
+    /// `done/≥known keys`, `emitter running`, rate and ETA for `op`.
+    fn status(&self, op: &str) -> String {
+        let Some(p) = self.ops.get(op) else {
+            return String::new();
+        };
+        let known = p.started + p.skipped;
+        let finished = p.done + p.skipped;
+        let emitting = self
+            .emitter
+            .get(op)
+            .and_then(|e| self.ops.get(e))
+            .is_none_or(|e| e.running() > 0 || e.done == 0);
+        let mut text = if emitting {
+            format!("{finished} of ≥{known} keys, emitter running")
+        } else {
+            format!("{finished} of {known} keys")
+        };
+        if p.failed > 0 || p.skipped > 0 {
+            text.push_str(&format!(", {} failed, {} skipped", p.failed, p.skipped));
+        }
+        if let Some(first) = p.first {
+            let secs = first.elapsed().as_secs_f64();
+            // A rate means something after a second and a few keys.
+            if secs >= 1.0 && finished >= 10 {
+                let rate = finished as f64 / secs;
+                text.push_str(&format!(", {rate:.0} keys/s"));
+                if !emitting && finished < known && rate > 0.0 {
+                    let eta = (known - finished) as f64 / rate;
+                    text.push_str(&format!(", ~{eta:.0}s left"));
+                }
+            }
+        }
+        text
     }
 
     pub fn on_event(&mut self, event: RunEvent<'_>) {
         match &event {
             RunEvent::StepStarted { op, attempt, .. } => {
                 if *attempt == 1 {
-                    self.op(op).started += 1;
+                    let p = self.op(op);
+                    p.started += 1;
+                    p.first.get_or_insert_with(Instant::now);
                 }
             }
             RunEvent::StepRetrying { op, .. } => self.op(op).retries += 1,
@@ -72,14 +158,49 @@ impl Progress {
                 let p = self.op(op);
                 p.started += 1;
                 p.done += 1;
+                p.first.get_or_insert_with(Instant::now);
             }
         }
         match &self.mode {
             Mode::Json => print_event_json(&event),
-            Mode::Plain => self.print_plain(&event),
+            Mode::Plain { .. } => {
+                self.print_plain(&event);
+                self.plain_progress(false);
+            }
             Mode::Bars(multi) => {
                 let multi = multi.clone();
                 self.print_bars(&multi, &event);
+            }
+        }
+    }
+
+    /// Without a terminal: a line per op that moved since the last one, at
+    /// most every `every` (and once more at the end).
+    fn plain_progress(&mut self, last: bool) {
+        let Mode::Plain {
+            every: Some(every),
+            last: printed_at,
+        } = &mut self.mode
+        else {
+            return;
+        };
+        if !last && printed_at.elapsed() < *every {
+            return;
+        }
+        *printed_at = Instant::now();
+        let mut lines = Vec::new();
+        for op in &self.order {
+            let Some(p) = self.ops.get(op) else { continue };
+            if p.done + p.skipped == p.printed {
+                continue;
+            }
+            lines.push((op.clone(), self.status(op)));
+        }
+        let mut err = std::io::stderr().lock();
+        for (op, status) in lines {
+            let _ = writeln!(err, "progress: {op}: {status}");
+            if let Some(p) = self.ops.get_mut(&op) {
+                p.printed = p.done + p.skipped;
             }
         }
     }
@@ -113,16 +234,14 @@ impl Progress {
         });
         bar.set_length(p.started + p.skipped);
         bar.set_position(p.done + p.skipped);
-        bar.set_message(format!(
-            "{}/{} keys, {} failed, {} skipped",
-            p.done,
-            p.started + p.skipped,
-            p.failed,
-            p.skipped
-        ));
+        let status = self.status(op);
+        if let Some(bar) = self.ops.get(op).and_then(|p| p.bar.as_ref()) {
+            bar.set_message(status);
+        }
     }
 
     pub fn finish(&mut self) {
+        self.plain_progress(true);
         for p in self.ops.values() {
             if let Some(bar) = &p.bar {
                 bar.finish();
@@ -186,7 +305,7 @@ fn captured_lines(
 }
 
 fn print_event_json(event: &RunEvent<'_>) {
-    let value = match event {
+    let mut value = match event {
         RunEvent::StepStarted { step, op, attempt } => {
             json!({ "event": "step_started", "step": step, "op": op, "attempt": attempt })
         }
@@ -218,6 +337,7 @@ fn print_event_json(event: &RunEvent<'_>) {
             json!({ "event": "step_reused", "step": step, "op": op })
         }
     };
+    value["ts"] = json!(now());
     println_json(&value);
 }
 
@@ -246,6 +366,13 @@ fn step_json(
     })
 }
 
+/// Seconds since the Unix epoch: every JSON event's `ts`.
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 fn println_json(value: &Value) {
     let mut out = std::io::stdout().lock();
     // A closed stdout (e.g. `| head`) is not an error worth reporting.
@@ -266,6 +393,7 @@ pub fn print_run_json(report: &RunReport) -> anyhow::Result<()> {
         .collect();
     let value = json!({
         "event": "run_finished",
+        "ts": now(),
         "run_id": report.run_id,
         "job": report.job,
         "success": report.is_success(),
@@ -297,11 +425,12 @@ pub fn print_summary(report: &RunReport) {
     };
     let _ = writeln!(
         err,
-        "\njob `{}` {status}  (run {}, {})",
+        "\njob `{}` {status}  (run {}, {} wall)",
         report.job,
         report.run_id,
         secs(report.elapsed)
     );
+    let fuel = report.ops.iter().any(|op| op.fuel_used.is_some());
     let width = report
         .ops
         .iter()
@@ -309,24 +438,43 @@ pub fn print_summary(report: &RunReport) {
         .max()
         .unwrap_or(2)
         .max(2);
+    // `step time` is the op's steps' time summed (over workers), not wall
+    // time; `tolerated` failed or skipped steps do not fail the run.
     let _ = writeln!(
         err,
-        "{:width$}  {:>7} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9} {:>12}",
-        "op", "keys", "ok", "failed", "skipped", "time", "peak mem", "emitted", "fuel"
+        "{:width$}  {:>7} {:>7} {:>6} {:>5} {:>7} {:>9} {:>9} {:>8}{}",
+        "op",
+        "keys",
+        "ok",
+        "failed",
+        "tol.",
+        "skipped",
+        "step time",
+        "peak mem",
+        "emitted",
+        if fuel { "         fuel" } else { "" }
     );
     for op in &report.ops {
         let _ = writeln!(
             err,
-            "{:width$}  {:>7} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9} {:>12}",
+            "{:width$}  {:>7} {:>7} {:>6} {:>5} {:>7} {:>9} {:>9} {:>8}{}",
             op.op,
             op.steps,
             op.succeeded,
             op.failed,
+            op.tolerated,
             op.skipped,
             secs(op.busy),
             mib(op.peak_memory_bytes),
             op.emitted_items,
-            op.fuel_used.map_or("-".to_owned(), |f| f.to_string())
+            if fuel {
+                format!(
+                    " {:>12}",
+                    op.fuel_used.map_or("-".to_owned(), |f| f.to_string())
+                )
+            } else {
+                String::new()
+            }
         );
     }
     for op in report.ops.iter().filter(|op| op.reused > 0) {
