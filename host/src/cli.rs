@@ -10,6 +10,7 @@ macro_rules! note {
     }};
 }
 
+mod describe;
 mod history;
 mod init;
 mod interrupt;
@@ -41,8 +42,8 @@ enum Command {
     Validate(JobArgs),
     /// Run each op's `build` command.
     Build(JobArgs),
-    /// Print the resolved plan as JSON.
-    Plan(JobArgs),
+    /// Print the resolved plan: ops in run order, inputs, limits, grants.
+    Plan(PlanArgs),
     /// Create an op project: WIT, build command, a minimal op and a job.
     Init(InitArgs),
     /// Continue a run: reuse its succeeded steps, run the rest.
@@ -146,6 +147,15 @@ fn progress_secs(text: &str) -> Result<f64, String> {
 }
 
 #[derive(Debug, Args)]
+struct PlanArgs {
+    /// The job file.
+    job: PathBuf,
+    /// The plan as JSON, for tools.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
 struct JobArgs {
     /// The job file.
     job: PathBuf,
@@ -209,7 +219,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Plan(args) => {
             let plan = dynhost::load_plan(&args.job)?;
-            report::print_json(&plan)?;
+            if args.json {
+                report::print_json(&plan)?;
+            } else {
+                describe::print(&plan)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Resume(args) => resume(&args),

@@ -174,6 +174,15 @@ impl Plan {
                 ));
             }
             let component = normalize(&base.join(&op_spec.component));
+            if component.is_dir() {
+                return Err(resolver.setting(
+                    name,
+                    format!(
+                        "`component = \"{}\"` is a directory; give the component file built in it (a `.wasm`, e.g. `target/wasm32-wasip2/release/NAME.wasm` for a Rust op)",
+                        op_spec.component
+                    ),
+                ));
+            }
             if !component.is_file() {
                 let hint = match &op_spec.build {
                     Some(_) => {

@@ -61,7 +61,7 @@ pub struct OpSpec {
     /// Dynamic outputs: `true` for one named `result`, or a list of names.
     pub dynamic: Option<DynamicSpec>,
     /// Named inputs.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "inputs_table")]
     pub inputs: BTreeMap<String, InputSpec>,
     /// Host directories the op may read (or write, if `writable`).
     #[serde(default)]
@@ -89,8 +89,7 @@ pub struct OpSpec {
 }
 
 /// The `dynamic` field of an op.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum DynamicSpec {
     /// `dynamic = true`: one dynamic output named `result`.
     Flag(bool),
@@ -192,6 +191,57 @@ pub fn parse(path: &Path, text: &str) -> Result<JobSpec, SpecError> {
     })?;
     spec.file = path.to_owned();
     Ok(spec)
+}
+
+/// `dynamic = true` or `dynamic = ["a", "b"]`, with a message that says so
+/// for anything else (serde's untagged enums say only "did not match").
+impl<'de> Deserialize<'de> for DynamicSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DynamicVisitor;
+        impl<'de> Visitor<'de> for DynamicVisitor {
+            type Value = DynamicSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    r#"`true` (one dynamic output, named `result`) or a list of output names, e.g. `dynamic = ["files", "errors"]`"#,
+                )
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<DynamicSpec, E> {
+                Ok(DynamicSpec::Flag(v))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<DynamicSpec, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(DynamicSpec::Names(names))
+            }
+        }
+        deserializer.deserialize_any(DynamicVisitor)
+    }
+}
+
+/// The `inputs` table, with a message that shows its three forms when it is
+/// something else (a list, a string).
+fn inputs_table<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, InputSpec>, D::Error> {
+    struct TableVisitor;
+    impl<'de> Visitor<'de> for TableVisitor {
+        type Value = BTreeMap<String, InputSpec>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(
+                r#"a table of named inputs, each one of: `inputs.NAME = "op"` (the op's value), `inputs.NAME = { map = "op" }` (once per key), `inputs.NAME = { collect = "op" }` (all keys as one list)"#,
+            )
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut inputs = BTreeMap::new();
+            while let Some((name, input)) = map.next_entry::<String, InputSpec>()? {
+                inputs.insert(name, input);
+            }
+            Ok(inputs)
+        }
+    }
+    deserializer.deserialize_map(TableVisitor)
 }
 
 impl<'de> Deserialize<'de> for InputSpec {

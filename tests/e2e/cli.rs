@@ -87,7 +87,27 @@ fn plan_prints_the_resolved_scopes() {
     let job = TestJob::new(
         "name = \"p\"\n[ops.emit]\ncomponent = \"{probe}\"\ndynamic = true\n[ops.work]\ncomponent = \"{probe}\"\ninputs.v = { map = \"emit\" }\n",
     );
-    let out = dynhost(job.dir(), &["plan", "job.toml"]);
+    // For people: ops in run order, what each runs once per, its inputs.
+    let text = dynhost(job.dir(), &["plan", "job.toml"]);
+    text.assert_code(0);
+    assert!(
+        text.stdout
+            .starts_with("job `p` (job.toml): 2 ops, in run order"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("op work\n  runs       once per key of `emit.result`\n  input      v = the item of `emit.result`"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("  limits     memory "),
+        "{}",
+        text.stdout
+    );
+    // For tools: `--json`.
+    let out = dynhost(job.dir(), &["plan", "--json", "job.toml"]);
     out.assert_code(0);
     let plan: serde_json::Value = serde_json::from_str(&out.stdout).expect("plan is JSON");
     assert_eq!(plan["ops"][1]["name"], "work");

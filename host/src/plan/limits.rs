@@ -55,7 +55,7 @@ pub fn resolve(op: &LimitsSpec, job: &LimitsSpec) -> Result<Limits, String> {
         Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Duration::from_secs_f64(s),
         Some(s) => {
             return Err(format!(
-                "limit `timeout_secs` must be between 0 and 86400, got {s}"
+                "limit `timeout_secs` must be more than 0 and at most 86400 (a day), got {s}; use e.g. `timeout_secs = 1`, or `0.5` for half a second"
             ));
         }
     };

@@ -1,0 +1,113 @@
+//! `dynhost plan JOB`: the resolved plan for people (ops in run order, what
+//! each runs once per, its inputs, outputs, limits and grants); `--json` is
+//! the machine form.
+
+use dynhost::Plan;
+use dynhost::plan::{CollectTarget, DynOutput, PlannedOp, Source};
+use std::fmt::Write as _;
+use std::io::Write;
+
+/// Writes the plan as text to stdout.
+pub fn print(plan: &Plan) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "job `{}` ({}): {} ops, in run order",
+        plan.job_name,
+        plan.job_file.display(),
+        plan.ops.len()
+    )?;
+    for op in &plan.ops {
+        writeln!(out)?;
+        for line in describe(plan, op) {
+            writeln!(out, "{line}")?;
+        }
+    }
+    Ok(())
+}
+
+fn output_name(plan: &Plan, d: &DynOutput) -> String {
+    format!("`{}.{}`", plan.ops[d.op].name, d.output)
+}
+
+fn describe(plan: &Plan, op: &PlannedOp) -> Vec<String> {
+    let mut lines = vec![format!("op {}", op.name)];
+    let runs = if op.scope.is_empty() {
+        "once".to_owned()
+    } else {
+        let levels: Vec<String> = op.scope.iter().map(|d| output_name(plan, d)).collect();
+        format!("once per key of {}", levels.join(" > "))
+    };
+    lines.push(format!("  runs       {runs}"));
+    for input in &op.inputs {
+        let from = match &input.source {
+            Source::Value(id) => format!("the value of `{}`", plan.ops[*id].name),
+            Source::Item(d) => format!("the item of {}", output_name(plan, d)),
+            Source::Collect(target, tolerance) => {
+                let what = match target {
+                    CollectTarget::Values(id) => format!("every value of `{}`", plan.ops[*id].name),
+                    CollectTarget::Items(d) => format!("every item of {}", output_name(plan, d)),
+                };
+                let mut text = format!("{what}, as one list");
+                if let Some(n) = tolerance.max_failures {
+                    let _ = write!(text, " (tolerates {n} failed)");
+                }
+                if let Some(f) = tolerance.min_success {
+                    let _ = write!(text, " (needs {:.0}% to succeed)", f * 100.0);
+                }
+                text
+            }
+        };
+        lines.push(format!("  input      {} = {from}", input.name));
+    }
+    if !op.dynamic_outputs.is_empty() {
+        lines.push(format!("  emits      {}", op.dynamic_outputs.join(", ")));
+    }
+    let l = &op.policy.limits;
+    let mut limits = format!(
+        "memory {} MiB, timeout {}s, {} emits, value {} MiB, output {} MiB",
+        l.memory_bytes >> 20,
+        l.timeout.as_secs_f64(),
+        l.max_emits,
+        l.max_value_bytes >> 20,
+        l.max_output_bytes >> 20
+    );
+    if let Some(fuel) = l.fuel {
+        let _ = write!(limits, ", fuel {fuel}");
+    }
+    lines.push(format!("  limits     {limits}"));
+    if op.retry.max_retries > 0 {
+        lines.push(format!(
+            "  retries    {} (first after {:.1}s, on {})",
+            op.retry.max_retries,
+            op.retry.backoff.as_secs_f64(),
+            op.retry
+                .retry_on
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    for mount in &op.policy.mounts {
+        lines.push(format!(
+            "  mount      {} <- {} ({})",
+            mount.guest,
+            mount.host.display(),
+            if mount.writable {
+                "read-write"
+            } else {
+                "read-only"
+            }
+        ));
+    }
+    if !op.policy.env.is_empty() {
+        let names: Vec<&str> = op.policy.env.iter().map(|(k, _)| k.as_str()).collect();
+        lines.push(format!("  env        {}", names.join(", ")));
+    }
+    if op.cache {
+        lines.push("  cache      reuses stored results of any run".to_owned());
+    }
+    lines.push(format!("  component  {}", op.component.display()));
+    lines
+}
