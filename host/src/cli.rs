@@ -209,7 +209,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => {
             let plan = dynhost::load_plan(&args.job)?;
             let runtime = Runtime::new(&runtime_config(&plan, 1, false))?;
-            dynhost::load_components(&runtime, &plan)?;
+            dynhost::load_components_with(&runtime, &plan, &mut say_compiling)?;
             note!("{}: ok ({} ops)", args.job.display(), plan.ops.len());
             Ok(ExitCode::SUCCESS)
         }
@@ -404,7 +404,7 @@ fn execute(
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let runtime = Runtime::new(&runtime_config(plan, max_concurrent, args.no_cache))?;
-    let components = dynhost::load_components(&runtime, plan)?;
+    let components = dynhost::load_components_with(&runtime, plan, &mut say_compiling)?;
     let (store, mut storage) = open_storage()?;
     let mut view = report::Progress::new(
         &report::ProgressOptions {
@@ -483,6 +483,19 @@ fn execute(
     } else {
         ExitCode::from(EXIT_FAILED_STEPS)
     })
+}
+
+/// Says which component is compiling: a large one (an interpreter) takes
+/// seconds to tens of seconds, once, and a blank terminal looks hung.
+fn say_compiling(path: &Path, size: usize) {
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    note!(
+        "compiling {name} ({:.1} MB; once: the compiled form is cached)…",
+        size as f64 / 1e6
+    );
 }
 
 /// The store of a command that reads runs (or resumes one), found from the

@@ -51,6 +51,19 @@ pub fn load_plan(path: &std::path::Path) -> Result<Plan> {
 /// # Errors
 /// [`Error::Component`] naming the job file, the op and what is wrong.
 pub fn load_components(runtime: &Runtime, plan: &Plan) -> Result<Vec<OpComponent>> {
+    load_components_with(runtime, plan, &mut |_, _| {})
+}
+
+/// [`load_components`], calling `on_compile(path, size)` before each
+/// component that is compiled rather than taken from the compile cache.
+///
+/// # Errors
+/// As [`load_components`].
+pub fn load_components_with(
+    runtime: &Runtime,
+    plan: &Plan,
+    on_compile: &mut dyn FnMut(&std::path::Path, usize),
+) -> Result<Vec<OpComponent>> {
     // Ops that share a component file share one compiled component.
     let mut loaded: std::collections::HashMap<&std::path::Path, OpComponent> =
         std::collections::HashMap::new();
@@ -60,11 +73,14 @@ pub fn load_components(runtime: &Runtime, plan: &Plan) -> Result<Vec<OpComponent
             components.push(component.clone());
             continue;
         }
-        let component = runtime.load(&op.component).map_err(|e| Error::Component {
-            file: plan.job_file.clone(),
-            op: op.name.clone(),
-            reason: e.to_string(),
-        })?;
+        let component =
+            runtime
+                .load_with(&op.component, on_compile)
+                .map_err(|e| Error::Component {
+                    file: plan.job_file.clone(),
+                    op: op.name.clone(),
+                    reason: e.to_string(),
+                })?;
         loaded.insert(&op.component, component.clone());
         components.push(component);
     }

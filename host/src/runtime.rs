@@ -224,6 +224,20 @@ impl Runtime {
     /// [`RuntimeError::Load`] for an unreadable or invalid file,
     /// [`RuntimeError::WrongWorld`] naming the import or export that is wrong.
     pub fn load(&self, path: &Path) -> Result<OpComponent, RuntimeError> {
+        self.load_with(path, &mut |_, _| {})
+    }
+
+    /// [`Runtime::load`], calling `on_compile(path, size)` just before a
+    /// component is compiled (not when it comes from the compile cache):
+    /// compiling a large component takes seconds, and users should see why.
+    ///
+    /// # Errors
+    /// As [`Runtime::load`].
+    pub fn load_with(
+        &self,
+        path: &Path,
+        on_compile: &mut dyn FnMut(&Path, usize),
+    ) -> Result<OpComponent, RuntimeError> {
         let load_error = |reason: String| RuntimeError::Load {
             path: path.to_owned(),
             reason,
@@ -237,8 +251,13 @@ impl Runtime {
             });
         }
         let component = match &self.cache {
-            Some(cache) => cache.load(&self.engine, &hash, &bytes),
-            None => Component::new(&self.engine, &bytes),
+            Some(cache) => cache.load(&self.engine, &hash, &bytes, || {
+                on_compile(path, bytes.len());
+            }),
+            None => {
+                on_compile(path, bytes.len());
+                Component::new(&self.engine, &bytes)
+            }
         }
         .map_err(|e| load_error(error_chain(&e)))?;
         let wrong = |e: wasmtime::Error| RuntimeError::WrongWorld {

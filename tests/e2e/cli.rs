@@ -116,3 +116,26 @@ fn plan_prints_the_resolved_scopes() {
         serde_json::json!([{ "op": 0, "output": "result" }])
     );
 }
+
+/// Issue 11: a component being compiled is named (a large one takes seconds);
+/// one from the compile cache is not.
+#[test]
+fn compiling_a_component_says_so_once() {
+    let job = TestJob::new("name = \"c\"\n[ops.emit]\ncomponent = \"{probe}\"\ndynamic = true\n");
+    let cache = tempfile::tempdir().unwrap();
+    let run = || {
+        let mut command = crate::support::command(job.dir(), &["run", "job.toml"]);
+        command.env("DYNHOST_CACHE_DIR", cache.path().join("c"));
+        crate::support::output(command)
+    };
+    let first = run();
+    first.assert_code(0);
+    assert!(
+        first.stderr.contains("compiling probe.wasm (") && first.stderr.contains("cached)…"),
+        "{}",
+        first.stderr
+    );
+    let second = run();
+    second.assert_code(0);
+    assert!(!second.stderr.contains("compiling"), "{}", second.stderr);
+}

@@ -63,10 +63,17 @@ impl CompileCache {
 
     /// Loads `bytes` as a component, from the cache when possible. A cache
     /// that cannot be read or written only costs a compile.
-    pub fn load(&self, engine: &Engine, hash: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
+    pub fn load(
+        &self,
+        engine: &Engine,
+        hash: &str,
+        bytes: &[u8],
+        before_compile: impl FnOnce(),
+    ) -> wasmtime::Result<Component> {
         let entry = self.entry(engine, hash);
         if self.dir.exists() && !is_private(&self.dir) {
             tracing::warn!(dir = %self.dir.display(), "compile cache is writable by other users; not using it");
+            before_compile();
             return Component::new(engine, bytes);
         }
         if entry.is_file() && is_private(&entry) {
@@ -77,6 +84,7 @@ impl CompileCache {
                 }
             }
         }
+        before_compile();
         let component = Component::new(engine, bytes)?;
         if let Err(e) = self.store(&entry, &component) {
             tracing::warn!(path = %entry.display(), "cannot write compile cache: {e}");
@@ -161,7 +169,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = CompileCache::new(dir.path().join("cache"));
         let hash = component_hash(EMPTY_COMPONENT);
-        cache.load(&engine(), &hash, EMPTY_COMPONENT).unwrap();
+        let mut compiled = 0;
+        cache
+            .load(&engine(), &hash, EMPTY_COMPONENT, || compiled += 1)
+            .unwrap();
+        assert_eq!(compiled, 1, "a miss says it compiles");
         let entries: Vec<_> = std::fs::read_dir(dir.path().join("cache"))
             .unwrap()
             .collect();
@@ -174,7 +186,10 @@ mod tests {
         );
         // The entry is loaded, not recompiled: loading garbage bytes under the
         // cached key still succeeds because the bytes are never compiled.
-        cache.load(&engine(), &hash, b"not wasm").unwrap();
+        cache
+            .load(&engine(), &hash, b"not wasm", || compiled += 1)
+            .unwrap();
+        assert_eq!(compiled, 1, "a hit does not say it compiles");
     }
 
     #[test]
@@ -184,9 +199,11 @@ mod tests {
         let cache_dir = dir.path().join("cache");
         let cache = CompileCache::new(cache_dir.clone());
         let hash = component_hash(EMPTY_COMPONENT);
-        cache.load(&engine(), &hash, EMPTY_COMPONENT).unwrap();
+        cache
+            .load(&engine(), &hash, EMPTY_COMPONENT, || {})
+            .unwrap();
         std::fs::set_permissions(&cache_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         // Now the cached entry is ignored, so the garbage bytes are compiled and fail.
-        assert!(cache.load(&engine(), &hash, b"not wasm").is_err());
+        assert!(cache.load(&engine(), &hash, b"not wasm", || {}).is_err());
     }
 }
