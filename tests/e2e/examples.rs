@@ -72,3 +72,107 @@ fn seed_job_total_equals_the_sum_of_the_sample_files() {
         files
     );
 }
+
+/// The seed job's ops over a directory, with `config` for the emitter.
+fn seed_over(dir: &std::path::Path, config: &str) -> String {
+    let component = |name: &str| guest(name).display().to_string();
+    format!(
+        r#"name = "real"
+[ops.files_in_directory]
+component = "{}"
+dynamic = true
+config = {{ path = "/d"{config} }}
+mounts = [{{ host = "{}", guest = "/d" }}]
+[ops.process_file]
+component = "{}"
+mounts = [{{ host = "{}", guest = "/d" }}]
+inputs.path = {{ map = "files_in_directory" }}
+[ops.summarize_directory]
+component = "{}"
+inputs.sizes = {{ collect = "process_file" }}
+"#,
+        component("files_in_directory"),
+        dir.display(),
+        component("process_file"),
+        dir.display(),
+        component("summarize_directory"),
+    )
+}
+
+/// Issue 11: the seed example on a real directory: names with spaces and
+/// `+` that clean alike, a 200-character name, a link to a file, a
+/// subdirectory, a name that is not UTF-8, a broken link.
+#[test]
+fn the_seed_example_works_on_real_directories() {
+    use std::os::unix::ffi::OsStrExt;
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    std::fs::write(d.join("a b.txt"), "12").unwrap();
+    std::fs::write(d.join("a+b.txt"), "123").unwrap();
+    std::fs::write(d.join("n".repeat(200)), "1234").unwrap();
+    std::fs::write(d.join("target.txt"), "12345").unwrap();
+    std::os::unix::fs::symlink("target.txt", d.join("link")).unwrap();
+    std::fs::create_dir(d.join("sub")).unwrap();
+    std::fs::write(d.join("sub/deep.txt"), "123456").unwrap();
+    let job = crate::support::TestJob::new(&seed_over(d, ""));
+    let out = job.run(&[]);
+    out.assert_code(0);
+    // Every file, the link as its target (5 bytes); keys valid and distinct.
+    assert_eq!(
+        out.output("summarize_directory"),
+        serde_json::json!({ "files": 5, "total_bytes": 2 + 3 + 4 + 5 + 5 })
+    );
+    let keys = out.steps_with("step_finished");
+    assert!(keys.contains(&"process_file[link]".to_owned()), "{keys:?}");
+    assert_eq!(
+        keys.iter().filter(|k| k.starts_with("process_file[a_b.txt-")).count(),
+        2,
+        "{keys:?}"
+    );
+    // The skipped subdirectory is named in the emitter's log.
+    let emitter = out.step("files_in_directory");
+    assert!(
+        emitter["log"].as_str().unwrap().contains("skipped directory `/d/sub`; set `recursive = true`"),
+        "{emitter}"
+    );
+    // Keys are stable: the same names give the same keys on the next run.
+    let again = job.run(&[]);
+    let mut first = keys.clone();
+    let mut second = again.steps_with("step_finished");
+    first.sort();
+    second.sort();
+    assert_eq!(first, second);
+    // `recursive = true` walks into it.
+    job.rewrite(&seed_over(d, ", recursive = true"));
+    let deep = job.run(&[]);
+    deep.assert_code(0);
+    assert_eq!(deep.output("summarize_directory")["files"], 6);
+
+    // A name WASI cannot carry fails the emitter, naming the directory and
+    // the way out, instead of silently listing part of it.
+    std::fs::write(d.join(std::ffi::OsStr::from_bytes(b"bad\xff.txt")), "x").unwrap();
+    job.rewrite(&seed_over(d, ", recursive = true"));
+    let bad = job.run(&[]);
+    bad.assert_code(1);
+    let failure = bad.step("files_in_directory")["failure"].to_string();
+    assert!(
+        failure.contains("cannot be read") && failure.contains("skip_unreadable"),
+        "{failure}"
+    );
+    job.rewrite(&seed_over(d, ", recursive = true, skip_unreadable = true"));
+    let skipped = job.run(&[]);
+    skipped.assert_code(0);
+    assert_eq!(skipped.output("summarize_directory")["files"], 6, "the rest is listed");
+    assert!(
+        skipped.step("files_in_directory")["log"].as_str().unwrap().contains("skipped an entry"),
+        "{}",
+        skipped.step("files_in_directory")
+    );
+
+    // A broken link fails its own key, as Dagster's `getsize` does.
+    std::fs::remove_file(d.join(std::ffi::OsStr::from_bytes(b"bad\xff.txt"))).unwrap();
+    std::os::unix::fs::symlink("nowhere", d.join("broken")).unwrap();
+    let broken = job.run(&[]);
+    broken.assert_code(1);
+    assert_eq!(broken.step("process_file[broken]")["status"], "failed");
+}
