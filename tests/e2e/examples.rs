@@ -125,14 +125,19 @@ fn the_seed_example_works_on_real_directories() {
     let keys = out.steps_with("step_finished");
     assert!(keys.contains(&"process_file[link]".to_owned()), "{keys:?}");
     assert_eq!(
-        keys.iter().filter(|k| k.starts_with("process_file[a_b.txt-")).count(),
+        keys.iter()
+            .filter(|k| k.starts_with("process_file[a_b.txt-"))
+            .count(),
         2,
         "{keys:?}"
     );
     // The skipped subdirectory is named in the emitter's log.
     let emitter = out.step("files_in_directory");
     assert!(
-        emitter["log"].as_str().unwrap().contains("skipped directory `/d/sub`; set `recursive = true`"),
+        emitter["log"]
+            .as_str()
+            .unwrap()
+            .contains("skipped directory `/d/sub`; set `recursive = true`"),
         "{emitter}"
     );
     // Keys are stable: the same names give the same keys on the next run.
@@ -162,9 +167,16 @@ fn the_seed_example_works_on_real_directories() {
     job.rewrite(&seed_over(d, ", recursive = true, skip_unreadable = true"));
     let skipped = job.run(&[]);
     skipped.assert_code(0);
-    assert_eq!(skipped.output("summarize_directory")["files"], 6, "the rest is listed");
+    assert_eq!(
+        skipped.output("summarize_directory")["files"],
+        6,
+        "the rest is listed"
+    );
     assert!(
-        skipped.step("files_in_directory")["log"].as_str().unwrap().contains("skipped an entry"),
+        skipped.step("files_in_directory")["log"]
+            .as_str()
+            .unwrap()
+            .contains("skipped an entry"),
         "{}",
         skipped.step("files_in_directory")
     );

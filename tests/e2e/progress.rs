@@ -49,6 +49,17 @@ fn without_a_terminal_progress_lines_say_what_is_known_so_far() {
         "{}",
         out.stderr
     );
+    // An op that is not mapped never waits for an emitter.
+    assert!(
+        out.stderr.contains("progress: all: 1 of 1 keys"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("progress: emit: 1 of ≥"),
+        "{}",
+        out.stderr
+    );
     // The summary labels its time columns for what they are.
     assert!(out.stderr.contains(" wall)"), "{}", out.stderr);
     assert!(out.stderr.contains("step time"), "{}", out.stderr);

@@ -108,11 +108,13 @@ impl Progress {
         };
         let known = p.started + p.skipped;
         let finished = p.done + p.skipped;
-        let emitting = self
-            .emitter
-            .get(op)
-            .and_then(|e| self.ops.get(e))
-            .is_none_or(|e| e.running() > 0 || e.done == 0);
+        // Only a mapped op waits for keys; its emitter is still running if
+        // it has steps in flight or none finished yet.
+        let emitting = self.emitter.get(op).is_some_and(|e| {
+            self.ops
+                .get(e)
+                .is_none_or(|e| e.running() > 0 || e.done == 0)
+        });
         let mut text = if emitting {
             format!("{finished} of ≥{known} keys, emitter running")
         } else {
