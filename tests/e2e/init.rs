@@ -22,8 +22,40 @@ fn scaffold_build_and_run(lang: &str) {
         tools.as_deref(),
     );
     out.assert_code(0);
-    assert_eq!(out.output("shout[hello]"), "HELLO", "{lang}");
-    assert_eq!(out.output("shout[world]"), "WORLD", "{lang}");
+    // The whole pattern: emit (from a mounted file, or the config for JS),
+    // map, collect in emission order.
+    assert_eq!(out.output("join"), "HELLO WORLD!", "{lang}");
+    // Every language's key helper gives the same valid, unique key.
+    let mut keys = out.steps_with("step_finished");
+    keys.retain(|k| k.starts_with("shout["));
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["shout[hello]", "shout[world_-bf7d7e4fe2d6]"],
+        "{lang}: key helper"
+    );
+    // The natural way to fail (an exception in Python and JavaScript) fails
+    // the step as `op-error` with its message; the stack goes to stderr.
+    let text = std::fs::read_to_string(project.join("job.toml")).unwrap();
+    std::fs::write(
+        project.join("job.toml"),
+        text.replace("# config = { fail_on", "config = { fail_on"),
+    )
+    .unwrap();
+    let failed = dynhost_with_path(&project, &["run", "--json", "job.toml"], tools.as_deref());
+    failed.assert_code(1);
+    let step = failed.step("shout[hello]");
+    assert_eq!(step["failure"]["kind"], "op-error", "{lang}: {step}");
+    assert_eq!(
+        step["failure"]["message"], "cannot shout \"hello\"",
+        "{lang}: {step}"
+    );
+    let stderr = step["stderr"].as_str().unwrap();
+    match lang {
+        "python" => assert!(stderr.contains("Traceback"), "{lang}: {step}"),
+        "js" => assert!(stderr.contains("cannot shout"), "{lang}: {step}"),
+        _ => {}
+    }
     let again = dynhost(dir.path(), &["init", "--lang", lang, "demo"]);
     assert_eq!(again.code, 2, "init must not overwrite an existing project");
 }

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use std::path::Path;
 
 /// The languages `init` scaffolds.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
     /// Rust with wit-bindgen (`rustup target add wasm32-wasip2`).
     Rust,
@@ -74,12 +74,30 @@ pub fn init(lang: Lang, name: &str, dir: &Path) -> anyhow::Result<()> {
         ),
     };
     let build = build.replace("{{component}}", &component);
+    // Every template reads its words from a mounted file, except JavaScript:
+    // componentize-js has no file API unless the world imports
+    // `wasi:filesystem`, so its words come from the config.
+    let (split_does, split_settings) = match lang {
+        Lang::Js => (
+            "takes its words from its config",
+            r#"config = { words = ["hello", "world!"] }"#,
+        ),
+        _ => (
+            "reads words from data/words.txt (the `data` directory is mounted\n# read-only at /data)",
+            "config = { file = \"/data/words.txt\" }\nmounts = [{ host = \"data\", guest = \"/data\" }]",
+        ),
+    };
     let job = JOB
         .replace("{{build}}", &build)
-        .replace("{{component}}", &component);
+        .replace("{{component}}", &component)
+        .replace("{{split_does}}", split_does)
+        .replace("{{split_settings}}", split_settings);
     let mut all = files;
     all.push(("wit/op.wit", WIT));
     all.push(("job.toml", &job));
+    if lang != Lang::Js {
+        all.push(("data/words.txt", "hello world!\n"));
+    }
     for (path, text) in all {
         let path = root.join(path);
         if let Some(parent) = path.parent() {

@@ -1,25 +1,69 @@
-// A dynhost op in JavaScript. Without inputs it emits one item per word in
-// `config.words`; mapped over those items, it returns each word in capitals.
-// Fail a step by throwing a string.
+// A dynhost op in JavaScript: the whole pattern in one component. Without
+// inputs it emits one item per word of `config.words`; mapped over those
+// items, it returns each word in capitals (failing for `config.fail_on`);
+// collecting them, it joins them with spaces. (componentize-js has no file
+// API unless the world imports `wasi:filesystem`, so this template takes its
+// words from the config; the Rust, Python and C templates read a mount.)
+//
+// Fail a step by throwing: it fails as `op-error` with the error's message,
+// and its stack goes to the step's stderr.
 import { emitDynamic } from 'dynhost:op/host@0.1.0';
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+// The mapping key for any text: valid (1-128 of `A-Za-z0-9_.-`), unique and
+// stable. Valid text is its own key; anything else is cleaned (other
+// characters become `_`) and given a short hash of the original, so two
+// texts that clean alike still get different keys.
+export function keyFor(name) {
+  const bytes = encoder.encode(name);
+  if (/^[A-Za-z0-9_.-]+$/.test(name) && bytes.length <= 128 && name !== '.' && name !== '..') {
+    return name;
+  }
+  let hash = 0xcbf29ce484222325n;
+  for (const b of bytes) {
+    hash = ((hash ^ BigInt(b)) * 0x100000001b3n) & 0xffffffffffffffffn;
+  }
+  const suffix = '-' + (hash & 0xffffffffffffn).toString(16).padStart(12, '0');
+  const cleaned = Array.from(name, (c) => (/[A-Za-z0-9_.-]/.test(c) ? c : '_')).join('');
+  return cleaned.slice(0, 128 - suffix.length) + suffix;
+}
+
+function run(ctx, inputs) {
+  const config = JSON.parse(ctx.config);
+  if (inputs.length === 0) {
+    const words = config.words ?? [];
+    for (const word of words) {
+      emitDynamic(keyFor(word), encoder.encode(JSON.stringify(word)));
+    }
+    return encoder.encode(JSON.stringify(words.length));
+  }
+  const value = inputs[0].value;
+  if (value.tag === 'single') {
+    const word = JSON.parse(decoder.decode(value.val));
+    if (word === config.fail_on) {
+      throw new Error(`cannot shout "${word}"`);
+    }
+    return encoder.encode(JSON.stringify(word.toUpperCase()));
+  }
+  const words = value.val.items.map((item) => JSON.parse(decoder.decode(item.value)));
+  return encoder.encode(JSON.stringify(words.join(' ')));
+}
+
 export const op = {
   run(ctx, inputs) {
-    const config = JSON.parse(ctx.config);
-    if (inputs.length === 0) {
-      const words = config.words ?? [];
-      for (const word of words) {
-        emitDynamic(word, encoder.encode(JSON.stringify(word)));
+    try {
+      return run(ctx, inputs);
+    } catch (e) {
+      // componentize-js turns a thrown string into `run`'s error; a thrown
+      // Error object would abort the component instead. So report its stack
+      // on stderr and throw its message.
+      if (e instanceof Error) {
+        console.error(`${e.name}: ${e.message}\n${e.stack ?? ''}`);
+        throw e.message;
       }
-      return encoder.encode(JSON.stringify(words.length));
+      throw String(e);
     }
-    const value = inputs[0].value;
-    if (value.tag !== 'single') {
-      throw 'expected a single input';
-    }
-    return encoder.encode(JSON.stringify(JSON.parse(decoder.decode(value.val)).toUpperCase()));
   },
 };
