@@ -636,12 +636,16 @@ fn polyglot() {
             );
             continue;
         }
-        let words: Vec<String> = (0..KEYS).map(|i| format!("\"w{i}\"")).collect();
+        // The templates read their words from data/words.txt (JavaScript:
+        // from `config.words`).
+        let words: Vec<String> = (0..KEYS).map(|i| format!("w{i}")).collect();
+        std::fs::write(project.join("data/words.txt"), words.join("\n")).ok();
+        let quoted: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
         let job_toml = std::fs::read_to_string(project.join("job.toml"))
             .unwrap()
             .replace(
-                "words = [\"hello\", \"world\"]",
-                &format!("words = [{}]", words.join(", ")),
+                "words = [\"hello\", \"world!\"]",
+                &format!("words = [{}]", quoted.join(", ")),
             );
         std::fs::write(project.join("job.toml"), job_toml).unwrap();
         let plan = dynhost::load_plan(&project.join("job.toml")).unwrap();
