@@ -17,6 +17,7 @@ mod interrupt;
 mod locate;
 mod report;
 mod value;
+mod watch;
 
 use clap::{Args, Parser, Subcommand};
 use dynhost::exec::Storage;
@@ -182,6 +183,10 @@ struct RunArgs {
     /// Allow `--from` to name a run of another job file.
     #[arg(long)]
     from_other_job: bool,
+    /// Build and run, then again whenever a file beside the job changes,
+    /// until Ctrl-C; ops with `cache = true` reuse unchanged steps.
+    #[arg(long, conflicts_with_all = ["only", "step", "from"])]
+    watch: bool,
     /// The run to reuse succeeded steps from (an id, a unique prefix,
     /// `latest` or `latest:JOB_FILE`).
     #[arg(long)]
@@ -205,6 +210,17 @@ const EXIT_FAILED_STEPS: u8 = 1;
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     init_tracing();
     match cli.command {
+        Command::Run(args) if args.watch => {
+            let root = std::path::absolute(&args.job)?
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            let round = RunArgs {
+                build: true,
+                watch: false,
+                ..args
+            };
+            watch::watch(&root, || run_job(&round))
+        }
         Command::Run(args) => run_job(&args),
         Command::Validate(args) => {
             let plan = dynhost::load_plan(&args.job)?;

@@ -139,3 +139,48 @@ fn compiling_a_component_says_so_once() {
     second.assert_code(0);
     assert!(!second.stderr.contains("compiling"), "{}", second.stderr);
 }
+
+/// Issue 11: `run --watch` runs again when a file beside the job changes;
+/// ops with `cache = true` reuse their unchanged steps; Ctrl-C ends it.
+#[test]
+fn watch_runs_again_on_a_change_and_reuses_unchanged_cached_steps() {
+    let text = |word: &str| {
+        format!(
+            "name = \"w\"\n[ops.emit]\ncomponent = \"{{probe}}\"\ndynamic = true\ncache = true\nconfig.emit_count = 3\n[ops.work]\ncomponent = \"{{probe}}\"\ninputs.v = {{ map = \"emit\" }}\nconfig.print = \"{word}\"\n"
+        )
+    };
+    let job = TestJob::new(&text("one"));
+    let run = crate::support::Running::start(job.dir(), &["run", "--watch", "--json", "job.toml"]);
+    let finished = |line: &str| line.contains("\"run_finished\"");
+    run.wait_for_line(std::time::Duration::from_secs(60), finished);
+    job.rewrite(&text("two"));
+    // The second round: the emitter is reused (its config did not change),
+    // `work` runs with the new config.
+    let mut reused = Vec::new();
+    let mut printed_two = false;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while let Some((_, line)) =
+        run.next_line(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["event"] == "step_reused" {
+            reused.push(event["step"].as_str().unwrap().to_owned());
+        }
+        if event["event"] == "step_finished" && event["stdout"].as_str().unwrap().contains("two") {
+            printed_two = true;
+        }
+        if finished(&line) {
+            break;
+        }
+    }
+    assert_eq!(reused, ["emit"], "stderr: {}", run.stderr());
+    assert!(
+        printed_two,
+        "work did not run with the new config: {}",
+        run.stderr()
+    );
+    let mut run = run;
+    run.signal("INT");
+    assert_eq!(run.wait(std::time::Duration::from_secs(10)), 130);
+    assert!(run.stderr().contains("changed: "), "{}", run.stderr());
+}
