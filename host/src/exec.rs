@@ -202,6 +202,21 @@ pub fn run(
     }
     let mut report = summary::build_report(plan, &coordinator, options, started);
     report.interrupted = interrupted;
+    if let Some(recorder) = &coordinator.recorder
+        && !coordinator.scheduler.tolerated.is_empty()
+    {
+        recorder.record_tolerated(
+            coordinator
+                .scheduler
+                .tolerated
+                .iter()
+                .map(|id| {
+                    let keys = id.keys.iter().map(ToString::to_string).collect();
+                    (plan.ops[id.op].name.clone(), keys)
+                })
+                .collect(),
+        );
+    }
     let (store, store_error) = match coordinator.recorder.take().and_then(Recorder::finish) {
         Some((store, error)) => (Some(store), error),
         None => (None, None),

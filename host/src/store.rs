@@ -300,6 +300,9 @@ pub enum Write {
     Items(ItemsRecord),
     /// A finished step.
     Step(Box<StepRecord>),
+    /// Failed or skipped steps that a tolerant collect ran without: (op,
+    /// keys). They do not fail the run and are counted apart.
+    Tolerated(Vec<(String, Vec<String>)>),
 }
 
 /// A stored success that a resumed run may reuse.
@@ -340,6 +343,12 @@ pub struct RunSummary {
     pub started_at: f64,
     /// End, if it ended.
     pub finished_at: Option<f64>,
+    /// Seconds the run was running, summed over its resumes (the time
+    /// between an interruption and a resume is not in it); `None` for runs
+    /// recorded before it was kept.
+    pub active_secs: Option<f64>,
+    /// Failed or skipped steps a tolerant collect ran without.
+    pub tolerated: u64,
     /// Steps that succeeded.
     pub succeeded: u64,
     /// Steps that failed.
@@ -357,6 +366,8 @@ pub struct StepRow {
     pub keys: Vec<String>,
     /// `succeeded`, `failed` or `skipped`.
     pub status: String,
+    /// A failed or skipped step that a tolerant collect ran without.
+    pub tolerated: bool,
     /// Attempts in this run.
     pub attempts: u32,
     /// Wall time of the last attempt.

@@ -293,3 +293,70 @@ fn stored_values_can_be_read_back_in_emission_order() {
         nope.stderr
     );
 }
+
+/// Issue 11: tolerated failures are counted the same way in the summary,
+/// `--json`, `show` and `runs`: not as failures.
+#[test]
+fn tolerated_failures_are_counted_apart_everywhere() {
+    let job = TestJob::new(
+        r#"name = "tolerant"
+[ops.emit]
+component = "{probe}"
+dynamic = true
+config.emit_count = 4
+[ops.work]
+component = "{probe}"
+inputs.v = { map = "emit" }
+config.on_key = { k2 = "fail" }
+[ops.all]
+component = "{probe}"
+inputs.vs = { collect = "work", max_failures = 1 }
+"#,
+    );
+    let out = job.run(&[]);
+    out.assert_code(0);
+    assert_eq!(out.op_summary("work")["tolerated"], 1);
+    assert_eq!(out.op_summary("work")["failed"], 0);
+    let summary = crate::support::dynhost(job.dir(), &["run", "job.toml"]);
+    let row: Vec<&str> = summary
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("work "))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        &row[..6],
+        ["work", "4", "3", "0", "1", "0"],
+        "{}",
+        summary.stderr
+    );
+    let show = crate::support::dynhost(job.dir(), &["show", "latest"]);
+    assert!(
+        show.stdout
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["work", "3", "0", "1", "0"]),
+        "{}",
+        show.stdout
+    );
+    assert!(
+        show.stdout.contains("work[k2] failed [tolerated]"),
+        "{}",
+        show.stdout
+    );
+    let runs = crate::support::dynhost(job.dir(), &["runs"]);
+    let row: Vec<&str> = runs
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // RUN, date, time, STATUS, OK, FAIL, TOL, SKIP, TIME
+    assert_eq!(
+        &row[3..8],
+        ["succeeded", "5", "0", "1", "0"],
+        "{}",
+        runs.stdout
+    );
+}

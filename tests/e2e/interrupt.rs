@@ -69,9 +69,27 @@ fn sigint_and_sigterm_stop_a_run_cleanly_and_it_resumes() {
         assert!(show.stdout.contains("interrupted"), "{}", show.stdout);
         // Fixed, the run resumes under the same id and every key runs once.
         job.rewrite(FIXED);
+        // The time between the interruption and the resume is not run time.
+        std::thread::sleep(Duration::from_millis(1500));
         let resumed = dynhost(job.dir(), &["resume", "--json", &id]);
         resumed.assert_code(0);
         assert_eq!(resumed.op_summary("work")["succeeded"], 10);
+        let conn = rusqlite::Connection::open_with_flags(
+            job.dir().join(".dynhost/runs.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let (active, span): (f64, f64) = conn
+            .query_row(
+                "SELECT active_secs, finished_at - started_at FROM runs",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert!(
+            active > 0.0 && active + 1.4 < span,
+            "running time {active}s should leave out the 1.5 s pause ({span}s from start to end)"
+        );
     }
 }
 

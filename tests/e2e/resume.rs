@@ -88,7 +88,7 @@ fn resume_after_a_config_fix_reruns_the_changed_op_and_the_failed_keys_downstrea
     assert!(
         show.stdout
             .lines()
-            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["work", "5", "0", "0"]),
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["work", "5", "0", "0", "0"]),
         "{}",
         show.stdout
     );

@@ -17,21 +17,25 @@ pub fn runs(store: &SqliteStore) -> anyhow::Result<ExitCode> {
     let id_width = runs.iter().map(|r| r.id.len()).max().unwrap_or(3).max(3);
     writeln!(
         out,
-        "{:<id_width$}  {:<16}  {:<11} {:>5} {:>5} {:>5} {:>7}",
-        "RUN", "STARTED (UTC)", "STATUS", "OK", "FAIL", "SKIP", "TIME"
+        "{:<id_width$}  {:<11}  {:<11} {:>5} {:>5} {:>5} {:>5} {:>6}",
+        "RUN", "UTC", "STATUS", "OK", "FAIL", "TOL", "SKIP", "TIME"
     )?;
     for run in runs {
-        let time = run
-            .finished_at
-            .map_or("-".to_owned(), |end| secs(end - run.started_at));
+        // Running time, summed over resumes (not the time in between).
+        let time = match (run.active_secs, run.finished_at) {
+            (Some(active), Some(_)) => secs(active),
+            (None, Some(end)) => secs(end - run.started_at),
+            (_, None) => "-".to_owned(),
+        };
         writeln!(
             out,
-            "{:<id_width$}  {:<16}  {:<11} {:>5} {:>5} {:>5} {:>7}",
+            "{:<id_width$}  {:<11}  {:<11} {:>5} {:>5} {:>5} {:>5} {:>6}",
             run.id,
             utc_minute(run.started_at),
             run.status,
             run.succeeded,
             run.failed,
+            run.tolerated,
             run.skipped,
             time
         )?;
@@ -44,11 +48,11 @@ pub fn runs(store: &SqliteStore) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `2026-11-30 11:02` for seconds since the Unix epoch.
+/// `11-30 11:02` (UTC) for seconds since the Unix epoch.
 fn utc_minute(epoch_secs: f64) -> String {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(epoch_secs.max(0.0));
     let text = humantime::format_rfc3339_seconds(time).to_string();
-    text.get(..16).unwrap_or(&text).replace('T', " ")
+    text.get(5..16).unwrap_or(&text).replace('T', " ")
 }
 
 fn secs(secs: f64) -> String {
@@ -143,22 +147,28 @@ fn show_run(
         header.id, header.job, header.job_file, header.status
     )?;
     let rows = store.steps(run)?;
-    let mut per_op: BTreeMap<&str, [u64; 3]> = BTreeMap::new();
+    // Counted as in the run's summary: a failed or skipped step a tolerant
+    // collect ran without is `tolerated`, not failed or skipped.
+    let mut per_op: BTreeMap<&str, [u64; 4]> = BTreeMap::new();
     for row in &rows {
         let counts = per_op.entry(&row.op).or_default();
-        match row.status.as_str() {
-            "succeeded" => counts[0] += 1,
-            "failed" => counts[1] += 1,
-            _ => counts[2] += 1,
+        match (row.status.as_str(), row.tolerated) {
+            ("succeeded", _) => counts[0] += 1,
+            (_, true) => counts[2] += 1,
+            ("failed", false) => counts[1] += 1,
+            _ => counts[3] += 1,
         }
     }
     writeln!(
         out,
-        "{:<24} {:>9} {:>7} {:>8}",
-        "op", "succeeded", "failed", "skipped"
+        "{:<24} {:>9} {:>7} {:>9} {:>8}",
+        "op", "succeeded", "failed", "tolerated", "skipped"
     )?;
-    for (op, [ok, failed, skipped]) in &per_op {
-        writeln!(out, "{op:<24} {ok:>9} {failed:>7} {skipped:>8}")?;
+    for (op, [ok, failed, tolerated, skipped]) in &per_op {
+        writeln!(
+            out,
+            "{op:<24} {ok:>9} {failed:>7} {tolerated:>9} {skipped:>8}"
+        )?;
     }
     let listed = |row: &&StepRow| match status {
         Some(status) => row.status == status,
@@ -179,7 +189,13 @@ fn show_run(
             (None, Some(bytes)) => format!("({})", super::value::size(bytes as usize)),
             (None, None) => String::new(),
         };
-        writeln!(out, "  {} {} {detail}", step_name(row), row.status)?;
+        let tolerated = if row.tolerated { " [tolerated]" } else { "" };
+        writeln!(
+            out,
+            "  {} {}{tolerated} {detail}",
+            step_name(row),
+            row.status
+        )?;
     }
     writeln!(
         out,

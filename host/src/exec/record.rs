@@ -158,6 +158,11 @@ impl Recorder {
         self.write(Write::Step(Box::new(record)));
     }
 
+    /// Marks failed or skipped steps that a tolerant collect ran without.
+    pub fn record_tolerated(&self, steps: Vec<(String, Vec<String>)>) {
+        self.write(Write::Tolerated(steps));
+    }
+
     /// Queues items a running step emitted.
     pub fn record_items(&self, items: ItemsRecord) {
         self.write(Write::Items(items));

@@ -1,5 +1,8 @@
--- dynhost run store, schema version 3 (3 added `runs.owner`: `pid:start`
--- of the process working on a running run, so a dead one shows as interrupted). Keys are JSON arrays of mapping keys
+-- dynhost run store, schema version 4 (3 added `runs.owner`: `pid:start`
+-- of the process working on a running run, so a dead one shows as interrupted;
+-- 4 added `runs.resumed_at` and `runs.active_secs`, the run's running time
+-- summed over resumes, and `steps.tolerated`, set on failed or skipped steps
+-- a tolerant collect ran without). Keys are JSON arrays of mapping keys
 -- (outermost first, `[]` outside any map). Values of up to 64 bytes are kept
 -- inline (`steps.output`, `items.value`; the hash column is then NULL or '');
 -- larger ones live once in `blobs`, addressed by their SHA-256. Version 1
@@ -19,7 +22,9 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at  REAL NOT NULL,
     finished_at REAL,
     status      TEXT NOT NULL,          -- running | succeeded | failed | interrupted
-    owner       TEXT
+    owner       TEXT,
+    resumed_at  REAL,
+    active_secs REAL
 );
 CREATE TABLE IF NOT EXISTS steps (
     run_id            TEXT NOT NULL,
@@ -43,6 +48,7 @@ CREATE TABLE IF NOT EXISTS steps (
     stderr            TEXT NOT NULL,
     log               TEXT NOT NULL,
     finished_at       REAL NOT NULL,
+    tolerated         INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, op, keys)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS steps_memo ON steps (memo_key) WHERE memo_key IS NOT NULL;

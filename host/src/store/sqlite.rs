@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// The schema this build writes. Older versions are upgraded in place; a
 /// newer one is refused (it was written by a newer dynhost).
-const SCHEMA_VERSION: u32 = 3;
+const SCHEMA_VERSION: u32 = 4;
 
 /// Values up to this size are stored in their row rather than in `blobs`: a
 /// reference (a 64-character hash, a blob row and its index entry) would cost
@@ -163,6 +163,19 @@ impl SqliteStore {
                 "BEGIN;
                  ALTER TABLE runs ADD COLUMN owner TEXT;
                  UPDATE meta SET value = '3' WHERE key = 'schema_version';
+                 COMMIT;",
+            )?;
+            version = 3;
+        }
+        if version == 3 {
+            // Version 4 keeps a run's running time across resumes, and which
+            // failed or skipped steps a collect tolerated.
+            self.conn.execute_batch(
+                "BEGIN;
+                 ALTER TABLE runs ADD COLUMN resumed_at REAL;
+                 ALTER TABLE runs ADD COLUMN active_secs REAL;
+                 ALTER TABLE steps ADD COLUMN tolerated INTEGER NOT NULL DEFAULT 0;
+                 UPDATE meta SET value = '4' WHERE key = 'schema_version';
                  COMMIT;",
             )?;
         }
@@ -367,8 +380,10 @@ impl RunStore for SqliteStore {
     fn begin_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "INSERT INTO runs (id, job, job_file, job_hash, started_at, status, owner) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)
-                 ON CONFLICT (id) DO UPDATE SET job_hash = excluded.job_hash, status = 'running', finished_at = NULL, owner = excluded.owner",
+                "INSERT INTO runs (id, job, job_file, job_hash, started_at, status, owner, resumed_at, active_secs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?5, 0)
+                 ON CONFLICT (id) DO UPDATE SET job_hash = excluded.job_hash, status = 'running', finished_at = NULL,
+                   owner = excluded.owner, resumed_at = excluded.started_at",
                 params![run.id, run.job, run.job_file, run.job_hash, now_secs(), super::this_process()],
             )
             .map(|_| ())
@@ -390,6 +405,13 @@ impl RunStore for SqliteStore {
                     items.first_seq,
                     &items.items,
                 ),
+                Write::Tolerated(steps) => steps.iter().try_for_each(|(op, keys)| {
+                    tx.prepare_cached(
+                        "UPDATE steps SET tolerated = 1 WHERE run_id = ?1 AND op = ?2 AND keys = ?3",
+                    )?
+                    .execute(params![run_id, op, keys_json(keys)])
+                    .map(|_| ())
+                }),
             }
             .map_err(|e| classify(&path, &e))?;
         }
@@ -400,7 +422,9 @@ impl RunStore for SqliteStore {
         let status = status.as_str();
         self.conn
             .execute(
-                "UPDATE runs SET status = ?1, finished_at = ?2 WHERE id = ?3",
+                "UPDATE runs SET status = ?1, finished_at = ?2,
+                   active_secs = coalesce(active_secs, 0) + ?2 - coalesce(resumed_at, started_at)
+                 WHERE id = ?3",
                 params![status, now_secs(), run_id],
             )
             .map(|_| ())
@@ -416,8 +440,10 @@ impl RunStore for SqliteStore {
             let mut stmt = self.conn.prepare(
                 "SELECT r.id, r.job, r.job_file, r.status, r.started_at, r.finished_at, r.owner,
                    (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'succeeded'),
-                   (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'failed'),
-                   (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'skipped')
+                   (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'failed' AND s.tolerated = 0),
+                   (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'skipped' AND s.tolerated = 0),
+                   (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.tolerated = 1),
+                   r.active_secs
                  FROM runs r ORDER BY r.started_at DESC, r.id DESC",
             )?;
             stmt.query_map([], |r| {
@@ -443,6 +469,8 @@ impl RunStore for SqliteStore {
                     succeeded: r.get::<_, i64>(7)? as u64,
                     failed: r.get::<_, i64>(8)? as u64,
                     skipped: r.get::<_, i64>(9)? as u64,
+                    tolerated: r.get::<_, i64>(10)? as u64,
+                    active_secs: r.get(11)?,
                 })
             })?
             .collect()
@@ -455,7 +483,7 @@ impl RunStore for SqliteStore {
             let mut stmt = self.conn.prepare(
                 "SELECT s.op, s.keys, s.status, s.attempts, s.wall_secs, s.failure_kind, s.failure_message,
                    s.peak_memory_bytes, s.emitted_items, s.emitted_bytes, s.fuel_used, length(coalesce(s.output, b.bytes)),
-                   s.stdout, s.stderr, s.log, s.inputs
+                   s.stdout, s.stderr, s.log, s.inputs, s.tolerated
                  FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
                  WHERE s.run_id = ?1 ORDER BY s.op, s.keys",
             )?;
@@ -477,6 +505,7 @@ impl RunStore for SqliteStore {
                     stderr: r.get(13)?,
                     log: r.get(14)?,
                     inputs: r.get(15)?,
+                    tolerated: r.get::<_, i64>(16)? != 0,
                 })
             })?
             .collect()
