@@ -155,12 +155,18 @@ inputs.vs = {{ collect = "work" }}
 }
 
 fn runtime(plan: &Plan, cache_dir: Option<PathBuf>) -> Runtime {
+    runtime_with(plan, cache_dir, false)
+}
+
+/// [`runtime`], optionally compiling without optimizations (`--fast-compile`).
+fn runtime_with(plan: &Plan, cache_dir: Option<PathBuf>, fast_compile: bool) -> Runtime {
     Runtime::new(&RuntimeConfig {
         max_instances: cores() as u32,
         max_memory_bytes: plan.max_memory_bytes(),
         cache_dir,
         max_wasm_stack_bytes: plan.stack_bytes(),
         enable_fuel: false,
+        fast_compile,
     })
     .unwrap()
 }
@@ -608,8 +614,8 @@ fn polyglot() {
     const KEYS: usize = 300;
     println!("\n5. one op in three languages ({KEYS} mapped keys, dynhost init's template)");
     println!(
-        "   {:<7} {:>10} {:>10} {:>12} {:>10}",
-        "lang", "size MB", "cold ms", "warm ms", "us/key"
+        "   {:<7} {:>10} {:>10} {:>12} {:>10} {:>12} {:>12}",
+        "lang", "size MB", "cold ms", "warm ms", "us/key", "fast cold ms", "fast us/key"
     );
     let dir = tempfile::tempdir().unwrap();
     for lang in ["rust", "python", "js"] {
@@ -659,6 +665,23 @@ fn polyglot() {
         };
         let (cold, _, _) = timed_load();
         let (warm, rt, components) = timed_load();
+        // `--fast-compile`: the same component compiled without
+        // optimizations, in its own cache, then its per-key cost.
+        let fast_cache = tempfile::tempdir().unwrap();
+        let fast_rt = runtime_with(&plan, Some(fast_cache.path().to_path_buf()), true);
+        let start = Instant::now();
+        let fast_components = dynhost::load_components(&fast_rt, &plan).unwrap();
+        let cold_fast = start.elapsed();
+        let before = cpu_time();
+        exec::run(
+            &plan,
+            &fast_rt,
+            &fast_components,
+            &options(),
+            exec::Storage::default(),
+            &mut |_| {},
+        );
+        let cpu_fast = cpu_time() - before;
         let before = cpu_time();
         let result = exec::run(
             &plan,
@@ -675,10 +698,12 @@ fn polyglot() {
             result.report.ops
         );
         println!(
-            "   {lang:<7} {size:>10.1} {:>10.0} {:>12.1} {:>10.0}",
+            "   {lang:<7} {size:>10.1} {:>10.0} {:>12.1} {:>10.0} {:>12.0} {:>12.0}",
             cold.as_secs_f64() * 1e3,
             warm.as_secs_f64() * 1e3,
-            cpu.as_secs_f64() * 1e6 / KEYS as f64
+            cpu.as_secs_f64() * 1e6 / KEYS as f64,
+            cold_fast.as_secs_f64() * 1e3,
+            cpu_fast.as_secs_f64() * 1e6 / KEYS as f64
         );
     }
 }

@@ -138,6 +138,10 @@ struct ExecArgs {
     /// No progress lines (failures and the summary are still printed).
     #[arg(long, short)]
     quiet: bool,
+    /// Compile components without optimizations: a Python or JavaScript op
+    /// compiles several times faster and runs slower (for the edit loop).
+    #[arg(long)]
+    fast_compile: bool,
 }
 
 fn progress_secs(text: &str) -> Result<f64, String> {
@@ -224,7 +228,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run_job(&args),
         Command::Validate(args) => {
             let plan = dynhost::load_plan(&args.job)?;
-            let runtime = Runtime::new(&runtime_config(&plan, 1, false))?;
+            let runtime = Runtime::new(&runtime_config(&plan, 1, false, false))?;
             dynhost::load_components_with(&runtime, &plan, &mut say_compiling)?;
             note!("{}: ok ({} ops)", args.job.display(), plan.ops.len());
             Ok(ExitCode::SUCCESS)
@@ -419,7 +423,12 @@ fn execute(
         Some(n) => n as usize,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let runtime = Runtime::new(&runtime_config(plan, max_concurrent, args.no_cache))?;
+    let runtime = Runtime::new(&runtime_config(
+        plan,
+        max_concurrent,
+        args.no_cache,
+        args.fast_compile,
+    ))?;
     let components = dynhost::load_components_with(&runtime, plan, &mut say_compiling)?;
     let (store, mut storage) = open_storage()?;
     let mut view = report::Progress::new(
@@ -541,13 +550,19 @@ fn build(job: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn runtime_config(plan: &dynhost::Plan, max_instances: usize, no_cache: bool) -> RuntimeConfig {
+fn runtime_config(
+    plan: &dynhost::Plan,
+    max_instances: usize,
+    no_cache: bool,
+    fast_compile: bool,
+) -> RuntimeConfig {
     RuntimeConfig {
         max_instances: u32::try_from(max_instances).unwrap_or(u32::MAX),
         max_memory_bytes: plan.max_memory_bytes(),
         cache_dir: if no_cache { None } else { cache_dir() },
         max_wasm_stack_bytes: plan.stack_bytes(),
         enable_fuel: plan.ops.iter().any(|op| op.policy.limits.fuel.is_some()),
+        fast_compile,
     }
 }
 

@@ -86,6 +86,10 @@ pub struct RuntimeConfig {
     /// Whether any op has a `fuel` limit. Metering costs every op some speed,
     /// so the engine counts fuel only when a job asks for it.
     pub enable_fuel: bool,
+    /// Compile without Cranelift's optimizations: a large component (an
+    /// interpreter) compiles several times faster and runs slower. For the
+    /// edit loop; compiled forms are cached apart from optimized ones.
+    pub fast_compile: bool,
 }
 
 /// A compiled op, ready to instantiate once per step. Cheap to clone.
@@ -194,6 +198,9 @@ impl Runtime {
             .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32))
             .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
             .consume_fuel(config.enable_fuel);
+        if config.fast_compile {
+            wasm.cranelift_opt_level(wasmtime::OptLevel::None);
+        }
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(config)));
         let engine = Engine::new(&wasm).map_err(engine_error)?;
         let mut linker = Linker::new(&engine);

@@ -123,21 +123,35 @@ fn plan_prints_the_resolved_scopes() {
 fn compiling_a_component_says_so_once() {
     let job = TestJob::new("name = \"c\"\n[ops.emit]\ncomponent = \"{probe}\"\ndynamic = true\n");
     let cache = tempfile::tempdir().unwrap();
-    let run = || {
-        let mut command = crate::support::command(job.dir(), &["run", "job.toml"]);
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "job.toml"];
+        all.extend_from_slice(args);
+        let mut command = crate::support::command(job.dir(), &all);
         command.env("DYNHOST_CACHE_DIR", cache.path().join("c"));
         crate::support::output(command)
     };
-    let first = run();
+    let first = run(&[]);
     first.assert_code(0);
     assert!(
         first.stderr.contains("compiling probe.wasm (") && first.stderr.contains("cached)…"),
         "{}",
         first.stderr
     );
-    let second = run();
+    let second = run(&[]);
     second.assert_code(0);
     assert!(!second.stderr.contains("compiling"), "{}", second.stderr);
+    // `--fast-compile` is another compiler setting: compiled (and cached)
+    // apart from the optimized form, then reused.
+    let fast = run(&["--fast-compile"]);
+    fast.assert_code(0);
+    assert!(
+        fast.stderr.contains("compiling probe.wasm"),
+        "{}",
+        fast.stderr
+    );
+    let again = run(&["--fast-compile"]);
+    again.assert_code(0);
+    assert!(!again.stderr.contains("compiling"), "{}", again.stderr);
 }
 
 /// Issue 11: `run --watch` runs again when a file beside the job changes;
