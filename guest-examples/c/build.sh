@@ -1,8 +1,8 @@
 #!/usr/bin/env sh
 # Builds the C example ops into components. Toolchain (Debian, one command):
 #   apt-get install clang lld wasi-libc libclang-rt-dev-wasm32
-# Bindings and the component wrapper come from `componentize` (a small Rust
-# helper in this directory, built with cargo on first use).
+# Bindings and the component wrapper come from `dynhost componentize`
+# (`dynhost build` / `run --build` set $DYNHOST to the dynhost that runs them).
 set -eu
 cd "$(dirname "$0")"
 for tool in clang wasm-ld; do
@@ -16,10 +16,9 @@ if [ ! -d /usr/share/wasi-sysroot ] && [ ! -d /usr/lib/wasm32-wasi ]; then
   exit 127
 fi
 root=$(cd ../.. && pwd)
-tool=$root/target/componentize-c/release/componentize-c
-cargo build --release --quiet --manifest-path componentize/Cargo.toml --target-dir "$root/target/componentize-c"
+dynhost=${DYNHOST:-dynhost}
 gen=$root/target/guests/c-bindings
-"$tool" bindings "$root/wit" "$gen"
+"$dynhost" componentize bindings "$root/wit" "$gen"
 out=$root/target/guests/polyglot
 mkdir -p "$out"
 for op in */; do
@@ -28,5 +27,5 @@ for op in */; do
   name=$(echo "$op" | tr - _)
   clang --target=wasm32-wasi -mexec-model=reactor -O2 -I "$gen" \
     -o "$out/${name}_c.core.wasm" "$op/op.c" "$gen/dynamic_op.c" "$gen/dynamic_op_component_type.o"
-  "$tool" new "$out/${name}_c.core.wasm" "$out/${name}_c.wasm"
+  "$dynhost" componentize new "$out/${name}_c.core.wasm" "$out/${name}_c.wasm"
 done

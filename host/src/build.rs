@@ -8,13 +8,16 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// Runs every distinct `build` command of `spec` once, in op-name order, from
-/// the job file's directory, with output on stderr (stdout carries results).
+/// the job file's directory, with output on stderr (stdout carries results),
+/// and `DYNHOST` set to `dynhost_exe` when given (so a build can run
+/// `$DYNHOST componentize` whether or not dynhost is on PATH).
 /// `on_command` is told each command before it runs.
 ///
 /// # Errors
 /// [`Error::Build`] for the first command that cannot start or exits non-zero.
 pub fn build_components(
     spec: &JobSpec,
+    dynhost_exe: Option<&Path>,
     on_command: &mut dyn FnMut(&str, &str),
 ) -> Result<(), Error> {
     let dir = spec
@@ -38,7 +41,11 @@ pub fn build_components(
             command: command.to_owned(),
             reason,
         };
-        let status = Command::new("sh")
+        let mut sh = Command::new("sh");
+        if let Some(exe) = dynhost_exe {
+            sh.env("DYNHOST", exe);
+        }
+        let status = sh
             .arg("-c")
             .arg(command)
             .current_dir(dir)

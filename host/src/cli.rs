@@ -55,6 +55,30 @@ enum Command {
     Show(ShowArgs),
     /// Print one step's captured stdout, stderr and log.
     Logs(LogsArgs),
+    /// Make components from C: the C bindings of dynhost's world, and a
+    /// wasm32-wasi core module wrapped as a component.
+    #[command(subcommand)]
+    Componentize(ComponentizeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ComponentizeCommand {
+    /// Write `dynamic_op.h`, `dynamic_op.c` and `dynamic_op_component_type.o`
+    /// for the `dynamic-op` world of the WIT in WIT_DIR into OUT_DIR.
+    Bindings {
+        /// The WIT directory (`wit/` of an op project).
+        wit: PathBuf,
+        /// Where to write the bindings.
+        out: PathBuf,
+    },
+    /// Wrap a wasm32-wasi reactor module (built with the bindings) as a
+    /// component, adapting WASI preview 1 to 0.2.
+    New {
+        /// The core module (`clang --target=wasm32-wasi -mexec-model=reactor`).
+        core: PathBuf,
+        /// The component to write.
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -275,6 +299,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 raw: args.raw,
             },
         ),
+        Command::Componentize(ComponentizeCommand::Bindings { wit, out }) => {
+            dynhost::componentize::bindings(&wit, &out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Componentize(ComponentizeCommand::New { core, out }) => {
+            dynhost::componentize::wrap(&core, &out)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Logs(args) => history::logs(
             &read_store(args.store.store.as_deref())?,
             &run_ref(&args.run),
@@ -544,7 +576,10 @@ fn run_ref(text: &str) -> String {
 
 fn build(job: &Path) -> anyhow::Result<()> {
     let spec = dynhost::spec::load(job)?;
-    dynhost::build::build_components(&spec, &mut |op, command| {
+    // Build commands find this dynhost as `$DYNHOST` (for `componentize`),
+    // whether or not it is on PATH.
+    let exe = std::env::current_exe().ok();
+    dynhost::build::build_components(&spec, exe.as_deref(), &mut |op, command| {
         note!("building `{op}`: {command}");
     })?;
     Ok(())

@@ -18,6 +18,7 @@
 //! - [`report`]: the run's outcome as data. The library never prints.
 
 pub mod build;
+pub mod componentize;
 mod error;
 pub mod exec;
 pub mod key;

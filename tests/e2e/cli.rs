@@ -198,3 +198,41 @@ fn watch_runs_again_on_a_change_and_reuses_unchanged_cached_steps() {
     assert_eq!(run.wait(std::time::Duration::from_secs(10)), 130);
     assert!(run.stderr().contains("changed: "), "{}", run.stderr());
 }
+
+/// Issue 11: C ops need only the dynhost binary besides clang: `dynhost
+/// componentize` writes the bindings and refuses what it cannot wrap, naming
+/// the file.
+#[test]
+fn componentize_writes_c_bindings_and_names_a_bad_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dynhost(
+        dir.path(),
+        &[
+            "componentize",
+            "bindings",
+            crate::support::root().join("wit").to_str().unwrap(),
+            "gen",
+        ],
+    );
+    out.assert_code(0);
+    for file in [
+        "dynamic_op.h",
+        "dynamic_op.c",
+        "dynamic_op_component_type.o",
+    ] {
+        assert!(dir.path().join("gen").join(file).is_file(), "{file}");
+    }
+    std::fs::write(dir.path().join("core.wasm"), b"not wasm").unwrap();
+    let bad = dynhost(dir.path(), &["componentize", "new", "core.wasm", "op.wasm"]);
+    bad.assert_code(2);
+    assert!(
+        bad.stderr
+            .contains("`core.wasm` cannot be made a component")
+            && bad.stderr.contains("clang"),
+        "{}",
+        bad.stderr
+    );
+    let missing = dynhost(dir.path(), &["componentize", "bindings", "nowhere", "gen"]);
+    missing.assert_code(2);
+    assert!(missing.stderr.contains("`nowhere`"), "{}", missing.stderr);
+}

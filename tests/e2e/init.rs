@@ -1,7 +1,7 @@
 //! `dynhost init` scaffolds a project per language that builds and runs
 //! unchanged (issue 6).
 
-use crate::support::{componentize_c, dynhost, dynhost_with_path};
+use crate::support::dynhost;
 
 fn scaffold_build_and_run(lang: &str) {
     if lang != "rust" && std::env::var_os("DYNHOST_SKIP_POLYGLOT").is_some() {
@@ -15,12 +15,9 @@ fn scaffold_build_and_run(lang: &str) {
         project.join("wit/op.wit").is_file(),
         "the WIT contract is copied in"
     );
-    let tools = (lang == "c").then(componentize_c);
-    let out = dynhost_with_path(
-        &project,
-        &["run", "--build", "--json", "job.toml"],
-        tools.as_deref(),
-    );
+    // Nothing but the toolchains from the registries: C ops are wrapped by
+    // `dynhost componentize`, which `dynhost build` finds as $DYNHOST.
+    let out = dynhost(&project, &["run", "--build", "--json", "job.toml"]);
     out.assert_code(0);
     // The whole pattern: emit (from a mounted file, or the config for JS),
     // map, collect in emission order.
@@ -42,7 +39,7 @@ fn scaffold_build_and_run(lang: &str) {
         text.replace("# config = { fail_on", "config = { fail_on"),
     )
     .unwrap();
-    let failed = dynhost_with_path(&project, &["run", "--json", "job.toml"], tools.as_deref());
+    let failed = dynhost(&project, &["run", "--json", "job.toml"]);
     failed.assert_code(1);
     let step = failed.step("shout[hello]");
     assert_eq!(step["failure"]["kind"], "op-error", "{lang}: {step}");

@@ -152,7 +152,7 @@ impl CliOutput {
 
 /// Runs `dynhost args...` in `cwd` with a shared compile cache.
 pub fn dynhost(cwd: &Path, args: &[&str]) -> CliOutput {
-    dynhost_with_path(cwd, args, None)
+    output(command(cwd, args))
 }
 
 /// The user store of every test run (`$XDG_DATA_HOME/dynhost`), so tests
@@ -176,42 +176,6 @@ pub fn command(cwd: &Path, args: &[&str]) -> Command {
         .env_remove("DYNHOST_HOME")
         .env_remove("DYNHOST_LOG");
     command
-}
-
-/// Builds the `componentize-c` helper (C bindings and component wrapping)
-/// once and returns its directory, to put on `PATH`.
-pub fn componentize_c() -> PathBuf {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--release", "--quiet", "--manifest-path"])
-            .arg(root().join("guest-examples/c/componentize/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(root().join("target/componentize-c"))
-            .status()
-            .map_err(|e| e.to_string())?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err("building componentize-c failed".into())
-        }
-    });
-    if let Err(message) = built {
-        panic!("{message}");
-    }
-    root().join("target/componentize-c/release")
-}
-
-/// Like [`dynhost`], with `extra_path` put first on `PATH`.
-pub fn dynhost_with_path(cwd: &Path, args: &[&str], extra_path: Option<&Path>) -> CliOutput {
-    let mut command = command(cwd, args);
-    if let Some(dir) = extra_path {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let mut dirs = vec![dir.to_path_buf()];
-        dirs.extend(std::env::split_paths(&path));
-        command.env("PATH", std::env::join_paths(dirs).expect("PATH"));
-    }
-    output(command)
 }
 
 /// Runs a prepared `dynhost` command to the end.

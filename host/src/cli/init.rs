@@ -14,7 +14,7 @@ pub enum Lang {
     Python,
     /// JavaScript with componentize-js (Node.js 20; `npm install` in the project).
     Js,
-    /// C with clang and wasi-libc, wrapped by `componentize-c`.
+    /// C with clang and wasi-libc, wrapped by `dynhost componentize`.
     C,
 }
 
