@@ -92,6 +92,16 @@ pub enum RunEvent<'a> {
         /// The op.
         op: &'a str,
     },
+    /// A failed or skipped step that a tolerant collect runs without: it no
+    /// longer counts as failed (or skipped) but as tolerated.
+    StepTolerated {
+        /// `op[key]`.
+        step: StepName<'a>,
+        /// The op.
+        op: &'a str,
+        /// Whether the step was skipped (else it failed).
+        was_skipped: bool,
+    },
     /// A step will not run because an input failed.
     StepSkipped {
         /// `op[key]`.
@@ -111,6 +121,7 @@ impl RunEvent<'_> {
             | RunEvent::StepRetrying { op, .. }
             | RunEvent::StepFinished { op, .. }
             | RunEvent::StepReused { op, .. }
+            | RunEvent::StepTolerated { op, .. }
             | RunEvent::StepSkipped { op, .. } => op,
         }
     }

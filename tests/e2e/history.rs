@@ -317,6 +317,20 @@ inputs.vs = { collect = "work", max_failures = 1 }
     out.assert_code(0);
     assert_eq!(out.op_summary("work")["tolerated"], 1);
     assert_eq!(out.op_summary("work")["failed"], 0);
+    assert_eq!(out.steps_with("step_tolerated"), ["work[k2]"]);
+    // Progress counts it the same way once the collect tolerates it.
+    let plain = crate::support::dynhost(job.dir(), &["run", "job.toml", "--progress-secs", "0.1"]);
+    let last = plain
+        .stderr
+        .lines()
+        .rfind(|l| l.starts_with("progress: work: "))
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        last, "progress: work: 4 of 4 keys, 0 failed, 0 skipped, 1 tolerated",
+        "{}",
+        plain.stderr
+    );
     let summary = crate::support::dynhost(job.dir(), &["run", "job.toml"]);
     let row: Vec<&str> = summary
         .stderr

@@ -39,6 +39,9 @@ struct OpProgress {
     done: u64,
     failed: u64,
     skipped: u64,
+    /// Of `failed` and `skipped`: those a tolerant collect ran without.
+    tolerated_failed: u64,
+    tolerated_skipped: u64,
     retries: u64,
     /// When its first step started, for the rate.
     first: Option<Instant>,
@@ -120,8 +123,15 @@ impl Progress {
         } else {
             format!("{finished} of {known} keys")
         };
-        if p.failed > 0 || p.skipped > 0 {
-            text.push_str(&format!(", {} failed, {} skipped", p.failed, p.skipped));
+        // Counted as the summary counts them: tolerated apart.
+        let failed = p.failed - p.tolerated_failed.min(p.failed);
+        let skipped = p.skipped - p.tolerated_skipped.min(p.skipped);
+        let tolerated = p.tolerated_failed + p.tolerated_skipped;
+        if failed > 0 || skipped > 0 || tolerated > 0 {
+            text.push_str(&format!(", {failed} failed, {skipped} skipped"));
+        }
+        if tolerated > 0 {
+            text.push_str(&format!(", {tolerated} tolerated"));
         }
         if let Some(first) = p.first {
             let secs = first.elapsed().as_secs_f64();
@@ -156,6 +166,16 @@ impl Progress {
                 }
             }
             RunEvent::StepSkipped { op, .. } => self.op(op).skipped += 1,
+            RunEvent::StepTolerated {
+                op, was_skipped, ..
+            } => {
+                let p = self.op(op);
+                if *was_skipped {
+                    p.tolerated_skipped += 1;
+                } else {
+                    p.tolerated_failed += 1;
+                }
+            }
             RunEvent::StepReused { op, .. } => {
                 let p = self.op(op);
                 p.started += 1;
@@ -257,6 +277,9 @@ fn step_lines(event: &RunEvent<'_>) -> Vec<String> {
     let mut lines = Vec::new();
     match event {
         RunEvent::StepStarted { .. } | RunEvent::StepReused { .. } => {}
+        RunEvent::StepTolerated { step, .. } => {
+            lines.push(format!("{step} tolerated: a collect runs without it"));
+        }
         RunEvent::StepFinished { step, report, .. } => {
             captured_lines(&mut lines, step, report);
             if let Err(failure) = &report.outcome {
@@ -337,6 +360,13 @@ fn print_event_json(event: &RunEvent<'_>) {
         }
         RunEvent::StepReused { step, op } => {
             json!({ "event": "step_reused", "step": step, "op": op })
+        }
+        RunEvent::StepTolerated {
+            step,
+            op,
+            was_skipped,
+        } => {
+            json!({ "event": "step_tolerated", "step": step, "op": op, "was": if *was_skipped { "skipped" } else { "failed" } })
         }
     };
     value["ts"] = json!(now());

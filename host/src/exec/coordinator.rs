@@ -224,7 +224,9 @@ impl<'p> Coordinator<'p> {
     /// Builds the call; reuses a stored success with the same inputs instead
     /// of running it (`None`), else counts the attempt and tells the observer.
     fn start(&mut self, step: &StepId, observer: &mut dyn FnMut(RunEvent<'_>)) -> Option<Inputs> {
-        let inputs = match self.scheduler.inputs(step) {
+        let inputs = self.scheduler.inputs(step);
+        self.report_tolerated(observer);
+        let inputs = match inputs {
             Ok(inputs) => inputs,
             Err(message) => {
                 let report = StepReport {
@@ -278,6 +280,22 @@ impl<'p> Coordinator<'p> {
             attempt,
         });
         Some(inputs)
+    }
+
+    /// Tells the observer of steps a collect just tolerated.
+    fn report_tolerated(&mut self, observer: &mut dyn FnMut(RunEvent<'_>)) {
+        for id in std::mem::take(&mut self.scheduler.newly_tolerated) {
+            let was_skipped = matches!(
+                self.scheduler.steps.get(&id).map(|e| &e.status),
+                Some(super::scheduler::Status::Skipped(_))
+            );
+            let op = &self.plan.ops[id.op].name;
+            observer(RunEvent::StepTolerated {
+                step: StepName { op, keys: &id.keys },
+                op,
+                was_skipped,
+            });
+        }
     }
 
     /// Replays a stored success: its items (which start the steps mapped over

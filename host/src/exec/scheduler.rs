@@ -50,6 +50,8 @@ pub(crate) struct Scheduler<'p> {
     watches: std::rc::Rc<[Vec<Watch>]>,
     /// Failed or skipped steps that a tolerant collect ran without.
     pub tolerated: HashSet<StepId>,
+    /// Steps tolerated since the coordinator last looked, to report.
+    pub newly_tolerated: Vec<StepId>,
     /// Every value steps returned or emitted, in memory or spilled.
     pub values: Values,
 }
@@ -112,6 +114,7 @@ impl<'p> Scheduler<'p> {
             children: children.into(),
             watches: watches.into(),
             tolerated: HashSet::default(),
+            newly_tolerated: Vec::new(),
             values: Values::new(memory_budget),
         };
         let roots: Vec<OpId> = (0..plan.ops.len())
@@ -461,10 +464,13 @@ impl<'p> Scheduler<'p> {
                         for (keys, _) in failed {
                             let mut full = step.keys.clone();
                             full.extend(keys.iter().cloned());
-                            self.tolerated.insert(StepId {
+                            let id = StepId {
                                 op: *member,
                                 keys: full,
-                            });
+                            };
+                            if self.tolerated.insert(id.clone()) {
+                                self.newly_tolerated.push(id);
+                            }
                         }
                     }
                     data
