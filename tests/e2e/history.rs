@@ -170,6 +170,22 @@ fn runs_fit_80_columns_and_printing_commands_survive_a_closed_pipe() {
             "wider than 80 columns: {line:?}"
         );
     }
+    // The run's summary table too, even with a long op name.
+    let long =
+        TestJob::new(&JOB.replace("[ops.work]", "[ops.work_on_every_file_of_the_directory]"));
+    let summary = crate::support::dynhost(long.dir(), &["run", "--quiet", "job.toml"]);
+    summary.assert_code(0);
+    assert!(
+        summary.stderr.contains("work_on_every_file…"),
+        "{}",
+        summary.stderr
+    );
+    for line in summary.stderr.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "wider than 80 columns: {line:?}"
+        );
+    }
     for args in [
         "runs",
         "show latest",

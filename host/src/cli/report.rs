@@ -471,33 +471,36 @@ pub fn print_summary(report: &RunReport) {
         .unwrap_or(2)
         .max(2);
     // `step time` is the op's steps' time summed (over workers), not wall
-    // time; `tolerated` failed or skipped steps do not fail the run.
+    // time; `tol.` counts failed or skipped steps a tolerant collect ran
+    // without (they do not fail the run). 61 columns plus the op's name fit
+    // 80 for names up to 19 characters; longer names are cut to fit.
+    let width = width.min(TABLE_WIDTH - 61);
     let _ = writeln!(
         err,
-        "{:width$}  {:>7} {:>7} {:>6} {:>5} {:>7} {:>9} {:>9} {:>8}{}",
+        "{:width$}  {:>6} {:>6} {:>6} {:>4} {:>5} {:>9} {:>7} {:>8}{}",
         "op",
         "keys",
         "ok",
         "failed",
         "tol.",
-        "skipped",
+        "skip",
         "step time",
-        "peak mem",
+        "mem MiB",
         "emitted",
         if fuel { "         fuel" } else { "" }
     );
     for op in &report.ops {
         let _ = writeln!(
             err,
-            "{:width$}  {:>7} {:>7} {:>6} {:>5} {:>7} {:>9} {:>9} {:>8}{}",
-            op.op,
+            "{:width$}  {:>6} {:>6} {:>6} {:>4} {:>5} {:>9} {:>7.1} {:>8}{}",
+            cut(&op.op, width),
             op.steps,
             op.succeeded,
             op.failed,
             op.tolerated,
             op.skipped,
             secs(op.busy),
-            mib(op.peak_memory_bytes),
+            op.peak_memory_bytes as f64 / f64::from(1u32 << 20),
             op.emitted_items,
             if fuel {
                 format!(
@@ -574,6 +577,14 @@ fn secs(d: Duration) -> String {
     format!("{:.2}s", d.as_secs_f64())
 }
 
-fn mib(bytes: u64) -> String {
-    format!("{:.1}MiB", bytes as f64 / f64::from(1u32 << 20))
+/// The widest a table is printed.
+const TABLE_WIDTH: usize = 80;
+
+/// `name` cut to `width` characters, the cut marked with `…`.
+fn cut(name: &str, width: usize) -> String {
+    if name.chars().count() <= width {
+        return name.to_owned();
+    }
+    let kept: String = name.chars().take(width.saturating_sub(1)).collect();
+    format!("{kept}…")
 }
