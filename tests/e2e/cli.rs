@@ -167,7 +167,8 @@ fn watch_runs_again_on_a_change_and_reuses_unchanged_cached_steps() {
     let run = crate::support::Running::start(job.dir(), &["run", "--watch", "--json", "job.toml"]);
     let finished = |line: &str| line.contains("\"run_finished\"");
     run.wait_for_line(std::time::Duration::from_secs(60), finished);
-    job.rewrite(&text("two"));
+    // A different length, so the change shows even where mtimes are coarse.
+    job.rewrite(&text("second, longer"));
     // The second round: the emitter is reused (its config did not change),
     // `work` runs with the new config.
     let mut reused = Vec::new();
@@ -180,7 +181,9 @@ fn watch_runs_again_on_a_change_and_reuses_unchanged_cached_steps() {
         if event["event"] == "step_reused" {
             reused.push(event["step"].as_str().unwrap().to_owned());
         }
-        if event["event"] == "step_finished" && event["stdout"].as_str().unwrap().contains("two") {
+        if event["event"] == "step_finished"
+            && event["stdout"].as_str().unwrap().contains("second, longer")
+        {
             printed_two = true;
         }
         if finished(&line) {
