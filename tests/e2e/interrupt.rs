@@ -164,7 +164,7 @@ fn a_kill_loses_at_most_a_moment_of_finished_work() {
     let killed = std::time::Instant::now();
     drop(run);
     assert!(
-        finished.len() > 1000,
+        finished.len() > 200,
         "only {} steps finished",
         finished.len()
     );
