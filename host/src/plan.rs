@@ -69,6 +69,13 @@ pub struct PlannedOp {
     pub config_json: String,
     /// The dynamic outputs the op declares.
     pub dynamic_outputs: Vec<String>,
+    /// Per dynamic output (same order): `false` if it may end with no items,
+    /// which skips what is mapped over it and what collects it.
+    pub required_outputs: Vec<bool>,
+    /// Per dynamic output (same order): its description.
+    pub output_descriptions: Vec<Option<String>>,
+    /// What the op does.
+    pub description: Option<String>,
     /// The dynamic outputs this op is mapped over, outermost first.
     pub scope: Vec<DynOutput>,
     /// Inputs, sorted by name.
@@ -159,6 +166,30 @@ impl Plan {
         for name in &order {
             let op_spec = &spec.ops[name];
             let dynamic_outputs = dynamic_outputs(op_spec);
+            for output in op_spec.outputs.keys() {
+                if !dynamic_outputs.contains(output) {
+                    return Err(resolver.setting(
+                        name,
+                        format!(
+                            "`outputs.{output}` names no dynamic output of this op ({}); declare it in `dynamic`, or drop it (a plain result cannot be optional)",
+                            if dynamic_outputs.is_empty() {
+                                "it has none".to_owned()
+                            } else {
+                                format!("it has: {}", dynamic_outputs.join(", "))
+                            }
+                        ),
+                    ));
+                }
+            }
+            let declared = |o: &String| op_spec.outputs.get(o);
+            let required_outputs = dynamic_outputs
+                .iter()
+                .map(|o| declared(o).and_then(|d| d.required).unwrap_or(true))
+                .collect();
+            let output_descriptions = dynamic_outputs
+                .iter()
+                .map(|o| declared(o).and_then(|d| d.description.clone()))
+                .collect();
             let (scope, inputs) = resolver.resolve_inputs(name, op_spec, &id_of, &ops)?;
             let max_nesting = spec
                 .defaults
@@ -210,6 +241,9 @@ impl Plan {
                 build_dir: base.clone(),
                 config_json,
                 dynamic_outputs,
+                required_outputs,
+                output_descriptions,
+                description: op_spec.description.clone(),
                 scope,
                 inputs,
                 policy,

@@ -21,6 +21,9 @@ pub struct RunReport {
     /// Steps a resumed run had stored that this run no longer has: their
     /// emitter re-ran and did not emit their keys again.
     pub vanished: Vec<String>,
+    /// Mapped ops that got no keys below an emitter because an optional
+    /// output of it produced no items: `op (under emit[k]): reason`.
+    pub empty_maps: Vec<String>,
     /// Bytes of values that went past the memory budget to the spill file.
     pub spilled_bytes: u64,
     /// The run was stopped (Ctrl-C, SIGTERM) before every step ran.
@@ -48,6 +51,9 @@ pub struct OpSummary {
     pub failed: u64,
     /// Steps skipped because an input failed.
     pub skipped: u64,
+    /// Steps skipped because an optional output produced no items (or what
+    /// they read was skipped so): Dagster's skips, which do not fail the run.
+    pub skipped_optional: u64,
     /// Failed or skipped steps that a tolerant collect ran without; they do
     /// not fail the run.
     pub tolerated: u64,
@@ -82,6 +88,7 @@ impl OpSummary {
             succeeded: 0,
             failed: 0,
             skipped: 0,
+            skipped_optional: 0,
             tolerated: 0,
             retries: 0,
             reused: 0,

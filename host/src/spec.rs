@@ -86,6 +86,24 @@ pub struct OpSpec {
     /// are the same (memoization).
     #[serde(default)]
     pub cache: bool,
+    /// What the op does, for `plan`, `show` and the summary.
+    pub description: Option<String>,
+    /// Per dynamic output: whether it must produce items, and a description
+    /// (Dagster's `DynamicOut(is_required=..., description=...)`).
+    #[serde(default)]
+    pub outputs: BTreeMap<String, OutputSpec>,
+}
+
+/// `[ops.NAME.outputs.OUTPUT]`: one dynamic output's declaration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// `false`: when the output ends with no items, the ops mapped over it
+    /// and the collects of it are skipped, not run (default `true`: a
+    /// collect of no items gets an empty list).
+    pub required: Option<bool>,
+    /// What the output's items are.
+    pub description: Option<String>,
 }
 
 /// The `dynamic` field of an op.

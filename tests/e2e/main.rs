@@ -15,6 +15,7 @@ mod init;
 mod interrupt;
 mod limits;
 mod mapping;
+mod outputs;
 mod progress;
 mod resume;
 mod sandbox;

@@ -31,7 +31,10 @@ fn output_name(plan: &Plan, d: &DynOutput) -> String {
 }
 
 fn describe(plan: &Plan, op: &PlannedOp) -> Vec<String> {
-    let mut lines = vec![format!("op {}", op.name)];
+    let mut lines = vec![match &op.description {
+        Some(description) => format!("op {} — {description}", op.name),
+        None => format!("op {}", op.name),
+    }];
     let runs = if op.scope.is_empty() {
         "once".to_owned()
     } else {
@@ -61,7 +64,27 @@ fn describe(plan: &Plan, op: &PlannedOp) -> Vec<String> {
         lines.push(format!("  input      {} = {from}", input.name));
     }
     if !op.dynamic_outputs.is_empty() {
-        lines.push(format!("  emits      {}", op.dynamic_outputs.join(", ")));
+        let outputs: Vec<String> = op
+            .dynamic_outputs
+            .iter()
+            .zip(&op.required_outputs)
+            .zip(&op.output_descriptions)
+            .map(|((name, required), description)| {
+                let mut notes = Vec::new();
+                if !required {
+                    notes.push("optional".to_owned());
+                }
+                if let Some(d) = description {
+                    notes.push(d.clone());
+                }
+                if notes.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{name} ({})", notes.join(": "))
+                }
+            })
+            .collect();
+        lines.push(format!("  emits      {}", outputs.join(", ")));
     }
     let l = &op.policy.limits;
     let mut limits = format!(

@@ -434,6 +434,7 @@ pub fn print_run_json(report: &RunReport) -> anyhow::Result<()> {
         "ops": serde_json::to_value(&report.ops)?,
         "outputs": outputs,
         "vanished": report.vanished,
+        "empty_maps": report.empty_maps,
         "spilled_bytes": report.spilled_bytes,
     });
     println_json(&value);
@@ -498,7 +499,7 @@ pub fn print_summary(report: &RunReport) {
             op.succeeded,
             op.failed,
             op.tolerated,
-            op.skipped,
+            op.skipped + op.skipped_optional,
             secs(op.busy),
             op.peak_memory_bytes as f64 / f64::from(1u32 << 20),
             op.emitted_items,
@@ -525,6 +526,9 @@ pub fn print_summary(report: &RunReport) {
             "  {}: {} step(s) ran again: the op's component or config changed since the stored run",
             op.op, op.changed
         );
+    }
+    for line in &report.empty_maps {
+        let _ = writeln!(err, "  {line}: no keys, skipped");
     }
     for step in &report.vanished {
         let _ = writeln!(

@@ -52,6 +52,13 @@ pub(crate) struct Scheduler<'p> {
     pub tolerated: HashSet<StepId>,
     /// Steps tolerated since the coordinator last looked, to report.
     pub newly_tolerated: Vec<StepId>,
+    /// Steps skipped because an optional output produced no items (or
+    /// because what they read was skipped so): Dagster's skips, which do
+    /// not fail the run.
+    pub optional_skipped: HashSet<StepId>,
+    /// Mapped ops that got no keys because an optional output of the
+    /// emitter at these keys produced no items: (op, emitter keys, reason).
+    pub empty_maps: Vec<(OpId, KeyPath, String)>,
     /// Every value steps returned or emitted, in memory or spilled.
     pub values: Values,
 }
@@ -115,6 +122,8 @@ impl<'p> Scheduler<'p> {
             watches: watches.into(),
             tolerated: HashSet::default(),
             newly_tolerated: Vec::new(),
+            optional_skipped: HashSet::default(),
+            empty_maps: Vec::new(),
             values: Values::new(memory_budget),
         };
         let roots: Vec<OpId> = (0..plan.ops.len())
@@ -162,10 +171,7 @@ impl<'p> Scheduler<'p> {
         };
         let watches = self.watches.clone();
         for watch in &watches[step.op] {
-            if let Role::Emitter {
-                output: o,
-                adds: true,
-            } = &watch.role
+            if let Role::Emitter { output: o, adds } = &watch.role
                 && o == name
                 && let Some(c) = self.collections.get_mut(&(
                     watch.consumer,
@@ -173,7 +179,10 @@ impl<'p> Scheduler<'p> {
                     KeyPath::from(&step.keys[..watch.depth]),
                 ))
             {
-                c.pending += 1;
+                if *adds {
+                    c.pending += 1;
+                }
+                c.items_seen = true;
             }
         }
         let children = self.children.clone();
@@ -297,6 +306,10 @@ impl<'p> Scheduler<'p> {
             Blocker::Wait(Some(on)) => self.waiters.entry(on).or_default().push(step),
             Blocker::Wait(None) => {}
             Blocker::Never(reason) => self.finish(step, Status::Skipped(reason.into())),
+            Blocker::NotNeeded(reason) => {
+                self.optional_skipped.insert(step.clone());
+                self.finish(step, Status::Skipped(reason.into()));
+            }
         }
     }
 
@@ -316,6 +329,13 @@ impl<'p> Scheduler<'p> {
                     };
                     match self.entry_status(&dep) {
                         Some(Status::Succeeded(_)) => {}
+                        Some(Status::Skipped(reason)) if self.optional_skipped.contains(&dep) => {
+                            return Blocker::NotNeeded(format!(
+                                "input `{}` from `{}` was skipped: {reason}",
+                                input.name,
+                                self.name(&dep)
+                            ));
+                        }
                         Some(Status::Failed(_) | Status::Skipped(_)) | None => {
                             return Blocker::Never(format!(
                                 "input `{}` from `{}` did not succeed",
@@ -335,6 +355,14 @@ impl<'p> Scheduler<'p> {
                     };
                     if c.pending > 0 {
                         return Blocker::Wait(None);
+                    }
+                    // Dagster: a collect of an optional output that produced
+                    // nothing is skipped, not run with an empty list.
+                    if let Some(reason) = &c.optional_empty
+                        && !c.items_seen
+                        && c.members == 0
+                    {
+                        return Blocker::NotNeeded(reason.clone());
                     }
                     if let Some(reason) = &c.incomplete {
                         return Blocker::Never(format!(
@@ -360,12 +388,30 @@ impl<'p> Scheduler<'p> {
         let mut work: Vec<(StepId, Status)> = Vec::new();
         let mut next = Some((step, status));
         while let Some((step, status)) = next.take().or_else(|| work.pop()) {
-            let failed = !matches!(status, Status::Succeeded(_));
+            let succeeded = matches!(status, Status::Succeeded(_));
+            // A step skipped because an optional output produced nothing
+            // is not a failure: it is absent, like its keys.
+            let not_needed = self.optional_skipped.contains(&step);
+            let failed = !succeeded && !not_needed;
             if let Status::Skipped(reason) = &status {
                 self.skipped.push((step.clone(), reason.to_string()));
             }
             if let Some(entry) = self.steps.get_mut(&step) {
                 entry.status = status;
+            }
+            // Optional outputs this step ended with no items on (or all of
+            // its outputs, if it was itself not needed).
+            let empty: Vec<(usize, String)> = if succeeded || not_needed {
+                self.empty_optional_outputs(&step, not_needed)
+            } else {
+                Vec::new()
+            };
+            let children = self.children.clone();
+            for (index, reason) in &empty {
+                for &op in &children[step.op][*index] {
+                    self.empty_maps
+                        .push((op, step.keys.clone(), reason.clone()));
+                }
             }
             let mut to_check: Vec<StepId> = self.waiters.remove(&step).unwrap_or_default();
             let watches = self.watches.clone();
@@ -392,6 +438,13 @@ impl<'p> Scheduler<'p> {
                         }
                     }
                 }
+                if let Role::Emitter { output, .. } = &watch.role
+                    && let Some((_, reason)) = empty
+                        .iter()
+                        .find(|(i, _)| self.plan.ops[step.op].dynamic_outputs[*i] == *output)
+                {
+                    c.optional_empty.get_or_insert_with(|| reason.clone());
+                }
                 if c.pending == 0 {
                     to_check.push(StepId {
                         op: watch.consumer,
@@ -408,6 +461,10 @@ impl<'p> Scheduler<'p> {
                     Blocker::Never(reason) => {
                         work.push((waiting, Status::Skipped(reason.into())));
                     }
+                    Blocker::NotNeeded(reason) => {
+                        self.optional_skipped.insert(waiting.clone());
+                        work.push((waiting, Status::Skipped(reason.into())));
+                    }
                     blocker => self.settle(waiting, blocker),
                 }
             }
@@ -416,6 +473,32 @@ impl<'p> Scheduler<'p> {
 
     fn name(&self, step: &StepId) -> String {
         step_label(self.plan, step)
+    }
+
+    /// The optional dynamic outputs of `step` that ended with no items, with
+    /// the reason to give; every dynamic output if `all` (the step itself
+    /// was not needed, so it emitted nothing).
+    fn empty_optional_outputs(&self, step: &StepId, all: bool) -> Vec<(usize, String)> {
+        let op = &self.plan.ops[step.op];
+        let entry = self.steps.get(step);
+        op.dynamic_outputs
+            .iter()
+            .enumerate()
+            .filter(|(i, name)| {
+                (all || !op.required_outputs[*i])
+                    && entry
+                        .and_then(|e| e.items(name))
+                        .is_none_or(|items| items.order.is_empty())
+            })
+            .map(|(i, name)| {
+                let reason = if all {
+                    format!("`{}` was skipped", step_label(self.plan, step))
+                } else {
+                    format!("optional output `{}.{name}` produced no items", op.name)
+                };
+                (i, reason)
+            })
+            .collect()
     }
 
     /// The inputs of a ready step, in the order the plan lists them.
@@ -521,6 +604,9 @@ enum Blocker {
     Wait(Option<StepId>),
     /// Can never run.
     Never(String),
+    /// Need not run: an optional output it depends on produced no items.
+    /// Skipped, but not a failure of the run.
+    NotNeeded(String),
 }
 
 /// `op[k1][k2]` for a step.

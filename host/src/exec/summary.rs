@@ -93,6 +93,8 @@ pub(crate) fn build_report(
             Status::Skipped(reason) => {
                 if tolerated {
                     summary.tolerated += 1
+                } else if scheduler.optional_skipped.contains(id) {
+                    summary.skipped_optional += 1
                 } else {
                     summary.skipped += 1
                 }
@@ -119,6 +121,23 @@ pub(crate) fn build_report(
         .map(|step| step_label(plan, step))
         .collect();
     vanished.sort();
+    let mut empty_maps: Vec<String> = scheduler
+        .empty_maps
+        .iter()
+        .map(|(op, keys, reason)| {
+            let under = StepId {
+                op: plan.ops[*op].scope[keys.len()].op,
+                keys: keys.clone(),
+            };
+            format!(
+                "{} under {}: {reason}",
+                plan.ops[*op].name,
+                step_label(plan, &under)
+            )
+        })
+        .collect();
+    empty_maps.sort();
+    empty_maps.dedup();
     RunReport {
         run_id: options.run_id.clone(),
         job: plan.job_name.clone(),
@@ -126,6 +145,7 @@ pub(crate) fn build_report(
         ops,
         outputs,
         vanished,
+        empty_maps,
         spilled_bytes: scheduler.values.spilled_bytes,
         interrupted: false,
     }

@@ -17,6 +17,10 @@ pub(super) struct Collection {
     pub failed_members: u64,
     /// Members that became terminal, failed or not.
     pub members: u64,
+    /// An optional dynamic output below ended with no items (the reason).
+    pub optional_empty: Option<String>,
+    /// Some emitter below emitted at least one item.
+    pub items_seen: bool,
 }
 
 /// Why a complete collection may not run: more failed members than its
@@ -78,6 +82,8 @@ impl Collection {
             incomplete: None,
             failed_members: 0,
             members: 0,
+            optional_empty: None,
+            items_seen: false,
         }
     }
 }
@@ -92,6 +98,8 @@ mod tests {
             incomplete: None,
             failed_members: failed,
             members,
+            optional_empty: None,
+            items_seen: true,
         }
     }
 

@@ -1,0 +1,156 @@
+//! Issue 12: Dagster's `DynamicOut(is_required=False)`: an optional dynamic
+//! output that ends with no items skips what is mapped over it and what
+//! collects it, without failing the run; descriptions show in `plan`.
+
+use crate::support::TestJob;
+
+fn job(count: usize, required: bool) -> String {
+    format!(
+        r#"name = "optional"
+[ops.emit]
+component = "{{probe}}"
+description = "lists the work"
+dynamic = true
+config.emit_count = {count}
+outputs.result = {{ required = {required}, description = "one item per unit of work" }}
+[ops.work]
+component = "{{probe}}"
+inputs.v = {{ map = "emit" }}
+[ops.all]
+component = "{{probe}}"
+inputs.vs = {{ collect = "work" }}
+[ops.after]
+component = "{{probe}}"
+inputs.a = "all"
+"#
+    )
+}
+
+#[test]
+fn an_empty_optional_output_skips_its_map_and_collect_without_failing() {
+    let optional = TestJob::new(&job(0, false));
+    let out = optional.run(&[]);
+    out.assert_code(0);
+    let skipped = out.events();
+    let reason = |step: &str| {
+        skipped
+            .iter()
+            .find(|e| e["event"] == "step_skipped" && e["step"] == step)
+            .map(|e| e["reason"].as_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("{step} was not skipped: {}", out.stdout))
+    };
+    assert_eq!(
+        reason("all"),
+        "optional output `emit.result` produced no items"
+    );
+    assert_eq!(
+        reason("after"),
+        "input `a` from `all` was skipped: optional output `emit.result` produced no items"
+    );
+    assert_eq!(out.op_summary("all")["skipped_optional"], 1);
+    assert_eq!(out.op_summary("all")["skipped"], 0);
+    assert_eq!(out.op_summary("work")["steps"], 0);
+    assert_eq!(
+        out.finished()["empty_maps"],
+        serde_json::json!(["work under emit: optional output `emit.result` produced no items"])
+    );
+    let summary = crate::support::dynhost(optional.dir(), &["run", "job.toml"]);
+    summary.assert_code(0);
+    assert!(
+        summary.stderr.contains(
+            "work under emit: optional output `emit.result` produced no items: no keys, skipped"
+        ),
+        "{}",
+        summary.stderr
+    );
+
+    // Required (the default): the collect runs with an empty list.
+    let required = TestJob::new(&job(0, true));
+    let out = required.run(&[]);
+    out.assert_code(0);
+    assert_eq!(out.op_summary("all")["succeeded"], 1);
+    assert_eq!(out.op_summary("after")["succeeded"], 1);
+
+    // Optional with items: nothing is skipped.
+    let some = TestJob::new(&job(2, false));
+    let out = some.run(&[]);
+    out.assert_code(0);
+    assert_eq!(out.op_summary("work")["succeeded"], 2);
+    assert_eq!(out.op_summary("after")["succeeded"], 1);
+}
+
+#[test]
+fn nested_optional_outputs_skip_only_the_empty_keys() {
+    let job = TestJob::new(
+        r#"name = "nested"
+[ops.outer]
+component = "{probe}"
+dynamic = true
+config.emit = [{ key = "k0", value = [] }, { key = "k1", value = ["a", "b"] }]
+[ops.inner]
+component = "{probe}"
+dynamic = true
+inputs.v = { map = "outer" }
+config.emit_input = "v"
+outputs.result = { required = false }
+[ops.leaf]
+component = "{probe}"
+inputs.x = { map = "inner" }
+[ops.per_outer]
+component = "{probe}"
+inputs.o = { map = "outer" }
+inputs.ls = { collect = "leaf" }
+[ops.top]
+component = "{probe}"
+inputs.ls = { collect = "leaf" }
+"#,
+    );
+    let out = job.run(&[]);
+    out.assert_code(0);
+    assert_eq!(out.step("per_outer[k1]")["status"], "succeeded");
+    assert!(
+        out.steps_with("step_skipped")
+            .contains(&"per_outer[k0]".to_owned()),
+        "{}",
+        out.stdout
+    );
+    // The root collect sees k1's two leaves and runs.
+    assert_eq!(out.op_summary("top")["succeeded"], 1);
+    assert_eq!(out.op_summary("leaf")["succeeded"], 2);
+    assert_eq!(
+        out.finished()["empty_maps"],
+        serde_json::json!([
+            "leaf under inner[k0]: optional output `inner.result` produced no items"
+        ])
+    );
+}
+
+#[test]
+fn outputs_must_name_a_dynamic_output_and_descriptions_show_in_plan() {
+    let bad = TestJob::new(
+        "name = \"b\"\n[ops.a]\ncomponent = \"{probe}\"\ndynamic = true\noutputs.files = { required = false }\n",
+    );
+    let out = crate::support::dynhost(bad.dir(), &["validate", "job.toml"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains(
+            "op `a`: `outputs.files` names no dynamic output of this op (it has: result)"
+        ),
+        "{}",
+        out.stderr
+    );
+    let good = TestJob::new(&job(1, false));
+    let plan = crate::support::dynhost(good.dir(), &["plan", "job.toml"]);
+    plan.assert_code(0);
+    assert!(
+        plan.stdout.contains("op emit — lists the work"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("emits      result (optional: one item per unit of work)"),
+        "{}",
+        plan.stdout
+    );
+}
