@@ -39,8 +39,8 @@ pub struct Cli {
 enum Command {
     /// Run a job: every op, one fresh sandboxed instance per mapped key.
     Run(RunArgs),
-    /// Check a job without running it: file, graph and components.
-    Validate(JobArgs),
+    /// Check a job without running it: file, graph, config and components.
+    Validate(ValidateArgs),
     /// Run each op's `build` command.
     Build(JobArgs),
     /// Print the resolved plan: ops in run order, inputs, limits, grants.
@@ -139,6 +139,28 @@ struct LogsArgs {
     store: StoreArgs,
 }
 
+/// Config overrides, for `run`, `resume`, `validate` and `plan`.
+#[derive(Debug, Args, Clone, Default)]
+struct ConfigArgs {
+    /// A TOML or JSON file of `[ops.NAME.config]` tables merged over the
+    /// job's (repeatable).
+    #[arg(long = "config", value_name = "FILE")]
+    config_files: Vec<PathBuf>,
+    /// One config value: `ops.NAME.config.KEY=VALUE` (repeatable; VALUE is a
+    /// TOML value, or text).
+    #[arg(long = "set", value_name = "ops.NAME.config.KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+impl ConfigArgs {
+    fn overrides(&self) -> dynhost::spec::Overrides {
+        dynhost::spec::Overrides {
+            files: self.config_files.clone(),
+            sets: self.sets.clone(),
+        }
+    }
+}
+
 /// How to execute, shared by `run` and `resume`.
 #[derive(Debug, Args)]
 struct ExecArgs {
@@ -166,6 +188,8 @@ struct ExecArgs {
     /// compiles several times faster and runs slower (for the edit loop).
     #[arg(long)]
     fast_compile: bool,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 fn progress_secs(text: &str) -> Result<f64, String> {
@@ -182,12 +206,22 @@ struct PlanArgs {
     /// The plan as JSON, for tools.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Debug, Args)]
 struct JobArgs {
     /// The job file.
     job: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct ValidateArgs {
+    /// The job file.
+    job: PathBuf,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Debug, Args)]
@@ -251,7 +285,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run(args) => run_job(&args),
         Command::Validate(args) => {
-            let plan = dynhost::load_plan(&args.job)?;
+            let plan = dynhost::load_plan_with(&args.job, &args.config.overrides())?;
             let runtime = Runtime::new(&runtime_config(&plan, 1, false, false))?;
             dynhost::load_components_with(&runtime, &plan, &mut say_compiling)?;
             note!("{}: ok ({} ops)", args.job.display(), plan.ops.len());
@@ -262,7 +296,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan(args) => {
-            let plan = dynhost::load_plan(&args.job)?;
+            let plan = dynhost::load_plan_with(&args.job, &args.config.overrides())?;
             if args.json {
                 report::print_json(&plan)?;
             } else {
@@ -319,13 +353,14 @@ fn run_job(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if args.build {
         build(&args.job)?;
     }
-    let plan = dynhost::load_plan(&args.job)?;
+    let plan = dynhost::load_plan_with(&args.job, &args.exec.config.overrides())?;
     let job_file = std::path::absolute(&args.job)?;
     let run = RunRecord {
         id: new_run_id(),
         job: plan.job_name.clone(),
         job_file: job_file.display().to_string(),
         job_hash: dynhost::store::hash_bytes(&std::fs::read(&args.job)?),
+        config: effective_config(&plan),
     };
     if args.no_store {
         if !args.only.is_empty() || !args.step.is_empty() || args.from.is_some() {
@@ -412,13 +447,14 @@ fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let job = PathBuf::from(&stored.job_file);
-    let plan = dynhost::load_plan(&job)?;
+    let plan = dynhost::load_plan_with(&job, &args.exec.config.overrides())?;
     let prior = store.successes(&stored.id)?;
     let run = RunRecord {
         id: stored.id.clone(),
         job: plan.job_name.clone(),
         job_file: stored.job_file.clone(),
         job_hash: dynhost::store::hash_bytes(&std::fs::read(&job)?),
+        config: effective_config(&plan),
     };
     execute(&plan, &args.exec, &run, || {
         Ok((
@@ -540,6 +576,20 @@ fn execute(
     } else {
         ExitCode::from(EXIT_FAILED_STEPS)
     })
+}
+
+/// The config each op runs with (defaults and overrides applied), as one
+/// JSON object by op name: recorded with the run, shown by `show`.
+fn effective_config(plan: &dynhost::Plan) -> String {
+    let ops: serde_json::Map<String, serde_json::Value> = plan
+        .ops
+        .iter()
+        .map(|op| {
+            let config = serde_json::from_str(&op.config_json).unwrap_or_default();
+            (op.name.clone(), config)
+        })
+        .collect();
+    serde_json::Value::Object(ops).to_string()
 }
 
 /// Says which component is compiling: a large one (an interpreter) takes

@@ -42,7 +42,17 @@ pub use spec::JobSpec;
 /// # Errors
 /// [`Error::Spec`] or [`Error::Plan`], naming the file and op.
 pub fn load_plan(path: &std::path::Path) -> Result<Plan> {
-    let spec = spec::load(path)?;
+    load_plan_with(path, &spec::Overrides::default())
+}
+
+/// [`load_plan`] with config overrides (`--config`, `--set`) applied before
+/// planning, so defaults and `config_schema` checks see the final config.
+///
+/// # Errors
+/// As [`load_plan`], and [`spec::SpecError::Override`].
+pub fn load_plan_with(path: &std::path::Path, overrides: &spec::Overrides) -> Result<Plan> {
+    let mut spec = spec::load(path)?;
+    spec::apply_overrides(&mut spec, overrides)?;
     Ok(Plan::build(&spec)?)
 }
 

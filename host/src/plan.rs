@@ -6,6 +6,7 @@
 //! one mechanism: an op runs once per key path of its scope; `map` adds a level,
 //! `collect` gathers every level below the collecting op's own scope.
 
+pub mod config;
 mod error;
 pub mod limits;
 
@@ -228,12 +229,33 @@ impl Plan {
                     hint,
                 });
             }
-            let policy = resolver.policy(name, op_spec, &base, &dynamic_outputs)?;
-            let retry = resolver.retry(name, op_spec)?;
             let config = op_spec.config.clone().unwrap_or_default();
-            let config_json = serde_json::to_string(&config).map_err(|e| {
+            let mut config_value = serde_json::to_value(&config).map_err(|e| {
                 resolver.setting(name, format!("`config` cannot be turned into JSON: {e}"))
             })?;
+            if let Some(schema) = &op_spec.config_schema {
+                let schema =
+                    config::load_schema(schema, &base).map_err(|e| resolver.setting(name, e))?;
+                config_value = config::apply_schema(config_value, &schema)
+                    .map_err(|e| resolver.setting(name, e))?;
+            }
+            let config_json = config_value.to_string();
+            // Mount host paths may name config values (`${config.data}`), so
+            // one `--set` points a job at other data.
+            let with_mounts;
+            let op_spec = if op_spec.mounts.iter().any(|m| m.host.contains("${config.")) {
+                let mut expanded = op_spec.clone();
+                for mount in &mut expanded.mounts {
+                    mount.host = config::expand(&mount.host, &config_value)
+                        .map_err(|e| resolver.setting(name, e))?;
+                }
+                with_mounts = expanded;
+                &with_mounts
+            } else {
+                op_spec
+            };
+            let policy = resolver.policy(name, op_spec, &base, &dynamic_outputs)?;
+            let retry = resolver.retry(name, op_spec)?;
             ops.push(PlannedOp {
                 name: name.clone(),
                 component,

@@ -29,6 +29,14 @@ pub enum SpecError {
         /// The parser's message, with line and column.
         reason: String,
     },
+    /// A config override (`--config FILE`, `--set`) cannot be applied.
+    #[error("`{source_name}`: {reason}")]
+    Override {
+        /// The override file, or the `--set` argument.
+        source_name: String,
+        /// What is wrong and what to write instead.
+        reason: String,
+    },
 }
 
 /// A job file, as written.
@@ -88,6 +96,9 @@ pub struct OpSpec {
     pub cache: bool,
     /// What the op does, for `plan`, `show` and the summary.
     pub description: Option<String>,
+    /// A JSON Schema for `config` (inline, or a `.json`/`.toml` file beside
+    /// the job): defaults filled in, the config checked before any op runs.
+    pub config_schema: Option<toml::Value>,
     /// Per dynamic output: whether it must produce items, and a description
     /// (Dagster's `DynamicOut(is_required=..., description=...)`).
     #[serde(default)]
@@ -408,4 +419,124 @@ mod tests {
         );
         assert!(err.contains("exactly one of"), "{err}");
     }
+}
+
+/// Config overrides from the command line, applied to a job before it is
+/// planned: `--config FILE` (TOML or JSON, `ops.NAME.config` tables, like
+/// Dagster's `-c config.yaml`) and `--set ops.NAME.config.KEY=VALUE`.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// Files of `ops.NAME.config` tables, merged in order.
+    pub files: Vec<PathBuf>,
+    /// `ops.NAME.config.KEY[.KEY...]=VALUE`, applied after the files; VALUE
+    /// is read as a TOML value (`3`, `true`, `"x"`, `[1, 2]`), else as text.
+    pub sets: Vec<String>,
+}
+
+impl Overrides {
+    /// Whether there is anything to apply.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.sets.is_empty()
+    }
+}
+
+/// Applies `overrides` to `spec`'s op configs (tables merge key by key).
+///
+/// # Errors
+/// [`SpecError::Override`] naming the file or `--set`, the op and the fix.
+pub fn apply_overrides(spec: &mut JobSpec, overrides: &Overrides) -> Result<(), SpecError> {
+    for file in &overrides.files {
+        let source_name = file.display().to_string();
+        let fail = |reason: String| SpecError::Override {
+            source_name: source_name.clone(),
+            reason,
+        };
+        let text = std::fs::read_to_string(file).map_err(|e| fail(e.to_string()))?;
+        let table: toml::Table = if file.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text).map_err(|e| fail(format!("not JSON: {e}")))?
+        } else {
+            toml::from_str(&text).map_err(|e| fail(format!("not TOML: {e}")))?
+        };
+        let ops = match table.get("ops") {
+            Some(toml::Value::Table(ops)) if table.len() == 1 => ops,
+            _ => {
+                return Err(fail(
+                    "write `[ops.NAME.config]` tables (in JSON: `{\"ops\": {\"NAME\": {\"config\": {...}}}}`), nothing else".into(),
+                ));
+            }
+        };
+        for (op, settings) in ops {
+            let config = match settings {
+                toml::Value::Table(t) if t.len() == 1 => t.get("config"),
+                _ => None,
+            };
+            let Some(toml::Value::Table(config)) = config else {
+                return Err(fail(format!("`ops.{op}` may hold only a `config` table")));
+            };
+            let target = op_config(spec, op).map_err(fail)?;
+            merge(target, config);
+        }
+    }
+    for set in &overrides.sets {
+        let fail = |reason: String| SpecError::Override {
+            source_name: format!("--set {set}"),
+            reason,
+        };
+        let (path, value) = set
+            .split_once('=')
+            .ok_or_else(|| fail("write `ops.NAME.config.KEY=VALUE`".into()))?;
+        let parts: Vec<&str> = path.trim().split('.').collect();
+        let ["ops", op, "config", keys @ ..] = parts.as_slice() else {
+            return Err(fail("write `ops.NAME.config.KEY=VALUE`".into()));
+        };
+        let Some((last, parents)) = keys.split_last() else {
+            return Err(fail("name a key: `ops.NAME.config.KEY=VALUE`".into()));
+        };
+        let value = parse_value(value.trim());
+        let mut table = op_config(spec, op).map_err(fail)?;
+        for key in parents {
+            let entry = table
+                .entry((*key).to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = match entry {
+                toml::Value::Table(t) => t,
+                _ => return Err(fail(format!("`{key}` is not a table in the op's config"))),
+            };
+        }
+        table.insert((*last).to_owned(), value);
+    }
+    Ok(())
+}
+
+/// The config table of `op`, created if absent.
+fn op_config<'s>(spec: &'s mut JobSpec, op: &str) -> Result<&'s mut toml::Table, String> {
+    let known: Vec<String> = spec.ops.keys().cloned().collect();
+    let Some(op_spec) = spec.ops.get_mut(op) else {
+        return Err(format!(
+            "the job has no op `{op}` (its ops: {})",
+            known.join(", ")
+        ));
+    };
+    Ok(op_spec.config.get_or_insert_with(toml::Table::new))
+}
+
+/// Merges `from` into `into`: tables key by key, anything else replaced.
+fn merge(into: &mut toml::Table, from: &toml::Table) {
+    for (key, value) in from {
+        match (into.get_mut(key), value) {
+            (Some(toml::Value::Table(old)), toml::Value::Table(new)) => merge(old, new),
+            _ => {
+                into.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
+/// A `--set` value: TOML if it parses as one (`3`, `true`, `"x"`, `[1]`),
+/// else the text itself (`/data2`).
+fn parse_value(text: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_owned()))
 }

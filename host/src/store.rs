@@ -205,6 +205,9 @@ pub struct RunRecord {
     pub job_file: String,
     /// SHA-256 of the job file's text.
     pub job_hash: String,
+    /// The config each op ran with (defaults and overrides applied), as a
+    /// JSON object by op name.
+    pub config: String,
 }
 
 /// How a step ended.
@@ -349,6 +352,9 @@ pub struct RunSummary {
     pub active_secs: Option<f64>,
     /// Failed or skipped steps a tolerant collect ran without.
     pub tolerated: u64,
+    /// The config each op ran with last, as a JSON object by op name
+    /// (`None` for runs recorded before it was kept).
+    pub config: Option<String>,
     /// Steps that succeeded.
     pub succeeded: u64,
     /// Steps that failed.

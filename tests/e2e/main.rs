@@ -6,6 +6,7 @@ mod support;
 
 mod blocking;
 mod cli;
+mod config;
 mod errors;
 mod examples;
 mod failures;

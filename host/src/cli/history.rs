@@ -146,6 +146,18 @@ fn show_run(
         "run {} of `{}` ({}): {}",
         header.id, header.job, header.job_file, header.status
     )?;
+    if let Some(config) = header
+        .config
+        .as_deref()
+        .and_then(|c| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(c).ok())
+    {
+        for (op, value) in config
+            .iter()
+            .filter(|(_, v)| v.as_object().is_some_and(|o| !o.is_empty()))
+        {
+            writeln!(out, "config {op}: {value}")?;
+        }
+    }
     let rows = store.steps(run)?;
     // Counted as in the run's summary: a failed or skipped step a tolerant
     // collect ran without is `tolerated`, not failed or skipped.

@@ -1,8 +1,8 @@
--- dynhost run store, schema version 4 (3 added `runs.owner`: `pid:start`
+-- dynhost run store, schema version 5 (3 added `runs.owner`: `pid:start`
 -- of the process working on a running run, so a dead one shows as interrupted;
 -- 4 added `runs.resumed_at` and `runs.active_secs`, the run's running time
 -- summed over resumes, and `steps.tolerated`, set on failed or skipped steps
--- a tolerant collect ran without). Keys are JSON arrays of mapping keys
+-- a tolerant collect ran without; 5 added `runs.config`). Keys are JSON arrays of mapping keys
 -- (outermost first, `[]` outside any map). Values of up to 64 bytes are kept
 -- inline (`steps.output`, `items.value`; the hash column is then NULL or '');
 -- larger ones live once in `blobs`, addressed by their SHA-256. Version 1
@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS runs (
     status      TEXT NOT NULL,          -- running | succeeded | failed | interrupted
     owner       TEXT,
     resumed_at  REAL,
-    active_secs REAL
+    active_secs REAL,
+    config      TEXT                    -- JSON: the config each op ran with, by op
 );
 CREATE TABLE IF NOT EXISTS steps (
     run_id            TEXT NOT NULL,

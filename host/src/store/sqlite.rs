@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// The schema this build writes. Older versions are upgraded in place; a
 /// newer one is refused (it was written by a newer dynhost).
-const SCHEMA_VERSION: u32 = 4;
+const SCHEMA_VERSION: u32 = 5;
 
 /// Values up to this size are stored in their row rather than in `blobs`: a
 /// reference (a 64-character hash, a blob row and its index entry) would cost
@@ -176,6 +176,17 @@ impl SqliteStore {
                  ALTER TABLE runs ADD COLUMN active_secs REAL;
                  ALTER TABLE steps ADD COLUMN tolerated INTEGER NOT NULL DEFAULT 0;
                  UPDATE meta SET value = '4' WHERE key = 'schema_version';
+                 COMMIT;",
+            )?;
+            version = 4;
+        }
+        if version == 4 {
+            // Version 5 keeps the config each op ran with (defaults and
+            // command-line overrides applied).
+            self.conn.execute_batch(
+                "BEGIN;
+                 ALTER TABLE runs ADD COLUMN config TEXT;
+                 UPDATE meta SET value = '5' WHERE key = 'schema_version';
                  COMMIT;",
             )?;
         }
@@ -380,11 +391,11 @@ impl RunStore for SqliteStore {
     fn begin_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "INSERT INTO runs (id, job, job_file, job_hash, started_at, status, owner, resumed_at, active_secs)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?5, 0)
+                "INSERT INTO runs (id, job, job_file, job_hash, started_at, status, owner, resumed_at, active_secs, config)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?5, 0, ?7)
                  ON CONFLICT (id) DO UPDATE SET job_hash = excluded.job_hash, status = 'running', finished_at = NULL,
-                   owner = excluded.owner, resumed_at = excluded.started_at",
-                params![run.id, run.job, run.job_file, run.job_hash, now_secs(), super::this_process()],
+                   owner = excluded.owner, resumed_at = excluded.started_at, config = excluded.config",
+                params![run.id, run.job, run.job_file, run.job_hash, now_secs(), super::this_process(), run.config],
             )
             .map(|_| ())
             .map_err(|e| self.error(&e))
@@ -443,7 +454,7 @@ impl RunStore for SqliteStore {
                    (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'failed' AND s.tolerated = 0),
                    (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'skipped' AND s.tolerated = 0),
                    (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.tolerated = 1),
-                   r.active_secs
+                   r.active_secs, r.config
                  FROM runs r ORDER BY r.started_at DESC, r.id DESC",
             )?;
             stmt.query_map([], |r| {
@@ -471,6 +482,7 @@ impl RunStore for SqliteStore {
                     skipped: r.get::<_, i64>(9)? as u64,
                     tolerated: r.get::<_, i64>(10)? as u64,
                     active_secs: r.get(11)?,
+                    config: r.get(12)?,
                 })
             })?
             .collect()

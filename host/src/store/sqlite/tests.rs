@@ -39,6 +39,7 @@ fn steps_round_trip_and_values_are_stored_once() {
         job: "j".into(),
         job_file: "job.toml".into(),
         job_hash: "h".into(),
+        config: "{}".into(),
     };
     store.begin_run(&run).unwrap();
     store
