@@ -62,15 +62,65 @@ fn main() {
         overhead(&trivial, n);
         return;
     }
+    // `bench typed`: only the typed-values line.
+    if args.first().is_some_and(|a| a == "typed") {
+        typed(&trivial, n);
+        return;
+    }
     println!("dynhost benchmarks (cores: {})", cores());
     overhead(&trivial, n);
     fanout();
     spill();
     cold_warm(&trivial);
     pipelining(&trivial);
+    typed(&trivial, n);
     if std::env::var_os("DYNHOST_SKIP_POLYGLOT").is_none() {
         polyglot();
     }
+}
+
+/// Typed values (issue 12): the same fan-out with the emitter's items
+/// undeclared and declared `json` with a schema, rounds alternating; the
+/// check runs on the worker for every item.
+fn typed(trivial: &Path, n: u64) {
+    const ROUNDS: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let plain = job(dir.path(), &fan_job(trivial, n, ""));
+    let typed_dir = tempfile::tempdir().unwrap();
+    let declared = fan_job(trivial, n, "").replace(
+        "[ops.work]",
+        "outputs.result = { type = \"json\", schema = { type = \"integer\", minimum = 0 } }\n[ops.work]",
+    );
+    let typed_plan = job(typed_dir.path(), &declared);
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    let cpu = |plan: &Plan| {
+        let rt = runtime(plan, None);
+        let components = dynhost::load_components(&rt, plan).unwrap();
+        let before = cpu_time();
+        let report = exec::run(
+            plan,
+            &rt,
+            &components,
+            &options(),
+            exec::Storage::default(),
+            &mut |_| {},
+        );
+        assert!(report.report.is_success());
+        cpu_time() - before
+    };
+    println!("\n6. typed values: N = {n} items, undeclared vs `json` + schema, {ROUNDS} rounds");
+    let mut ratios = Vec::new();
+    for round in 1..=ROUNDS {
+        let untyped = per(cpu(&plain));
+        let typed = per(cpu(&typed_plan));
+        println!("   round {round}: undeclared {untyped:.1} us/key, typed {typed:.1} us/key");
+        ratios.push(typed / untyped);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "   ratio typed/undeclared, median round {:>6.2}",
+        ratios[ROUNDS / 2]
+    );
 }
 
 fn cores() -> usize {

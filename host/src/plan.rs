@@ -255,6 +255,7 @@ impl Plan {
                 op_spec
             };
             let policy = resolver.policy(name, op_spec, &base, &dynamic_outputs)?;
+            check_expects(&resolver, name, op_spec, &inputs, &ops)?;
             let retry = resolver.retry(name, op_spec)?;
             ops.push(PlannedOp {
                 name: name.clone(),
@@ -347,6 +348,55 @@ fn normalize(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// `expects.INPUT = "json"`: refuses an input whose source declares a type
+/// that does not satisfy it (an undeclared source is not judged).
+fn check_expects(
+    resolver: &Resolver<'_>,
+    name: &str,
+    op_spec: &OpSpec,
+    inputs: &[PlannedInput],
+    ops: &[PlannedOp],
+) -> Result<(), PlanError> {
+    use crate::runtime::types::ValueKind;
+    for (input, want) in &op_spec.expects {
+        let want = ValueKind::parse(want)
+            .map_err(|e| resolver.setting(name, format!("`expects.{input}`: {e}")))?;
+        let Some(planned) = inputs.iter().find(|i| i.name == *input) else {
+            return Err(
+                resolver.setting(name, format!("`expects.{input}` names no input of this op"))
+            );
+        };
+        let (from, have) = match &planned.source {
+            Source::Value(up) | Source::Collect(CollectTarget::Values(up), _) => (
+                format!("the result of `{}`", ops[*up].name),
+                ops[*up].policy.result_type.kind,
+            ),
+            Source::Item(d) | Source::Collect(CollectTarget::Items(d), _) => {
+                let up = &ops[d.op];
+                let kind = up
+                    .dynamic_outputs
+                    .iter()
+                    .position(|o| *o == d.output)
+                    .and_then(|i| up.policy.output_types.get(i))
+                    .map(|t| t.kind)
+                    .unwrap_or_default();
+                (format!("output `{}.{}`", up.name, d.output), kind)
+            }
+        };
+        if !have.satisfies(want) {
+            return Err(resolver.setting(
+                name,
+                format!(
+                    "input `{input}` expects `{}` but {from} is declared `{}`; make the types agree in job.toml",
+                    want.as_str(),
+                    have.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn dynamic_outputs(op: &OpSpec) -> Vec<String> {

@@ -13,6 +13,7 @@ mod policy;
 mod reactor;
 mod sandbox;
 mod signature;
+pub mod types;
 
 pub use failure::{FailureKind, OpFailure};
 pub use host::EmitSink;
@@ -316,7 +317,13 @@ impl Runtime {
                 current_bytes: 0,
                 peak_bytes: 0,
             },
-            emits: host::EmitState::new(sink, call.op, &policy.dynamic_outputs, limits),
+            emits: host::EmitState::new(
+                sink,
+                call.op,
+                &policy.dynamic_outputs,
+                &policy.output_types,
+                limits,
+            ),
             log: log.clone(),
         };
         let mut store = Store::new(&self.engine, state);
@@ -385,6 +392,14 @@ impl Runtime {
                         "max_output_bytes",
                         limits.max_output_bytes,
                         "bytes",
+                    ))
+                } else if let Err(reason) = policy.result_type.check(&bytes) {
+                    Err(OpFailure::new(
+                        FailureKind::TypeCheck,
+                        format!(
+                            "op `{}` returned a value that {reason}; fix the op or its `returns` type/schema in job.toml",
+                            call.op
+                        ),
                     ))
                 } else {
                     Ok(bytes)

@@ -103,6 +103,12 @@ pub struct OpSpec {
     /// (Dagster's `DynamicOut(is_required=..., description=...)`).
     #[serde(default)]
     pub outputs: BTreeMap<String, OutputSpec>,
+    /// What the op's plain result is.
+    pub returns: Option<ReturnsSpec>,
+    /// What each input must be (`bytes`, `utf8`, `json`), by input name:
+    /// `validate` refuses an input whose source declares something else.
+    #[serde(default)]
+    pub expects: BTreeMap<String, String>,
 }
 
 /// `[ops.NAME.outputs.OUTPUT]`: one dynamic output's declaration.
@@ -114,6 +120,26 @@ pub struct OutputSpec {
     /// collect of no items gets an empty list).
     pub required: Option<bool>,
     /// What the output's items are.
+    pub description: Option<String>,
+    /// What its values are: `bytes`, `utf8` or `json` (Dagster's
+    /// `dagster_type`); checked on the host for every item.
+    #[serde(rename = "type")]
+    pub value_type: Option<String>,
+    /// A JSON Schema every item must match (`type = "json"`): inline, or a
+    /// `.json`/`.toml` file beside the job.
+    pub schema: Option<toml::Value>,
+}
+
+/// `returns = { type = "json", schema = ... }`: what the op's plain result is.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnsSpec {
+    /// `bytes`, `utf8` or `json`.
+    #[serde(rename = "type")]
+    pub value_type: Option<String>,
+    /// A JSON Schema the value must match (`type = "json"`).
+    pub schema: Option<toml::Value>,
+    /// What the value is.
     pub description: Option<String>,
 }
 

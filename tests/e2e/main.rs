@@ -22,3 +22,4 @@ mod resume;
 mod sandbox;
 mod store_safety;
 mod streaming;
+mod types;

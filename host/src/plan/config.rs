@@ -94,6 +94,39 @@ pub fn expand(text: &str, config: &Value) -> Result<String, String> {
     Ok(out)
 }
 
+/// A declared value type (`outputs.NAME.type`/`schema`, `returns`): a
+/// schema alone means `json`.
+///
+/// # Errors
+/// An unknown type, a schema on a type other than `json`, or a schema that
+/// cannot be read or compiled.
+pub fn value_type(
+    kind: Option<&str>,
+    schema: Option<&toml::Value>,
+    job_dir: &Path,
+) -> Result<crate::runtime::types::ValueType, String> {
+    use crate::runtime::types::{Schema, ValueKind, ValueType};
+    let kind = match (kind, schema) {
+        (Some(kind), _) => ValueKind::parse(kind)?,
+        (None, Some(_)) => ValueKind::Json,
+        (None, None) => ValueKind::Any,
+    };
+    let schema = match schema {
+        None => None,
+        Some(_) if kind != ValueKind::Json => {
+            return Err("a `schema` needs `type = \"json\"`".into());
+        }
+        Some(spec) => {
+            let json =
+                load_schema(spec, job_dir).map_err(|e| e.replace("config_schema", "schema"))?;
+            let validator = jsonschema::validator_for(&json)
+                .map_err(|e| format!("`schema` is not a valid JSON Schema: {e}"))?;
+            Some(Schema(std::sync::Arc::new(validator)))
+        }
+    };
+    Ok(ValueType { kind, schema })
+}
+
 /// `config_schema` as JSON: inline (a TOML table) or a file beside the job
 /// (`.json`, or `.toml`).
 ///

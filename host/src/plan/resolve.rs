@@ -5,6 +5,7 @@ use super::{
     CollectTarget, DEFAULT_RETRY_BACKOFF, DynOutput, OpId, PlanError, PlannedInput, PlannedOp,
     Resolver, RetryPolicy, Source, split_reference,
 };
+use crate::runtime::types::ValueType;
 use crate::runtime::{FailureKind, Mount, SandboxPolicy};
 use crate::spec::{InputSpec, OpSpec, Tolerance};
 use std::collections::BTreeMap;
@@ -260,11 +261,39 @@ impl Resolver<'_> {
         }
         let limits = super::limits::resolve(&op.limits, &self.spec.defaults)
             .map_err(|e| self.setting(name, e))?;
+        let mut output_types = Vec::new();
+        if op
+            .outputs
+            .values()
+            .any(|o| o.value_type.is_some() || o.schema.is_some())
+        {
+            for output in dynamic_outputs {
+                let declared = op.outputs.get(output);
+                let value_type = super::config::value_type(
+                    declared.and_then(|o| o.value_type.as_deref()),
+                    declared.and_then(|o| o.schema.as_ref()),
+                    base,
+                )
+                .map_err(|e| self.setting(name, format!("`outputs.{output}`: {e}")))?;
+                output_types.push(value_type);
+            }
+        }
+        let result_type = match &op.returns {
+            Some(returns) => super::config::value_type(
+                returns.value_type.as_deref(),
+                returns.schema.as_ref(),
+                base,
+            )
+            .map_err(|e| self.setting(name, format!("`returns`: {e}")))?,
+            None => ValueType::default(),
+        };
         Ok(SandboxPolicy {
             mounts,
             env: op.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             limits,
             dynamic_outputs: dynamic_outputs.to_vec(),
+            output_types,
+            result_type,
             deterministic: op.deterministic,
         })
     }

@@ -35,6 +35,8 @@ pub enum FailureKind {
     /// The run was interrupted (Ctrl-C, SIGTERM) while the step ran; `resume`
     /// runs it again.
     Interrupted,
+    /// A value did not match its output's declared type or schema.
+    TypeCheck,
 }
 
 impl FailureKind {
@@ -52,11 +54,12 @@ impl FailureKind {
             FailureKind::Host => "host",
             FailureKind::Skipped => "skipped",
             FailureKind::Interrupted => "interrupted",
+            FailureKind::TypeCheck => "type-check",
         }
     }
 
     /// Every kind, for parsing `retry_on`.
-    pub const ALL: [FailureKind; 11] = [
+    pub const ALL: [FailureKind; 12] = [
         FailureKind::OpError,
         FailureKind::Trap,
         FailureKind::Timeout,
@@ -68,6 +71,7 @@ impl FailureKind {
         FailureKind::Host,
         FailureKind::Skipped,
         FailureKind::Interrupted,
+        FailureKind::TypeCheck,
     ];
 }
 

@@ -9,6 +9,7 @@ use super::bindings::{Level, dynhost};
 use super::failure::{FailureKind, OpFailure, Tripped};
 use super::policy::Limits;
 use super::sandbox::StepState;
+use super::types::ValueType;
 use crate::key::{KEY_RULE, MappingKey};
 use rustc_hash::FxHashSet;
 
@@ -28,6 +29,8 @@ pub(crate) struct EmitState {
     /// Keys seen so far, per output index.
     seen: Vec<FxHashSet<MappingKey>>,
     limits: Limits,
+    /// Declared item types per output; empty when none is declared.
+    types: Vec<ValueType>,
     pub items: u64,
     pub bytes: u64,
     /// The first rule this step broke; the step fails with it whatever it returns.
@@ -39,6 +42,7 @@ impl EmitState {
         sink: Box<dyn EmitSink>,
         op: &std::sync::Arc<str>,
         outputs: &[String],
+        types: &[ValueType],
         limits: &Limits,
     ) -> Self {
         Self {
@@ -47,6 +51,7 @@ impl EmitState {
             outputs: outputs.to_vec(),
             seen: vec![FxHashSet::default(); outputs.len()],
             limits: limits.clone(),
+            types: types.to_vec(),
             items: 0,
             bytes: 0,
             failure: None,
@@ -107,6 +112,13 @@ impl EmitState {
             self.limits.max_output_bytes,
             "bytes",
         )?;
+        if let Some(Err(reason)) = self.types.get(index).map(|t| t.check(&value)) {
+            let message = format!(
+                "op `{op}` emitted a value on output `{output}` (key `{key}`) that {reason}; fix the op or the output's `type`/`schema` in job.toml"
+            );
+            self.failure = Some(OpFailure::new(FailureKind::TypeCheck, message.clone()));
+            return Ok(Err(message));
+        }
         if !self.seen[index].insert(key.clone()) {
             return Ok(Err(self.fail(format!(
                 "op `{op}` emitted mapping key `{key}` twice on output `{output}`; keys must be unique within an output"

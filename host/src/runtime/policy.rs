@@ -17,6 +17,11 @@ pub struct SandboxPolicy {
     pub limits: Limits,
     /// The dynamic outputs the op may emit to.
     pub dynamic_outputs: Vec<String>,
+    /// What each dynamic output's items are (same order); empty when none is
+    /// declared, so undeclared ops check nothing.
+    pub output_types: Vec<super::types::ValueType>,
+    /// What the op's plain result is.
+    pub result_type: super::types::ValueType,
     /// Fixed clocks and randomness seeded from the step, for reproducible reruns.
     pub deterministic: bool,
 }
