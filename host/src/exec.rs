@@ -9,6 +9,7 @@
 
 mod collect;
 mod coordinator;
+mod files;
 mod record;
 mod scheduler;
 mod summary;

@@ -77,6 +77,8 @@ pub struct PlannedOp {
     pub output_descriptions: Vec<Option<String>>,
     /// What the op does.
     pub description: Option<String>,
+    /// Where the op's values are also written as files (absolute).
+    pub values_dir: Option<PathBuf>,
     /// The dynamic outputs this op is mapped over, outermost first.
     pub scope: Vec<DynOutput>,
     /// Inputs, sorted by name.
@@ -267,6 +269,10 @@ impl Plan {
                 required_outputs,
                 output_descriptions,
                 description: op_spec.description.clone(),
+                values_dir: op_spec
+                    .values_dir
+                    .as_ref()
+                    .map(|d| normalize(&base.join(d))),
                 scope,
                 inputs,
                 policy,

@@ -105,6 +105,10 @@ pub struct OpSpec {
     pub outputs: BTreeMap<String, OutputSpec>,
     /// What the op's plain result is.
     pub returns: Option<ReturnsSpec>,
+    /// A directory (relative to the job file) where every value the op
+    /// returns is also written as a file, `OP/KEY` (`OP/OUTER/INNER` when
+    /// nested; `OP` for an op outside any map), for use outside dynhost.
+    pub values_dir: Option<String>,
     /// What each input must be (`bytes`, `utf8`, `json`), by input name:
     /// `validate` refuses an input whose source declares something else.
     #[serde(default)]

@@ -154,3 +154,69 @@ fn outputs_must_name_a_dynamic_output_and_descriptions_show_in_plan() {
         plan.stdout
     );
 }
+
+/// Issue 12 (`io_manager_key`): `values_dir` writes every value of the op as
+/// a file, `DIR/OP/KEY` (or `DIR/OP` outside a map), also after a resume.
+#[test]
+fn values_dir_writes_each_value_as_a_file() {
+    let text = |on_key: &str| {
+        format!(
+            r#"name = "files"
+[ops.emit]
+component = "{{probe}}"
+dynamic = true
+config.emit_count = 3
+[ops.work]
+component = "{{probe}}"
+inputs.v = {{ map = "emit" }}
+values_dir = "out"
+config.on_key = {{ {on_key} }}
+[ops.all]
+component = "{{probe}}"
+inputs.vs = {{ collect = "work", max_failures = 1 }}
+values_dir = "out"
+"#
+        )
+    };
+    let job = TestJob::new(&text("k1 = \"fail\""));
+    let out = job.run(&[]);
+    out.assert_code(0);
+    let dir = job.dir().join("out");
+    assert!(dir.join("work/k0").is_file() && dir.join("work/k2").is_file());
+    assert!(
+        !dir.join("work/k1").exists(),
+        "a failed step writes no file"
+    );
+    let stored = crate::support::dynhost(job.dir(), &["show", "latest", "work[k2]", "--raw"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("work/k2")).unwrap(),
+        stored.stdout
+    );
+    assert_eq!(
+        std::fs::read(dir.join("all")).unwrap(),
+        serde_json::to_vec(&out.output("all")).unwrap(),
+        "an op outside any map writes DIR/OP"
+    );
+    // Fixed and resumed: the directory is whole.
+    let run = out.finished()["run_id"].as_str().unwrap().to_owned();
+    job.rewrite(&text(""));
+    crate::support::dynhost(job.dir(), &["resume", &run]).assert_code(0);
+    for key in ["k0", "k1", "k2"] {
+        assert!(dir.join("work").join(key).is_file(), "{key}");
+    }
+
+    // A directory that cannot be written fails the steps, naming the file.
+    let blocked = TestJob::new(&text(""));
+    blocked.write("out", "a file, not a directory");
+    let out = blocked.run(&[]);
+    out.assert_code(1);
+    let failure = &out.step("work[k0]")["failure"];
+    assert!(
+        failure["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot write the value to `")
+            && failure["message"].as_str().unwrap().contains("values_dir"),
+        "{failure}"
+    );
+}

@@ -327,6 +327,11 @@ impl<'p> Coordinator<'p> {
             },
             op,
         });
+        if let Some(dir) = &self.plan.ops[step.op].values_dir
+            && let Err(message) = super::files::write_value(dir, op, &step.keys, &prior.output)
+        {
+            tracing::error!("{message}");
+        }
         let value = self.scheduler.values.put(prior.output);
         self.scheduler.on_finished(step, Ok(value));
     }
@@ -476,9 +481,17 @@ impl<'p> Coordinator<'p> {
     fn finished(
         &mut self,
         step: StepId,
-        report: StepReport,
+        mut report: StepReport,
         observer: &mut dyn FnMut(RunEvent<'_>),
     ) {
+        // `values_dir`: the value goes to its file before anyone hears the
+        // step succeeded; a value that cannot be written fails the step.
+        if let (Some(dir), Ok(bytes)) = (&self.plan.ops[step.op].values_dir, &report.outcome)
+            && let Err(message) =
+                super::files::write_value(dir, &self.plan.ops[step.op].name, &step.keys, bytes)
+        {
+            report.outcome = Err(OpFailure::new(FailureKind::Host, message));
+        }
         add_stats(&mut self.totals[step.op], &report.stats);
         let op = &self.plan.ops[step.op];
         let name = StepName {
