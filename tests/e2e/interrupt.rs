@@ -131,8 +131,10 @@ config.on_key = { "*" = "return_kib:64" }
 
 /// How long before a SIGKILL a step reported finished may still be lost. The
 /// recorder keeps ~0.15 s of writes in flight (README: ~0.3 s of work at
-/// most); the rest is slack for a busy machine.
-const LOSS_BOUND: Duration = Duration::from_secs(1);
+/// most); the rest is slack for a busy CI disk (a WAL checkpoint's fsync can
+/// hold one commit). The time bound itself is pinned by the recorder's unit
+/// test with a slow store; this test checks the real kill path end to end.
+const LOSS_BOUND: Duration = Duration::from_secs(2);
 
 /// After a SIGKILL, the finished work lost is bounded by time: every step
 /// reported finished more than a moment before the kill is in the store, and
