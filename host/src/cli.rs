@@ -157,6 +157,8 @@ impl ConfigArgs {
         dynhost::spec::Overrides {
             files: self.config_files.clone(),
             sets: self.sets.clone(),
+            // Read here, at the edge: `${env.NAME}` in mount host paths.
+            env: std::env::vars().collect(),
         }
     }
 }

@@ -461,6 +461,9 @@ pub struct Overrides {
     /// `ops.NAME.config.KEY[.KEY...]=VALUE`, applied after the files; VALUE
     /// is read as a TOML value (`3`, `true`, `"x"`, `[1, 2]`), else as text.
     pub sets: Vec<String>,
+    /// The environment that `${env.NAME}` in mount host paths reads (the
+    /// CLI passes its own; the library never reads the environment).
+    pub env: BTreeMap<String, String>,
 }
 
 impl Overrides {
@@ -505,6 +508,18 @@ pub fn apply_overrides(spec: &mut JobSpec, overrides: &Overrides) -> Result<(), 
             };
             let target = op_config(spec, op).map_err(fail)?;
             merge(target, config);
+        }
+    }
+    for (name, op) in &mut spec.ops {
+        for mount in &mut op.mounts {
+            if mount.host.contains("${env.") {
+                mount.host = expand_env(&mount.host, &overrides.env).map_err(|reason| {
+                    SpecError::Override {
+                        source_name: format!("op `{name}` mount `{}`", mount.guest),
+                        reason,
+                    }
+                })?;
+            }
         }
     }
     for set in &overrides.sets {
@@ -569,4 +584,25 @@ fn parse_value(text: &str) -> toml::Value {
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(text.to_owned()))
+}
+
+/// `text` with every `${env.NAME}` replaced by that environment variable.
+fn expand_env(text: &str, env: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${env.") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + "${env.".len()..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("`{text}`: `${{env.` is not closed with `}}`"))?;
+        let name = &after[..end];
+        let value = env.get(name).ok_or_else(|| {
+            format!("`{text}` names the environment variable `{name}`, which is not set; set it, or write the path")
+        })?;
+        out.push_str(value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }

@@ -122,3 +122,29 @@ fn invalid_config_is_refused_before_any_op_runs() {
         bad_form.stderr
     );
 }
+
+#[test]
+fn mount_host_paths_may_name_environment_variables() {
+    let job = job();
+    job.rewrite(&JOB.replace("${config.data}", "${env.DYNHOST_TEST_DATA}"));
+    let run = |value: Option<&str>| {
+        let mut command = crate::support::command(job.dir(), &["run", "--json", "job.toml"]);
+        match value {
+            Some(v) => command.env("DYNHOST_TEST_DATA", v),
+            None => command.env_remove("DYNHOST_TEST_DATA"),
+        };
+        crate::support::output(command)
+    };
+    let two = run(Some("two"));
+    two.assert_code(0);
+    assert_eq!(two.output("work")["read"]["ok"], "second data");
+    let unset = run(None);
+    unset.assert_code(2);
+    assert!(
+        unset
+            .stderr
+            .contains("names the environment variable `DYNHOST_TEST_DATA`, which is not set"),
+        "{}",
+        unset.stderr
+    );
+}
