@@ -586,23 +586,38 @@ fn parse_value(text: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(text.to_owned()))
 }
 
-/// `text` with every `${env.NAME}` replaced by that environment variable.
-fn expand_env(text: &str, env: &BTreeMap<String, String>) -> Result<String, String> {
+/// `text` with every `${PREFIX.NAME}` replaced by `lookup(NAME)`: how mount
+/// host paths name environment variables (`env`) and config values
+/// (`config`, see `plan::config::expand`).
+///
+/// # Errors
+/// An unclosed `${`, or what `lookup` says about a name.
+pub fn substitute(
+    text: &str,
+    prefix: &str,
+    mut lookup: impl FnMut(&str) -> Result<String, String>,
+) -> Result<String, String> {
+    let open = format!("${{{prefix}.");
     let mut out = String::new();
     let mut rest = text;
-    while let Some(start) = rest.find("${env.") {
+    while let Some(start) = rest.find(&open) {
         out.push_str(&rest[..start]);
-        let after = &rest[start + "${env.".len()..];
+        let after = &rest[start + open.len()..];
         let end = after
             .find('}')
-            .ok_or_else(|| format!("`{text}`: `${{env.` is not closed with `}}`"))?;
-        let name = &after[..end];
-        let value = env.get(name).ok_or_else(|| {
-            format!("`{text}` names the environment variable `{name}`, which is not set; set it, or write the path")
-        })?;
-        out.push_str(value);
+            .ok_or_else(|| format!("`{text}`: `{open}` is not closed with `}}`"))?;
+        out.push_str(&lookup(&after[..end])?);
         rest = &after[end + 1..];
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// `text` with every `${env.NAME}` replaced by that environment variable.
+fn expand_env(text: &str, env: &BTreeMap<String, String>) -> Result<String, String> {
+    substitute(text, "env", |name| {
+        env.get(name).cloned().ok_or_else(|| {
+            format!("`{text}` names the environment variable `{name}`, which is not set; set it, or write the path")
+        })
+    })
 }

@@ -70,28 +70,17 @@ fn fill_defaults(config: &mut Value, schema: &Value) {
 /// # Errors
 /// A `${config.KEY}` with no such value, or a value that is not text.
 pub fn expand(text: &str, config: &Value) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("${config.") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + "${config.".len()..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| format!("`{text}`: `${{config.` is not closed with `}}`"))?;
-        let key = &after[..end];
+    crate::spec::substitute(text, "config", |key| {
         let value = key
             .split('.')
             .try_fold(config, |v, k| v.get(k))
             .ok_or_else(|| format!("`{text}` names `config.{key}`, which the op's config does not have; set it (`--set ops.NAME.config.{key}=...`) or give it a default in `config_schema`"))?;
         match value {
-            Value::String(s) => out.push_str(s),
-            Value::Number(n) => out.push_str(&n.to_string()),
-            _ => return Err(format!("`{text}`: `config.{key}` is not text")),
+            Value::String(s) => Ok(s.clone()),
+            Value::Number(n) => Ok(n.to_string()),
+            _ => Err(format!("`{text}`: `config.{key}` is not text")),
         }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
+    })
 }
 
 /// A declared value type (`outputs.NAME.type`/`schema`, `returns`): a
