@@ -15,6 +15,20 @@ use std::time::Duration;
 /// newer one is refused (it was written by a newer dynhost).
 const SCHEMA_VERSION: u32 = 5;
 
+/// `MIGRATIONS[i]` upgrades a store of version `i + 1` to `i + 2`; the last
+/// one reaches [`SCHEMA_VERSION`].
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize - 1] = [
+    // 2: values of up to 64 bytes inline.
+    "ALTER TABLE steps ADD COLUMN output BLOB; ALTER TABLE items ADD COLUMN value BLOB;",
+    // 3: which process owns a running run.
+    "ALTER TABLE runs ADD COLUMN owner TEXT;",
+    // 4: a run's running time across resumes; tolerated steps.
+    "ALTER TABLE runs ADD COLUMN resumed_at REAL; ALTER TABLE runs ADD COLUMN active_secs REAL;
+     ALTER TABLE steps ADD COLUMN tolerated INTEGER NOT NULL DEFAULT 0;",
+    // 5: the config each op ran with.
+    "ALTER TABLE runs ADD COLUMN config TEXT;",
+];
+
 /// Values up to this size are stored in their row rather than in `blobs`: a
 /// reference (a 64-character hash, a blob row and its index entry) would cost
 /// more than the value, and a million-key run writes two values per key.
@@ -146,49 +160,16 @@ impl SqliteStore {
             )?;
             return Ok(());
         };
-        if version == 1 {
-            // Version 2 added the inline value columns.
-            self.conn.execute_batch(
-                "BEGIN;
-                 ALTER TABLE steps ADD COLUMN output BLOB;
-                 ALTER TABLE items ADD COLUMN value BLOB;
-                 UPDATE meta SET value = '2' WHERE key = 'schema_version';
-                 COMMIT;",
-            )?;
-            version = 2;
-        }
-        if version == 2 {
-            // Version 3 records which process owns a running run.
-            self.conn.execute_batch(
-                "BEGIN;
-                 ALTER TABLE runs ADD COLUMN owner TEXT;
-                 UPDATE meta SET value = '3' WHERE key = 'schema_version';
-                 COMMIT;",
-            )?;
-            version = 3;
-        }
-        if version == 3 {
-            // Version 4 keeps a run's running time across resumes, and which
-            // failed or skipped steps a collect tolerated.
-            self.conn.execute_batch(
-                "BEGIN;
-                 ALTER TABLE runs ADD COLUMN resumed_at REAL;
-                 ALTER TABLE runs ADD COLUMN active_secs REAL;
-                 ALTER TABLE steps ADD COLUMN tolerated INTEGER NOT NULL DEFAULT 0;
-                 UPDATE meta SET value = '4' WHERE key = 'schema_version';
-                 COMMIT;",
-            )?;
-            version = 4;
-        }
-        if version == 4 {
-            // Version 5 keeps the config each op ran with (defaults and
-            // command-line overrides applied).
-            self.conn.execute_batch(
-                "BEGIN;
-                 ALTER TABLE runs ADD COLUMN config TEXT;
-                 UPDATE meta SET value = '5' WHERE key = 'schema_version';
-                 COMMIT;",
-            )?;
+        // Each step upgrades one version in one transaction, stamping the
+        // new version, so an interrupted upgrade resumes where it stopped.
+        while let Some(step) = version
+            .checked_sub(1)
+            .and_then(|i| MIGRATIONS.get(i as usize))
+        {
+            version += 1;
+            self.conn.execute_batch(&format!(
+                "BEGIN; {step} UPDATE meta SET value = '{version}' WHERE key = 'schema_version'; COMMIT;"
+            ))?;
         }
         Ok(())
     }
