@@ -173,8 +173,8 @@ pub fn run(
 ) -> RunResult {
     let started = Instant::now();
     let workers = options.max_concurrent.max(1);
-    let mut coordinator = Coordinator::new(plan, options, storage);
-    coordinator.component_hashes = components.iter().map(|c| c.hash.clone()).collect();
+    let hashes: Vec<&str> = components.iter().map(|c| c.hash.as_str()).collect();
+    let mut coordinator = Coordinator::new(plan, &hashes, options, storage);
     let outboxes: Vec<Arc<Outbox>> = (0..workers).map(|_| Arc::default()).collect();
     let queue = StepQueue::default();
     std::thread::scope(|scope| {

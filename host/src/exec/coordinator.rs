@@ -56,7 +56,10 @@ pub(crate) struct Coordinator<'p> {
     /// because the op's component or config changed.
     pub(super) changed: Vec<u64>,
     lookup: Option<Box<dyn RunStore>>,
-    pub(super) component_hashes: Vec<String>,
+    /// Per op: its memo key up to the inputs (component and config).
+    memo_prefixes: Vec<record::MemoPrefix>,
+    /// Per op and input, where the input comes from (for `show`).
+    input_sources: Vec<Vec<String>>,
     memo_keys: FxHashMap<StepId, String>,
     input_summaries: FxHashMap<StepId, String>,
     /// Per running step, items already sent to the store.
@@ -70,7 +73,13 @@ pub(crate) struct Coordinator<'p> {
 }
 
 impl<'p> Coordinator<'p> {
-    pub(super) fn new(plan: &'p Plan, options: &RunOptions, storage: Storage) -> Self {
+    /// `component_hashes[i]` is the hash of `plan.ops[i]`'s component.
+    pub(super) fn new(
+        plan: &'p Plan,
+        component_hashes: &[&str],
+        options: &RunOptions,
+        storage: Storage,
+    ) -> Self {
         Self {
             plan,
             workers: options.max_concurrent.max(1),
@@ -89,7 +98,13 @@ impl<'p> Coordinator<'p> {
             reused: vec![0; plan.ops.len()],
             changed: vec![0; plan.ops.len()],
             lookup: storage.lookup,
-            component_hashes: Vec::new(),
+            memo_prefixes: plan
+                .ops
+                .iter()
+                .zip(component_hashes)
+                .map(|(op, hash)| record::MemoPrefix::new(hash, &op.config_json))
+                .collect(),
+            input_sources: record::input_sources(plan),
             memo_keys: FxHashMap::default(),
             input_summaries: FxHashMap::default(),
             items_written: FxHashMap::default(),
@@ -246,7 +261,7 @@ impl<'p> Coordinator<'p> {
             if self.recorder.is_some() {
                 self.input_summaries.insert(
                     step.clone(),
-                    record::describe_inputs(self.plan, op, &inputs),
+                    record::describe_inputs(op, &self.input_sources[step.op], &inputs),
                 );
             }
             // Reused only when the component, the config and the inputs are
@@ -370,8 +385,7 @@ impl<'p> Coordinator<'p> {
     /// The step's component, config and inputs in one hash: what a stored
     /// success must match to be reused.
     fn memo_key(&self, op: usize, input_hash: &str) -> String {
-        let component = self.component_hashes.get(op).map_or("", String::as_str);
-        record::memo_key(component, &self.plan.ops[op].config_json, input_hash)
+        self.memo_prefixes[op].key(input_hash)
     }
 
     fn finished_record(

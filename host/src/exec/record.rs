@@ -267,24 +267,16 @@ const INLINE_INPUT: usize = crate::store::INLINE_MAX;
 /// A JSON summary of a step's inputs, for `dynhost show`: per input its
 /// name, where it came from, its size and hash, and small values whole (as
 /// hex), so `show` can print every input without the plan.
-pub(crate) fn describe_inputs(plan: &Plan, op: &PlannedOp, inputs: &[InputData]) -> String {
-    use crate::plan::{CollectTarget, Source};
+///
+/// `sources[i]` says where `op`'s input `i` comes from ([`input_sources`]).
+pub(crate) fn describe_inputs(op: &PlannedOp, sources: &[String], inputs: &[InputData]) -> String {
     let list: Vec<serde_json::Value> = op
         .inputs
         .iter()
+        .zip(sources)
         .zip(inputs)
-        .map(|(input, data)| {
+        .map(|((input, from), data)| {
             let name = input.name.as_str();
-            let from = match &input.source {
-                Source::Value(id) => format!("value of `{}`", plan.ops[*id].name),
-                Source::Item(d) => format!("item of `{}.{}`", plan.ops[d.op].name, d.output),
-                Source::Collect(CollectTarget::Values(id), _) => {
-                    format!("collect of `{}`", plan.ops[*id].name)
-                }
-                Source::Collect(CollectTarget::Items(d), _) => {
-                    format!("collect of `{}.{}`", plan.ops[d.op].name, d.output)
-                }
-            };
             match data {
                 InputData::Single(bytes) => {
                     let mut value = serde_json::json!({
@@ -306,14 +298,59 @@ pub(crate) fn describe_inputs(plan: &Plan, op: &PlannedOp, inputs: &[InputData])
     serde_json::Value::Array(list).to_string()
 }
 
-/// The memoization key of a step: component, config and inputs.
-pub(crate) fn memo_key(component_hash: &str, config_json: &str, input_hash: &str) -> String {
-    let mut h = Sha256::new();
-    for part in [component_hash, config_json, input_hash] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
+/// Per op, where each input comes from (`item of `emit.result``), for
+/// [`describe_inputs`]: the same for every step of the op.
+pub(crate) fn input_sources(plan: &Plan) -> Vec<Vec<String>> {
+    use crate::plan::{CollectTarget, Source};
+    let name = |id: usize| plan.ops[id].name.as_str();
+    plan.ops
+        .iter()
+        .map(|op| {
+            op.inputs
+                .iter()
+                .map(|input| match &input.source {
+                    Source::Value(id) => format!("value of `{}`", name(*id)),
+                    Source::Item(d) => format!("item of `{}.{}`", name(d.op), d.output),
+                    Source::Collect(CollectTarget::Values(id), _) => {
+                        format!("collect of `{}`", name(*id))
+                    }
+                    Source::Collect(CollectTarget::Items(d), _) => {
+                        format!("collect of `{}.{}`", name(d.op), d.output)
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The memoization key of an op's steps, up to their inputs: SHA-256 over
+/// the component's hash and the config, hashed once per op (a config can be
+/// large, and every recorded step needs a key).
+#[derive(Clone)]
+pub(crate) struct MemoPrefix(Sha256);
+
+impl MemoPrefix {
+    pub fn new(component_hash: &str, config_json: &str) -> Self {
+        let mut h = Sha256::new();
+        for part in [component_hash, config_json] {
+            feed(&mut h, part);
+        }
+        Self(h)
     }
-    crate::runtime::cache::hex(&h.finalize())
+
+    /// The memoization key of a step with inputs `input_hash`: component,
+    /// config and inputs.
+    pub fn key(&self, input_hash: &str) -> String {
+        let mut h = self.0.clone();
+        feed(&mut h, input_hash);
+        crate::runtime::cache::hex(&h.finalize())
+    }
+}
+
+/// One length-prefixed part of a hash, so parts cannot run into each other.
+fn feed(h: &mut Sha256, part: &str) {
+    h.update((part.len() as u64).to_le_bytes());
+    h.update(part.as_bytes());
 }
 
 /// What to store for a step: its outcome, accounting, output and items.

@@ -401,13 +401,16 @@ impl<'p> Scheduler<'p> {
             }
             // Optional outputs this step ended with no items on (or all of
             // its outputs, if it was itself not needed).
-            let empty: Vec<(usize, String)> = if succeeded || not_needed {
+            let op = &self.plan.ops[step.op];
+            let may_be_empty =
+                not_needed || (succeeded && op.required_outputs.iter().any(|required| !required));
+            let empty: Vec<(usize, String)> = if may_be_empty {
                 self.empty_optional_outputs(&step, not_needed)
             } else {
                 Vec::new()
             };
-            let children = self.children.clone();
             for (index, reason) in &empty {
+                let children = self.children.clone();
                 for &op in &children[step.op][*index] {
                     self.empty_maps
                         .push((op, step.keys.clone(), reason.clone()));

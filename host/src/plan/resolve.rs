@@ -292,7 +292,7 @@ impl Resolver<'_> {
             env: op.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             limits,
             dynamic_outputs: dynamic_outputs.to_vec(),
-            output_types,
+            output_types: output_types.into(),
             result_type,
             deterministic: op.deterministic,
         })

@@ -30,7 +30,7 @@ pub(crate) struct EmitState {
     seen: Vec<FxHashSet<MappingKey>>,
     limits: Limits,
     /// Declared item types per output; empty when none is declared.
-    types: Vec<ValueType>,
+    types: std::sync::Arc<[ValueType]>,
     pub items: u64,
     pub bytes: u64,
     /// The first rule this step broke; the step fails with it whatever it returns.
@@ -42,7 +42,7 @@ impl EmitState {
         sink: Box<dyn EmitSink>,
         op: &std::sync::Arc<str>,
         outputs: &[String],
-        types: &[ValueType],
+        types: &std::sync::Arc<[ValueType]>,
         limits: &Limits,
     ) -> Self {
         Self {
@@ -51,7 +51,7 @@ impl EmitState {
             outputs: outputs.to_vec(),
             seen: vec![FxHashSet::default(); outputs.len()],
             limits: limits.clone(),
-            types: types.to_vec(),
+            types: types.clone(),
             items: 0,
             bytes: 0,
             failure: None,

@@ -18,8 +18,9 @@ pub struct SandboxPolicy {
     /// The dynamic outputs the op may emit to.
     pub dynamic_outputs: Vec<String>,
     /// What each dynamic output's items are (same order); empty when none is
-    /// declared, so undeclared ops check nothing.
-    pub output_types: Vec<super::types::ValueType>,
+    /// declared, so undeclared ops check nothing. Shared: every step of the
+    /// op holds it.
+    pub output_types: std::sync::Arc<[super::types::ValueType]>,
     /// What the op's plain result is.
     pub result_type: super::types::ValueType,
     /// Fixed clocks and randomness seeded from the step, for reproducible reruns.
