@@ -62,6 +62,12 @@ fn main() {
         overhead(&trivial, n);
         return;
     }
+    // `bench sandbox`: the sandbox alone next to bare wasmtime, one thread
+    // each, rounds alternating (where a per-step cost comes from).
+    if args.first().is_some_and(|a| a == "sandbox") {
+        sandbox_vs_bare(&trivial, n);
+        return;
+    }
     // `bench typed`: only the typed-values line.
     if args.first().is_some_and(|a| a == "typed") {
         typed(&trivial, n);
@@ -308,6 +314,32 @@ fn overhead(trivial: &Path, n: u64) {
     println!(
         "   ratio dynhost/bare, median round {:>6.2}   (target <= 1.5)",
         rounds[ROUNDS / 2]
+    );
+}
+
+/// `Runtime::run_step` in a loop against the bare loop, both on one thread,
+/// rounds alternating; prints the median ratio.
+fn sandbox_vs_bare(trivial: &Path, n: u64) {
+    const ROUNDS: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = job(dir.path(), &fan_job(trivial, n, ""));
+    let rt = runtime(&plan, None);
+    let components = dynhost::load_components(&rt, &plan).unwrap();
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    let mut ratios = Vec::new();
+    for round in 1..=ROUNDS {
+        let bare = per(bare_loop(trivial, n, 1));
+        let sandbox = per(sandbox_loop(&plan, &rt, &components, n));
+        println!(
+            "   round {round}: bare {bare:.1} us/key, sandbox {sandbox:.1}; ratio {:.2}",
+            sandbox / bare
+        );
+        ratios.push(sandbox / bare);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "   ratio sandbox/bare (one thread), median round {:.2}",
+        ratios[ROUNDS / 2]
     );
 }
 
