@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bare {
+    // The trivial op is built against the first WIT (0.1.0).
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../wit/v0.1.0",
         world: "dynamic-op",
     });
 }
@@ -354,7 +355,14 @@ fn sandbox_loop(
     use dynhost::runtime::{EmitSink, InputData, StepCall};
     struct Discard;
     impl EmitSink for Discard {
-        fn emit(&mut self, _output: usize, _key: dynhost::MappingKey, _value: Vec<u8>) {}
+        fn emit(
+            &mut self,
+            _output: usize,
+            _key: dynhost::MappingKey,
+            _value: Vec<u8>,
+            _metadata: Option<Box<str>>,
+        ) {
+        }
     }
     let work = plan.op_id("work").unwrap();
     let op = &plan.ops[work];

@@ -103,6 +103,20 @@ pub enum RunEvent<'a> {
         /// Whether the step was skipped (else it failed).
         was_skipped: bool,
     },
+    /// A running step emitted an item with metadata (WIT 0.2.0 `emit`).
+    /// Items without metadata make no event: a fan-out's items are many.
+    ItemMetadata {
+        /// The emitting step, `op[key]`.
+        step: StepName<'a>,
+        /// The emitting op.
+        op: &'a str,
+        /// The dynamic output.
+        output: &'a str,
+        /// The item's mapping key.
+        key: &'a str,
+        /// The metadata, a JSON array of `{label, kind, value}`.
+        metadata: &'a str,
+    },
     /// A step will not run because an input failed.
     StepSkipped {
         /// `op[key]`.
@@ -123,6 +137,7 @@ impl RunEvent<'_> {
             | RunEvent::StepFinished { op, .. }
             | RunEvent::StepReused { op, .. }
             | RunEvent::StepTolerated { op, .. }
+            | RunEvent::ItemMetadata { op, .. }
             | RunEvent::StepSkipped { op, .. } => op,
         }
     }

@@ -9,6 +9,7 @@ mod bindings;
 pub mod cache;
 mod failure;
 mod host;
+pub mod metadata;
 mod policy;
 mod reactor;
 mod sandbox;
@@ -21,7 +22,7 @@ pub use policy::{Limits, Mount, SandboxPolicy};
 pub use sandbox::TRUNCATED_MARKER;
 
 use crate::key::{KeyPath, MappingKey};
-use bindings::{DynamicOp, DynamicOpPre};
+use bindings::{v1, v2};
 use sandbox::{Capture, MemoryLimiter, StepState};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -63,11 +64,14 @@ pub enum RuntimeError {
     },
     /// The component does not implement `dynhost:op/dynamic-op`.
     #[error(
-        "component `{path}` does not implement the world `dynhost:op/dynamic-op@0.1.0`: {reason}; build it against the WIT in `wit/`"
+        "component `{path}` does not implement the world `dynhost:op/dynamic-op@{version}`: {reason}; build it against the WIT in `wit/`"
     )]
     WrongWorld {
         /// The component.
         path: PathBuf,
+        /// The version of the world its `dynhost:op/op` export names (the
+        /// current one if it has none).
+        version: &'static str,
         /// The missing or mismatched import or export.
         reason: String,
     },
@@ -96,9 +100,17 @@ pub struct RuntimeConfig {
 /// A compiled op, ready to instantiate once per step. Cheap to clone.
 #[derive(Clone)]
 pub struct OpComponent {
-    pre: DynamicOpPre<StepState>,
+    pre: Pre,
     /// SHA-256 of the component file.
     pub hash: String,
+}
+
+/// A component pre-instantiated against the version of the world it was
+/// built for.
+#[derive(Clone)]
+enum Pre {
+    V1(v1::DynamicOpPre<StepState>),
+    V2(v2::DynamicOpPre<StepState>),
 }
 
 /// One named input value of a step.
@@ -153,8 +165,14 @@ pub struct StepStats {
 /// What a step did.
 #[derive(Debug, Clone)]
 pub struct StepReport {
-    /// The op's return value, or why the step failed.
+    /// The op's return value, or why the step failed. Empty when
+    /// [`StepReport::no_value`].
     pub outcome: Result<Vec<u8>, OpFailure>,
+    /// The op returned "no value" (`none`, WIT 0.2.0) on a result declared
+    /// optional: the ops that read it are skipped.
+    pub no_value: bool,
+    /// Metadata the op attached to its result, as a JSON array.
+    pub metadata: Option<Box<str>>,
     /// Captured stdout, cut at the log limit.
     pub stdout: String,
     /// Captured stderr, cut at the log limit.
@@ -163,6 +181,21 @@ pub struct StepReport {
     pub log: String,
     /// Accounting.
     pub stats: StepStats,
+}
+
+impl StepReport {
+    /// A step that failed before or outside its call into wasm.
+    pub fn failed(failure: OpFailure) -> Self {
+        Self {
+            outcome: Err(failure),
+            no_value: false,
+            metadata: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            log: String::new(),
+            stats: StepStats::default(),
+        }
+    }
 }
 
 /// The engine, linker and epoch ticker shared by every step of a process.
@@ -206,7 +239,9 @@ impl Runtime {
         let engine = Engine::new(&wasm).map_err(engine_error)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;
-        DynamicOp::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |state| state)
+        v1::DynamicOp::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |state| state)
+            .map_err(engine_error)?;
+        v2::DynamicOp::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |state| state)
             .map_err(engine_error)?;
         let ticker = Some(EpochTicker::start(engine.clone()));
         Ok(Self {
@@ -268,15 +303,21 @@ impl Runtime {
             }
         }
         .map_err(|e| load_error(error_chain(&e)))?;
+        let version = signature::op_version(&self.engine, &component);
         let wrong = |e: wasmtime::Error| RuntimeError::WrongWorld {
             path: path.to_owned(),
+            version: version.as_str(),
             reason: error_chain(&e),
         };
         let instance_pre = self.linker.instantiate_pre(&component).map_err(wrong)?;
-        let pre = DynamicOpPre::new(instance_pre).map_err(wrong)?;
-        signature::check_run(&self.engine, &component).map_err(|reason| {
+        let pre = match version {
+            signature::Version::V1 => Pre::V1(v1::DynamicOpPre::new(instance_pre).map_err(wrong)?),
+            signature::Version::V2 => Pre::V2(v2::DynamicOpPre::new(instance_pre).map_err(wrong)?),
+        };
+        signature::check_run(&self.engine, &component, version).map_err(|reason| {
             RuntimeError::WrongWorld {
                 path: path.to_owned(),
+                version: version.as_str(),
                 reason,
             }
         })?;
@@ -298,8 +339,10 @@ impl Runtime {
         let stderr = Capture::new(limits.max_log_bytes);
         let log = Capture::new(limits.max_log_bytes);
         let start = Instant::now();
-        let report = |outcome, stats| StepReport {
+        let report = |outcome, no_value, metadata, stats| StepReport {
             outcome,
+            no_value,
+            metadata,
             stdout: stdout.text(),
             stderr: stderr.text(),
             log: log.text(),
@@ -307,7 +350,7 @@ impl Runtime {
         };
         let wasi = match sandbox::wasi_ctx(policy, call, &stdout, &stderr) {
             Ok(wasi) => wasi,
-            Err(failure) => return report(Err(failure), StepStats::default()),
+            Err(failure) => return report(Err(failure), false, None, StepStats::default()),
         };
         let state = StepState {
             wasi,
@@ -373,7 +416,9 @@ impl Runtime {
             (true, Some(budget)) => Some(budget.saturating_sub(store.get_fuel().unwrap_or(0))),
             _ => None,
         };
-        let state = store.data();
+        let state = store.data_mut();
+        let metadata = state.emits.result_metadata.take();
+        let mut no_value = false;
         let mut stats = StepStats {
             wall: start.elapsed(),
             peak_memory_bytes: state.limiter.peak_bytes,
@@ -384,7 +429,18 @@ impl Runtime {
         };
         let outcome = match (result, state.emits.failure.clone()) {
             (_, Some(failure)) => Err(failure),
-            (Ok(Ok(bytes)), None) => {
+            (Ok(Ok(None)), None) if policy.result_required => Err(OpFailure::new(
+                FailureKind::OpError,
+                format!(
+                    "op `{}` returned no value (`none`), but its result is required; return a value, or declare `returns = {{ required = false }}` on the op in job.toml",
+                    call.op
+                ),
+            )),
+            (Ok(Ok(None)), None) => {
+                no_value = true;
+                Ok(Vec::new())
+            }
+            (Ok(Ok(Some(bytes))), None) => {
                 stats.output_bytes = bytes.len() as u64;
                 if stats.emitted_bytes + stats.output_bytes > limits.max_output_bytes {
                     Err(host::output_limit(
@@ -419,7 +475,8 @@ impl Runtime {
         };
         drop(store);
         let outcome = outcome.map_err(|f| failure::with_stderr_hint(f, &stderr.text()));
-        report(outcome, stats)
+        let metadata = if outcome.is_ok() { metadata } else { None };
+        report(outcome, no_value, metadata, stats)
     }
 }
 
@@ -487,69 +544,97 @@ async fn first_of<T>(
     .await
 }
 
+/// Instantiates the op and calls `run`, in the version of the world the
+/// component was built for. `Ok(None)`: the op returned "no value" (0.2.0).
 async fn call_op(
     store: &mut Store<StepState>,
     op: &OpComponent,
     call: &StepCall<'_>,
     inputs: impl IntoIterator<Item = InputData>,
-) -> Result<Result<Vec<u8>, String>, CallError> {
-    let instance = op
-        .pre
-        .instantiate_async(&mut *store)
-        .await
-        .map_err(CallError::Instantiate)?;
-    let ctx = bindings::Context {
-        run_id: call.run_id.to_owned(),
-        op: call.op.to_string(),
-        keys: keys_to_strings(call.keys),
-        config: call.config_json.to_owned(),
-    };
+) -> Result<Result<Option<Vec<u8>>, String>, CallError> {
+    let keys = keys_to_strings(call.keys);
     // Consumed as converted, so a large collection is not held twice.
-    let inputs: Vec<bindings::Input> = call
-        .input_names
-        .iter()
-        .zip(inputs)
-        .map(|(name, data)| to_input(name, data))
-        .collect();
-    instance
-        .dynhost_op_op()
-        .call_run(&mut *store, &ctx, &inputs)
-        .await
-        .map_err(CallError::Run)
+    let named = call.input_names.iter().zip(inputs);
+    match &op.pre {
+        Pre::V1(pre) => {
+            let instance = pre
+                .instantiate_async(&mut *store)
+                .await
+                .map_err(CallError::Instantiate)?;
+            let ctx = v1::exports::dynhost::op::op::Context {
+                run_id: call.run_id.to_owned(),
+                op: call.op.to_string(),
+                keys,
+                config: call.config_json.to_owned(),
+            };
+            let inputs: Vec<_> = named.map(|(name, data)| v1_input(name, data)).collect();
+            instance
+                .dynhost_op_op()
+                .call_run(&mut *store, &ctx, &inputs)
+                .await
+                .map(|result| result.map(Some))
+                .map_err(CallError::Run)
+        }
+        Pre::V2(pre) => {
+            let instance = pre
+                .instantiate_async(&mut *store)
+                .await
+                .map_err(CallError::Instantiate)?;
+            let ctx = v2::exports::dynhost::op::op::Context {
+                run_id: call.run_id.to_owned(),
+                op: call.op.to_string(),
+                keys,
+                config: call.config_json.to_owned(),
+            };
+            let inputs: Vec<_> = named.map(|(name, data)| v2_input(name, data)).collect();
+            instance
+                .dynhost_op_op()
+                .call_run(&mut *store, &ctx, &inputs)
+                .await
+                .map_err(CallError::Run)
+        }
+    }
 }
 
 fn keys_to_strings(keys: &[MappingKey]) -> Vec<String> {
     keys.iter().map(|k| k.as_str().to_owned()).collect()
 }
 
-fn to_input(name: &str, data: InputData) -> bindings::Input {
-    let value = match data {
-        InputData::Single(bytes) => bindings::InputValue::Single(bytes.to_vec()),
-        InputData::Collected { items, failed } => {
-            bindings::InputValue::Collected(bindings::Collection {
-                items: items
-                    .into_iter()
-                    .map(|(keys, value)| bindings::Item {
-                        keys: keys_to_strings(&keys),
-                        value: value.to_vec(),
-                    })
-                    .collect(),
-                failed: failed
-                    .into_iter()
-                    .map(|(keys, failure)| bindings::FailedItem {
-                        keys: keys_to_strings(&keys),
-                        kind: failure.kind.as_str().to_owned(),
-                        message: failure.message,
-                    })
-                    .collect(),
-            })
+/// `to_input` for one version of the world's types: the two versions'
+/// `types` interfaces declare the same inputs, as distinct Rust types.
+macro_rules! to_input {
+    ($name:ident, $($types:ident)::+) => {
+        fn $name(name: &str, data: InputData) -> $($types)::+::Input {
+            use $($types)::+ as t;
+            let value = match data {
+                InputData::Single(bytes) => t::InputValue::Single(bytes.to_vec()),
+                InputData::Collected { items, failed } => t::InputValue::Collected(t::Collection {
+                    items: items
+                        .into_iter()
+                        .map(|(keys, value)| t::Item {
+                            keys: keys_to_strings(&keys),
+                            value: value.to_vec(),
+                        })
+                        .collect(),
+                    failed: failed
+                        .into_iter()
+                        .map(|(keys, failure)| t::FailedItem {
+                            keys: keys_to_strings(&keys),
+                            kind: failure.kind.as_str().to_owned(),
+                            message: failure.message,
+                        })
+                        .collect(),
+                }),
+            };
+            t::Input {
+                name: name.to_owned(),
+                value,
+            }
         }
     };
-    bindings::Input {
-        name: name.to_owned(),
-        value,
-    }
 }
+to_input!(v1_input, v1::dynhost::op::types);
+to_input!(v2_input, v2::dynhost::op::types);
 
 /// Why `bytes` cannot be a component, judged from the 8-byte header: the wasm
 /// magic, then version 1 for a core module or a component's layer/version.

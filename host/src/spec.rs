@@ -145,6 +145,10 @@ pub struct ReturnsSpec {
     pub schema: Option<toml::Value>,
     /// What the value is.
     pub description: Option<String>,
+    /// `false`: the op may return "no value" (WIT 0.2.0 `none`); the ops
+    /// that read the result are then skipped, not failed (Dagster's
+    /// `Out(is_required=False)`). Default `true`.
+    pub required: Option<bool>,
 }
 
 /// The `dynamic` field of an op.

@@ -263,9 +263,13 @@ pub struct StepRecord {
     pub memo_key: Option<String>,
     /// The returned value.
     pub output: Option<Arc<[u8]>>,
-    /// Emitted items: (output, key, value), in emission order. Empty when
+    /// Metadata the op attached to its result, a JSON array.
+    pub metadata: Option<Box<str>>,
+    /// The op returned "no value" on an optional result.
+    pub no_value: bool,
+    /// Emitted items, in emission order. Empty when
     /// `items_streamed`: a step that ran had its items written as it emitted them.
-    pub items: Vec<(String, String, Arc<[u8]>)>,
+    pub items: Vec<StoredItem>,
     /// The items were written by [`Write::Items`] while the step ran; keep them.
     pub items_streamed: bool,
     /// Captured stdout.
@@ -292,8 +296,21 @@ pub struct ItemsRecord {
     /// Position of the first item among all the step's items; 0 starts the
     /// step's items afresh (a new attempt replaces an old one's items).
     pub first_seq: u64,
-    /// (output, key, value), in emission order.
-    pub items: Vec<(String, String, Arc<[u8]>)>,
+    /// The items, in emission order.
+    pub items: Vec<StoredItem>,
+}
+
+/// One emitted item as the store keeps it.
+#[derive(Debug, Clone)]
+pub struct StoredItem {
+    /// The dynamic output.
+    pub output: String,
+    /// The item's mapping key.
+    pub key: String,
+    /// Its value.
+    pub value: Arc<[u8]>,
+    /// Its metadata, a JSON array (WIT 0.2.0 `emit`); `None` for most items.
+    pub metadata: Option<Arc<str>>,
 }
 
 /// One write to the store.
@@ -324,8 +341,12 @@ pub struct PriorStep {
     pub memo_key: Option<String>,
     /// Its value.
     pub output: Arc<[u8]>,
-    /// Its emitted items: (output, key, value), in emission order.
-    pub items: Vec<(String, String, Arc<[u8]>)>,
+    /// It returned "no value" on an optional result.
+    pub no_value: bool,
+    /// Metadata on its result, a JSON array.
+    pub metadata: Option<Box<str>>,
+    /// Its emitted items, in emission order.
+    pub items: Vec<StoredItem>,
 }
 
 /// One row of `dynhost runs`.
@@ -400,6 +421,10 @@ pub struct StepRow {
     pub log: String,
     /// JSON summary of the inputs: name, kind, size and hash of each.
     pub inputs: Option<String>,
+    /// Metadata on the result, a JSON array.
+    pub metadata: Option<String>,
+    /// The op returned "no value" on an optional result.
+    pub no_value: bool,
 }
 
 /// The operations dynhost needs from a run store.

@@ -23,3 +23,4 @@ mod sandbox;
 mod store_safety;
 mod streaming;
 mod types;
+mod wit_versions;

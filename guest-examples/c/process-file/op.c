@@ -14,7 +14,7 @@ static bool fail(dynamic_op_string_t *err, const char *message) {
 
 bool exports_dynhost_op_op_run(exports_dynhost_op_op_context_t *ctx,
                                exports_dynhost_op_op_list_input_t *inputs,
-                               dynamic_op_list_u8_t *ret,
+                               dynamic_op_option_list_u8_t *ret,
                                dynamic_op_string_t *err) {
   (void)ctx;
   for (size_t i = 0; i < inputs->len; i++) {
@@ -43,9 +43,10 @@ bool exports_dynhost_op_op_run(exports_dynhost_op_op_context_t *ctx,
     }
     char out[32];
     int len = snprintf(out, sizeof out, "%lld", (long long)st.st_size);
-    ret->ptr = malloc(len);
-    memcpy(ret->ptr, out, len);
-    ret->len = len;
+    ret->is_some = true;
+    ret->val.ptr = malloc(len);
+    memcpy(ret->val.ptr, out, len);
+    ret->val.len = len;
     return true;
   }
   return fail(err, "expected a single input named `path`");

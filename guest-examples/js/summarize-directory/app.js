@@ -1,6 +1,6 @@
 // summarize_directory in JavaScript: collects every file's size and returns
 // {"files": n, "total_bytes": sum} as JSON. Built with componentize-js.
-import { log } from 'dynhost:op/host@0.1.0';
+import { log } from 'dynhost:op/host@0.2.0';
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();

@@ -10,7 +10,7 @@ from wit_world.imports import types
 
 
 class Op(exports.Op):
-    def run(self, ctx: types.Context, inputs: list[types.Input]) -> bytes:
+    def run(self, ctx: types.Context, inputs: list[types.Input]) -> bytes | None:
         path_input = next((i for i in inputs if i.name == "path"), None)
         if path_input is None or not isinstance(path_input.value, types.InputValue_Single):
             raise Err("expected a single input named `path`")

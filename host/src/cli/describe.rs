@@ -4,6 +4,7 @@
 
 use dynhost::Plan;
 use dynhost::plan::{CollectTarget, DynOutput, PlannedOp, Source};
+use dynhost::runtime::types::ValueKind;
 use std::fmt::Write as _;
 use std::io::Write;
 
@@ -85,6 +86,17 @@ fn describe(plan: &Plan, op: &PlannedOp) -> Vec<String> {
             })
             .collect();
         lines.push(format!("  emits      {}", outputs.join(", ")));
+    }
+    let result = &op.policy.result_type;
+    if !op.policy.result_required || result.kind != ValueKind::Any {
+        let mut notes = Vec::new();
+        if result.kind != ValueKind::Any {
+            notes.push(result.kind.as_str().to_owned());
+        }
+        if !op.policy.result_required {
+            notes.push("optional: may return no value, which skips its readers".to_owned());
+        }
+        lines.push(format!("  returns    {}", notes.join(", ")));
     }
     let l = &op.policy.limits;
     let mut limits = format!(

@@ -1,5 +1,6 @@
 //! `dynhost runs`, `show` and `logs`: reading the run store.
 
+use dynhost::runtime::metadata;
 use dynhost::store::{RunStore, SqliteStore, StepRow};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -116,7 +117,7 @@ pub struct ShowArgs<'a> {
 }
 
 /// `dynhost show RUN [op | 'op[key]']`: a run per op; an op's values; one
-/// step with its inputs and output.
+/// step with its inputs and output (also `op` for an op outside any map).
 pub fn show(store: &SqliteStore, args: &ShowArgs<'_>) -> anyhow::Result<ExitCode> {
     let header = store.run(args.run)?;
     match args.target {
@@ -232,6 +233,15 @@ fn show_op(
             ops.join(", ")
         );
     }
+    // An op outside any map is one step: show it whole (inputs, output,
+    // metadata, logs), as `op[key]` does for a mapped one.
+    if let [one] = steps.as_slice()
+        && one.keys.is_empty()
+        && !args.raw
+        && args.status.is_none()
+    {
+        return show_step(store, run, op, args);
+    }
     if args.raw {
         return match steps.as_slice() {
             [one] => write_raw(one.output.as_deref(), &format!("`{op}`")),
@@ -280,7 +290,10 @@ fn write_raw(value: Option<&[u8]>, what: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One step: status, inputs (values), output (value), accounting, logs.
+/// Items with metadata listed by `show RUN STEP` without `--full`.
+const ITEMS_SHOWN: usize = 20;
+
+/// One step: status, inputs (values), output (value), metadata, accounting, logs.
 fn show_step(
     store: &SqliteStore,
     run: &str,
@@ -331,8 +344,32 @@ fn show_step(
         }
     }
     match &output {
+        _ if row.no_value => {
+            writeln!(out, "  output          no value (the op's optional result)")?
+        }
         Some(bytes) => print_value(&mut out, "output", bytes, args.full)?,
         None => writeln!(out, "  output          none")?,
+    }
+    for line in row
+        .metadata
+        .as_deref()
+        .map(metadata::lines)
+        .unwrap_or_default()
+    {
+        writeln!(out, "  metadata        {line}")?;
+    }
+    let items = store.item_metadata(run, &row.op, &row.keys)?;
+    let shown = if args.full { items.len() } else { ITEMS_SHOWN };
+    for (output, key, text) in items.iter().take(shown) {
+        let lines = metadata::lines(text).join(", ");
+        writeln!(out, "  item {output}[{key}] metadata: {lines}")?;
+    }
+    if items.len() > shown {
+        writeln!(
+            out,
+            "  ... {} more items with metadata (--full shows all)",
+            items.len() - shown
+        )?;
     }
     writeln!(out, "  wall time       {:.3}s", row.wall_secs)?;
     writeln!(out, "  peak memory     {} bytes", row.peak_memory_bytes)?;

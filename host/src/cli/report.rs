@@ -182,6 +182,7 @@ impl Progress {
                 p.done += 1;
                 p.first.get_or_insert_with(Instant::now);
             }
+            RunEvent::ItemMetadata { .. } => {}
         }
         match &self.mode {
             Mode::Json => print_event_json(&event),
@@ -276,7 +277,10 @@ impl Progress {
 fn step_lines(event: &RunEvent<'_>) -> Vec<String> {
     let mut lines = Vec::new();
     match event {
-        RunEvent::StepStarted { .. } | RunEvent::StepReused { .. } => {}
+        // Metadata is for `--json` and `dynhost show`, not the terminal.
+        RunEvent::StepStarted { .. }
+        | RunEvent::StepReused { .. }
+        | RunEvent::ItemMetadata { .. } => {}
         RunEvent::StepTolerated { step, .. } => {
             lines.push(format!("{step} tolerated: a collect runs without it"));
         }
@@ -341,7 +345,22 @@ fn print_event_json(event: &RunEvent<'_>) {
             } else {
                 "failed"
             });
+            if report.no_value {
+                value["no_value"] = json!(true);
+            }
+            if let Some(metadata) = &report.metadata {
+                value["metadata"] = metadata_json(metadata);
+            }
             value
+        }
+        RunEvent::ItemMetadata {
+            step,
+            op,
+            output,
+            key,
+            metadata,
+        } => {
+            json!({ "event": "item_metadata", "step": step, "op": op, "output": output, "key": key, "metadata": metadata_json(metadata) })
         }
         RunEvent::StepRetrying {
             step,
@@ -396,6 +415,11 @@ fn step_json(
         },
         "stdout": report.stdout, "stderr": report.stderr, "log": report.log,
     })
+}
+
+/// Metadata (a JSON array made by the runtime) as a JSON value.
+fn metadata_json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
 }
 
 /// Seconds since the Unix epoch: every JSON event's `ts`.

@@ -7,6 +7,7 @@
 //! on every run of a deterministic emitter, whatever the concurrency.
 
 use super::scheduler::{Scheduler, StepId};
+use super::values::Value;
 use crate::key::{KeyPath, MappingKey};
 use crate::plan::{CollectTarget, DynOutput, Plan};
 use crate::runtime::{InputData, OpFailure};
@@ -92,7 +93,11 @@ fn walk(
                     keys: next,
                 };
                 match scheduler.value(&member) {
+                    // No value (an optional result): absent, as in Dagster.
+                    Some(Value::Nothing) => {}
                     Some(v) => out.items.push((relative, scheduler.bytes(Some(v))?)),
+                    // Skipped because what it read produced nothing: absent too.
+                    None if scheduler.optional_skipped.contains(&member) => {}
                     None => {
                         if let Some(failure) = scheduler.failure(&member) {
                             out.failed.push((relative, failure));

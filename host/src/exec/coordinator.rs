@@ -3,6 +3,7 @@
 
 use super::record::{self, Prior, Recorder};
 use super::scheduler::{Scheduler, StepId};
+use super::values::Value;
 use super::worker::{
     BATCH_THRESHOLD, Emitted, FLUSH_INTERVAL, Inputs, Out, Outbox, QUEUED_PER_WORKER, Ring,
     StepQueue,
@@ -12,7 +13,7 @@ use crate::key::StepName;
 use crate::plan::Plan;
 use crate::report::OpSummary;
 use crate::runtime::{FailureKind, OpFailure, StepReport, StepStats};
-use crate::store::{ItemsRecord, RunStore};
+use crate::store::{ItemsRecord, RunStore, StoredItem};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rustc_hash::FxHashMap;
 use rustc_hash::FxHashMap as HashMap;
@@ -148,7 +149,7 @@ impl<'p> Coordinator<'p> {
                 if rings.try_recv().is_ok() {
                     self.drain(outboxes, &mut drained, observer);
                 } else {
-                    self.take_emitted(EMIT_CHUNK);
+                    self.take_emitted(EMIT_CHUNK, observer);
                 }
                 continue;
             }
@@ -224,14 +225,14 @@ impl<'p> Coordinator<'p> {
                     Out::Done(step, report) => {
                         // The step's items came first: all of them must be
                         // steps (and counted in collections) before it is done.
-                        self.take_emitted(usize::MAX);
+                        self.take_emitted(usize::MAX, observer);
                         self.in_flight -= 1;
                         self.finished(step, report, observer);
                     }
                 }
             }
             if !self.backlog.is_empty() {
-                self.take_emitted(EMIT_CHUNK);
+                self.take_emitted(EMIT_CHUNK, observer);
             }
         }
     }
@@ -244,13 +245,7 @@ impl<'p> Coordinator<'p> {
         let inputs = match inputs {
             Ok(inputs) => inputs,
             Err(message) => {
-                let report = StepReport {
-                    outcome: Err(OpFailure::new(FailureKind::Host, message)),
-                    stdout: String::new(),
-                    stderr: String::new(),
-                    log: String::new(),
-                    stats: StepStats::default(),
-                };
+                let report = StepReport::failed(OpFailure::new(FailureKind::Host, message));
                 self.finished(step.clone(), report, observer);
                 return None;
             }
@@ -320,9 +315,9 @@ impl<'p> Coordinator<'p> {
             return;
         };
         let outputs = &self.plan.ops[step.op].dynamic_outputs;
-        for (output, key, value) in &prior.items {
-            if let Some(index) = outputs.iter().position(|o| o == output) {
-                let value = self.scheduler.values.put(value.clone());
+        for (key, item) in &prior.items {
+            if let Some(index) = outputs.iter().position(|o| *o == item.output) {
+                let value = self.scheduler.values.put(item.value.clone());
                 self.scheduler.on_emit(step, index, key.clone(), value);
             }
         }
@@ -330,7 +325,7 @@ impl<'p> Coordinator<'p> {
             && let Some(recorder) = &self.recorder
         {
             let finished = self.finished_record(step, Some(hash.to_owned()));
-            recorder.record(finished.reused(&prior.output));
+            recorder.record(finished.reused(&prior));
         }
         self.memo_keys.remove(step);
         self.reused[step.op] += 1;
@@ -343,11 +338,16 @@ impl<'p> Coordinator<'p> {
             op,
         });
         if let Some(dir) = &self.plan.ops[step.op].values_dir
+            && !prior.no_value
             && let Err(message) = super::files::write_value(dir, op, &step.keys, &prior.output)
         {
             tracing::error!("{message}");
         }
-        let value = self.scheduler.values.put(prior.output);
+        let value = if prior.no_value {
+            Value::Nothing
+        } else {
+            self.scheduler.values.put(prior.output)
+        };
         self.scheduler.on_finished(step, Ok(value));
     }
 
@@ -442,12 +442,28 @@ impl<'p> Coordinator<'p> {
     }
 
     /// Turns up to `limit` items of the backlog into steps (and store writes).
-    fn take_emitted(&mut self, limit: usize) {
+    fn take_emitted(&mut self, limit: usize, observer: &mut dyn FnMut(RunEvent<'_>)) {
         let mut streamed: Vec<(StepId, ItemsRecord)> = Vec::new();
         let n = limit.min(self.backlog.len());
         for item in self.backlog.drain(..n).collect::<Vec<_>>() {
             if self.recorder.is_some() {
                 self.stream_item(&mut streamed, &item);
+            }
+            if let Some(metadata) = &item.metadata {
+                let op = &self.plan.ops[item.step.op];
+                observer(RunEvent::ItemMetadata {
+                    step: StepName {
+                        op: &op.name,
+                        keys: &item.step.keys,
+                    },
+                    op: &op.name,
+                    output: op
+                        .dynamic_outputs
+                        .get(item.output)
+                        .map_or("", String::as_str),
+                    key: item.key.as_str(),
+                    metadata,
+                });
             }
             let value = self.scheduler.values.put_slice(&item.value);
             self.scheduler
@@ -485,11 +501,12 @@ impl<'p> Coordinator<'p> {
                 &mut batches.last_mut().expect("just pushed").1
             }
         };
-        batch.items.push((
-            output.clone(),
-            item.key.to_string(),
-            Arc::from(item.value.as_slice()),
-        ));
+        batch.items.push(StoredItem {
+            output: output.clone(),
+            key: item.key.to_string(),
+            value: Arc::from(item.value.as_slice()),
+            metadata: item.metadata.as_deref().map(Arc::from),
+        });
     }
 
     fn finished(
@@ -501,6 +518,7 @@ impl<'p> Coordinator<'p> {
         // `values_dir`: the value goes to its file before anyone hears the
         // step succeeded; a value that cannot be written fails the step.
         if let (Some(dir), Ok(bytes)) = (&self.plan.ops[step.op].values_dir, &report.outcome)
+            && !report.no_value
             && let Err(message) =
                 super::files::write_value(dir, &self.plan.ops[step.op].name, &step.keys, bytes)
         {
@@ -538,9 +556,10 @@ impl<'p> Coordinator<'p> {
             self.input_summaries.remove(&step);
             self.memo_keys.remove(&step);
         }
-        let outcome = report
-            .outcome
-            .map(|bytes| self.scheduler.values.put_slice(&bytes));
+        let outcome = match report.outcome {
+            Ok(_) if report.no_value => Ok(Value::Nothing),
+            outcome => outcome.map(|bytes| self.scheduler.values.put_slice(&bytes)),
+        };
         self.scheduler.on_finished(&step, outcome);
     }
 

@@ -8,7 +8,9 @@ use super::values::Values;
 use crate::key::{KeyPath, MappingKey};
 use crate::plan::{Plan, PlannedOp};
 use crate::runtime::{InputData, StepReport};
-use crate::store::{ItemsRecord, PriorStep, RunStore, StepRecord, StepStatus, StoreError, Write};
+use crate::store::{
+    ItemsRecord, PriorStep, RunStore, StepRecord, StepStatus, StoreError, StoredItem, Write,
+};
 use crossbeam_channel::{Sender, unbounded};
 use rustc_hash::FxHashMap;
 use sha2::{Digest, Sha256};
@@ -189,7 +191,10 @@ pub(crate) struct Prior {
     pub input_hash: Option<String>,
     pub memo_key: Option<String>,
     pub output: Arc<[u8]>,
-    pub items: Vec<(String, MappingKey, Arc<[u8]>)>,
+    pub no_value: bool,
+    pub metadata: Option<Box<str>>,
+    /// Items whose keys are still valid, with those keys parsed.
+    pub items: Vec<(MappingKey, StoredItem)>,
 }
 
 /// Indexes stored successes by step; steps of ops the job no longer has, or
@@ -211,9 +216,7 @@ pub(crate) fn prior_map(plan: &Plan, prior: Vec<PriorStep>) -> FxHashMap<StepId,
         let items = step
             .items
             .into_iter()
-            .filter_map(|(output, key, value)| {
-                MappingKey::parse(&key).ok().map(|k| (output, k, value))
-            })
+            .filter_map(|item| MappingKey::parse(&item.key).ok().map(|k| (k, item)))
             .collect();
         map.insert(
             StepId { op, keys },
@@ -221,6 +224,8 @@ pub(crate) fn prior_map(plan: &Plan, prior: Vec<PriorStep>) -> FxHashMap<StepId,
                 input_hash: step.input_hash,
                 memo_key: step.memo_key,
                 output: step.output,
+                no_value: step.no_value,
+                metadata: step.metadata,
                 items,
             },
         );
@@ -377,7 +382,12 @@ impl Finished<'_> {
             .flat_map(|(output, items)| {
                 items.order.iter().filter_map(move |(k, v)| {
                     match self.values.get(v) {
-                        Ok(bytes) => Some((output.clone(), k.to_string(), bytes)),
+                        Ok(value) => Some(StoredItem {
+                            output: output.clone(),
+                            key: k.to_string(),
+                            value,
+                            metadata: None,
+                        }),
                         Err(e) => {
                             // The disk failed under the run: the step is
                             // recorded without this item, so a resume reruns
@@ -404,6 +414,8 @@ impl Finished<'_> {
             input_hash: self.input_hash.clone(),
             memo_key: self.memo_key.clone(),
             output: None,
+            metadata: None,
+            no_value: false,
             items,
             items_streamed: streamed,
             stdout: String::new(),
@@ -428,7 +440,11 @@ impl Finished<'_> {
         record.emitted_bytes = report.stats.emitted_bytes;
         record.fuel_used = report.stats.fuel_used;
         match &report.outcome {
-            Ok(value) => record.output = Some(Arc::from(value.as_slice())),
+            Ok(value) => {
+                record.output = Some(Arc::from(value.as_slice()));
+                record.metadata = report.metadata.clone();
+                record.no_value = report.no_value;
+            }
             Err(f) => {
                 record.failure_kind = Some(f.kind.as_str().to_owned());
                 record.failure_message = Some(f.message.clone());
@@ -441,10 +457,15 @@ impl Finished<'_> {
         record
     }
 
-    /// A step reused from a stored success.
-    pub fn reused(&self, output: &Arc<[u8]>) -> StepRecord {
-        let mut record = self.base(StepStatus::Succeeded, false);
-        record.output = Some(output.clone());
+    /// A step reused from a stored success: its value, metadata and items
+    /// (with theirs) as stored.
+    pub fn reused(&self, prior: &Prior) -> StepRecord {
+        let mut record = self.base(StepStatus::Succeeded, true);
+        record.output = Some(prior.output.clone());
+        record.no_value = prior.no_value;
+        record.metadata = prior.metadata.clone();
+        record.items_streamed = false;
+        record.items = prior.items.iter().map(|(_, item)| item.clone()).collect();
         record
     }
 

@@ -328,6 +328,12 @@ impl<'p> Scheduler<'p> {
                         keys: KeyPath::from(&step.keys[..self.plan.ops[*up].scope.len()]),
                     };
                     match self.entry_status(&dep) {
+                        Some(Status::Succeeded(Value::Nothing)) => {
+                            return Blocker::NotNeeded(format!(
+                                "optional output `{}.result` produced no value",
+                                self.plan.ops[*up].name
+                            ));
+                        }
                         Some(Status::Succeeded(_)) => {}
                         Some(Status::Skipped(reason)) if self.optional_skipped.contains(&dep) => {
                             return Blocker::NotNeeded(format!(

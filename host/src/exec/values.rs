@@ -25,9 +25,18 @@ const SMALL: usize = 22;
 /// spill file. 24 bytes whichever it is.
 #[derive(Debug, Clone)]
 pub(crate) enum Value {
-    Small { len: u8, bytes: [u8; SMALL] },
+    /// "No value": a step whose optional result was not produced (WIT 0.2.0
+    /// `none`). What reads it is skipped; collects leave it out.
+    Nothing,
+    Small {
+        len: u8,
+        bytes: [u8; SMALL],
+    },
     Inline(Arc<[u8]>),
-    Spilled { offset: u64, len: u32 },
+    Spilled {
+        offset: u64,
+        len: u32,
+    },
 }
 
 /// The run's values, in memory until `budget` bytes are held, then on disk.
@@ -120,6 +129,7 @@ impl Values {
     /// fail the reading step with.
     pub fn get(&self, value: &Value) -> io::Result<Arc<[u8]>> {
         match value {
+            Value::Nothing => Ok(Arc::from(&[][..])),
             Value::Small { len, bytes } => Ok(Arc::from(&bytes[..usize::from(*len)])),
             Value::Inline(bytes) => Ok(bytes.clone()),
             Value::Spilled { offset, len } => {

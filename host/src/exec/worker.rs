@@ -7,7 +7,6 @@ use crate::key::MappingKey;
 use crate::plan::Plan;
 use crate::runtime::{
     EmitSink, FailureKind, InputData, OpComponent, OpFailure, Runtime, StepCall, StepReport,
-    StepStats,
 };
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -25,6 +24,8 @@ pub(crate) struct Emitted {
     pub output: usize,
     pub key: MappingKey,
     pub value: Vec<u8>,
+    /// The item's metadata, a JSON array; `None` for most items.
+    pub metadata: Option<Box<str>>,
 }
 
 /// What a worker hands back, in the order it happened: a step's items always
@@ -174,12 +175,13 @@ struct QueueSink {
 }
 
 impl EmitSink for QueueSink {
-    fn emit(&mut self, output: usize, key: MappingKey, value: Vec<u8>) {
+    fn emit(&mut self, output: usize, key: MappingKey, value: Vec<u8>, metadata: Option<Box<str>>) {
         let item = Emitted {
             step: self.step.clone(),
             output,
             key,
             value,
+            metadata,
         };
         self.sender.send(Out::Item(item), true);
     }
@@ -251,14 +253,8 @@ fn host_panic(panic: &Box<dyn std::any::Any + Send>) -> StepReport {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".to_owned());
-    StepReport {
-        outcome: Err(OpFailure::new(
-            FailureKind::Host,
-            format!("dynhost panicked while running the step: {message}"),
-        )),
-        stdout: String::new(),
-        stderr: String::new(),
-        log: String::new(),
-        stats: StepStats::default(),
-    }
+    StepReport::failed(OpFailure::new(
+        FailureKind::Host,
+        format!("dynhost panicked while running the step: {message}"),
+    ))
 }

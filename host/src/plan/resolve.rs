@@ -294,6 +294,7 @@ impl Resolver<'_> {
             dynamic_outputs: dynamic_outputs.to_vec(),
             output_types: output_types.into(),
             result_type,
+            result_required: op.returns.as_ref().and_then(|r| r.required).unwrap_or(true),
             deterministic: op.deterministic,
         })
     }

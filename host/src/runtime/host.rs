@@ -1,11 +1,13 @@
-//! The host side of the `dynhost:op/host` interface: `emit-dynamic` and `log`.
+//! The host side of the `dynhost:op/host` interface, both versions:
+//! `emit-dynamic`, `emit` (0.2.0: with metadata), `add-output-metadata`
+//! (0.2.0) and `log`.
 //!
 //! Every emitted item is checked here, before it leaves the sandbox: the
 //! output must be declared, the key valid and unique, and the step within its
 //! emit limits. A bad key fails the step (sticky, so ignoring the error does
 //! not help); a broken limit traps at once.
 
-use super::bindings::{Level, dynhost};
+use super::bindings::{v1, v2};
 use super::failure::{FailureKind, OpFailure, Tripped};
 use super::policy::Limits;
 use super::sandbox::StepState;
@@ -17,8 +19,9 @@ use rustc_hash::FxHashSet;
 /// start while the emitter still runs.
 pub trait EmitSink: Send {
     /// One validated item of the dynamic output at index `output` of the
-    /// policy's `dynamic_outputs` (an index, so a million emits allocate no names).
-    fn emit(&mut self, output: usize, key: MappingKey, value: Vec<u8>);
+    /// policy's `dynamic_outputs` (an index, so a million emits allocate no
+    /// names), with its metadata as a JSON array when it has any.
+    fn emit(&mut self, output: usize, key: MappingKey, value: Vec<u8>, metadata: Option<Box<str>>);
 }
 
 /// Per-step emit bookkeeping.
@@ -33,6 +36,11 @@ pub(crate) struct EmitState {
     types: std::sync::Arc<[ValueType]>,
     pub items: u64,
     pub bytes: u64,
+    /// Bytes of metadata (items' and the result's): they count toward
+    /// `max_output_bytes` like values do.
+    pub metadata_bytes: u64,
+    /// Metadata on the step's result, as a JSON array.
+    pub result_metadata: Option<Box<str>>,
     /// The first rule this step broke; the step fails with it whatever it returns.
     pub failure: Option<OpFailure>,
 }
@@ -54,6 +62,8 @@ impl EmitState {
             types: types.clone(),
             items: 0,
             bytes: 0,
+            metadata_bytes: 0,
+            result_metadata: None,
             failure: None,
         }
     }
@@ -63,6 +73,7 @@ impl EmitState {
         output: &str,
         key: String,
         value: Vec<u8>,
+        metadata: Vec<v2::dynhost::op::types::MetadataEntry>,
     ) -> wasmtime::Result<Result<(), String>> {
         if let Some(failure) = &self.failure {
             return Ok(Err(format!(
@@ -99,6 +110,15 @@ impl EmitState {
             self.limits.max_emits,
             "items",
         )?;
+        let metadata = match super::metadata::to_json(metadata) {
+            Ok(metadata) => metadata,
+            Err(reason) => {
+                return Ok(Err(self.fail_with(
+                    FailureKind::OpError,
+                    format!("op `{op}` emitted key `{key}` on output `{output}` with bad metadata: {reason}"),
+                )));
+            }
+        };
         let len = value.len() as u64;
         self.limit(
             len > self.limits.max_value_bytes,
@@ -106,8 +126,9 @@ impl EmitState {
             self.limits.max_value_bytes,
             "bytes in one value",
         )?;
+        let metadata_len = metadata.as_ref().map_or(0, |m| m.len() as u64);
         self.limit(
-            self.bytes + len > self.limits.max_output_bytes,
+            self.bytes + self.metadata_bytes + metadata_len + len > self.limits.max_output_bytes,
             "max_output_bytes",
             self.limits.max_output_bytes,
             "bytes",
@@ -126,12 +147,53 @@ impl EmitState {
         }
         self.items += 1;
         self.bytes += len;
-        self.sink.emit(index, key, value);
+        self.metadata_bytes += metadata_len;
+        self.sink.emit(index, key, value, metadata);
+        Ok(Ok(()))
+    }
+
+    /// `add-output-metadata`: merges entries into the result's metadata.
+    fn add_result_metadata(
+        &mut self,
+        output: &str,
+        entries: Vec<v2::dynhost::op::types::MetadataEntry>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let op = self.op.clone();
+        if output != "result" {
+            return Ok(Err(self.fail_with(
+                FailureKind::OpError,
+                format!("op `{op}` added metadata to output `{output}`; only the plain result, `result`, takes metadata this way (items take theirs in `emit`)"),
+            )));
+        }
+        let before = self.result_metadata.as_ref().map_or(0, |m| m.len() as u64);
+        match super::metadata::merge(self.result_metadata.take(), entries) {
+            Ok(merged) => self.result_metadata = merged,
+            Err(reason) => {
+                return Ok(Err(self.fail_with(
+                    FailureKind::OpError,
+                    format!("op `{op}` added bad metadata to its result: {reason}"),
+                )));
+            }
+        }
+        let after = self.result_metadata.as_ref().map_or(0, |m| m.len() as u64);
+        self.metadata_bytes = (self.metadata_bytes + after).saturating_sub(before);
+        self.limit(
+            self.bytes + self.metadata_bytes > self.limits.max_output_bytes,
+            "max_output_bytes",
+            self.limits.max_output_bytes,
+            "bytes",
+        )?;
         Ok(Ok(()))
     }
 
     fn fail(&mut self, message: String) -> String {
-        self.failure = Some(OpFailure::new(FailureKind::InvalidKey, message.clone()));
+        self.fail_with(FailureKind::InvalidKey, message)
+    }
+
+    /// Makes the step fail with `kind` whatever it returns; the message is
+    /// also the error the guest gets back.
+    fn fail_with(&mut self, kind: FailureKind, message: String) -> String {
+        self.failure = Some(OpFailure::new(kind, message.clone()));
         message
     }
 
@@ -156,15 +218,15 @@ pub(crate) fn output_limit(op: &str, name: &str, value: u64, unit: &str) -> OpFa
     )
 }
 
-impl dynhost::op::types::Host for StepState {}
+impl v1::dynhost::op::types::Host for StepState {}
 
-impl dynhost::op::host::Host for StepState {
+impl v1::dynhost::op::host::Host for StepState {
     fn emit_dynamic(
         &mut self,
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), String>> {
-        self.emits.emit("result", key, value)
+        self.emits.emit("result", key, value, Vec::new())
     }
 
     fn emit_dynamic_to(
@@ -173,18 +235,74 @@ impl dynhost::op::host::Host for StepState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), String>> {
-        self.emits.emit(&output, key, value)
+        self.emits.emit(&output, key, value, Vec::new())
     }
 
-    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        let level = match level {
-            Level::Trace => "trace",
-            Level::Debug => "debug",
-            Level::Info => "info",
-            Level::Warn => "warn",
-            Level::Error => "error",
-        };
-        self.log.push(format!("[{level}] {message}\n").as_bytes());
+    fn log(
+        &mut self,
+        level: v1::dynhost::op::types::Level,
+        message: String,
+    ) -> wasmtime::Result<()> {
+        // Both versions declare the same levels in the same order.
+        self.log_line(LEVELS[level as usize], &message);
         Ok(())
+    }
+}
+
+impl v2::dynhost::op::types::Host for StepState {}
+
+impl v2::dynhost::op::host::Host for StepState {
+    fn emit_dynamic(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        self.emits.emit("result", key, value, Vec::new())
+    }
+
+    fn emit_dynamic_to(
+        &mut self,
+        output: String,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        self.emits.emit(&output, key, value, Vec::new())
+    }
+
+    fn emit(
+        &mut self,
+        output: String,
+        key: String,
+        value: Vec<u8>,
+        metadata: Vec<v2::dynhost::op::types::MetadataEntry>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        self.emits.emit(&output, key, value, metadata)
+    }
+
+    fn add_output_metadata(
+        &mut self,
+        output: String,
+        metadata: Vec<v2::dynhost::op::types::MetadataEntry>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        self.emits.add_result_metadata(&output, metadata)
+    }
+
+    fn log(
+        &mut self,
+        level: v2::dynhost::op::types::Level,
+        message: String,
+    ) -> wasmtime::Result<()> {
+        // Both versions declare the same levels in the same order.
+        self.log_line(LEVELS[level as usize], &message);
+        Ok(())
+    }
+}
+
+/// `level`'s cases, in WIT order.
+const LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
+
+impl StepState {
+    fn log_line(&mut self, level: &str, message: &str) {
+        self.log.push(format!("[{level}] {message}\n").as_bytes());
     }
 }

@@ -23,6 +23,9 @@ pub struct SandboxPolicy {
     pub output_types: std::sync::Arc<[super::types::ValueType]>,
     /// What the op's plain result is.
     pub result_type: super::types::ValueType,
+    /// Whether the op must return a value: `false` (`returns = { required =
+    /// false }`) lets it return "no value", which skips what reads it.
+    pub result_required: bool,
     /// Fixed clocks and randomness seeded from the step, for reproducible reruns.
     pub deterministic: bool,
 }

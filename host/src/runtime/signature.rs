@@ -18,10 +18,45 @@ const EXPECTED_PARAMS: &[(&str, &str)] = &[
         "list<record{name:string,value:variant{single(list<u8>),collected(record{items:list<record{keys:list<string>,value:list<u8>}>,failed:list<record{keys:list<string>,kind:string,message:string}>})}}>",
     ),
 ];
-const EXPECTED_RESULT: &str = "result<list<u8>,string>";
+/// `run`'s result in 0.1.0 and 0.2.0.
+const V1_RESULT: &str = "result<list<u8>,string>";
+const V2_RESULT: &str = "result<option<list<u8>>,string>";
 
-/// Why `component`'s `run` export does not match the WIT, if it does not.
-pub(crate) fn check_run(engine: &Engine, component: &Component) -> Result<(), String> {
+/// Which version of the `dynhost:op` world a component was built against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Version {
+    /// `dynhost:op@0.1.0`.
+    V1,
+    /// `dynhost:op@0.2.0`, the current one.
+    V2,
+}
+
+impl Version {
+    /// The package version, as WIT writes it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Version::V1 => "0.1.0",
+            Version::V2 => "0.2.0",
+        }
+    }
+}
+
+/// The version the component's `dynhost:op/op@…` export names; the current
+/// one when it has none (so the error names what to build against).
+pub(crate) fn op_version(engine: &Engine, component: &Component) -> Version {
+    let ty = component.component_type();
+    let v1 = ty
+        .exports(engine)
+        .any(|(name, _)| name == "dynhost:op/op@0.1.0");
+    if v1 { Version::V1 } else { Version::V2 }
+}
+
+/// Why `component`'s `run` export does not match the WIT of `version`, if it does not.
+pub(crate) fn check_run(
+    engine: &Engine,
+    component: &Component,
+    version: Version,
+) -> Result<(), String> {
     let ty = component.component_type();
     let Some(op) = ty.exports(engine).find_map(|(name, export)| {
         match (name.starts_with("dynhost:op/op@"), export.ty) {
@@ -45,14 +80,18 @@ pub(crate) fn check_run(engine: &Engine, component: &Component) -> Result<(), St
             .iter()
             .zip(EXPECTED_PARAMS)
             .all(|((_, got), (_, want))| got == want);
-    if !params_match || results != [EXPECTED_RESULT] {
+    let (expected, wit_result) = match version {
+        Version::V1 => (V1_RESULT, "result<list<u8>, string>"),
+        Version::V2 => (V2_RESULT, "result<option<list<u8>>, string>"),
+    };
+    if !params_match || results != [expected] {
         let got = params
             .iter()
             .map(|(name, _)| name.as_str())
             .collect::<Vec<_>>()
             .join(", ");
         return Err(format!(
-            "its `run` is `run({got})` with other types than `run(ctx: context, inputs: list<input>) -> result<list<u8>, string>`"
+            "its `run` is `run({got})` with other types than `run(ctx: context, inputs: list<input>) -> {wit_result}`"
         ));
     }
     Ok(())

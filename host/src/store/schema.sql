@@ -1,8 +1,9 @@
--- dynhost run store, schema version 5 (3 added `runs.owner`: `pid:start`
+-- dynhost run store, schema version 6 (3 added `runs.owner`: `pid:start`
 -- of the process working on a running run, so a dead one shows as interrupted;
 -- 4 added `runs.resumed_at` and `runs.active_secs`, the run's running time
 -- summed over resumes, and `steps.tolerated`, set on failed or skipped steps
--- a tolerant collect ran without; 5 added `runs.config`). Keys are JSON arrays of mapping keys
+-- a tolerant collect ran without; 5 added `runs.config`; 6 added
+-- `steps.metadata`, `steps.no_value` and `items.metadata`). Keys are JSON arrays of mapping keys
 -- (outermost first, `[]` outside any map). Values of up to 64 bytes are kept
 -- inline (`steps.output`, `items.value`; the hash column is then NULL or '');
 -- larger ones live once in `blobs`, addressed by their SHA-256. Version 1
@@ -50,6 +51,8 @@ CREATE TABLE IF NOT EXISTS steps (
     log               TEXT NOT NULL,
     finished_at       REAL NOT NULL,
     tolerated         INTEGER NOT NULL DEFAULT 0,
+    metadata          TEXT,             -- JSON array: metadata on the result
+    no_value          INTEGER NOT NULL DEFAULT 0, -- returned "no value" (optional result)
     PRIMARY KEY (run_id, op, keys)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS steps_memo ON steps (memo_key) WHERE memo_key IS NOT NULL;
@@ -71,6 +74,7 @@ CREATE TABLE IF NOT EXISTS items (
     key        TEXT NOT NULL,
     value_hash TEXT NOT NULL,           -- SHA-256 of a value in `blobs`, or ''
     value      BLOB,                    -- the value itself, when small
+    metadata   TEXT,                    -- JSON array: the item's metadata
     PRIMARY KEY (run_id, op, keys, output, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blobs (

@@ -3,8 +3,8 @@
 //! transaction; each step is still whole or absent after a crash.
 
 use super::{
-    PriorStep, RunRecord, RunStatus, RunStore, RunSummary, StepRecord, StepRow, StoreError, Write,
-    hash_bytes,
+    PriorStep, RunRecord, RunStatus, RunStore, RunSummary, StepRecord, StepRow, StoreError,
+    StoredItem, Write, hash_bytes,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// The schema this build writes. Older versions are upgraded in place; a
 /// newer one is refused (it was written by a newer dynhost).
-const SCHEMA_VERSION: u32 = 5;
+const SCHEMA_VERSION: u32 = 6;
 
 /// `MIGRATIONS[i]` upgrades a store of version `i + 1` to `i + 2`; the last
 /// one reaches [`SCHEMA_VERSION`].
@@ -27,6 +27,10 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize - 1] = [
      ALTER TABLE steps ADD COLUMN tolerated INTEGER NOT NULL DEFAULT 0;",
     // 5: the config each op ran with.
     "ALTER TABLE runs ADD COLUMN config TEXT;",
+    // 6: metadata on results and items; results that are "no value".
+    "ALTER TABLE steps ADD COLUMN metadata TEXT;
+     ALTER TABLE steps ADD COLUMN no_value INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE items ADD COLUMN metadata TEXT;",
 ];
 
 /// Values up to this size are stored in their row rather than in `blobs`: a
@@ -199,8 +203,8 @@ impl SqliteStore {
         };
         tx.prepare_cached("INSERT OR REPLACE INTO steps (run_id, op, keys, status, attempts, wall_secs, failure_kind, failure_message,
                peak_memory_bytes, emitted_items, emitted_bytes, fuel_used, input_hash, output_hash, memo_key,
-               stdout, stderr, log, finished_at, inputs, output)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)")?.execute(
+               stdout, stderr, log, finished_at, inputs, output, metadata, no_value)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)")?.execute(
             params![
                 run_id,
                 s.op,
@@ -222,7 +226,9 @@ impl SqliteStore {
                 s.log,
                 now,
                 s.inputs,
-                output
+                output,
+                s.metadata.as_deref(),
+                s.no_value,
             ],
         )?;
         // Streamed items were written as they came, the first of them
@@ -245,19 +251,20 @@ impl SqliteStore {
         op: String,
         keys: String,
         (input_hash, memo_key): (Option<String>, Option<String>),
-        output: Vec<u8>,
+        (output, no_value, metadata): (Vec<u8>, bool, Option<String>),
     ) -> rusqlite::Result<PriorStep> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT i.output, i.key, coalesce(i.value, b.bytes) FROM items i LEFT JOIN blobs b ON b.hash = i.value_hash
+            "SELECT i.output, i.key, coalesce(i.value, b.bytes), i.metadata FROM items i LEFT JOIN blobs b ON b.hash = i.value_hash
              WHERE i.run_id = ?1 AND i.op = ?2 AND i.keys = ?3 ORDER BY i.output, i.seq",
         )?;
         let items = stmt
             .query_map(params![run_id, op, keys], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    Arc::from(r.get::<_, Vec<u8>>(2)?),
-                ))
+                Ok(StoredItem {
+                    output: r.get(0)?,
+                    key: r.get(1)?,
+                    value: Arc::from(r.get::<_, Vec<u8>>(2)?),
+                    metadata: r.get::<_, Option<String>>(3)?.map(Arc::from),
+                })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(PriorStep {
@@ -266,6 +273,8 @@ impl SqliteStore {
             input_hash,
             memo_key,
             output: Arc::from(output),
+            no_value,
+            metadata: metadata.map(String::into_boxed_str),
             items,
         })
     }
@@ -279,19 +288,19 @@ fn write_items(
     op: &str,
     keys: &str,
     first_seq: u64,
-    items: &[(String, String, Arc<[u8]>)],
+    items: &[StoredItem],
 ) -> rusqlite::Result<()> {
     if first_seq == 0 {
         tx.prepare_cached("DELETE FROM items WHERE run_id = ?1 AND op = ?2 AND keys = ?3")?
             .execute(params![run_id, op, keys])?;
     }
-    for (seq, (output, key, value)) in (first_seq..).zip(items) {
-        let (hash, inline) = match put_value(tx, value)? {
+    for (seq, item) in (first_seq..).zip(items) {
+        let (hash, inline) = match put_value(tx, &item.value)? {
             Stored::Inline(bytes) => (String::new(), Some(bytes)),
             Stored::Blob(hash) => (hash, None),
         };
-        tx.prepare_cached("INSERT OR REPLACE INTO items (run_id, op, keys, output, seq, key, value_hash, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?.execute(
-            params![run_id, op, keys, output, seq as i64, key, hash, inline],
+        tx.prepare_cached("INSERT OR REPLACE INTO items (run_id, op, keys, output, seq, key, value_hash, value, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?.execute(
+            params![run_id, op, keys, item.output, seq as i64, item.key, hash, inline, item.metadata.as_deref()],
         )?;
     }
     Ok(())
@@ -476,7 +485,7 @@ impl RunStore for SqliteStore {
             let mut stmt = self.conn.prepare(
                 "SELECT s.op, s.keys, s.status, s.attempts, s.wall_secs, s.failure_kind, s.failure_message,
                    s.peak_memory_bytes, s.emitted_items, s.emitted_bytes, s.fuel_used, length(coalesce(s.output, b.bytes)),
-                   s.stdout, s.stderr, s.log, s.inputs, s.tolerated
+                   s.stdout, s.stderr, s.log, s.inputs, s.tolerated, s.metadata, s.no_value
                  FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
                  WHERE s.run_id = ?1 ORDER BY s.op, s.keys",
             )?;
@@ -499,6 +508,8 @@ impl RunStore for SqliteStore {
                     log: r.get(14)?,
                     inputs: r.get(15)?,
                     tolerated: r.get::<_, i64>(16)? != 0,
+                    metadata: r.get(17)?,
+                    no_value: r.get(18)?,
                 })
             })?
             .collect()
@@ -509,17 +520,23 @@ impl RunStore for SqliteStore {
     fn successes(&self, run_id: &str) -> Result<Vec<PriorStep>, StoreError> {
         let query = || -> rusqlite::Result<Vec<PriorStep>> {
             let mut stmt = self.conn.prepare(
-                "SELECT s.op, s.keys, s.input_hash, s.memo_key, coalesce(s.output, b.bytes) FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
+                "SELECT s.op, s.keys, s.input_hash, s.memo_key, coalesce(s.output, b.bytes), s.no_value, s.metadata
+                 FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
                  WHERE s.run_id = ?1 AND s.status = 'succeeded' AND coalesce(s.output, b.bytes) IS NOT NULL",
             )?;
-            type Row = (String, String, (Option<String>, Option<String>), Vec<u8>);
+            type Row = (
+                String,
+                String,
+                (Option<String>, Option<String>),
+                (Vec<u8>, bool, Option<String>),
+            );
             let rows = stmt
                 .query_map([run_id], |r| {
                     Ok((
                         r.get(0)?,
                         r.get(1)?,
                         (r.get(2)?, r.get(3)?),
-                        r.get::<_, Vec<u8>>(4)?,
+                        (r.get::<_, Vec<u8>>(4)?, r.get(5)?, r.get(6)?),
                     ))
                 })?
                 .collect::<rusqlite::Result<Vec<Row>>>()?;
@@ -535,10 +552,11 @@ impl RunStore for SqliteStore {
             let row = self
                 .conn
                 .query_row(
-                    "SELECT s.run_id, s.op, s.keys, s.input_hash, coalesce(s.output, b.bytes) FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
+                    "SELECT s.run_id, s.op, s.keys, s.input_hash, coalesce(s.output, b.bytes), s.no_value, s.metadata
+                     FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
                      WHERE s.memo_key = ?1 AND s.status = 'succeeded' AND coalesce(s.output, b.bytes) IS NOT NULL LIMIT 1",
                     [memo_key],
-                    |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, Vec<u8>>(4)?)),
+                    |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, (r.get::<_, Vec<u8>>(4)?, r.get(5)?, r.get(6)?))),
                 )
                 .optional()?;
             row.map(|(run, op, keys, input, out)| {

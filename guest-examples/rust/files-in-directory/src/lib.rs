@@ -29,7 +29,7 @@ struct Walk {
 }
 
 impl Guest for Op {
-    fn run(ctx: Context, _inputs: Vec<Input>) -> Result<Vec<u8>, String> {
+    fn run(ctx: Context, _inputs: Vec<Input>) -> Result<Option<Vec<u8>>, String> {
         let config: serde_json::Value =
             serde_json::from_str(&ctx.config).map_err(|e| format!("config is not JSON: {e}"))?;
         let dir = config["path"]
@@ -48,7 +48,9 @@ impl Guest for Op {
                 serde_json::to_vec(&format!("{root}/{relative}")).map_err(|e| e.to_string())?;
             emit_dynamic(&key_for(relative), &value)?;
         }
-        serde_json::to_vec(&files.len()).map_err(|e| e.to_string())
+        serde_json::to_vec(&files.len())
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 }
 

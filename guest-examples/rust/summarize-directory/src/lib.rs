@@ -9,7 +9,7 @@ use exports::dynhost::op::op::{Context, Guest, Input};
 struct Op;
 
 impl Guest for Op {
-    fn run(_ctx: Context, inputs: Vec<Input>) -> Result<Vec<u8>, String> {
+    fn run(_ctx: Context, inputs: Vec<Input>) -> Result<Option<Vec<u8>>, String> {
         let Some(InputValue::Collected(sizes)) = inputs
             .into_iter()
             .find(|i| i.name == "sizes")
@@ -24,7 +24,9 @@ impl Guest for Op {
             total += size;
         }
         let summary = serde_json::json!({ "files": sizes.items.len(), "total_bytes": total });
-        serde_json::to_vec(&summary).map_err(|e| e.to_string())
+        serde_json::to_vec(&summary)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -95,6 +95,31 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// The items a step emitted with metadata, in emission order per
+    /// output: (output, key, metadata as a JSON array).
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    pub fn item_metadata(
+        &self,
+        run_id: &str,
+        op: &str,
+        keys: &[String],
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let query = || -> rusqlite::Result<Vec<(String, String, String)>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT output, key, metadata FROM items
+                 WHERE run_id = ?1 AND op = ?2 AND keys = ?3 AND metadata IS NOT NULL
+                 ORDER BY output, seq",
+            )?;
+            stmt.query_map(params![run_id, op, keys_json(keys)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect()
+        };
+        query().map_err(|e| self.error(&e))
+    }
+
     /// The value a step returned, if it succeeded with one.
     ///
     /// # Errors

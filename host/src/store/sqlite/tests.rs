@@ -4,6 +4,15 @@
 use super::*;
 use crate::store::StepStatus;
 
+fn item(key: &str, value: &[u8]) -> StoredItem {
+    StoredItem {
+        output: "result".into(),
+        key: key.into(),
+        value: Arc::from(value),
+        metadata: None,
+    }
+}
+
 fn record(op: &str, key: &str, status: StepStatus) -> StepRecord {
     StepRecord {
         op: op.into(),
@@ -20,7 +29,9 @@ fn record(op: &str, key: &str, status: StepStatus) -> StepRecord {
         input_hash: Some("in".into()),
         memo_key: None,
         output: Some(Arc::from(&b"same"[..])),
-        items: vec![("result".into(), "x".into(), Arc::from(&b"v"[..]))],
+        metadata: None,
+        no_value: false,
+        items: vec![item("x", b"v")],
         items_streamed: false,
         stdout: String::new(),
         stderr: String::new(),
@@ -61,7 +72,7 @@ fn steps_round_trip_and_values_are_stored_once() {
     let prior = store.successes("r1").unwrap();
     assert_eq!(prior.len(), 2);
     assert_eq!(&*prior[0].output, b"same");
-    assert_eq!(prior[0].items[0].1, "x");
+    assert_eq!(prior[0].items[0].key, "x");
     assert_eq!(blob_count(&store), 0, "small values stay in their rows");
     // Large values go to `blobs`, once however many steps return them.
     let big = vec![7u8; INLINE_MAX + 1];
@@ -69,7 +80,7 @@ fn steps_round_trip_and_values_are_stored_once() {
     for key in ["k4", "k5"] {
         let mut r = record("a", key, StepStatus::Succeeded);
         r.output = Some(Arc::from(big.as_slice()));
-        r.items = vec![("result".into(), "y".into(), Arc::from(big.as_slice()))];
+        r.items = vec![item("y", &big)];
         writes.push(Write::Step(Box::new(r)));
     }
     store.record("r1", &writes).unwrap();
@@ -77,7 +88,7 @@ fn steps_round_trip_and_values_are_stored_once() {
     let prior = store.successes("r1").unwrap();
     let k5 = prior.iter().find(|p| p.keys == ["k5"]).unwrap();
     assert_eq!(&*k5.output, big.as_slice());
-    assert_eq!(&*k5.items[0].2, big.as_slice());
+    assert_eq!(&*k5.items[0].value, big.as_slice());
     let empty = {
         let mut r = record("a", "k6", StepStatus::Succeeded);
         r.output = Some(Arc::from(&b""[..]));
@@ -136,7 +147,7 @@ fn a_version_1_store_is_upgraded_and_keeps_its_runs() {
     let old = store.successes("old").unwrap();
     assert_eq!(&*old[0].output, b"old");
     assert_eq!(
-        (old[0].items[0].1.as_str(), &*old[0].items[0].2),
+        (old[0].items[0].key.as_str(), &*old[0].items[0].value),
         ("a", &b"old"[..])
     );
     store
@@ -170,10 +181,7 @@ fn streamed_items_add_up_in_order_and_a_rerun_replaces_them() {
             op: "emit".into(),
             keys: vec![],
             first_seq,
-            items: keys
-                .iter()
-                .map(|k| ("result".into(), (*k).into(), Arc::from(k.as_bytes())))
-                .collect(),
+            items: keys.iter().map(|k| item(k, k.as_bytes())).collect(),
         })
     };
     let mut done = record("emit", "", StepStatus::Succeeded);
@@ -182,7 +190,7 @@ fn streamed_items_add_up_in_order_and_a_rerun_replaces_them() {
     done.items_streamed = true;
     let keys_of = |store: &SqliteStore| -> Vec<String> {
         let prior = store.successes("r1").unwrap();
-        prior[0].items.iter().map(|i| i.1.clone()).collect()
+        prior[0].items.iter().map(|i| i.key.clone()).collect()
     };
     store.record("r1", &[items(0, &["a", "b"])]).unwrap();
     store.record("r1", &[items(2, &["c"])]).unwrap();
@@ -297,5 +305,42 @@ fn a_store_that_cannot_be_created_says_where_and_why() {
     assert!(
         message.contains("a-file") && message.contains("DYNHOST_HOME"),
         "{message}"
+    );
+}
+
+#[test]
+fn metadata_and_no_value_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
+    let mut r = record("a", "k1", StepStatus::Succeeded);
+    r.metadata = Some(r#"[{"label":"rows","kind":"integer","value":3}]"#.into());
+    r.no_value = true;
+    r.output = Some(Arc::from(&b""[..]));
+    let mut with = item("x", b"v");
+    with.metadata = Some(Arc::from(r#"[{"label":"p","kind":"path","value":"/a"}]"#));
+    r.items = vec![with, item("y", b"w")];
+    store.record("r1", &[Write::Step(Box::new(r))]).unwrap();
+    let prior = store.successes("r1").unwrap();
+    assert!(prior[0].no_value);
+    assert_eq!(
+        prior[0].metadata.as_deref(),
+        Some(r#"[{"label":"rows","kind":"integer","value":3}]"#)
+    );
+    let metadata: Vec<Option<&str>> = prior[0]
+        .items
+        .iter()
+        .map(|i| i.metadata.as_deref())
+        .collect();
+    assert_eq!(
+        metadata,
+        [Some(r#"[{"label":"p","kind":"path","value":"/a"}]"#), None]
+    );
+    let rows = store.steps("r1").unwrap();
+    assert!(rows[0].no_value && rows[0].metadata.is_some());
+    let listed = store.item_metadata("r1", "a", &["k1".to_owned()]).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].0.as_str(), listed[0].1.as_str()),
+        ("result", "x")
     );
 }

@@ -4,9 +4,8 @@
 
 wit_bindgen::generate!({ path: "../../../wit", world: "dynamic-op" });
 
-use dynhost::op::host::{emit_dynamic, emit_dynamic_to, log};
-use dynhost::op::types::InputValue;
-use dynhost::op::types::Level;
+use dynhost::op::host::{add_output_metadata, emit_dynamic, emit_dynamic_to, log};
+use dynhost::op::types::{InputValue, Level, MetadataEntry, MetadataValue};
 use exports::dynhost::op::op::{Context, Guest, Input};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +25,7 @@ fn bytes(value: &Value) -> Vec<u8> {
 }
 
 impl Guest for Probe {
-    fn run(ctx: Context, inputs: Vec<Input>) -> Result<Vec<u8>, String> {
+    fn run(ctx: Context, inputs: Vec<Input>) -> Result<Option<Vec<u8>>, String> {
         let started = now_ms();
         let counter = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
         let config: Value = serde_json::from_str(&ctx.config).map_err(|e| e.to_string())?;
@@ -61,12 +60,18 @@ impl Guest for Probe {
         let action = config["on_key"]
             .get(&key)
             .or_else(|| config["on_key"].get("*"));
+        if action.and_then(Value::as_str) == Some("no_value") {
+            return Ok(None);
+        }
         if let Some(action) = action.and_then(Value::as_str)
             && let Some(result) = misbehave(action, &key)?
         {
-            return Ok(result);
+            return Ok(Some(result));
         }
         emit(&config, &out)?;
+        if let Some(entries) = config.get("result_metadata") {
+            add_output_metadata("result", &metadata(entries)?)?;
+        }
         if config["fail_after_emit"].as_bool() == Some(true) {
             return Err("probe was told to fail after emitting".into());
         }
@@ -116,8 +121,30 @@ impl Guest for Probe {
         if config["timestamps"].as_bool() == Some(true) {
             out["span_ms"] = json!([started, now_ms()]);
         }
-        Ok(bytes(&out))
+        Ok(Some(bytes(&out)))
     }
+}
+
+/// `[{"label", "kind", "value"}]` (kinds as in the WIT's `metadata-value`)
+/// as metadata entries.
+fn metadata(entries: &Value) -> Result<Vec<MetadataEntry>, String> {
+    let mut out = Vec::new();
+    for e in entries.as_array().into_iter().flatten() {
+        let label = e["label"].as_str().unwrap_or_default().to_owned();
+        let v = &e["value"];
+        let text = || v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+        let value = match e["kind"].as_str().unwrap_or("text") {
+            "integer" => MetadataValue::Integer(v.as_i64().ok_or("integer metadata needs a number")?),
+            "float" => MetadataValue::Float(v.as_f64().ok_or("float metadata needs a number")?),
+            "boolean" => MetadataValue::Boolean(v.as_bool().ok_or("boolean metadata needs a bool")?),
+            "json" => MetadataValue::Json(text()),
+            "url" => MetadataValue::Url(text()),
+            "path" => MetadataValue::Path(text()),
+            _ => MetadataValue::Text(text()),
+        };
+        out.push(MetadataEntry { label, value });
+    }
+    Ok(out)
 }
 
 /// Wall-clock milliseconds, for tests that check which steps overlapped.
@@ -147,9 +174,15 @@ fn emit(config: &Value, out: &Value) -> Result<(), String> {
             .as_str()
             .ok_or("emit item needs a string `key`")?;
         let value = bytes(&item["value"]);
-        match item["out"].as_str() {
-            Some(output) => emit_dynamic_to(output, key, &value)?,
-            None => emit_dynamic(key, &value)?,
+        match (item["out"].as_str(), item.get("metadata")) {
+            (output, Some(entries)) => dynhost::op::host::emit(
+                output.unwrap_or("result"),
+                key,
+                &value,
+                &metadata(entries)?,
+            )?,
+            (Some(output), None) => emit_dynamic_to(output, key, &value)?,
+            (None, None) => emit_dynamic(key, &value)?,
         }
     }
     if let Some(n) = config["emit_count"].as_u64() {

@@ -4,7 +4,10 @@
 //! input's bytes (or nothing; only the first `"keep": B` bytes if given). No JSON library: config is
 //! parsed by hand so the op's own work stays negligible.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "dynamic-op" });
+// Built against the first version of the WIT on purpose: the e2e suite runs
+// it next to 0.2.0 components (both versions stay linked), and the bench's
+// bare-wasmtime baseline uses the same 0.1.0 bindings.
+wit_bindgen::generate!({ path: "../../../wit/v0.1.0", world: "dynamic-op" });
 
 use dynhost::op::host::emit_dynamic;
 use dynhost::op::types::InputValue;

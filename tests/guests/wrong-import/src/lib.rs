@@ -8,8 +8,8 @@ use exports::dynhost::op::op::{Context, Guest, Input};
 struct Op;
 
 impl Guest for Op {
-    fn run(_ctx: Context, _inputs: Vec<Input>) -> Result<Vec<u8>, String> {
-        Ok(test::extra::secret::steal().into_bytes())
+    fn run(_ctx: Context, _inputs: Vec<Input>) -> Result<Option<Vec<u8>>, String> {
+        Ok(Some(test::extra::secret::steal().into_bytes()))
     }
 }
 

@@ -150,16 +150,19 @@ static bool join(const dynhost_op_types_collection_t *collection, dynamic_op_lis
   return true;
 }
 
+// `ret->is_some = false` would return "no value" (allowed when job.toml
+// says `returns = { required = false }`: the ops reading it are skipped).
 bool exports_dynhost_op_op_run(exports_dynhost_op_op_context_t *ctx,
                                exports_dynhost_op_op_list_input_t *inputs,
-                               dynamic_op_list_u8_t *ret,
+                               dynamic_op_option_list_u8_t *ret,
                                dynamic_op_string_t *err) {
+  ret->is_some = true;
   if (inputs->len == 0) {
-    return split(&ctx->config, ret, err);
+    return split(&ctx->config, &ret->val, err);
   }
   dynhost_op_types_input_value_t *value = &inputs->ptr[0].value;
   if (value->tag == DYNHOST_OP_TYPES_INPUT_VALUE_SINGLE) {
-    return shout(&ctx->config, &value->val.single, ret, err);
+    return shout(&ctx->config, &value->val.single, &ret->val, err);
   }
-  return join(&value->val.collected, ret);
+  return join(&value->val.collected, &ret->val);
 }

@@ -5,9 +5,11 @@
 // API unless the world imports `wasi:filesystem`, so this template takes its
 // words from the config; the Rust, Python and C templates read a mount.)
 //
-// Fail a step by throwing: it fails as `op-error` with the error's message,
-// and its stack goes to the step's stderr.
-import { emitDynamic } from 'dynhost:op/host@0.1.0';
+// Return a Uint8Array for a value, or undefined for "no value" (when job.toml
+// says `returns = { required = false }`: readers are skipped). Fail a step by
+// throwing: it fails as `op-error` with the error's message, and its stack
+// goes to the step's stderr.
+import { emit } from 'dynhost:op/host@0.2.0';
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -34,9 +36,11 @@ function run(ctx, inputs) {
   const config = JSON.parse(ctx.config);
   if (inputs.length === 0) {
     const words = config.words ?? [];
-    for (const word of words) {
-      emitDynamic(keyFor(word), encoder.encode(JSON.stringify(word)));
-    }
+    words.forEach((word, position) => {
+      // Metadata travels with the item (`dynhost show` lists it). s64 is a BigInt.
+      const metadata = [{ label: 'position', value: { tag: 'integer', val: BigInt(position) } }];
+      emit('result', keyFor(word), encoder.encode(JSON.stringify(word)), metadata);
+    });
     return encoder.encode(JSON.stringify(words.length));
   }
   const value = inputs[0].value;

@@ -3,7 +3,9 @@ it reads words from the file `config.file` and emits one item per word;
 mapped over those items, it returns each word in capitals (failing for
 `config.fail_on`); collecting them, it joins them with spaces.
 
-Fail a step by raising any exception: it fails as `op-error` with the
+Return bytes for a value, or None for "no value" (when job.toml says
+`returns = { required = false }`: the ops reading it are skipped). Fail a
+step by raising any exception: it fails as `op-error` with the
 exception's message, and its traceback goes to the step's stderr."""
 
 import json
@@ -32,13 +34,15 @@ def key_for(name: str) -> str:
     return "".join(c if ok(c) else "_" for c in name)[: 128 - len(suffix)] + suffix
 
 
-def run(ctx: types.Context, inputs: list[types.Input]) -> bytes:
+def run(ctx: types.Context, inputs: list[types.Input]) -> bytes | None:
     config = json.loads(ctx.config)
     if not inputs:
         with open(config["file"]) as f:
             words = f.read().split()
-        for word in words:
-            host.emit_dynamic(key_for(word), json.dumps(word).encode())
+        for position, word in enumerate(words):
+            # Metadata travels with the item (`dynhost show` lists it).
+            metadata = [types.MetadataEntry("position", types.MetadataValue_Integer(position))]
+            host.emit("result", key_for(word), json.dumps(word).encode(), metadata)
         return json.dumps(len(words)).encode()
     value = inputs[0].value
     if isinstance(value, types.InputValue_Single):
@@ -51,7 +55,7 @@ def run(ctx: types.Context, inputs: list[types.Input]) -> bytes:
 
 
 class Op(exports.Op):
-    def run(self, ctx: types.Context, inputs: list[types.Input]) -> bytes:
+    def run(self, ctx: types.Context, inputs: list[types.Input]) -> bytes | None:
         try:
             return run(ctx, inputs)
         except Err:

@@ -1,19 +1,22 @@
 //! A dynhost op in Rust: the whole pattern in one component. Without inputs
 //! it reads words from the file `config.file` and emits one item per word;
 //! mapped over those items, it returns each word in capitals (failing for
-//! `config.fail_on`); collecting them, it joins them with spaces.
+//! `config.fail_on`); collecting them, it joins them with spaces. Each item
+//! carries its position as metadata (`dynhost show RUN 'words'` lists it).
 
 wit_bindgen::generate!({ path: "wit", world: "dynamic-op" });
 
-use dynhost::op::host::emit_dynamic;
-use dynhost::op::types::InputValue;
+use dynhost::op::host::emit;
+use dynhost::op::types::{InputValue, MetadataEntry, MetadataValue};
 use exports::dynhost::op::op::{Context, Guest, Input};
 
 struct Op;
 
 impl Guest for Op {
+    // Return `Ok(Some(bytes))` for a value, `Ok(None)` for "no value" (when
+    // job.toml says `returns = { required = false }`: readers are skipped).
     // Fail a step by returning `Err(message)`: it fails as `op-error`.
-    fn run(ctx: Context, inputs: Vec<Input>) -> Result<Vec<u8>, String> {
+    fn run(ctx: Context, inputs: Vec<Input>) -> Result<Option<Vec<u8>>, String> {
         let config: serde_json::Value =
             serde_json::from_str(&ctx.config).map_err(|e| e.to_string())?;
         match inputs.into_iter().next().map(|input| input.value) {
@@ -22,18 +25,22 @@ impl Guest for Op {
                 let text = std::fs::read_to_string(file)
                     .map_err(|e| format!("cannot read `{file}`: {e}"))?;
                 let words: Vec<&str> = text.split_whitespace().collect();
-                for word in &words {
+                for (position, word) in words.iter().enumerate() {
                     let value = serde_json::to_vec(word).map_err(|e| e.to_string())?;
-                    emit_dynamic(&key_for(word), &value)?;
+                    let metadata = [MetadataEntry {
+                        label: "position".into(),
+                        value: MetadataValue::Integer(position as i64),
+                    }];
+                    emit("result", &key_for(word), &value, &metadata)?;
                 }
-                serde_json::to_vec(&words.len()).map_err(|e| e.to_string())
+                json(words.len().into())
             }
             Some(InputValue::Single(bytes)) => {
                 let word: String = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
                 if config["fail_on"].as_str() == Some(word.as_str()) {
                     return Err(format!("cannot shout \"{word}\""));
                 }
-                serde_json::to_vec(&word.to_uppercase()).map_err(|e| e.to_string())
+                json(word.to_uppercase().into())
             }
             Some(InputValue::Collected(collection)) => {
                 let mut words = Vec::new();
@@ -42,10 +49,15 @@ impl Guest for Op {
                         serde_json::from_slice(&item.value).map_err(|e| e.to_string())?;
                     words.push(word);
                 }
-                serde_json::to_vec(&words.join(" ")).map_err(|e| e.to_string())
+                json(words.join(" ").into())
             }
         }
     }
+}
+
+/// A value as the op's JSON result.
+fn json(value: serde_json::Value) -> Result<Option<Vec<u8>>, String> {
+    serde_json::to_vec(&value).map(Some).map_err(|e| e.to_string())
 }
 
 /// The mapping key for any text: valid (1–128 of `A-Za-z0-9_.-`), unique and
