@@ -142,7 +142,7 @@ struct LogsArgs {
 /// Config overrides, for `run`, `resume`, `validate` and `plan`.
 #[derive(Debug, Args, Clone, Default)]
 struct ConfigArgs {
-    /// A TOML or JSON file of `[ops.NAME.config]` tables merged over the
+    /// A TOML, JSON or YAML (`.yaml`/`.yml`) file of `[ops.NAME.config]` tables merged over the
     /// job's (repeatable).
     #[arg(long = "config", value_name = "FILE")]
     config_files: Vec<PathBuf>,
@@ -363,6 +363,7 @@ fn run_job(args: &RunArgs) -> anyhow::Result<ExitCode> {
         job_file: job_file.display().to_string(),
         job_hash: dynhost::store::hash_bytes(&std::fs::read(&args.job)?),
         config: effective_config(&plan),
+        plan: String::new(),
     };
     if args.no_store {
         if !args.only.is_empty() || !args.step.is_empty() || args.from.is_some() {
@@ -457,6 +458,7 @@ fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
         job_file: stored.job_file.clone(),
         job_hash: dynhost::store::hash_bytes(&std::fs::read(&job)?),
         config: effective_config(&plan),
+        plan: String::new(),
     };
     execute(&plan, &args.exec, &run, || {
         Ok((
@@ -500,6 +502,10 @@ fn execute(
         args.fast_compile,
     ))?;
     let components = dynhost::load_components_with(&runtime, plan, &mut say_compiling)?;
+    let run = &RunRecord {
+        plan: dynhost::plan::lock::lock(plan, &components).to_json(),
+        ..run.clone()
+    };
     let (store, mut storage) = open_storage()?;
     let mut view = report::Progress::new(
         &report::ProgressOptions {

@@ -9,6 +9,7 @@
 pub mod config;
 mod error;
 pub mod limits;
+pub mod lock;
 
 pub use error::PlanError;
 

@@ -489,10 +489,13 @@ pub fn apply_overrides(spec: &mut JobSpec, overrides: &Overrides) -> Result<(), 
             reason,
         };
         let text = std::fs::read_to_string(file).map_err(|e| fail(e.to_string()))?;
-        let table: toml::Table = if file.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text).map_err(|e| fail(format!("not JSON: {e}")))?
-        } else {
-            toml::from_str(&text).map_err(|e| fail(format!("not TOML: {e}")))?
+        let extension = file.extension().and_then(|e| e.to_str()).unwrap_or("");
+        let table: toml::Table = match extension {
+            "json" => serde_json::from_str(&text).map_err(|e| fail(format!("not JSON: {e}")))?,
+            "yaml" | "yml" => {
+                serde_norway::from_str(&text).map_err(|e| fail(format!("not YAML: {e}")))?
+            }
+            _ => toml::from_str(&text).map_err(|e| fail(format!("not TOML: {e}")))?,
         };
         let ops = match table.get("ops") {
             Some(toml::Value::Table(ops)) if table.len() == 1 => ops,

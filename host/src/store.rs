@@ -208,6 +208,9 @@ pub struct RunRecord {
     /// The config each op ran with (defaults and overrides applied), as a
     /// JSON object by op name.
     pub config: String,
+    /// The locked plan ([`crate::plan::lock`]) as JSON: what this run (or
+    /// this resume of it) ran. Empty when not known yet.
+    pub plan: String,
 }
 
 /// How a step ended.

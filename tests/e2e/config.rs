@@ -55,6 +55,29 @@ fn defaults_are_filled_and_overrides_apply_before_the_run() {
             .unwrap()
             .contains("from-file")
     );
+    // YAML too, as Dagster's `-c config.yaml`.
+    job.write(
+        "over.yaml",
+        "ops:\n  work:\n    config:\n      print: from-yaml\n",
+    );
+    let yaml = job.run(&["--config", "over.yaml"]);
+    yaml.assert_code(0);
+    assert!(
+        yaml.step("work")["stdout"]
+            .as_str()
+            .unwrap()
+            .contains("from-yaml (stdout)"),
+        "{}",
+        yaml.stdout
+    );
+    job.write("broken.yml", "ops: [unclosed\n");
+    let broken = job.run(&["--config", "broken.yml"]);
+    broken.assert_code(2);
+    assert!(
+        broken.stderr.contains("broken.yml") && broken.stderr.contains("not YAML"),
+        "{}",
+        broken.stderr
+    );
     let both = job.run(&[
         "--config",
         "over.toml",

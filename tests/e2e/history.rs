@@ -390,3 +390,41 @@ inputs.vs = { collect = "work", max_failures = 1 }
         runs.stdout
     );
 }
+
+/// Issue 13/14: each run stores the plan it ran, with every component named
+/// by its SHA-256, so what ran can be told apart from today's job file.
+#[test]
+fn a_run_stores_its_locked_plan_with_components_by_digest() {
+    use sha2::Digest;
+    let job = crate::support::TestJob::new(
+        r#"name = "locked"
+[ops.emit]
+component = "{probe}"
+dynamic = true
+config.emit_count = 2
+[ops.work]
+component = "{probe}"
+inputs.v = { map = "emit" }
+"#,
+    );
+    job.run(&[]).assert_code(0);
+    let conn = rusqlite::Connection::open(job.dir().join(".dynhost/runs.db")).unwrap();
+    let text: String = conn
+        .query_row("SELECT plan FROM runs", [], |r| r.get(0))
+        .unwrap();
+    let locked: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(locked["format"], 1);
+    let bytes = std::fs::read(crate::support::guest("probe")).unwrap();
+    let digest = format!("sha256:{:x}", sha2::Sha256::digest(&bytes));
+    let components = locked["components"].as_array().unwrap();
+    let ops: Vec<&str> = components
+        .iter()
+        .map(|c| c["op"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["emit", "work"]);
+    for component in components {
+        assert_eq!(component["digest"], digest.as_str(), "{component}");
+    }
+    assert_eq!(locked["plan"]["ops"][1]["name"], "work");
+    assert_eq!(locked["plan"]["ops"][1]["scope"][0]["output"], "result");
+}

@@ -64,6 +64,16 @@ fn an_empty_optional_output_skips_its_map_and_collect_without_failing() {
         summary.stderr
     );
 
+    // Descriptions come back with the run, from the plan it ran.
+    let show = crate::support::dynhost(optional.dir(), &["show", "latest"]);
+    show.assert_code(0);
+    for line in [
+        "about emit: lists the work",
+        "about emit.result: one item per unit of work",
+    ] {
+        assert!(show.stdout.contains(line), "`{line}`: {}", show.stdout);
+    }
+
     // Required (the default): the collect runs with an empty list.
     let required = TestJob::new(&job(0, true));
     let out = required.run(&[]);

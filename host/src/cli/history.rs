@@ -147,6 +147,9 @@ fn show_run(
         "run {} of `{}` ({}): {}",
         header.id, header.job, header.job_file, header.status
     )?;
+    for line in descriptions(store, run)? {
+        writeln!(out, "{line}")?;
+    }
     if let Some(config) = header
         .config
         .as_deref()
@@ -215,6 +218,32 @@ fn show_run(
         "`dynhost show RUN OP` prints an op's values, `show RUN 'OP[KEY]'` one step;\n`--status succeeded|failed|skipped` lists steps (RUN: an id prefix or `latest`)"
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `about OP: ...` and `about OP.OUTPUT: ...` for every op and dynamic output
+/// with a description, from the plan the run ran (not today's job file).
+fn descriptions(store: &SqliteStore, run: &str) -> anyhow::Result<Vec<String>> {
+    let Some(plan) = store
+        .locked_plan(run)?
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+    else {
+        return Ok(Vec::new());
+    };
+    let mut lines = Vec::new();
+    for op in plan["plan"]["ops"].as_array().into_iter().flatten() {
+        let name = op["name"].as_str().unwrap_or("?");
+        if let Some(about) = op["description"].as_str() {
+            lines.push(format!("about {name}: {about}"));
+        }
+        let outputs = op["dynamic_outputs"].as_array().into_iter().flatten();
+        let about = op["output_descriptions"].as_array().into_iter().flatten();
+        for (output, about) in outputs.zip(about) {
+            if let (Some(output), Some(about)) = (output.as_str(), about.as_str()) {
+                lines.push(format!("about {name}.{output}: {about}"));
+            }
+        }
+    }
+    Ok(lines)
 }
 
 /// An op's values, in emission order for a mapped op.

@@ -108,9 +108,10 @@ pub fn value_type(
         Some(spec) => {
             let json =
                 load_schema(spec, job_dir).map_err(|e| e.replace("config_schema", "schema"))?;
-            let validator = jsonschema::validator_for(&json)
-                .map_err(|e| format!("`schema` is not a valid JSON Schema: {e}"))?;
-            Some(Schema(std::sync::Arc::new(validator)))
+            Some(
+                Schema::new(json)
+                    .map_err(|e| format!("`schema` is not a valid JSON Schema: {e}"))?,
+            )
         }
     };
     Ok(ValueType { kind, schema })

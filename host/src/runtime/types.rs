@@ -66,13 +66,39 @@ pub struct ValueType {
     /// What the values are.
     pub kind: ValueKind,
     /// The JSON Schema every value must match (`json` only).
-    #[serde(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub schema: Option<Schema>,
 }
 
-/// A compiled JSON Schema, shared by every step of the op.
+/// A compiled JSON Schema, shared by every step of the op; serialized as
+/// the schema itself (the locked plan keeps it).
 #[derive(Clone)]
-pub struct Schema(pub Arc<jsonschema::Validator>);
+pub struct Schema {
+    /// The schema as written.
+    pub source: Arc<serde_json::Value>,
+    /// It compiled.
+    pub validator: Arc<jsonschema::Validator>,
+}
+
+impl Schema {
+    /// Compiles `source`.
+    ///
+    /// # Errors
+    /// Why it is not a valid JSON Schema.
+    pub fn new(source: serde_json::Value) -> Result<Self, String> {
+        let validator = jsonschema::validator_for(&source).map_err(|e| e.to_string())?;
+        Ok(Self {
+            source: Arc::new(source),
+            validator: Arc::new(validator),
+        })
+    }
+}
+
+impl Serialize for Schema {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.source.serialize(serializer)
+    }
+}
 
 impl std::fmt::Debug for Schema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -93,7 +119,7 @@ impl ValueType {
                     serde_json::from_slice(bytes).map_err(|e| format!("is not JSON ({e})"))?;
                 match &self.schema {
                     None => Ok(()),
-                    Some(Schema(validator)) => match validator.iter_errors(&value).next() {
+                    Some(Schema { validator, .. }) => match validator.iter_errors(&value).next() {
                         None => Ok(()),
                         Some(e) => {
                             let at = e.instance_path.to_string();
@@ -122,9 +148,7 @@ mod tests {
         let schema = serde_json::json!({ "type": "object", "required": ["n"] });
         let json = ValueType {
             kind: ValueKind::Json,
-            schema: Some(Schema(Arc::new(
-                jsonschema::validator_for(&schema).unwrap(),
-            ))),
+            schema: Some(Schema::new(schema).unwrap()),
         };
         assert!(json.check(br#"{"n": 1}"#).is_ok());
         assert!(json.check(b"{").unwrap_err().contains("is not JSON"));

@@ -1,9 +1,9 @@
--- dynhost run store, schema version 6 (3 added `runs.owner`: `pid:start`
+-- dynhost run store, schema version 7 (3 added `runs.owner`: `pid:start`
 -- of the process working on a running run, so a dead one shows as interrupted;
 -- 4 added `runs.resumed_at` and `runs.active_secs`, the run's running time
 -- summed over resumes, and `steps.tolerated`, set on failed or skipped steps
 -- a tolerant collect ran without; 5 added `runs.config`; 6 added
--- `steps.metadata`, `steps.no_value` and `items.metadata`). Keys are JSON arrays of mapping keys
+-- `steps.metadata`, `steps.no_value` and `items.metadata`; 7 added `runs.plan`). Keys are JSON arrays of mapping keys
 -- (outermost first, `[]` outside any map). Values of up to 64 bytes are kept
 -- inline (`steps.output`, `items.value`; the hash column is then NULL or '');
 -- larger ones live once in `blobs`, addressed by their SHA-256. Version 1
@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS runs (
     owner       TEXT,
     resumed_at  REAL,
     active_secs REAL,
-    config      TEXT                    -- JSON: the config each op ran with, by op
+    config      TEXT,                   -- JSON: the config each op ran with, by op
+    plan        TEXT                    -- JSON: the locked plan (components by digest)
 );
 CREATE TABLE IF NOT EXISTS steps (
     run_id            TEXT NOT NULL,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// The schema this build writes. Older versions are upgraded in place; a
 /// newer one is refused (it was written by a newer dynhost).
-const SCHEMA_VERSION: u32 = 6;
+const SCHEMA_VERSION: u32 = 7;
 
 /// `MIGRATIONS[i]` upgrades a store of version `i + 1` to `i + 2`; the last
 /// one reaches [`SCHEMA_VERSION`].
@@ -31,6 +31,8 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize - 1] = [
     "ALTER TABLE steps ADD COLUMN metadata TEXT;
      ALTER TABLE steps ADD COLUMN no_value INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE items ADD COLUMN metadata TEXT;",
+    // 7: the locked plan each run ran.
+    "ALTER TABLE runs ADD COLUMN plan TEXT;",
 ];
 
 /// Values up to this size are stored in their row rather than in `blobs`: a
@@ -381,11 +383,11 @@ impl RunStore for SqliteStore {
     fn begin_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "INSERT INTO runs (id, job, job_file, job_hash, started_at, status, owner, resumed_at, active_secs, config)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?5, 0, ?7)
+                "INSERT INTO runs (id, job, job_file, job_hash, started_at, status, owner, resumed_at, active_secs, config, plan)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?5, 0, ?7, ?8)
                  ON CONFLICT (id) DO UPDATE SET job_hash = excluded.job_hash, status = 'running', finished_at = NULL,
-                   owner = excluded.owner, resumed_at = excluded.started_at, config = excluded.config",
-                params![run.id, run.job, run.job_file, run.job_hash, now_secs(), super::this_process(), run.config],
+                   owner = excluded.owner, resumed_at = excluded.started_at, config = excluded.config, plan = excluded.plan",
+                params![run.id, run.job, run.job_file, run.job_hash, now_secs(), super::this_process(), run.config, run.plan],
             )
             .map(|_| ())
             .map_err(|e| self.error(&e))

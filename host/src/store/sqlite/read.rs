@@ -95,6 +95,20 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// The locked plan a run last ran (JSON), if it was recorded.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    pub fn locked_plan(&self, run_id: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT plan FROM runs WHERE id = ?1", [run_id], |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .optional()
+            .map(Option::flatten)
+            .map_err(|e| self.error(&e))
+    }
+
     /// The items a step emitted with metadata, in emission order per
     /// output: (output, key, metadata as a JSON array).
     ///

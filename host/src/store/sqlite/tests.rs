@@ -51,6 +51,7 @@ fn steps_round_trip_and_values_are_stored_once() {
         job_file: "job.toml".into(),
         job_hash: "h".into(),
         config: "{}".into(),
+        plan: String::new(),
     };
     store.begin_run(&run).unwrap();
     store
