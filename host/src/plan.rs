@@ -76,6 +76,9 @@ pub struct PlannedOp {
     pub required_outputs: Vec<bool>,
     /// Per dynamic output (same order): its description.
     pub output_descriptions: Vec<Option<String>>,
+    /// Named plain outputs besides the result (Dagster's several `Out`s),
+    /// set by the op with `set-output` (WIT 0.2.0), in name order.
+    pub plain_outputs: Vec<PlainOutput>,
     /// What the op does.
     pub description: Option<String>,
     /// Where the op's values are also written as files (absolute).
@@ -91,6 +94,42 @@ pub struct PlannedOp {
     /// Whether a stored success with the same component, config and inputs
     /// is reused instead of running.
     pub cache: bool,
+}
+
+/// A named plain output of an op (`outputs.NAME = { plain = true }`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PlainOutput {
+    /// Its name: readers write `op.NAME`.
+    pub name: String,
+    /// `false`: the op may leave it unset; readers are then skipped.
+    pub required: bool,
+    /// What it is.
+    pub description: Option<String>,
+}
+
+/// A step's plain value: its result or one of its named plain outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct ValueRef {
+    /// The op.
+    pub op: OpId,
+    /// Index into the op's [`PlannedOp::plain_outputs`]; `None` for the result.
+    pub output: Option<usize>,
+}
+
+impl ValueRef {
+    /// The op's result.
+    pub fn result(op: OpId) -> Self {
+        Self { op, output: None }
+    }
+
+    /// `op` or `op.NAME`, as job.toml writes it.
+    pub fn label(&self, plan: &Plan) -> String {
+        let op = &plan.ops[self.op];
+        match self.output {
+            None => op.name.clone(),
+            Some(i) => format!("{}.{}", op.name, op.plain_outputs[i].name),
+        }
+    }
 }
 
 /// When a failed step runs again.
@@ -117,9 +156,10 @@ pub struct PlannedInput {
 /// Where an input's value comes from, for a step with key path `k`.
 #[derive(Debug, Clone, Serialize)]
 pub enum Source {
-    /// The return value of `op` at the prefix of `k` that is `op`'s own key
-    /// path: a plain input, or a chained map over a mapped op.
-    Value(OpId),
+    /// The return value (or a named plain output) of an op at the prefix of
+    /// `k` that is that op's own key path: a plain input, or a chained map
+    /// over a mapped op.
+    Value(ValueRef),
     /// The item of `output` whose key is the last key of `k` (a direct map).
     Item(DynOutput),
     /// Every element below this step's key path; runs despite failed
@@ -130,10 +170,20 @@ pub enum Source {
 /// What a collect gathers.
 #[derive(Debug, Clone, Serialize)]
 pub enum CollectTarget {
-    /// The return values of a mapped op.
-    Values(OpId),
+    /// The return values (or one named plain output) of a mapped op.
+    Values(ValueRef),
     /// The emitted items of a dynamic output.
     Items(DynOutput),
+}
+
+impl Source {
+    /// The op this input reads from.
+    pub fn op(&self) -> OpId {
+        match self {
+            Source::Value(v) | Source::Collect(CollectTarget::Values(v), _) => v.op,
+            Source::Item(d) | Source::Collect(CollectTarget::Items(d), _) => d.op,
+        }
+    }
 }
 
 impl Plan {
@@ -170,12 +220,25 @@ impl Plan {
         for name in &order {
             let op_spec = &spec.ops[name];
             let dynamic_outputs = dynamic_outputs(op_spec);
-            for output in op_spec.outputs.keys() {
-                if !dynamic_outputs.contains(output) {
+            for (output, declared) in &op_spec.outputs {
+                let plain = declared.plain == Some(true);
+                if plain && dynamic_outputs.contains(output) {
+                    return Err(resolver.setting(
+                        name,
+                        format!("`outputs.{output}` is listed in `dynamic` and says `plain = true`; an output is one or the other"),
+                    ));
+                }
+                if plain && output == "result" {
+                    return Err(resolver.setting(
+                        name,
+                        "`outputs.result` cannot be plain: `result` is the op's return value; declare it with `returns`".into(),
+                    ));
+                }
+                if !plain && !dynamic_outputs.contains(output) {
                     return Err(resolver.setting(
                         name,
                         format!(
-                            "`outputs.{output}` names no dynamic output of this op ({}); declare it in `dynamic`, or drop it (a plain result cannot be optional)",
+                            "`outputs.{output}` names no dynamic output of this op ({}); declare it in `dynamic`, or add `plain = true` for a named plain output",
                             if dynamic_outputs.is_empty() {
                                 "it has none".to_owned()
                             } else {
@@ -185,6 +248,7 @@ impl Plan {
                     ));
                 }
             }
+            let plain_outputs = plain_outputs(op_spec);
             let declared = |o: &String| op_spec.outputs.get(o);
             let required_outputs = dynamic_outputs
                 .iter()
@@ -257,7 +321,7 @@ impl Plan {
             } else {
                 op_spec
             };
-            let policy = resolver.policy(name, op_spec, &base, &dynamic_outputs)?;
+            let policy = resolver.policy(name, op_spec, &base, &dynamic_outputs, &plain_outputs)?;
             check_expects(&resolver, name, op_spec, &inputs, &ops)?;
             let retry = resolver.retry(name, op_spec)?;
             ops.push(PlannedOp {
@@ -269,6 +333,7 @@ impl Plan {
                 dynamic_outputs,
                 required_outputs,
                 output_descriptions,
+                plain_outputs,
                 description: op_spec.description.clone(),
                 values_dir: op_spec
                     .values_dir
@@ -376,10 +441,23 @@ fn check_expects(
             );
         };
         let (from, have) = match &planned.source {
-            Source::Value(up) | Source::Collect(CollectTarget::Values(up), _) => (
-                format!("the result of `{}`", ops[*up].name),
-                ops[*up].policy.result_type.kind,
-            ),
+            Source::Value(v) | Source::Collect(CollectTarget::Values(v), _) => {
+                let up = &ops[v.op];
+                match v.output {
+                    None => (
+                        format!("the result of `{}`", up.name),
+                        up.policy.result_type.kind,
+                    ),
+                    Some(i) => (
+                        format!("output `{}.{}`", up.name, up.plain_outputs[i].name),
+                        up.policy
+                            .plain_output_types
+                            .get(i)
+                            .map(|t| t.kind)
+                            .unwrap_or_default(),
+                    ),
+                }
+            }
             Source::Item(d) | Source::Collect(CollectTarget::Items(d), _) => {
                 let up = &ops[d.op];
                 let kind = up
@@ -404,6 +482,19 @@ fn check_expects(
         }
     }
     Ok(())
+}
+
+/// The op's named plain outputs (`outputs.NAME = { plain = true }`), by name.
+fn plain_outputs(op: &OpSpec) -> Vec<PlainOutput> {
+    op.outputs
+        .iter()
+        .filter(|(_, o)| o.plain == Some(true))
+        .map(|(name, o)| PlainOutput {
+            name: name.clone(),
+            required: o.required.unwrap_or(true),
+            description: o.description.clone(),
+        })
+        .collect()
 }
 
 fn dynamic_outputs(op: &OpSpec) -> Vec<String> {
@@ -492,6 +583,9 @@ impl Resolver<'_> {
                     )));
                 }
             }
+            for plain in plain_outputs(op) {
+                check_name("plain output", &plain.name).map_err(invalid)?;
+            }
             if matches!(&op.dynamic, Some(DynamicSpec::Names(n)) if n.is_empty()) {
                 return Err(invalid(
                     "`dynamic = []` declares no output; use `dynamic = true` or list names".into(),
@@ -517,7 +611,8 @@ impl Resolver<'_> {
                     });
                 };
                 if let Some(output) = reference.output {
-                    let declared = dynamic_outputs(target);
+                    let mut declared = dynamic_outputs(target);
+                    declared.extend(plain_outputs(target).into_iter().map(|p| p.name));
                     if !declared.iter().any(|d| d == output) {
                         let known = if declared.is_empty() {
                             "none".to_owned()

@@ -4,7 +4,7 @@
 //! step is reused only with the same component, config and inputs), and
 //! the rest is reused.
 
-use crate::plan::{CollectTarget, OpId, Plan, Source};
+use crate::plan::{OpId, Plan};
 use crate::store::PriorStep;
 
 /// Steps chosen on the command line: one op, and all its keys or some.
@@ -176,10 +176,7 @@ fn downstream(plan: &Plan, op: OpId) -> Vec<bool> {
     hit[op] = true;
     // Ops are in topological order, so one pass sees every reader after its source.
     for (id, planned) in plan.ops.iter().enumerate() {
-        let reads_hit = planned.inputs.iter().any(|input| match &input.source {
-            Source::Value(up) | Source::Collect(CollectTarget::Values(up), _) => hit[*up],
-            Source::Item(d) | Source::Collect(CollectTarget::Items(d), _) => hit[d.op],
-        });
+        let reads_hit = planned.inputs.iter().any(|input| hit[input.source.op()]);
         if reads_hit {
             hit[id] = true;
         }

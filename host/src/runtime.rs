@@ -173,6 +173,9 @@ pub struct StepReport {
     pub no_value: bool,
     /// Metadata the op attached to its result, as a JSON array.
     pub metadata: Option<Box<str>>,
+    /// The op's named plain outputs, in the order of the policy's
+    /// `plain_outputs` (empty when it declares none).
+    pub outputs: Vec<NamedValue>,
     /// Captured stdout, cut at the log limit.
     pub stdout: String,
     /// Captured stderr, cut at the log limit.
@@ -183,6 +186,17 @@ pub struct StepReport {
     pub stats: StepStats,
 }
 
+/// One named plain output of a step (WIT 0.2.0 `set-output`).
+#[derive(Debug, Clone, Default)]
+pub struct NamedValue {
+    /// The output's name.
+    pub name: String,
+    /// Its value; `None` if the op did not set it.
+    pub value: Option<Vec<u8>>,
+    /// Its metadata, a JSON array.
+    pub metadata: Option<Box<str>>,
+}
+
 impl StepReport {
     /// A step that failed before or outside its call into wasm.
     pub fn failed(failure: OpFailure) -> Self {
@@ -190,6 +204,7 @@ impl StepReport {
             outcome: Err(failure),
             no_value: false,
             metadata: None,
+            outputs: Vec::new(),
             stdout: String::new(),
             stderr: String::new(),
             log: String::new(),
@@ -339,10 +354,11 @@ impl Runtime {
         let stderr = Capture::new(limits.max_log_bytes);
         let log = Capture::new(limits.max_log_bytes);
         let start = Instant::now();
-        let report = |outcome, no_value, metadata, stats| StepReport {
+        let report = |outcome, no_value, metadata, outputs, stats| StepReport {
             outcome,
             no_value,
             metadata,
+            outputs,
             stdout: stdout.text(),
             stderr: stderr.text(),
             log: log.text(),
@@ -350,7 +366,9 @@ impl Runtime {
         };
         let wasi = match sandbox::wasi_ctx(policy, call, &stdout, &stderr) {
             Ok(wasi) => wasi,
-            Err(failure) => return report(Err(failure), false, None, StepStats::default()),
+            Err(failure) => {
+                return report(Err(failure), false, None, Vec::new(), StepStats::default());
+            }
         };
         let state = StepState {
             wasi,
@@ -360,13 +378,7 @@ impl Runtime {
                 current_bytes: 0,
                 peak_bytes: 0,
             },
-            emits: host::EmitState::new(
-                sink,
-                call.op,
-                &policy.dynamic_outputs,
-                &policy.output_types,
-                limits,
-            ),
+            emits: host::EmitState::new(sink, call.op, policy),
             log: log.clone(),
         };
         let mut store = Store::new(&self.engine, state);
@@ -418,6 +430,13 @@ impl Runtime {
         };
         let state = store.data_mut();
         let metadata = state.emits.result_metadata.take();
+        let outputs = std::mem::take(&mut state.emits.plain);
+        let plain_bytes = state.emits.plain_bytes;
+        let unset = policy
+            .plain_required
+            .iter()
+            .zip(&outputs)
+            .position(|(required, named)| *required && named.value.is_none());
         let mut no_value = false;
         let mut stats = StepStats {
             wall: start.elapsed(),
@@ -429,6 +448,16 @@ impl Runtime {
         };
         let outcome = match (result, state.emits.failure.clone()) {
             (_, Some(failure)) => Err(failure),
+            (Ok(Ok(_)), None) if unset.is_some() => {
+                let name = &policy.plain_outputs[unset.unwrap_or_default()];
+                Err(OpFailure::new(
+                    FailureKind::OpError,
+                    format!(
+                        "op `{}` did not set its output `{name}`; set it with `set-output`, or declare `outputs.{name}.required = false` in job.toml",
+                        call.op
+                    ),
+                ))
+            }
             (Ok(Ok(None)), None) if policy.result_required => Err(OpFailure::new(
                 FailureKind::OpError,
                 format!(
@@ -441,7 +470,7 @@ impl Runtime {
                 Ok(Vec::new())
             }
             (Ok(Ok(Some(bytes))), None) => {
-                stats.output_bytes = bytes.len() as u64;
+                stats.output_bytes = bytes.len() as u64 + plain_bytes;
                 if stats.emitted_bytes + stats.output_bytes > limits.max_output_bytes {
                     Err(host::output_limit(
                         call.op,
@@ -475,8 +504,12 @@ impl Runtime {
         };
         drop(store);
         let outcome = outcome.map_err(|f| failure::with_stderr_hint(f, &stderr.text()));
-        let metadata = if outcome.is_ok() { metadata } else { None };
-        report(outcome, no_value, metadata, stats)
+        let (metadata, outputs) = if outcome.is_ok() {
+            (metadata, outputs)
+        } else {
+            (None, Vec::new())
+        };
+        report(outcome, no_value, metadata, outputs, stats)
     }
 }
 

@@ -119,9 +119,15 @@ pub struct OpSpec {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
+    /// `true`: a named plain output besides the result (Dagster's several
+    /// `Out`s), set once per step with `set-output` (WIT 0.2.0) and read as
+    /// `op.NAME`. Otherwise the table declares a dynamic output named in
+    /// `dynamic`.
+    pub plain: Option<bool>,
     /// `false`: when the output ends with no items, the ops mapped over it
     /// and the collects of it are skipped, not run (default `true`: a
-    /// collect of no items gets an empty list).
+    /// collect of no items gets an empty list). For a plain output: the op
+    /// may leave it unset, which skips its readers.
     pub required: Option<bool>,
     /// What the output's items are.
     pub description: Option<String>,

@@ -270,6 +270,9 @@ pub struct StepRecord {
     pub metadata: Option<Box<str>>,
     /// The op returned "no value" on an optional result.
     pub no_value: bool,
+    /// Named plain outputs (one per declared output of a step that
+    /// succeeded; empty otherwise).
+    pub outputs: Vec<StoredOutput>,
     /// Emitted items, in emission order. Empty when
     /// `items_streamed`: a step that ran had its items written as it emitted them.
     pub items: Vec<StoredItem>,
@@ -301,6 +304,17 @@ pub struct ItemsRecord {
     pub first_seq: u64,
     /// The items, in emission order.
     pub items: Vec<StoredItem>,
+}
+
+/// One named plain output of a step as the store keeps it.
+#[derive(Debug, Clone)]
+pub struct StoredOutput {
+    /// The output's name.
+    pub name: String,
+    /// Its value; `None` if the op did not set it.
+    pub value: Option<Arc<[u8]>>,
+    /// Its metadata, a JSON array.
+    pub metadata: Option<Box<str>>,
 }
 
 /// One emitted item as the store keeps it.
@@ -348,6 +362,8 @@ pub struct PriorStep {
     pub no_value: bool,
     /// Metadata on its result, a JSON array.
     pub metadata: Option<Box<str>>,
+    /// Its named plain outputs that were set or carry metadata.
+    pub outputs: Vec<StoredOutput>,
     /// Its emitted items, in emission order.
     pub items: Vec<StoredItem>,
 }

@@ -181,6 +181,8 @@ component = "{{probe}}"
 inputs.v = {{ map = "emit" }}
 values_dir = "out"
 config.on_key = {{ {on_key} }}
+outputs.size = {{ plain = true }}
+config.set_outputs = {{ size = 5 }}
 [ops.all]
 component = "{{probe}}"
 inputs.vs = {{ collect = "work", max_failures = 1 }}
@@ -196,6 +198,11 @@ values_dir = "out"
     assert!(
         !dir.join("work/k1").exists(),
         "a failed step writes no file"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("work.size/k2")).unwrap(),
+        "5",
+        "a named plain output goes to DIR/OP.NAME/KEY"
     );
     let stored = crate::support::dynhost(job.dir(), &["show", "latest", "work[k2]", "--raw"]);
     assert_eq!(

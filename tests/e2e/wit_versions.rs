@@ -259,3 +259,167 @@ fn an_optional_result_with_no_value_skips_its_readers_and_leaves_collects() {
         "{failure}"
     );
 }
+
+fn named_job(fail_sum: bool) -> String {
+    let on_key = if fail_sum {
+        r#"config.on_key = { "*" = "fail" }"#
+    } else {
+        ""
+    };
+    format!(
+        r#"name = "named-outputs"
+[ops.emit]
+component = "{{probe}}"
+dynamic = true
+config.emit_count = 3
+[ops.work]
+component = "{{probe}}"
+inputs.v = {{ map = "emit" }}
+outputs.size = {{ plain = true, type = "json", description = "bytes read" }}
+outputs.note = {{ plain = true, required = false }}
+config.set_outputs = {{ size = 7 }}
+config.set_outputs_on_key = {{ k0 = {{ note = "hi" }} }}
+config.output_metadata = {{ size = [{{ label = "unit", kind = "text", value = "bytes" }}] }}
+[ops.double]
+component = "{{probe}}"
+inputs.s = {{ map = "work.size" }}
+[ops.notes]
+component = "{{probe}}"
+inputs.n = {{ map = "work.note" }}
+[ops.sum]
+component = "{{probe}}"
+inputs.sizes = {{ collect = "work.size" }}
+{on_key}
+"#
+    )
+}
+
+#[test]
+fn named_plain_outputs_are_set_read_collected_shown_and_resumed() {
+    let job = TestJob::new(&named_job(true));
+    let plan = dynhost(job.dir(), &["plan", "job.toml"]);
+    plan.assert_code(0);
+    assert!(
+        plan.stdout
+            .contains("outputs    note (optional), size (json: bytes read)"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("input      s = the value of `work.size`"),
+        "{}",
+        plan.stdout
+    );
+    // `sum` fails the first time, so the run is resumed below.
+    let out = job.run(&[]);
+    out.assert_code(1);
+    assert_eq!(
+        out.step("work[k0]")["outputs"],
+        json!({
+            "note": {"set": true, "bytes": 4},
+            "size": {"set": true, "bytes": 1, "metadata": [{"label": "unit", "kind": "text", "value": "bytes"}]},
+        })
+    );
+    assert_eq!(out.step("work[k1]")["outputs"]["note"]["set"], false);
+    // A mapped reader of `work.size` sees each key's value.
+    for key in ["k0", "k1", "k2"] {
+        assert_eq!(out.output(&format!("double[{key}]"))["inputs"]["s"], 7);
+    }
+    // `note` is optional: set only for k0; the others skip their readers.
+    assert_eq!(out.output("notes[k0]")["inputs"]["n"], "hi");
+    let skipped = out
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "step_skipped" && e["step"] == "notes[k1]")
+        .unwrap_or_else(|| panic!("notes[k1] was not skipped: {}", out.stdout));
+    assert_eq!(
+        skipped["reason"],
+        "optional output `work.note` produced no value"
+    );
+    let run = run_id(&out);
+    let show = dynhost(job.dir(), &["show", &run, "work[k0]"]);
+    show.assert_code(0);
+    for line in [
+        "output size (1 bytes): 7",
+        "output note (4 bytes): \"hi\"",
+        "metadata size: unit: bytes",
+    ] {
+        assert!(show.stdout.contains(line), "`{line}`:\n{}", show.stdout);
+    }
+
+    // Resumed with `sum` fixed: `work` is reused from the store, and its
+    // named outputs come back from there for `sum` to collect.
+    job.rewrite(&named_job(false));
+    let resumed = dynhost(job.dir(), &["resume", &run, "--json"]);
+    resumed.assert_code(0);
+    assert!(
+        resumed
+            .steps_with("step_reused")
+            .contains(&"work[k2]".to_owned()),
+        "{}",
+        resumed.stdout
+    );
+    let sum = resumed.output("sum");
+    let sizes: Vec<&Value> = sum["inputs"]["sizes"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| &item[1])
+        .collect();
+    assert_eq!(sizes, [&json!(7), &json!(7), &json!(7)]);
+}
+
+#[test]
+fn named_outputs_that_are_missing_undeclared_or_mistyped_fail_their_step() {
+    let job = TestJob::new(
+        r#"name = "named-bad"
+[ops.missing]
+component = "{probe}"
+outputs.x = { plain = true }
+[ops.undeclared]
+component = "{probe}"
+config.set_outputs = { nope = 1 }
+[ops.mistyped]
+component = "{probe}"
+outputs.s = { plain = true, schema = { type = "string" } }
+config.set_outputs = { s = 7 }
+"#,
+    );
+    let out = job.run(&[]);
+    out.assert_code(1);
+    let failure = |step: &str| out.step(step)["failure"].clone();
+    assert_eq!(failure("missing")["kind"], "op-error");
+    assert!(
+        failure("missing")["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not set its output `x`; set it with `set-output`, or declare `outputs.x.required = false`"),
+        "{}",
+        failure("missing")
+    );
+    assert!(
+        failure("undeclared")["message"]
+            .as_str()
+            .unwrap()
+            .contains("add `outputs.nope = { plain = true }`"),
+        "{}",
+        failure("undeclared")
+    );
+    assert_eq!(failure("mistyped")["kind"], "type-check");
+
+    // A reader naming an output that does not exist is refused up front.
+    let typo = TestJob::new(
+        r#"name = "named-typo"
+[ops.a]
+component = "{probe}"
+outputs.size = { plain = true }
+[ops.b]
+component = "{probe}"
+inputs.s = "a.sise"
+"#,
+    );
+    let validate = dynhost(typo.dir(), &["validate", "job.toml"]);
+    validate.assert_code(2);
+    assert!(validate.stderr.contains("`size`"), "{}", validate.stderr);
+}

@@ -45,11 +45,11 @@ fn describe(plan: &Plan, op: &PlannedOp) -> Vec<String> {
     lines.push(format!("  runs       {runs}"));
     for input in &op.inputs {
         let from = match &input.source {
-            Source::Value(id) => format!("the value of `{}`", plan.ops[*id].name),
+            Source::Value(v) => format!("the value of `{}`", v.label(plan)),
             Source::Item(d) => format!("the item of {}", output_name(plan, d)),
             Source::Collect(target, tolerance) => {
                 let what = match target {
-                    CollectTarget::Values(id) => format!("every value of `{}`", plan.ops[*id].name),
+                    CollectTarget::Values(v) => format!("every value of `{}`", v.label(plan)),
                     CollectTarget::Items(d) => format!("every item of {}", output_name(plan, d)),
                 };
                 let mut text = format!("{what}, as one list");
@@ -86,6 +86,31 @@ fn describe(plan: &Plan, op: &PlannedOp) -> Vec<String> {
             })
             .collect();
         lines.push(format!("  emits      {}", outputs.join(", ")));
+    }
+    if !op.plain_outputs.is_empty() {
+        let outputs: Vec<String> = op
+            .plain_outputs
+            .iter()
+            .zip(&op.policy.plain_output_types)
+            .map(|(output, value_type)| {
+                let mut notes = Vec::new();
+                if value_type.kind != ValueKind::Any {
+                    notes.push(value_type.kind.as_str().to_owned());
+                }
+                if !output.required {
+                    notes.push("optional".to_owned());
+                }
+                if let Some(d) = &output.description {
+                    notes.push(d.clone());
+                }
+                if notes.is_empty() {
+                    output.name.clone()
+                } else {
+                    format!("{} ({})", output.name, notes.join(": "))
+                }
+            })
+            .collect();
+        lines.push(format!("  outputs    {}", outputs.join(", ")));
     }
     let result = &op.policy.result_type;
     if !op.policy.result_required || result.kind != ValueKind::Any {

@@ -387,6 +387,21 @@ fn show_step(
     {
         writeln!(out, "  metadata        {line}")?;
     }
+    for named in store.step_outputs(run, &row.op, &row.keys)? {
+        let label = format!("output {}", named.name);
+        match &named.value {
+            Some(bytes) => print_value(&mut out, &label, bytes, args.full)?,
+            None => writeln!(out, "  {label}: not set")?,
+        }
+        for line in named
+            .metadata
+            .as_deref()
+            .map(metadata::lines)
+            .unwrap_or_default()
+        {
+            writeln!(out, "  metadata {}: {line}", named.name)?;
+        }
+    }
     let items = store.item_metadata(run, &row.op, &row.keys)?;
     let shown = if args.full { items.len() } else { ITEMS_SHOWN };
     for (output, key, text) in items.iter().take(shown) {

@@ -351,6 +351,23 @@ fn print_event_json(event: &RunEvent<'_>) {
             if let Some(metadata) = &report.metadata {
                 value["metadata"] = metadata_json(metadata);
             }
+            if !report.outputs.is_empty() {
+                let outputs: serde_json::Map<String, Value> = report
+                    .outputs
+                    .iter()
+                    .map(|named| {
+                        let mut output = json!({
+                            "set": named.value.is_some(),
+                            "bytes": named.value.as_ref().map(Vec::len),
+                        });
+                        if let Some(metadata) = &named.metadata {
+                            output["metadata"] = metadata_json(metadata);
+                        }
+                        (named.name.clone(), output)
+                    })
+                    .collect();
+                value["outputs"] = Value::Object(outputs);
+            }
             value
         }
         RunEvent::ItemMetadata {

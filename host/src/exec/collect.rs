@@ -17,7 +17,7 @@ use std::sync::Arc;
 /// for a dynamic output the emitter's scope plus that output.
 pub(crate) fn target_scope(plan: &Plan, target: &CollectTarget) -> Vec<DynOutput> {
     match target {
-        CollectTarget::Values(op) => plan.ops[*op].scope.clone(),
+        CollectTarget::Values(v) => plan.ops[v.op].scope.clone(),
         CollectTarget::Items(d) => {
             let mut scope = plan.ops[d.op].scope.clone();
             scope.push(d.clone());
@@ -87,12 +87,12 @@ fn walk(
         let relative = KeyPath::from(&next[base..]);
         match target {
             CollectTarget::Items(_) => out.items.push((relative, scheduler.bytes(Some(value))?)),
-            CollectTarget::Values(op) => {
+            CollectTarget::Values(v) => {
                 let member = StepId {
-                    op: *op,
+                    op: v.op,
                     keys: next,
                 };
-                match scheduler.value(&member) {
+                match scheduler.plain_value(&member, v.output) {
                     // No value (an optional result): absent, as in Dagster.
                     Some(Value::Nothing) => {}
                     Some(v) => out.items.push((relative, scheduler.bytes(Some(v))?)),

@@ -337,11 +337,30 @@ impl<'p> Coordinator<'p> {
             },
             op,
         });
-        if let Some(dir) = &self.plan.ops[step.op].values_dir
-            && !prior.no_value
-            && let Err(message) = super::files::write_value(dir, op, &step.keys, &prior.output)
-        {
-            tracing::error!("{message}");
+        if let Some(dir) = &self.plan.ops[step.op].values_dir {
+            let named: Vec<(&str, &[u8])> = prior
+                .outputs
+                .iter()
+                .filter_map(|o| Some((o.name.as_str(), o.value.as_deref()?)))
+                .collect();
+            let result = (!prior.no_value).then_some(&*prior.output);
+            if let Err(message) = super::files::write_values(dir, op, &step.keys, result, &named) {
+                tracing::error!("{message}");
+            }
+        }
+        let declared = &self.plan.ops[step.op].plain_outputs;
+        if !declared.is_empty() {
+            let named: Box<[Value]> = declared
+                .iter()
+                .map(|d| {
+                    let stored = prior.outputs.iter().find(|o| o.name == d.name);
+                    match stored.and_then(|o| o.value.clone()) {
+                        Some(bytes) => self.scheduler.values.put(bytes),
+                        None => Value::Nothing,
+                    }
+                })
+                .collect();
+            self.scheduler.set_named(step, named);
         }
         let value = if prior.no_value {
             Value::Nothing
@@ -517,12 +536,17 @@ impl<'p> Coordinator<'p> {
     ) {
         // `values_dir`: the value goes to its file before anyone hears the
         // step succeeded; a value that cannot be written fails the step.
-        if let (Some(dir), Ok(bytes)) = (&self.plan.ops[step.op].values_dir, &report.outcome)
-            && !report.no_value
-            && let Err(message) =
-                super::files::write_value(dir, &self.plan.ops[step.op].name, &step.keys, bytes)
-        {
-            report.outcome = Err(OpFailure::new(FailureKind::Host, message));
+        if let (Some(dir), Ok(bytes)) = (&self.plan.ops[step.op].values_dir, &report.outcome) {
+            let named: Vec<(&str, &[u8])> = report
+                .outputs
+                .iter()
+                .filter_map(|n| Some((n.name.as_str(), n.value.as_deref()?)))
+                .collect();
+            let result = (!report.no_value).then_some(bytes.as_slice());
+            let op = &self.plan.ops[step.op].name;
+            if let Err(message) = super::files::write_values(dir, op, &step.keys, result, &named) {
+                report.outcome = Err(OpFailure::new(FailureKind::Host, message));
+            }
         }
         add_stats(&mut self.totals[step.op], &report.stats);
         let op = &self.plan.ops[step.op];
@@ -555,6 +579,17 @@ impl<'p> Coordinator<'p> {
             recorder.record(self.finished_record(&step, hash).ran(&report));
             self.input_summaries.remove(&step);
             self.memo_keys.remove(&step);
+        }
+        if report.outcome.is_ok() && !report.outputs.is_empty() {
+            let named: Box<[Value]> = report
+                .outputs
+                .iter()
+                .map(|named| match &named.value {
+                    Some(bytes) => self.scheduler.values.put_slice(bytes),
+                    None => Value::Nothing,
+                })
+                .collect();
+            self.scheduler.set_named(&step, named);
         }
         let outcome = match report.outcome {
             Ok(_) if report.no_value => Ok(Value::Nothing),

@@ -9,7 +9,8 @@ use crate::key::{KeyPath, MappingKey};
 use crate::plan::{Plan, PlannedOp};
 use crate::runtime::{InputData, StepReport};
 use crate::store::{
-    ItemsRecord, PriorStep, RunStore, StepRecord, StepStatus, StoreError, StoredItem, Write,
+    ItemsRecord, PriorStep, RunStore, StepRecord, StepStatus, StoreError, StoredItem, StoredOutput,
+    Write,
 };
 use crossbeam_channel::{Sender, unbounded};
 use rustc_hash::FxHashMap;
@@ -193,6 +194,7 @@ pub(crate) struct Prior {
     pub output: Arc<[u8]>,
     pub no_value: bool,
     pub metadata: Option<Box<str>>,
+    pub outputs: Vec<StoredOutput>,
     /// Items whose keys are still valid, with those keys parsed.
     pub items: Vec<(MappingKey, StoredItem)>,
 }
@@ -226,6 +228,7 @@ pub(crate) fn prior_map(plan: &Plan, prior: Vec<PriorStep>) -> FxHashMap<StepId,
                 output: step.output,
                 no_value: step.no_value,
                 metadata: step.metadata,
+                outputs: step.outputs,
                 items,
             },
         );
@@ -314,10 +317,10 @@ pub(crate) fn input_sources(plan: &Plan) -> Vec<Vec<String>> {
             op.inputs
                 .iter()
                 .map(|input| match &input.source {
-                    Source::Value(id) => format!("value of `{}`", name(*id)),
+                    Source::Value(v) => format!("value of `{}`", v.label(plan)),
                     Source::Item(d) => format!("item of `{}.{}`", name(d.op), d.output),
-                    Source::Collect(CollectTarget::Values(id), _) => {
-                        format!("collect of `{}`", name(*id))
+                    Source::Collect(CollectTarget::Values(v), _) => {
+                        format!("collect of `{}`", v.label(plan))
                     }
                     Source::Collect(CollectTarget::Items(d), _) => {
                         format!("collect of `{}.{}`", name(d.op), d.output)
@@ -416,6 +419,7 @@ impl Finished<'_> {
             output: None,
             metadata: None,
             no_value: false,
+            outputs: Vec::new(),
             items,
             items_streamed: streamed,
             stdout: String::new(),
@@ -444,6 +448,15 @@ impl Finished<'_> {
                 record.output = Some(Arc::from(value.as_slice()));
                 record.metadata = report.metadata.clone();
                 record.no_value = report.no_value;
+                record.outputs = report
+                    .outputs
+                    .iter()
+                    .map(|named| StoredOutput {
+                        name: named.name.clone(),
+                        value: named.value.as_deref().map(Arc::from),
+                        metadata: named.metadata.clone(),
+                    })
+                    .collect();
             }
             Err(f) => {
                 record.failure_kind = Some(f.kind.as_str().to_owned());
@@ -464,6 +477,7 @@ impl Finished<'_> {
         record.output = Some(prior.output.clone());
         record.no_value = prior.no_value;
         record.metadata = prior.metadata.clone();
+        record.outputs = prior.outputs.clone();
         record.items_streamed = false;
         record.items = prior.items.iter().map(|(_, item)| item.clone()).collect();
         record

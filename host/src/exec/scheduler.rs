@@ -61,6 +61,9 @@ pub(crate) struct Scheduler<'p> {
     pub empty_maps: Vec<(OpId, KeyPath, String)>,
     /// Every value steps returned or emitted, in memory or spilled.
     pub values: Values,
+    /// Named plain outputs of steps of ops that declare any, by step (kept
+    /// apart so that other steps pay nothing for them).
+    named: HashMap<StepId, Box<[Value]>>,
 }
 
 impl<'p> Scheduler<'p> {
@@ -102,7 +105,7 @@ impl<'p> Scheduler<'p> {
                     });
                 }
                 if let CollectTarget::Values(member) = target {
-                    watches[*member].push(Watch {
+                    watches[member.op].push(Watch {
                         consumer: id,
                         input: index,
                         depth,
@@ -125,6 +128,7 @@ impl<'p> Scheduler<'p> {
             optional_skipped: HashSet::default(),
             empty_maps: Vec::new(),
             values: Values::new(memory_budget),
+            named: HashMap::default(),
         };
         let roots: Vec<OpId> = (0..plan.ops.len())
             .filter(|&id| plan.ops[id].scope.is_empty())
@@ -324,17 +328,21 @@ impl<'p> Scheduler<'p> {
                 Source::Item(_) => {}
                 Source::Value(up) => {
                     let dep = StepId {
-                        op: *up,
-                        keys: KeyPath::from(&step.keys[..self.plan.ops[*up].scope.len()]),
+                        op: up.op,
+                        keys: KeyPath::from(&step.keys[..self.plan.ops[up.op].scope.len()]),
                     };
                     match self.entry_status(&dep) {
-                        Some(Status::Succeeded(Value::Nothing)) => {
-                            return Blocker::NotNeeded(format!(
-                                "optional output `{}.result` produced no value",
-                                self.plan.ops[*up].name
-                            ));
+                        Some(Status::Succeeded(_)) => {
+                            if let Some(Value::Nothing) = self.plain_value(&dep, up.output) {
+                                let output = match up.output {
+                                    None => format!("{}.result", self.plan.ops[up.op].name),
+                                    Some(_) => up.label(self.plan),
+                                };
+                                return Blocker::NotNeeded(format!(
+                                    "optional output `{output}` produced no value"
+                                ));
+                            }
                         }
-                        Some(Status::Succeeded(_)) => {}
                         Some(Status::Skipped(reason)) if self.optional_skipped.contains(&dep) => {
                             return Blocker::NotNeeded(format!(
                                 "input `{}` from `{}` was skipped: {reason}",
@@ -521,10 +529,10 @@ impl<'p> Scheduler<'p> {
             let data = match &input.source {
                 Source::Value(up) => {
                     let dep = StepId {
-                        op: *up,
-                        keys: KeyPath::from(&step.keys[..self.plan.ops[*up].scope.len()]),
+                        op: up.op,
+                        keys: KeyPath::from(&step.keys[..self.plan.ops[up.op].scope.len()]),
                     };
-                    InputData::Single(self.bytes(self.value(&dep))?)
+                    InputData::Single(self.bytes(self.plain_value(&dep, up.output))?)
                 }
                 Source::Item(d) => {
                     // The item's level in this op's scope: the emitter runs at
@@ -557,7 +565,7 @@ impl<'p> Scheduler<'p> {
                             let mut full = step.keys.clone();
                             full.extend(keys.iter().cloned());
                             let id = StepId {
-                                op: *member,
+                                op: member.op,
                                 keys: full,
                             };
                             if self.tolerated.insert(id.clone()) {
@@ -577,10 +585,33 @@ impl<'p> Scheduler<'p> {
         self.plan
     }
 
+    /// The result of a step that succeeded.
     pub(crate) fn value(&self, step: &StepId) -> Option<&Value> {
         match self.entry_status(step) {
             Some(Status::Succeeded(v)) => Some(v),
             _ => None,
+        }
+    }
+
+    /// The result (`output` `None`) or a named plain output of a step that
+    /// succeeded; [`Value::Nothing`] for one it did not set.
+    pub(crate) fn plain_value(&self, step: &StepId, output: Option<usize>) -> Option<&Value> {
+        let result = self.value(step)?;
+        match output {
+            None => Some(result),
+            Some(i) => Some(
+                self.named
+                    .get(step)
+                    .and_then(|values| values.get(i))
+                    .unwrap_or(&Value::Nothing),
+            ),
+        }
+    }
+
+    /// Keeps the named plain outputs of `step` (before it is finished).
+    pub fn set_named(&mut self, step: &StepId, values: Box<[Value]>) {
+        if !values.is_empty() {
+            self.named.insert(step.clone(), values);
         }
     }
 

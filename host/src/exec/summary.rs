@@ -152,9 +152,5 @@ pub(crate) fn build_report(
 }
 
 fn reads(source: &crate::plan::Source, id: usize) -> bool {
-    use crate::plan::{CollectTarget, Source};
-    match source {
-        Source::Value(op) | Source::Collect(CollectTarget::Values(op), _) => *op == id,
-        Source::Item(d) | Source::Collect(CollectTarget::Items(d), _) => d.op == id,
-    }
+    source.op() == id
 }

@@ -3,7 +3,7 @@
 
 use super::{
     CollectTarget, DEFAULT_RETRY_BACKOFF, DynOutput, OpId, PlanError, PlannedInput, PlannedOp,
-    Resolver, RetryPolicy, Source, split_reference,
+    Resolver, RetryPolicy, Source, ValueRef, split_reference,
 };
 use crate::runtime::types::ValueType;
 use crate::runtime::{FailureKind, Mount, SandboxPolicy};
@@ -16,6 +16,15 @@ fn tolerance(spec: &InputSpec) -> Tolerance {
     match spec {
         InputSpec::Collect(_, tolerance) => *tolerance,
         _ => Tolerance::default(),
+    }
+}
+
+/// `op` or `op.NAME` for a value read from `ops` (the plan being built).
+fn label(v: &ValueRef, ops: &[PlannedOp]) -> String {
+    let op = &ops[v.op];
+    match v.output {
+        None => op.name.clone(),
+        Some(i) => format!("{}.{}", op.name, op.plain_outputs[i].name),
     }
 }
 
@@ -62,13 +71,53 @@ impl Resolver<'_> {
                 scope.push(output.clone());
                 scope
             };
+            // `op.NAME` where NAME is a named plain output: read like the
+            // result, per key of the op's own scope.
+            let plain = reference
+                .output
+                .and_then(|o| up.plain_outputs.iter().position(|p| p.name == o))
+                .map(|i| ValueRef {
+                    op: id,
+                    output: Some(i),
+                });
+            if let Some(value) = plain {
+                let source = match spec {
+                    InputSpec::Plain(_) => Source::Value(value),
+                    InputSpec::Map(_) if !up.scope.is_empty() => Source::Value(value),
+                    InputSpec::Map(_) => {
+                        return Err(self.bad_input(name, input, format!(
+                            "cannot map over `{text}`: it is a plain output of `{}`, which is not mapped; read it plainly with \"{text}\"",
+                            up.name
+                        )));
+                    }
+                    InputSpec::Collect(..) if !up.scope.is_empty() => {
+                        Source::Collect(CollectTarget::Values(value), tolerance(spec))
+                    }
+                    InputSpec::Collect(..) => {
+                        return Err(self.bad_input(name, input, format!(
+                            "cannot collect `{text}`: `{}` is not mapped, so it has one value; read it plainly with \"{text}\"",
+                            up.name
+                        )));
+                    }
+                };
+                resolved.push((
+                    PlannedInput {
+                        name: input.clone(),
+                        source,
+                    },
+                    up.scope.clone(),
+                ));
+                continue;
+            }
             let (source, scope) = match (spec, reference.output) {
                 (InputSpec::Plain(_), Some(output)) => {
                     return Err(self.bad_input(name, input, format!(
                         "`{text}` is a dynamic output; use {{ map = \"{text}\" }} to run once per item or {{ collect = \"{text}\" }} to gather them (output `{output}`)"
                     )));
                 }
-                (InputSpec::Plain(_), None) => (Source::Value(id), up.scope.clone()),
+                (InputSpec::Plain(_), None) => {
+                    (Source::Value(ValueRef::result(id)), up.scope.clone())
+                }
                 (InputSpec::Map(_), Some(output)) => {
                     let d = dyn_out(output);
                     let scope = item_scope(&d);
@@ -82,7 +131,7 @@ impl Resolver<'_> {
                     (Source::Item(d), scope)
                 }
                 (InputSpec::Map(_), None) if !up.scope.is_empty() => {
-                    (Source::Value(id), up.scope.clone())
+                    (Source::Value(ValueRef::result(id)), up.scope.clone())
                 }
                 (InputSpec::Map(_), None) => {
                     return Err(self.bad_input(name, input, format!(
@@ -101,7 +150,7 @@ impl Resolver<'_> {
                 // `collect = "x"`: x's per-key values when x is mapped; else the
                 // items of x's dynamic output (write `x.out` for a mapped x's items).
                 (InputSpec::Collect(..), None) if !up.scope.is_empty() => (
-                    Source::Collect(CollectTarget::Values(id), tolerance(spec)),
+                    Source::Collect(CollectTarget::Values(ValueRef::result(id)), tolerance(spec)),
                     up.scope.clone(),
                 ),
                 (InputSpec::Collect(..), None) if !up.dynamic_outputs.is_empty() => {
@@ -176,7 +225,7 @@ impl Resolver<'_> {
                 let ok = source_scope.len() > scope.len() && is_prefix(scope, source_scope);
                 if !ok {
                     let what = match target {
-                        CollectTarget::Values(id) => format!("`{}`", ops[*id].name),
+                        CollectTarget::Values(v) => format!("`{}`", label(v, ops)),
                         CollectTarget::Items(d) => format!("`{}.{}`", ops[d.op].name, d.output),
                     };
                     return Err(self.bad_input(name, &input.name, format!(
@@ -185,8 +234,8 @@ impl Resolver<'_> {
                     )));
                 }
             }
-            Source::Value(id) if !is_prefix(source_scope, scope) => {
-                let up = &ops[*id].name;
+            Source::Value(v) if !is_prefix(source_scope, scope) => {
+                let up = &label(v, ops);
                 return Err(self.bad_input(name, &input.name, format!(
                     "reads `{up}` plainly, but `{up}` runs once per key of {} and `{name}` does not; use {{ collect = \"{up}\" }} to gather its results or {{ map = \"{up}\" }} to run once per key",
                     describe(source_scope, ops)
@@ -203,6 +252,7 @@ impl Resolver<'_> {
         op: &OpSpec,
         base: &Path,
         dynamic_outputs: &[String],
+        plain_outputs: &[super::PlainOutput],
     ) -> Result<SandboxPolicy, PlanError> {
         let mut mounts = Vec::new();
         for mount in &op.mounts {
@@ -278,6 +328,17 @@ impl Resolver<'_> {
                 output_types.push(value_type);
             }
         }
+        let mut plain_output_types = Vec::new();
+        for output in plain_outputs {
+            let declared = op.outputs.get(&output.name);
+            let value_type = super::config::value_type(
+                declared.and_then(|o| o.value_type.as_deref()),
+                declared.and_then(|o| o.schema.as_ref()),
+                base,
+            )
+            .map_err(|e| self.setting(name, format!("`outputs.{}`: {e}", output.name)))?;
+            plain_output_types.push(value_type);
+        }
         let result_type = match &op.returns {
             Some(returns) => super::config::value_type(
                 returns.value_type.as_deref(),
@@ -293,6 +354,9 @@ impl Resolver<'_> {
             limits,
             dynamic_outputs: dynamic_outputs.to_vec(),
             output_types: output_types.into(),
+            plain_outputs: plain_outputs.iter().map(|p| p.name.clone()).collect(),
+            plain_required: plain_outputs.iter().map(|p| p.required).collect(),
+            plain_output_types,
             result_type,
             result_required: op.returns.as_ref().and_then(|r| r.required).unwrap_or(true),
             deterministic: op.deterministic,

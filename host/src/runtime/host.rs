@@ -41,6 +41,13 @@ pub(crate) struct EmitState {
     pub metadata_bytes: u64,
     /// Metadata on the step's result, as a JSON array.
     pub result_metadata: Option<Box<str>>,
+    /// Named plain outputs the op may set, and what each must be.
+    plain_names: Vec<String>,
+    plain_types: Vec<ValueType>,
+    /// Per named plain output: its value once set, and its metadata.
+    pub plain: Vec<super::NamedValue>,
+    /// Bytes of named plain outputs set so far.
+    pub plain_bytes: u64,
     /// The first rule this step broke; the step fails with it whatever it returns.
     pub failure: Option<OpFailure>,
 }
@@ -49,21 +56,31 @@ impl EmitState {
     pub fn new(
         sink: Box<dyn EmitSink>,
         op: &std::sync::Arc<str>,
-        outputs: &[String],
-        types: &std::sync::Arc<[ValueType]>,
-        limits: &Limits,
+        policy: &super::SandboxPolicy,
     ) -> Self {
+        let outputs = &policy.dynamic_outputs;
         Self {
             sink,
             op: op.clone(),
-            outputs: outputs.to_vec(),
+            outputs: outputs.clone(),
             seen: vec![FxHashSet::default(); outputs.len()],
-            limits: limits.clone(),
-            types: types.clone(),
+            limits: policy.limits.clone(),
+            types: policy.output_types.clone(),
             items: 0,
             bytes: 0,
             metadata_bytes: 0,
             result_metadata: None,
+            plain_names: policy.plain_outputs.clone(),
+            plain_types: policy.plain_output_types.clone(),
+            plain: policy
+                .plain_outputs
+                .iter()
+                .map(|name| super::NamedValue {
+                    name: name.clone(),
+                    ..super::NamedValue::default()
+                })
+                .collect(),
+            plain_bytes: 0,
             failure: None,
         }
     }
@@ -152,30 +169,91 @@ impl EmitState {
         Ok(Ok(()))
     }
 
-    /// `add-output-metadata`: merges entries into the result's metadata.
-    fn add_result_metadata(
+    /// `set-output`: sets a named plain output, once.
+    fn set_output(&mut self, name: &str, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        if let Some(failure) = &self.failure {
+            return Ok(Err(format!(
+                "this step already failed: {}",
+                failure.message
+            )));
+        }
+        let op = self.op.clone();
+        let Some(index) = self.plain_names.iter().position(|n| n == name) else {
+            let declared = if self.plain_names.is_empty() {
+                "none".to_owned()
+            } else {
+                self.plain_names.join(", ")
+            };
+            return Ok(Err(self.fail_with(
+                FailureKind::OpError,
+                format!("op `{op}` set output `{name}`, which it does not declare as a plain output (declared: {declared}); add `outputs.{name} = {{ plain = true }}` to the op in job.toml"),
+            )));
+        };
+        if self.plain[index].value.is_some() {
+            return Ok(Err(self.fail_with(
+                FailureKind::OpError,
+                format!("op `{op}` set output `{name}` twice; a plain output is set once per step"),
+            )));
+        }
+        let len = value.len() as u64;
+        self.limit(
+            len > self.limits.max_value_bytes,
+            "max_value_bytes",
+            self.limits.max_value_bytes,
+            "bytes in one value",
+        )?;
+        self.limit(
+            self.bytes + self.metadata_bytes + self.plain_bytes + len
+                > self.limits.max_output_bytes,
+            "max_output_bytes",
+            self.limits.max_output_bytes,
+            "bytes",
+        )?;
+        if let Err(reason) = self.plain_types[index].check(&value) {
+            let message = format!(
+                "op `{op}` set output `{name}` to a value that {reason}; fix the op or the output's `type`/`schema` in job.toml"
+            );
+            self.failure = Some(OpFailure::new(FailureKind::TypeCheck, message.clone()));
+            return Ok(Err(message));
+        }
+        self.plain_bytes += len;
+        self.plain[index].value = Some(value);
+        Ok(Ok(()))
+    }
+
+    /// `add-output-metadata`: merges entries into the metadata of the
+    /// result or of a named plain output.
+    fn add_output_metadata(
         &mut self,
         output: &str,
         entries: Vec<v2::dynhost::op::types::MetadataEntry>,
     ) -> wasmtime::Result<Result<(), String>> {
         let op = self.op.clone();
-        if output != "result" {
+        let slot = if output == "result" {
+            &mut self.result_metadata
+        } else if let Some(i) = self.plain_names.iter().position(|n| n == output) {
+            &mut self.plain[i].metadata
+        } else {
             return Ok(Err(self.fail_with(
                 FailureKind::OpError,
-                format!("op `{op}` added metadata to output `{output}`; only the plain result, `result`, takes metadata this way (items take theirs in `emit`)"),
+                format!("op `{op}` added metadata to output `{output}`, which is neither `result` nor one of its plain outputs (items take their metadata in `emit`)"),
             )));
-        }
-        let before = self.result_metadata.as_ref().map_or(0, |m| m.len() as u64);
-        match super::metadata::merge(self.result_metadata.take(), entries) {
-            Ok(merged) => self.result_metadata = merged,
+        };
+        let before = slot.as_ref().map_or(0, |m| m.len() as u64);
+        let merged = super::metadata::merge(slot.take(), entries);
+        let after = match merged {
+            Ok(merged) => {
+                let after = merged.as_ref().map_or(0, |m| m.len() as u64);
+                *slot = merged;
+                after
+            }
             Err(reason) => {
                 return Ok(Err(self.fail_with(
                     FailureKind::OpError,
-                    format!("op `{op}` added bad metadata to its result: {reason}"),
+                    format!("op `{op}` added bad metadata to output `{output}`: {reason}"),
                 )));
             }
-        }
-        let after = self.result_metadata.as_ref().map_or(0, |m| m.len() as u64);
+        };
         self.metadata_bytes = (self.metadata_bytes + after).saturating_sub(before);
         self.limit(
             self.bytes + self.metadata_bytes > self.limits.max_output_bytes,
@@ -279,12 +357,16 @@ impl v2::dynhost::op::host::Host for StepState {
         self.emits.emit(&output, key, value, metadata)
     }
 
+    fn set_output(&mut self, name: String, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        self.emits.set_output(&name, value)
+    }
+
     fn add_output_metadata(
         &mut self,
         output: String,
         metadata: Vec<v2::dynhost::op::types::MetadataEntry>,
     ) -> wasmtime::Result<Result<(), String>> {
-        self.emits.add_result_metadata(&output, metadata)
+        self.emits.add_output_metadata(&output, metadata)
     }
 
     fn log(

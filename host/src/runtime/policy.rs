@@ -21,6 +21,12 @@ pub struct SandboxPolicy {
     /// declared, so undeclared ops check nothing. Shared: every step of the
     /// op holds it.
     pub output_types: std::sync::Arc<[super::types::ValueType]>,
+    /// Named plain outputs the op may set (`set-output`), by name.
+    pub plain_outputs: Vec<String>,
+    /// Per named plain output (same order): whether the op must set it.
+    pub plain_required: Vec<bool>,
+    /// Per named plain output (same order): what its value is.
+    pub plain_output_types: Vec<super::types::ValueType>,
     /// What the op's plain result is.
     pub result_type: super::types::ValueType,
     /// Whether the op must return a value: `false` (`returns = { required =

@@ -1,9 +1,10 @@
--- dynhost run store, schema version 7 (3 added `runs.owner`: `pid:start`
+-- dynhost run store, schema version 8 (3 added `runs.owner`: `pid:start`
 -- of the process working on a running run, so a dead one shows as interrupted;
 -- 4 added `runs.resumed_at` and `runs.active_secs`, the run's running time
 -- summed over resumes, and `steps.tolerated`, set on failed or skipped steps
 -- a tolerant collect ran without; 5 added `runs.config`; 6 added
--- `steps.metadata`, `steps.no_value` and `items.metadata`; 7 added `runs.plan`). Keys are JSON arrays of mapping keys
+-- `steps.metadata`, `steps.no_value` and `items.metadata`; 7 added `runs.plan`;
+-- 8 added `outputs`). Keys are JSON arrays of mapping keys
 -- (outermost first, `[]` outside any map). Values of up to 64 bytes are kept
 -- inline (`steps.output`, `items.value`; the hash column is then NULL or '');
 -- larger ones live once in `blobs`, addressed by their SHA-256. Version 1
@@ -77,6 +78,18 @@ CREATE TABLE IF NOT EXISTS items (
     value      BLOB,                    -- the value itself, when small
     metadata   TEXT,                    -- JSON array: the item's metadata
     PRIMARY KEY (run_id, op, keys, output, seq)
+) WITHOUT ROWID;
+-- Named plain outputs of succeeded steps (a row per output set or carrying
+-- metadata; an output with no row was not set).
+CREATE TABLE IF NOT EXISTS outputs (
+    run_id     TEXT NOT NULL,
+    op         TEXT NOT NULL,
+    keys       TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    value_hash TEXT NOT NULL,           -- SHA-256 of a value in `blobs`, or ''
+    value      BLOB,                    -- the value itself, when small
+    metadata   TEXT,                    -- JSON array
+    PRIMARY KEY (run_id, op, keys, name)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blobs (
     hash  TEXT PRIMARY KEY,

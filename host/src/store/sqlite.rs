@@ -3,8 +3,8 @@
 //! transaction; each step is still whole or absent after a crash.
 
 use super::{
-    PriorStep, RunRecord, RunStatus, RunStore, RunSummary, StepRecord, StepRow, StoreError,
-    StoredItem, Write, hash_bytes,
+    PriorStep, RunRecord, RunStatus, RunStore, RunSummary, StepRecord, StepRow, StepStatus,
+    StoreError, StoredItem, StoredOutput, Write, hash_bytes,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// The schema this build writes. Older versions are upgraded in place; a
 /// newer one is refused (it was written by a newer dynhost).
-const SCHEMA_VERSION: u32 = 7;
+const SCHEMA_VERSION: u32 = 8;
 
 /// `MIGRATIONS[i]` upgrades a store of version `i + 1` to `i + 2`; the last
 /// one reaches [`SCHEMA_VERSION`].
@@ -33,6 +33,12 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize - 1] = [
      ALTER TABLE items ADD COLUMN metadata TEXT;",
     // 7: the locked plan each run ran.
     "ALTER TABLE runs ADD COLUMN plan TEXT;",
+    // 8: named plain outputs.
+    "CREATE TABLE IF NOT EXISTS outputs (
+        run_id TEXT NOT NULL, op TEXT NOT NULL, keys TEXT NOT NULL, name TEXT NOT NULL,
+        value_hash TEXT NOT NULL, value BLOB, metadata TEXT,
+        PRIMARY KEY (run_id, op, keys, name)
+     ) WITHOUT ROWID;",
 ];
 
 /// Values up to this size are stored in their row rather than in `blobs`: a
@@ -239,6 +245,11 @@ impl SqliteStore {
         if !s.items_streamed || s.emitted_items == 0 {
             write_items(tx, run_id, &s.op, &keys, 0, &s.items)?;
         }
+        // Only ops with named outputs (and failed steps, whose earlier
+        // attempt may have set some) touch the table.
+        if !s.outputs.is_empty() || s.status == StepStatus::Failed {
+            write_outputs(tx, run_id, &s.op, &keys, &s.outputs)?;
+        }
         if s.executed {
             tx.prepare_cached("INSERT INTO attempts (run_id, op, keys, status, finished_at) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(
                 params![run_id, s.op, keys, s.status.as_str(), now],
@@ -269,6 +280,7 @@ impl SqliteStore {
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
+        let outputs = self.stored_outputs(run_id, &op, &keys)?;
         Ok(PriorStep {
             op,
             keys: parse_keys(&keys),
@@ -277,9 +289,60 @@ impl SqliteStore {
             output: Arc::from(output),
             no_value,
             metadata: metadata.map(String::into_boxed_str),
+            outputs,
             items,
         })
     }
+
+    /// The named plain outputs stored for a step (keys as stored).
+    pub(crate) fn stored_outputs(
+        &self,
+        run_id: &str,
+        op: &str,
+        keys: &str,
+    ) -> rusqlite::Result<Vec<StoredOutput>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT o.name, coalesce(o.value, b.bytes), o.metadata FROM outputs o LEFT JOIN blobs b ON b.hash = o.value_hash
+             WHERE o.run_id = ?1 AND o.op = ?2 AND o.keys = ?3 ORDER BY o.name",
+        )?;
+        stmt.query_map(params![run_id, op, keys], |r| {
+            Ok(StoredOutput {
+                name: r.get(0)?,
+                value: r.get::<_, Option<Vec<u8>>>(1)?.map(Arc::from),
+                metadata: r.get::<_, Option<String>>(2)?.map(String::into_boxed_str),
+            })
+        })?
+        .collect()
+    }
+}
+
+/// Replaces a step's named plain outputs: a row for each that was set or
+/// carries metadata.
+fn write_outputs(
+    tx: &rusqlite::Transaction<'_>,
+    run_id: &str,
+    op: &str,
+    keys: &str,
+    outputs: &[StoredOutput],
+) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM outputs WHERE run_id = ?1 AND op = ?2 AND keys = ?3")?
+        .execute(params![run_id, op, keys])?;
+    for output in outputs {
+        if output.value.is_none() && output.metadata.is_none() {
+            continue;
+        }
+        let (hash, inline) = match output.value.as_deref() {
+            Some(bytes) => match put_value(tx, bytes)? {
+                Stored::Inline(bytes) => (String::new(), Some(bytes)),
+                Stored::Blob(hash) => (hash, None),
+            },
+            None => (String::new(), None),
+        };
+        tx.prepare_cached("INSERT INTO outputs (run_id, op, keys, name, value_hash, value, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?.execute(
+            params![run_id, op, keys, output.name, hash, inline, output.metadata.as_deref()],
+        )?;
+    }
+    Ok(())
 }
 
 /// Writes items from position `first_seq` on; position 0 first drops the

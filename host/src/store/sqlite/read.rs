@@ -134,6 +134,20 @@ impl SqliteStore {
         query().map_err(|e| self.error(&e))
     }
 
+    /// A step's named plain outputs that were set or carry metadata.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    pub fn step_outputs(
+        &self,
+        run_id: &str,
+        op: &str,
+        keys: &[String],
+    ) -> Result<Vec<crate::store::StoredOutput>, StoreError> {
+        self.stored_outputs(run_id, op, &keys_json(keys))
+            .map_err(|e| self.error(&e))
+    }
+
     /// The value a step returned, if it succeeded with one.
     ///
     /// # Errors

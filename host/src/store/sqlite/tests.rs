@@ -31,6 +31,7 @@ fn record(op: &str, key: &str, status: StepStatus) -> StepRecord {
         output: Some(Arc::from(&b"same"[..])),
         metadata: None,
         no_value: false,
+        outputs: Vec::new(),
         items: vec![item("x", b"v")],
         items_streamed: false,
         stdout: String::new(),
@@ -320,6 +321,18 @@ fn metadata_and_no_value_round_trip() {
     let mut with = item("x", b"v");
     with.metadata = Some(Arc::from(r#"[{"label":"p","kind":"path","value":"/a"}]"#));
     r.items = vec![with, item("y", b"w")];
+    r.outputs = vec![
+        StoredOutput {
+            name: "size".into(),
+            value: Some(Arc::from(&[9u8; INLINE_MAX + 1][..])),
+            metadata: None,
+        },
+        StoredOutput {
+            name: "unset".into(),
+            value: None,
+            metadata: None,
+        },
+    ];
     store.record("r1", &[Write::Step(Box::new(r))]).unwrap();
     let prior = store.successes("r1").unwrap();
     assert!(prior[0].no_value);
@@ -335,6 +348,16 @@ fn metadata_and_no_value_round_trip() {
     assert_eq!(
         metadata,
         [Some(r#"[{"label":"p","kind":"path","value":"/a"}]"#), None]
+    );
+    let outputs: Vec<(&str, usize)> = prior[0]
+        .outputs
+        .iter()
+        .map(|o| (o.name.as_str(), o.value.as_ref().map_or(0, |v| v.len())))
+        .collect();
+    assert_eq!(
+        outputs,
+        [("size", INLINE_MAX + 1)],
+        "unset outputs have no row"
     );
     let rows = store.steps("r1").unwrap();
     assert!(rows[0].no_value && rows[0].metadata.is_some());

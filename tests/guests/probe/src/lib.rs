@@ -4,7 +4,7 @@
 
 wit_bindgen::generate!({ path: "../../../wit", world: "dynamic-op" });
 
-use dynhost::op::host::{add_output_metadata, emit_dynamic, emit_dynamic_to, log};
+use dynhost::op::host::{add_output_metadata, emit_dynamic, emit_dynamic_to, log, set_output};
 use dynhost::op::types::{InputValue, Level, MetadataEntry, MetadataValue};
 use exports::dynhost::op::op::{Context, Guest, Input};
 use serde_json::{Value, json};
@@ -71,6 +71,17 @@ impl Guest for Probe {
         emit(&config, &out)?;
         if let Some(entries) = config.get("result_metadata") {
             add_output_metadata("result", &metadata(entries)?)?;
+        }
+        // Named plain outputs: `set_outputs` for every key, plus
+        // `set_outputs_on_key.KEY`; values are written as JSON.
+        let on_key = config["set_outputs_on_key"].get(&key);
+        for outputs in [config.get("set_outputs"), on_key].into_iter().flatten() {
+            for (name, value) in outputs.as_object().into_iter().flatten() {
+                set_output(name, &bytes(value))?;
+            }
+        }
+        for (name, entries) in config["output_metadata"].as_object().into_iter().flatten() {
+            add_output_metadata(name, &metadata(entries)?)?;
         }
         if config["fail_after_emit"].as_bool() == Some(true) {
             return Err("probe was told to fail after emitting".into());
