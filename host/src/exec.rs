@@ -13,6 +13,7 @@ mod files;
 mod record;
 mod scheduler;
 mod summary;
+mod transport;
 mod values;
 mod worker;
 
@@ -215,7 +216,14 @@ pub fn run(
         // Closed however `drive` ends (even by a panic), so no worker waits
         // for a step that will never come and the scope can end.
         let _close = CloseOnDrop(&queue);
-        coordinator.drive(&queue, &ring_rx, &outboxes, observer);
+        let mut pool = transport::ThreadPool {
+            workers,
+            queue: &queue,
+            rings: &ring_rx,
+            outboxes: &outboxes,
+            drained: Vec::new(),
+        };
+        coordinator.drive(&mut pool, observer);
     });
     let interrupted = options
         .interrupt

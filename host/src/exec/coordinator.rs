@@ -3,22 +3,19 @@
 
 use super::record::{self, Prior, Recorder};
 use super::scheduler::{Scheduler, StepId};
+use super::transport::{StepEvent, StepRequest, Transport, Woke};
 use super::values::Value;
-use super::worker::{
-    BATCH_THRESHOLD, Emitted, FLUSH_INTERVAL, Inputs, Out, Outbox, QUEUED_PER_WORKER, Ring,
-    StepQueue,
-};
+use super::worker::{Emitted, FLUSH_INTERVAL, Inputs};
 use super::{RunEvent, RunOptions, Storage};
 use crate::key::StepName;
 use crate::plan::Plan;
 use crate::report::OpSummary;
 use crate::runtime::{FailureKind, OpFailure, StepReport, StepStats};
 use crate::store::{ItemsRecord, RunStore, StoredItem};
-use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rustc_hash::FxHashMap;
 use rustc_hash::FxHashMap as HashMap;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -34,8 +31,6 @@ const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(3600);
 /// Owns the scheduler and everything else the coordinating thread tracks.
 pub(crate) struct Coordinator<'p> {
     plan: &'p Plan,
-    /// How many workers take jobs.
-    workers: usize,
     pub(super) scheduler: Scheduler<'p>,
     /// Accounting summed per op as steps finish (not kept per step: a
     /// million keys would hold a million records).
@@ -67,6 +62,13 @@ pub(crate) struct Coordinator<'p> {
     items_written: FxHashMap<StepId, u64>,
     /// Emitted items taken from the workers, not yet turned into steps.
     backlog: VecDeque<Emitted>,
+    /// Per running step that emitted: items accepted so far (the next
+    /// expected `seq`).
+    received: FxHashMap<StepId, u64>,
+    /// Items that arrived ahead of an earlier one of the same step, by seq.
+    early: FxHashMap<StepId, BTreeMap<u64, Emitted>>,
+    /// Finished reports that arrived before all their items did.
+    held: FxHashMap<StepId, StepReport>,
     /// Set from outside to stop the run (Ctrl-C, SIGTERM).
     interrupt: Option<Arc<AtomicBool>>,
     /// The interruption was seen: nothing more is dispatched or retried.
@@ -83,7 +85,6 @@ impl<'p> Coordinator<'p> {
     ) -> Self {
         Self {
             plan,
-            workers: options.max_concurrent.max(1),
             scheduler: Scheduler::new(plan, options.memory_budget_bytes),
             totals: plan.ops.iter().map(|op| OpSummary::new(&op.name)).collect(),
             retries_done: HashMap::default(),
@@ -110,6 +111,9 @@ impl<'p> Coordinator<'p> {
             input_summaries: FxHashMap::default(),
             items_written: FxHashMap::default(),
             backlog: VecDeque::new(),
+            received: FxHashMap::default(),
+            early: FxHashMap::default(),
+            held: FxHashMap::default(),
             interrupt: options.interrupt.clone(),
             stopping: false,
         }
@@ -119,13 +123,10 @@ impl<'p> Coordinator<'p> {
     /// is running, ready or waiting for a retry.
     pub(super) fn drive(
         &mut self,
-        queue: &StepQueue,
-        rings: &Receiver<Ring>,
-        outboxes: &[Arc<Outbox>],
+        transport: &mut dyn Transport,
         observer: &mut dyn FnMut(RunEvent<'_>),
     ) {
-        let workers = self.workers;
-        let mut drained = Vec::new();
+        let mut events = Vec::new();
         loop {
             self.report_skipped(observer);
             if !self.stopping
@@ -137,19 +138,19 @@ impl<'p> Coordinator<'p> {
                 // Running steps stop by themselves (the runtime sees the same
                 // flag); queued ones and retries never start.
                 self.stopping = true;
-                self.in_flight -= queue.close();
+                self.in_flight -= transport.stop();
                 self.backoffs.clear();
             }
             if !self.stopping {
-                self.dispatch(queue, workers, observer);
+                self.dispatch(transport, observer);
             }
             if !self.backlog.is_empty() {
                 // Items still to turn into steps: take the next chunk unless
                 // a worker rang (finished steps free workers sooner).
-                if rings.try_recv().is_ok() {
-                    self.drain(outboxes, &mut drained, observer);
-                } else {
-                    self.take_emitted(EMIT_CHUNK, observer);
+                match transport.wait(Duration::ZERO, &mut events) {
+                    Woke::Looked => self.handle(&mut events, observer),
+                    Woke::Quiet => self.take_emitted(EMIT_CHUNK, observer),
+                    Woke::Closed => return,
                 }
                 continue;
             }
@@ -168,16 +169,10 @@ impl<'p> Coordinator<'p> {
             if let Some(due) = next_retry {
                 wait = wait.min(due.saturating_duration_since(Instant::now()));
             }
-            let woke = if wait == Duration::MAX {
-                rings.recv().map_err(|_| RecvTimeoutError::Disconnected)
-            } else {
-                rings.recv_timeout(wait)
-            };
-            match woke {
-                Ok(Ring) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+            if transport.wait(wait, &mut events) == Woke::Closed {
+                return;
             }
-            self.drain(outboxes, &mut drained, observer);
+            self.handle(&mut events, observer);
         }
     }
 
@@ -185,56 +180,122 @@ impl<'p> Coordinator<'p> {
     /// queue's capacity: in a large fan-out enough for every worker to find
     /// its next step at once; otherwise one per free worker, so a step is
     /// started only when a worker can run it.
-    fn dispatch(
-        &mut self,
-        queue: &StepQueue,
-        workers: usize,
-        observer: &mut dyn FnMut(RunEvent<'_>),
-    ) {
-        let large = self.scheduler.ready_len() >= BATCH_THRESHOLD * workers;
-        let capacity = if large {
-            workers * QUEUED_PER_WORKER
-        } else {
-            workers
-        };
+    fn dispatch(&mut self, transport: &mut dyn Transport, observer: &mut dyn FnMut(RunEvent<'_>)) {
+        let capacity = transport.capacity(self.scheduler.ready_len());
         let mut steps = Vec::new();
         while self.in_flight + steps.len() < capacity {
             let Some(step) = self.next_step() else { break };
             if let Some(inputs) = self.start(&step, observer) {
-                steps.push((step, inputs));
+                let attempt = self.attempt(&step);
+                steps.push(StepRequest {
+                    step,
+                    attempt,
+                    inputs,
+                });
             }
         }
         if !steps.is_empty() {
             self.in_flight += steps.len();
-            queue.push(steps);
+            transport.submit(steps);
         }
     }
 
-    /// Takes everything the workers queued, in each worker's order.
-    fn drain(
-        &mut self,
-        outboxes: &[Arc<Outbox>],
-        drained: &mut Vec<Out>,
-        observer: &mut dyn FnMut(RunEvent<'_>),
-    ) {
-        for outbox in outboxes {
-            outbox.take(drained);
-            for out in drained.drain(..) {
-                match out {
-                    Out::Item(item) => self.backlog.push_back(item),
-                    Out::Done(step, report) => {
-                        // The step's items came first: all of them must be
-                        // steps (and counted in collections) before it is done.
-                        self.take_emitted(usize::MAX, observer);
-                        self.in_flight -= 1;
-                        self.finished(step, report, observer);
-                    }
+    /// Acts on what the transport reported, in its order.
+    fn handle(&mut self, events: &mut Vec<StepEvent>, observer: &mut dyn FnMut(RunEvent<'_>)) {
+        for event in events.drain(..) {
+            match event {
+                StepEvent::Item { attempt, seq, item } => {
+                    self.on_item(attempt, seq, item, observer)
                 }
-            }
-            if !self.backlog.is_empty() {
-                self.take_emitted(EMIT_CHUNK, observer);
+                StepEvent::Finished {
+                    step,
+                    attempt,
+                    report,
+                } => self.on_finished(step, attempt, report, observer),
             }
         }
+        if !self.backlog.is_empty() {
+            self.take_emitted(EMIT_CHUNK, observer);
+        }
+    }
+
+    /// Whether `attempt` is the attempt of `step` now running: events of an
+    /// earlier attempt, or of a step that already ended, are late or
+    /// duplicates and change nothing.
+    fn is_running(&self, step: &StepId, attempt: u32) -> bool {
+        attempt == self.attempt(step) && self.scheduler.is_running(step)
+    }
+
+    /// An item: taken in `seq` order, once; one ahead of its turn waits.
+    fn on_item(
+        &mut self,
+        attempt: u32,
+        seq: u64,
+        item: Emitted,
+        observer: &mut dyn FnMut(RunEvent<'_>),
+    ) {
+        if !self.is_running(&item.step, attempt) {
+            return;
+        }
+        let step = item.step.clone();
+        let mut next = self.received.get(&step).copied().unwrap_or(0);
+        if seq < next {
+            return;
+        }
+        if seq > next {
+            self.early.entry(step).or_default().insert(seq, item);
+            return;
+        }
+        self.backlog.push_back(item);
+        next += 1;
+        if let Some(early) = self.early.get_mut(&step) {
+            while let Some(item) = early.remove(&next) {
+                self.backlog.push_back(item);
+                next += 1;
+            }
+        }
+        self.received.insert(step.clone(), next);
+        let complete = self
+            .held
+            .get(&step)
+            .is_some_and(|report| report.stats.emitted_items <= next);
+        if complete && let Some(report) = self.held.remove(&step) {
+            self.complete(step, report, observer);
+        }
+    }
+
+    /// A step's end: acted on once all its items are in.
+    fn on_finished(
+        &mut self,
+        step: StepId,
+        attempt: u32,
+        report: StepReport,
+        observer: &mut dyn FnMut(RunEvent<'_>),
+    ) {
+        if !self.is_running(&step, attempt) || self.held.contains_key(&step) {
+            return;
+        }
+        let received = self.received.get(&step).copied().unwrap_or(0);
+        if received < report.stats.emitted_items {
+            self.held.insert(step, report);
+            return;
+        }
+        self.complete(step, report, observer);
+    }
+
+    fn complete(
+        &mut self,
+        step: StepId,
+        report: StepReport,
+        observer: &mut dyn FnMut(RunEvent<'_>),
+    ) {
+        self.received.remove(&step);
+        self.early.remove(&step);
+        // Every item of the step must be a step (and counted in its
+        // collections) before the step is done.
+        self.take_emitted(usize::MAX, observer);
+        self.in_flight -= 1;
+        self.finished(step, report, observer);
     }
 
     /// Builds the call; reuses a stored success with the same inputs instead

@@ -143,6 +143,12 @@ impl<'p> Scheduler<'p> {
         self.ready.pop_front()
     }
 
+    /// Whether `step` was handed out and has not ended (nothing tells a
+    /// queued step from a running one here: the transport knows).
+    pub fn is_running(&self, step: &StepId) -> bool {
+        matches!(self.entry_status(step), Some(Status::Ready))
+    }
+
     /// How many steps are ready to run.
     pub fn ready_len(&self) -> usize {
         self.ready.len()

@@ -3,6 +3,7 @@
 //! coordinator as they happen.
 
 use super::StepId;
+use super::transport::{StepEvent, StepRequest};
 use crate::key::MappingKey;
 use crate::plan::Plan;
 use crate::runtime::{
@@ -28,14 +29,6 @@ pub(crate) struct Emitted {
     pub metadata: Option<Box<str>>,
 }
 
-/// What a worker hands back, in the order it happened: a step's items always
-/// come before the step's own report, so the coordinator has counted every
-/// item of a step by the time it learns the step finished.
-pub(crate) enum Out {
-    Item(Emitted),
-    Done(StepId, StepReport),
-}
-
 /// One worker's results on their way to the coordinator. A finished step is
 /// queued here at once (never held back behind the next step, which may run
 /// for minutes), and the coordinator takes everything queued at once.
@@ -53,7 +46,7 @@ pub(crate) struct Outbox {
 
 #[derive(Default)]
 struct OutboxState {
-    out: Vec<Out>,
+    out: Vec<StepEvent>,
     /// A ring was sent and the coordinator has not drained since.
     rung: bool,
 }
@@ -61,14 +54,14 @@ struct OutboxState {
 impl Outbox {
     /// Moves everything queued into `into` (which should be empty); the next
     /// push that wants attention rings again.
-    pub fn take(&self, into: &mut Vec<Out>) {
+    pub fn take(&self, into: &mut Vec<StepEvent>) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::swap(&mut state.out, into);
         state.rung = false;
     }
 
     /// Queues `out`; returns whether to ring (`urgent` and not yet rung).
-    fn push(&self, out: Out, urgent: bool) -> bool {
+    fn push(&self, out: StepEvent, urgent: bool) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.out.push(out);
         let ring = urgent && !state.rung;
@@ -89,7 +82,7 @@ pub(crate) struct StepQueue {
 
 #[derive(Default)]
 struct QueueState {
-    steps: VecDeque<(StepId, Inputs)>,
+    steps: VecDeque<StepRequest>,
     closed: bool,
     /// Workers blocked in [`StepQueue::pop`]: notified only if there are any.
     idle: usize,
@@ -97,7 +90,7 @@ struct QueueState {
 
 impl StepQueue {
     /// Adds steps for the workers.
-    pub fn push(&self, steps: impl IntoIterator<Item = (StepId, Inputs)>) {
+    pub fn push(&self, steps: impl IntoIterator<Item = StepRequest>) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.steps.extend(steps);
         if state.idle > 0 {
@@ -117,14 +110,14 @@ impl StepQueue {
     }
 
     /// The next step and how many wait behind it, or `None` once closed.
-    fn pop(&self) -> Option<(StepId, Inputs, usize)> {
+    fn pop(&self) -> Option<(StepRequest, usize)> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if state.closed {
                 return None;
             }
-            if let Some((step, inputs)) = state.steps.pop_front() {
-                return Some((step, inputs, state.steps.len()));
+            if let Some(request) = state.steps.pop_front() {
+                return Some((request, state.steps.len()));
             }
             state.idle += 1;
             state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
@@ -161,7 +154,7 @@ struct Sender {
 }
 
 impl Sender {
-    fn send(&self, out: Out, urgent: bool) {
+    fn send(&self, out: StepEvent, urgent: bool) {
         if self.outbox.push(out, urgent) {
             // The coordinator outlives every worker, so the channel is open.
             let _ = self.ring.send(Ring);
@@ -171,6 +164,9 @@ impl Sender {
 
 struct QueueSink {
     step: StepId,
+    attempt: u32,
+    /// Items this attempt emitted so far.
+    seq: u64,
     sender: Arc<Sender>,
 }
 
@@ -183,7 +179,14 @@ impl EmitSink for QueueSink {
             value,
             metadata,
         };
-        self.sender.send(Out::Item(item), true);
+        let seq = self.seq;
+        self.seq += 1;
+        let event = StepEvent::Item {
+            attempt: self.attempt,
+            seq,
+            item,
+        };
+        self.sender.send(event, true);
     }
 }
 
@@ -224,11 +227,18 @@ pub(crate) fn work(cx: WorkerContext<'_>, ring: crossbeam_channel::Sender<Ring>)
         })
         .collect();
     let sender = Arc::new(Sender { outbox, ring });
-    while let Some((step, inputs, waiting)) = queue.pop() {
+    while let Some((request, waiting)) = queue.pop() {
+        let StepRequest {
+            step,
+            attempt,
+            inputs,
+        } = request;
         let op = &plan.ops[step.op];
         let strings = &ops[step.op];
         let sink = Box::new(QueueSink {
             step: step.clone(),
+            attempt,
+            seq: 0,
             sender: sender.clone(),
         });
         let call = StepCall {
@@ -243,7 +253,12 @@ pub(crate) fn work(cx: WorkerContext<'_>, ring: crossbeam_channel::Sender<Ring>)
             runtime.run_step(component, &op.policy, &call, inputs, sink)
         }))
         .unwrap_or_else(|panic| host_panic(&panic));
-        sender.send(Out::Done(step, report), waiting <= LOW_WATER);
+        let event = StepEvent::Finished {
+            step,
+            attempt,
+            report,
+        };
+        sender.send(event, waiting <= LOW_WATER);
     }
 }
 

@@ -1,0 +1,149 @@
+//! Where steps run, behind one seam: the coordinator hands steps over and
+//! takes back what happened to them, without knowing whether they run on
+//! threads of this process or on other machines. [`ThreadPool`] is the
+//! first implementation (the workers of `exec::worker`); the scale-out work
+//! (issue 13) adds NATS JetStream workers behind the same trait, with the
+//! messages of `exec::wire`.
+//!
+//! Every event names the attempt it belongs to, and a finished step says how
+//! many items it emitted, so the coordinator can ignore late or duplicate
+//! events and never relies on items arriving before their step's end.
+
+use super::scheduler::StepId;
+use super::worker::{BATCH_THRESHOLD, Emitted, Inputs, Outbox, QUEUED_PER_WORKER, Ring, StepQueue};
+use crate::runtime::StepReport;
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One step to run.
+pub(crate) struct StepRequest {
+    /// The step.
+    pub step: StepId,
+    /// 1 for the first attempt, 2 for the first retry, ...
+    pub attempt: u32,
+    /// Its input values, in the order of the op's inputs.
+    pub inputs: Inputs,
+}
+
+/// What happened to a step, as the transport reports it.
+pub(crate) enum StepEvent {
+    /// A running step emitted an item: its `seq`-th (from 0) of this attempt.
+    Item {
+        /// The attempt that emitted it.
+        attempt: u32,
+        /// Position among the attempt's items.
+        seq: u64,
+        /// The item, with its step.
+        item: Emitted,
+    },
+    /// A step ended; `report.stats.emitted_items` items belong to it.
+    Finished {
+        /// The step.
+        step: StepId,
+        /// The attempt that ended.
+        attempt: u32,
+        /// What it did.
+        report: StepReport,
+    },
+}
+
+/// What [`Transport::wait`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woke {
+    /// Events were taken (possibly none, after a timeout).
+    Looked,
+    /// Nothing asked for attention within a zero timeout; nothing was taken.
+    Quiet,
+    /// The transport is gone: no more events will come.
+    Closed,
+}
+
+/// Runs steps somewhere and reports what happened to them.
+pub(crate) trait Transport {
+    /// How many steps should be handed over and not yet finished, given how
+    /// many are ready: enough to keep every worker busy, few enough that a
+    /// step is started only when it can run soon.
+    fn capacity(&self, ready: usize) -> usize;
+
+    /// Hands steps over to run.
+    fn submit(&mut self, steps: Vec<StepRequest>);
+
+    /// Waits up to `timeout` for something to happen, then takes what
+    /// happened into `events`. A zero timeout takes events only if the
+    /// transport asked for attention ([`Woke::Quiet`] otherwise), so a
+    /// coordinator busy with other work does not poll for nothing.
+    fn wait(&mut self, timeout: Duration, events: &mut Vec<StepEvent>) -> Woke;
+
+    /// Stops: steps not yet started never start (running ones end by
+    /// themselves, interrupted by the runtime). Returns how many were dropped.
+    fn stop(&mut self) -> usize;
+}
+
+/// The workers of this process: threads that take steps from a shared queue
+/// and report through per-worker outboxes and a doorbell channel.
+pub(crate) struct ThreadPool<'a> {
+    pub workers: usize,
+    pub queue: &'a StepQueue,
+    pub rings: &'a Receiver<Ring>,
+    pub outboxes: &'a [Arc<Outbox>],
+    /// Scratch space for draining an outbox.
+    pub drained: Vec<StepEvent>,
+}
+
+impl ThreadPool<'_> {
+    /// Takes everything the workers queued, in each worker's order.
+    fn drain(&mut self, events: &mut Vec<StepEvent>) {
+        for outbox in self.outboxes {
+            outbox.take(&mut self.drained);
+            events.append(&mut self.drained);
+        }
+    }
+}
+
+impl Transport for ThreadPool<'_> {
+    fn capacity(&self, ready: usize) -> usize {
+        // In a large fan-out enough for every worker to find its next step
+        // at once; otherwise one per free worker.
+        if ready >= BATCH_THRESHOLD * self.workers {
+            self.workers * QUEUED_PER_WORKER
+        } else {
+            self.workers
+        }
+    }
+
+    fn submit(&mut self, steps: Vec<StepRequest>) {
+        self.queue.push(steps);
+    }
+
+    fn wait(&mut self, timeout: Duration, events: &mut Vec<StepEvent>) -> Woke {
+        if timeout.is_zero() {
+            return match self.rings.try_recv() {
+                Ok(Ring) => {
+                    self.drain(events);
+                    Woke::Looked
+                }
+                Err(TryRecvError::Empty) => Woke::Quiet,
+                Err(TryRecvError::Disconnected) => Woke::Closed,
+            };
+        }
+        let woke = if timeout == Duration::MAX {
+            self.rings
+                .recv()
+                .map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            self.rings.recv_timeout(timeout)
+        };
+        match woke {
+            Ok(Ring) | Err(RecvTimeoutError::Timeout) => {
+                self.drain(events);
+                Woke::Looked
+            }
+            Err(RecvTimeoutError::Disconnected) => Woke::Closed,
+        }
+    }
+
+    fn stop(&mut self) -> usize {
+        self.queue.close()
+    }
+}
