@@ -262,3 +262,6 @@ pub fn run(
         store_error,
     }
 }
+
+#[cfg(test)]
+mod tests;
