@@ -15,6 +15,7 @@ mod scheduler;
 mod summary;
 mod transport;
 mod values;
+pub(crate) mod wire;
 mod worker;
 
 pub use scheduler::StepId;

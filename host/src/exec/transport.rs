@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// One step to run.
+#[derive(Debug)]
 pub(crate) struct StepRequest {
     /// The step.
     pub step: StepId,

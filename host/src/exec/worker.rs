@@ -19,7 +19,7 @@ use std::time::Duration;
 pub(crate) struct Ring;
 
 /// An item a running step emitted.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub(crate) struct Emitted {
     pub step: StepId,
     /// Index into the op's dynamic outputs.

@@ -5,11 +5,11 @@
 //! [`Tripped`] marker), never by matching message text.
 
 use super::policy::Limits;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The type of a step failure. Shown in summaries and carried by `--json`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailureKind {
     /// The op returned an error.
@@ -82,7 +82,7 @@ impl fmt::Display for FailureKind {
 }
 
 /// A failed step: its kind and a message that says what to do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpFailure {
     /// The type of failure.
     pub kind: FailureKind,

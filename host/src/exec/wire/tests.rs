@@ -1,0 +1,215 @@
+//! Every message survives the trip through its bytes, large values go by
+//! digest, and a message of another version or for another plan is refused.
+
+use super::*;
+use crate::runtime::FailureKind;
+use std::collections::HashMap;
+
+#[derive(Default)]
+struct MapStore(HashMap<String, Vec<u8>>);
+
+impl BlobStore for MapStore {
+    fn put(&mut self, bytes: &[u8]) -> Result<String, String> {
+        let digest = format!("sha256:{}", crate::store::hash_bytes(bytes));
+        self.0.insert(digest.clone(), bytes.to_vec());
+        Ok(digest)
+    }
+
+    fn get(&mut self, digest: &str) -> Result<Vec<u8>, String> {
+        self.0
+            .get(digest)
+            .cloned()
+            .ok_or_else(|| format!("no value {digest}"))
+    }
+}
+
+fn plan() -> (tempfile::TempDir, Plan) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("op.wasm"), b"").unwrap();
+    let spec = crate::spec::parse(
+        &dir.path().join("job.toml"),
+        r#"name = "t"
+[ops.emit]
+component = "op.wasm"
+dynamic = ["small", "big"]
+[ops.work]
+component = "op.wasm"
+inputs.v = { map = "emit.small" }
+[ops.all]
+component = "op.wasm"
+inputs.vs = { collect = "work", max_failures = 1 }
+"#,
+    )
+    .unwrap();
+    (dir, Plan::build(&spec).unwrap())
+}
+
+fn keys(keys: &[&str]) -> KeyPath {
+    keys.iter().map(|k| MappingKey::parse(k).unwrap()).collect()
+}
+
+#[test]
+fn a_step_request_round_trips_with_large_values_by_digest() {
+    let (_dir, plan) = plan();
+    let mut store = MapStore::default();
+    let big = vec![7u8; INLINE_MAX + 1];
+    let all = plan.op_id("all").unwrap();
+    let mut inputs = super::super::worker::Inputs::new();
+    inputs.push(InputData::Collected {
+        items: vec![
+            (keys(&["a"]), Arc::from(&b"1"[..])),
+            (keys(&["b"]), Arc::from(big.as_slice())),
+        ],
+        failed: vec![(keys(&["c"]), OpFailure::new(FailureKind::Trap, "boom"))],
+    });
+    let request = StepRequest {
+        step: StepId {
+            op: all,
+            keys: KeyPath::new(),
+        },
+        attempt: 2,
+        inputs,
+    };
+    let msg = StepMsg::new("run1", &plan, "sha256:abc", &request, &mut store).unwrap();
+    let bytes = encode(&msg);
+    assert!(
+        bytes.len() < 1024,
+        "the large value is not in the message: {} bytes",
+        bytes.len()
+    );
+    let decoded: StepMsg = decode(&bytes).unwrap();
+    assert_eq!(decoded, msg);
+    assert_eq!(decoded.component, "sha256:abc");
+    let back = decoded.request(&plan, &mut store).unwrap();
+    assert_eq!(back.step, request.step);
+    assert_eq!(back.attempt, 2);
+    match &back.inputs[0] {
+        InputData::Collected { items, failed } => {
+            assert_eq!(items[0].0, keys(&["a"]));
+            assert_eq!(&*items[1].1, big.as_slice());
+            assert_eq!(failed[0].1.kind, FailureKind::Trap);
+        }
+        InputData::Single(_) => panic!("collected expected"),
+    }
+}
+
+#[test]
+fn items_and_finished_steps_round_trip_into_events() {
+    let (_dir, plan) = plan();
+    let mut store = MapStore::default();
+    let emit = StepId {
+        op: plan.op_id("emit").unwrap(),
+        keys: KeyPath::new(),
+    };
+    let item = Emitted {
+        step: emit.clone(),
+        output: 1,
+        key: MappingKey::parse("k1").unwrap(),
+        value: b"{\"n\":1}".to_vec(),
+        metadata: Some(r#"[{"label":"rows","kind":"integer","value":3}]"#.into()),
+    };
+    let msg = ItemMsg::new("run1", &plan, 1, 4, &item, &mut store).unwrap();
+    assert_eq!(msg.output, "big");
+    let event = decode::<ItemMsg>(&encode(&msg))
+        .unwrap()
+        .event(&plan, &mut store)
+        .unwrap();
+    let StepEvent::Item {
+        attempt,
+        seq,
+        item: back,
+    } = event
+    else {
+        panic!("an item");
+    };
+    assert_eq!((attempt, seq, back.output), (1, 4, 1));
+    assert_eq!((back.key.as_str(), back.value), ("k1", item.value.clone()));
+    assert_eq!(back.metadata, item.metadata);
+
+    let report = StepReport {
+        outcome: Ok(vec![1u8; INLINE_MAX * 2]),
+        no_value: false,
+        metadata: Some("[]".into()),
+        outputs: vec![NamedValue {
+            name: "size".into(),
+            value: Some(b"7".to_vec()),
+            metadata: None,
+        }],
+        stdout: "out".into(),
+        stderr: String::new(),
+        log: "[info] hi\n".into(),
+        stats: StepStats {
+            wall: Duration::from_millis(1500),
+            emitted_items: 2,
+            ..StepStats::default()
+        },
+    };
+    let msg = FinishedMsg::new("run1", &plan, &emit, 1, &report, &mut store).unwrap();
+    let event = decode::<FinishedMsg>(&encode(&msg))
+        .unwrap()
+        .event(&plan, &mut store)
+        .unwrap();
+    let StepEvent::Finished {
+        step,
+        attempt,
+        report: back,
+    } = event
+    else {
+        panic!("a finished step");
+    };
+    assert_eq!((step, attempt), (emit.clone(), 1));
+    assert_eq!(back.outcome, report.outcome);
+    assert_eq!(back.stats.emitted_items, 2);
+    assert_eq!(back.stats.wall, Duration::from_millis(1500));
+    assert_eq!(back.outputs[0].value.as_deref(), Some(&b"7"[..]));
+    assert_eq!(
+        (back.stdout.as_str(), back.log.as_str()),
+        ("out", "[info] hi\n")
+    );
+
+    let failed = StepReport::failed(OpFailure::new(FailureKind::Timeout, "too slow"));
+    let msg = FinishedMsg::new("run1", &plan, &emit, 3, &failed, &mut store).unwrap();
+    let StepEvent::Finished { report, .. } = decode::<FinishedMsg>(&encode(&msg))
+        .unwrap()
+        .event(&plan, &mut store)
+        .unwrap()
+    else {
+        panic!("a finished step");
+    };
+    assert_eq!(report.outcome.unwrap_err().kind, FailureKind::Timeout);
+}
+
+#[test]
+fn other_versions_other_plans_and_garbage_are_refused() {
+    let (_dir, plan) = plan();
+    let mut store = MapStore::default();
+    let mut msg = StepMsg {
+        v: WIRE_VERSION + 1,
+        run_id: "r".into(),
+        op: "work".into(),
+        component: "sha256:x".into(),
+        keys: vec!["k".into()],
+        attempt: 1,
+        inputs: Vec::new(),
+    };
+    assert_eq!(
+        decode::<StepMsg>(&encode(&msg)).unwrap_err(),
+        WireError::Version {
+            found: WIRE_VERSION + 1
+        }
+    );
+    msg.v = WIRE_VERSION;
+    msg.op = "gone".into();
+    let err = decode::<StepMsg>(&encode(&msg))
+        .unwrap()
+        .request(&plan, &mut store)
+        .unwrap_err();
+    assert!(err.to_string().contains("no op `gone`"), "{err}");
+    msg.op = "work".into();
+    msg.keys = vec!["no spaces".into()];
+    assert!(msg.request(&plan, &mut store).is_err());
+    assert!(matches!(
+        decode::<StepMsg>(b"{not json"),
+        Err(WireError::Malformed(_))
+    ));
+}
