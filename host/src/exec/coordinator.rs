@@ -13,9 +13,7 @@ use crate::report::OpSummary;
 use crate::runtime::{FailureKind, OpFailure, StepReport, StepStats};
 use crate::store::{ItemsRecord, RunStore, StoredItem};
 use rustc_hash::FxHashMap;
-use rustc_hash::FxHashMap as HashMap;
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -35,12 +33,6 @@ pub(crate) struct Coordinator<'p> {
     /// Accounting summed per op as steps finish (not kept per step: a
     /// million keys would hold a million records).
     pub(super) totals: Vec<OpSummary>,
-    /// Retries scheduled per step; absent for the (usual) first attempt, so
-    /// a million-key map keeps no per-step entry here.
-    retries_done: HashMap<StepId, u32>,
-    /// Steps waiting out a retry backoff. They hold no worker slot meanwhile
-    /// (Dagster deadlocks here, dagster#30712).
-    backoffs: BinaryHeap<Reverse<(Instant, StepId)>>,
     pub(super) retried: Vec<u64>,
     in_flight: usize,
     pub(super) recorder: Option<Recorder>,
@@ -87,8 +79,6 @@ impl<'p> Coordinator<'p> {
             plan,
             scheduler: Scheduler::new(plan, options.memory_budget_bytes),
             totals: plan.ops.iter().map(|op| OpSummary::new(&op.name)).collect(),
-            retries_done: HashMap::default(),
-            backoffs: BinaryHeap::new(),
             retried: vec![0; plan.ops.len()],
             in_flight: 0,
             recorder: storage
@@ -139,7 +129,7 @@ impl<'p> Coordinator<'p> {
                 // flag); queued ones and retries never start.
                 self.stopping = true;
                 self.in_flight -= transport.stop();
-                self.backoffs.clear();
+                self.scheduler.drop_retries();
             }
             if !self.stopping {
                 self.dispatch(transport, observer);
@@ -154,7 +144,7 @@ impl<'p> Coordinator<'p> {
                 }
                 continue;
             }
-            let next_retry = self.backoffs.peek().map(|Reverse((due, _))| *due);
+            let next_retry = self.scheduler.next_due();
             if self.in_flight == 0 && next_retry.is_none() {
                 return;
             }
@@ -184,7 +174,9 @@ impl<'p> Coordinator<'p> {
         let capacity = transport.capacity(self.scheduler.ready_len());
         let mut steps = Vec::new();
         while self.in_flight + steps.len() < capacity {
-            let Some(step) = self.next_step() else { break };
+            let Some(step) = self.scheduler.next_ready() else {
+                break;
+            };
             if let Some(inputs) = self.start(&step, observer) {
                 let attempt = self.attempt(&step);
                 steps.push(StepRequest {
@@ -223,7 +215,7 @@ impl<'p> Coordinator<'p> {
     /// earlier attempt, or of a step that already ended, are late or
     /// duplicates and change nothing.
     fn is_running(&self, step: &StepId, attempt: u32) -> bool {
-        attempt == self.attempt(step) && self.scheduler.is_running(step)
+        self.scheduler.is_running(step, attempt)
     }
 
     /// An item: taken in `seq` order, once; one ahead of its turn waits.
@@ -301,6 +293,9 @@ impl<'p> Coordinator<'p> {
     /// Builds the call; reuses a stored success with the same inputs instead
     /// of running it (`None`), else counts the attempt and tells the observer.
     fn start(&mut self, step: &StepId, observer: &mut dyn FnMut(RunEvent<'_>)) -> Option<Inputs> {
+        // Running from here on: whatever happens next (a stored success
+        // reused, inputs that cannot be read) ends this attempt.
+        self.scheduler.start(step);
         let inputs = self.scheduler.inputs(step);
         self.report_tolerated(observer);
         let inputs = match inputs {
@@ -508,17 +503,7 @@ impl<'p> Coordinator<'p> {
 
     /// The number of the current (or last) attempt of `step`, from 1.
     fn attempt(&self, step: &StepId) -> u32 {
-        self.retries_done.get(step).map_or(1, |n| n + 1)
-    }
-
-    /// A retry whose backoff is over, else the scheduler's next ready step.
-    fn next_step(&mut self) -> Option<StepId> {
-        if let Some(Reverse((due, _))) = self.backoffs.peek()
-            && *due <= Instant::now()
-        {
-            return self.backoffs.pop().map(|Reverse((_, step))| step);
-        }
-        self.scheduler.next_ready()
+        self.scheduler.attempt(step)
     }
 
     /// Turns up to `limit` items of the backlog into steps (and store writes).
@@ -617,7 +602,6 @@ impl<'p> Coordinator<'p> {
         };
         if let Some(delay) = self.retry_delay(&step, &report).filter(|_| !self.stopping) {
             let attempt = self.attempt(&step);
-            *self.retries_done.entry(step.clone()).or_insert(0) += 1;
             observer(RunEvent::StepRetrying {
                 step: name,
                 op: &op.name,
@@ -626,7 +610,7 @@ impl<'p> Coordinator<'p> {
                 delay,
             });
             self.retried[step.op] += 1;
-            self.backoffs.push(Reverse((Instant::now() + delay, step)));
+            self.scheduler.retry(step, Instant::now() + delay);
             return;
         }
         observer(RunEvent::StepFinished {

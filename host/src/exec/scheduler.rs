@@ -41,6 +41,9 @@ pub(crate) struct Scheduler<'p> {
     waiters: HashMap<StepId, Vec<StepId>>,
     collections: HashMap<CollectionId, Collection>,
     ready: VecDeque<StepId>,
+    /// Steps waiting out a retry backoff, soonest first. They hold no
+    /// worker meanwhile (Dagster deadlocks here, dagster#30712).
+    backoffs: std::collections::BinaryHeap<std::cmp::Reverse<(std::time::Instant, StepId)>>,
     /// Steps that became terminal without running (skipped), for the caller to report.
     skipped: Vec<(StepId, String)>,
     /// Per op and dynamic output index, the ops mapped over that output.
@@ -120,6 +123,7 @@ impl<'p> Scheduler<'p> {
             waiters: HashMap::default(),
             collections: HashMap::default(),
             ready: VecDeque::new(),
+            backoffs: std::collections::BinaryHeap::new(),
             skipped: Vec::new(),
             children: children.into(),
             watches: watches.into(),
@@ -137,16 +141,65 @@ impl<'p> Scheduler<'p> {
         scheduler
     }
 
-    /// The next ready step. It stays `Ready` while it runs: nothing tells
-    /// the two apart, and a million-key map saves a lookup per step.
+    /// The next step to start: a retry whose backoff is over, else the
+    /// next ready step. It stays queued until [`Scheduler::start`].
     pub fn next_ready(&mut self) -> Option<StepId> {
+        if let Some(std::cmp::Reverse((due, _))) = self.backoffs.peek()
+            && *due <= std::time::Instant::now()
+        {
+            return self.backoffs.pop().map(|std::cmp::Reverse((_, step))| step);
+        }
         self.ready.pop_front()
     }
 
-    /// Whether `step` was handed out and has not ended (nothing tells a
-    /// queued step from a running one here: the transport knows).
-    pub fn is_running(&self, step: &StepId) -> bool {
-        matches!(self.entry_status(step), Some(Status::Ready))
+    /// Whether `step` runs now as `attempt`: only then do events about that
+    /// attempt count.
+    pub fn is_running(&self, step: &StepId, attempt: u32) -> bool {
+        matches!(self.entry_status(step), Some(Status::Running(a)) if *a == attempt)
+    }
+
+    /// The attempt `step` is on: running, queued or waiting out a backoff
+    /// for; 1 for a step that never started.
+    pub fn attempt(&self, step: &StepId) -> u32 {
+        match self.entry_status(step) {
+            Some(Status::Queued(a) | Status::Running(a) | Status::Backoff(a)) => *a,
+            _ => 1,
+        }
+    }
+
+    /// Marks a step taken from [`Scheduler::next_ready`] as handed out;
+    /// returns the attempt it runs as.
+    pub fn start(&mut self, step: &StepId) -> u32 {
+        let Some(entry) = self.steps.get_mut(step) else {
+            return 1;
+        };
+        let attempt = match entry.status {
+            Status::Queued(a) | Status::Backoff(a) => a,
+            _ => 1,
+        };
+        entry.status = Status::Running(attempt);
+        attempt
+    }
+
+    /// A running step failed and runs again once `due`: it waits, holding
+    /// no worker, as the next attempt.
+    pub fn retry(&mut self, step: StepId, due: std::time::Instant) {
+        if let Some(entry) = self.steps.get_mut(&step)
+            && let Status::Running(a) = entry.status
+        {
+            entry.status = Status::Backoff(a + 1);
+            self.backoffs.push(std::cmp::Reverse((due, step)));
+        }
+    }
+
+    /// When the next retry is due, if any waits.
+    pub fn next_due(&self) -> Option<std::time::Instant> {
+        self.backoffs.peek().map(|std::cmp::Reverse((due, _))| *due)
+    }
+
+    /// Drops every waiting retry (the run is stopping); they never run.
+    pub fn drop_retries(&mut self) {
+        self.backoffs.clear();
     }
 
     /// How many steps are ready to run.
@@ -253,7 +306,7 @@ impl<'p> Scheduler<'p> {
             let blocker = self.blocker(&step);
             let ready = matches!(blocker, Blocker::None);
             let status = if ready {
-                Status::Ready
+                Status::Queued(1)
             } else {
                 Status::Waiting
             };
@@ -309,7 +362,7 @@ impl<'p> Scheduler<'p> {
         match blocker {
             Blocker::None => {
                 if let Some(entry) = self.steps.get_mut(&step) {
-                    entry.status = Status::Ready;
+                    entry.status = Status::Queued(1);
                 }
                 self.ready.push_back(step);
             }

@@ -100,7 +100,7 @@ pub(crate) fn build_report(
                 }
                 summary.skips.push((name, reason.to_string()));
             }
-            Status::Waiting | Status::Ready => {}
+            Status::Waiting | Status::Queued(_) | Status::Running(_) | Status::Backoff(_) => {}
         }
     }
     for (id, op) in ops.iter_mut().enumerate() {

@@ -214,7 +214,9 @@ fn run(plan: &Plan, order: Order, script: Script<'_>) -> Outcome {
                 Status::Succeeded(_) => "succeeded".to_owned(),
                 Status::Failed(f) => format!("failed: {}", f.message),
                 Status::Skipped(reason) => format!("skipped: {reason}"),
-                Status::Waiting | Status::Ready => "unfinished".to_owned(),
+                Status::Waiting | Status::Queued(_) | Status::Running(_) | Status::Backoff(_) => {
+                    "unfinished".to_owned()
+                }
             };
             (super::scheduler::step_label(plan, id), status)
         })

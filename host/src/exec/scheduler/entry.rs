@@ -7,12 +7,17 @@ use crate::runtime::OpFailure;
 use rustc_hash::FxHashMap as HashMap;
 use std::collections::BTreeMap;
 
-/// Where a step is in its life.
+/// Where a step is in its life: `Waiting` for inputs, `Queued` to run as
+/// the given attempt (1 for the first), handed out and `Running` as an
+/// attempt, in `Backoff` before the given attempt, or ended. Events about
+/// an attempt count only while the step is `Running` as that attempt, so
+/// late and duplicate ones change nothing.
 #[derive(Debug, Clone)]
 pub(crate) enum Status {
     Waiting,
-    /// Queued or running.
-    Ready,
+    Queued(u32),
+    Running(u32),
+    Backoff(u32),
     Succeeded(Value),
     /// Boxed, like the skip reason, to keep every step's entry small: a
     /// million-key map holds a million of them.
