@@ -10,6 +10,7 @@
 mod collect;
 mod coordinator;
 mod files;
+mod inbox;
 mod record;
 mod scheduler;
 mod summary;

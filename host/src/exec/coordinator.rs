@@ -1,6 +1,7 @@
 //! The coordinator: owns the scheduler, dispatches ready steps to workers in
 //! batches, handles their events, retries, reuse of stored steps and records.
 
+use super::inbox::Inbox;
 use super::record::{self, Prior, Recorder};
 use super::scheduler::{Scheduler, StepId};
 use super::transport::{StepEvent, StepRequest, Transport, Woke};
@@ -13,7 +14,7 @@ use crate::report::OpSummary;
 use crate::runtime::{FailureKind, OpFailure, StepReport, StepStats};
 use crate::store::{ItemsRecord, RunStore, StoredItem};
 use rustc_hash::FxHashMap;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -54,13 +55,8 @@ pub(crate) struct Coordinator<'p> {
     items_written: FxHashMap<StepId, u64>,
     /// Emitted items taken from the workers, not yet turned into steps.
     backlog: VecDeque<Emitted>,
-    /// Per running step that emitted: items accepted so far (the next
-    /// expected `seq`).
-    received: FxHashMap<StepId, u64>,
-    /// Items that arrived ahead of an earlier one of the same step, by seq.
-    early: FxHashMap<StepId, BTreeMap<u64, Emitted>>,
-    /// Finished reports that arrived before all their items did.
-    held: FxHashMap<StepId, StepReport>,
+    /// Events put in order: items once and in sequence, ends after their items.
+    inbox: Inbox,
     /// Set from outside to stop the run (Ctrl-C, SIGTERM).
     interrupt: Option<Arc<AtomicBool>>,
     /// The interruption was seen: nothing more is dispatched or retried.
@@ -101,9 +97,7 @@ impl<'p> Coordinator<'p> {
             input_summaries: FxHashMap::default(),
             items_written: FxHashMap::default(),
             backlog: VecDeque::new(),
-            received: FxHashMap::default(),
-            early: FxHashMap::default(),
-            held: FxHashMap::default(),
+            inbox: Inbox::default(),
             interrupt: options.interrupt.clone(),
             stopping: false,
         }
@@ -211,13 +205,6 @@ impl<'p> Coordinator<'p> {
         }
     }
 
-    /// Whether `attempt` is the attempt of `step` now running: events of an
-    /// earlier attempt, or of a step that already ended, are late or
-    /// duplicates and change nothing.
-    fn is_running(&self, step: &StepId, attempt: u32) -> bool {
-        self.scheduler.is_running(step, attempt)
-    }
-
     /// An item: taken in `seq` order, once; one ahead of its turn waits.
     fn on_item(
         &mut self,
@@ -226,32 +213,11 @@ impl<'p> Coordinator<'p> {
         item: Emitted,
         observer: &mut dyn FnMut(RunEvent<'_>),
     ) {
-        if !self.is_running(&item.step, attempt) {
+        if !self.scheduler.is_running(&item.step, attempt) {
             return;
         }
         let step = item.step.clone();
-        let mut next = self.received.get(&step).copied().unwrap_or(0);
-        if seq < next {
-            return;
-        }
-        if seq > next {
-            self.early.entry(step).or_default().insert(seq, item);
-            return;
-        }
-        self.backlog.push_back(item);
-        next += 1;
-        if let Some(early) = self.early.get_mut(&step) {
-            while let Some(item) = early.remove(&next) {
-                self.backlog.push_back(item);
-                next += 1;
-            }
-        }
-        self.received.insert(step.clone(), next);
-        let complete = self
-            .held
-            .get(&step)
-            .is_some_and(|report| report.stats.emitted_items <= next);
-        if complete && let Some(report) = self.held.remove(&step) {
+        if let Some(report) = self.inbox.item(seq, item, &mut self.backlog) {
             self.complete(step, report, observer);
         }
     }
@@ -264,15 +230,12 @@ impl<'p> Coordinator<'p> {
         report: StepReport,
         observer: &mut dyn FnMut(RunEvent<'_>),
     ) {
-        if !self.is_running(&step, attempt) || self.held.contains_key(&step) {
+        if !self.scheduler.is_running(&step, attempt) {
             return;
         }
-        let received = self.received.get(&step).copied().unwrap_or(0);
-        if received < report.stats.emitted_items {
-            self.held.insert(step, report);
-            return;
+        if let Some(report) = self.inbox.finished(&step, report) {
+            self.complete(step, report, observer);
         }
-        self.complete(step, report, observer);
     }
 
     fn complete(
@@ -281,8 +244,6 @@ impl<'p> Coordinator<'p> {
         report: StepReport,
         observer: &mut dyn FnMut(RunEvent<'_>),
     ) {
-        self.received.remove(&step);
-        self.early.remove(&step);
         // Every item of the step must be a step (and counted in its
         // collections) before the step is done.
         self.take_emitted(usize::MAX, observer);
