@@ -12,6 +12,7 @@ mod coordinator;
 mod files;
 mod inbox;
 mod record;
+mod reuse;
 mod scheduler;
 mod summary;
 mod transport;

@@ -3,6 +3,7 @@
 
 use super::inbox::Inbox;
 use super::record::{self, Prior, Recorder};
+use super::reuse::{Reuse, Verdict};
 use super::scheduler::{Scheduler, StepId};
 use super::transport::{StepEvent, StepRequest, Transport, Woke};
 use super::values::Value;
@@ -12,7 +13,7 @@ use crate::key::StepName;
 use crate::plan::Plan;
 use crate::report::OpSummary;
 use crate::runtime::{FailureKind, OpFailure, StepReport, StepStats};
-use crate::store::{ItemsRecord, RunStore, StoredItem};
+use crate::store::{ItemsRecord, StoredItem};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -37,19 +38,10 @@ pub(crate) struct Coordinator<'p> {
     pub(super) retried: Vec<u64>,
     in_flight: usize,
     pub(super) recorder: Option<Recorder>,
-    pub(super) prior: FxHashMap<StepId, Prior>,
-    record_reused: bool,
-    input_hashes: FxHashMap<StepId, String>,
-    pub(super) reused: Vec<u64>,
-    /// Per op: steps with a stored success of the same inputs that ran again
-    /// because the op's component or config changed.
-    pub(super) changed: Vec<u64>,
-    lookup: Option<Box<dyn RunStore>>,
-    /// Per op: its memo key up to the inputs (component and config).
-    memo_prefixes: Vec<record::MemoPrefix>,
+    /// Stored successes that may stand in for steps.
+    pub(super) reuse: Reuse<'p>,
     /// Per op and input, where the input comes from (for `show`).
     input_sources: Vec<Vec<String>>,
-    memo_keys: FxHashMap<StepId, String>,
     input_summaries: FxHashMap<StepId, String>,
     /// Per running step, items already sent to the store.
     items_written: FxHashMap<StepId, u64>,
@@ -80,20 +72,14 @@ impl<'p> Coordinator<'p> {
             recorder: storage
                 .store
                 .map(|store| Recorder::start(store, options.run_id.clone())),
-            prior: record::prior_map(plan, storage.prior),
-            record_reused: storage.record_reused,
-            input_hashes: FxHashMap::default(),
-            reused: vec![0; plan.ops.len()],
-            changed: vec![0; plan.ops.len()],
-            lookup: storage.lookup,
-            memo_prefixes: plan
-                .ops
-                .iter()
-                .zip(component_hashes)
-                .map(|(op, hash)| record::MemoPrefix::new(hash, &op.config_json))
-                .collect(),
+            reuse: Reuse::new(
+                plan,
+                component_hashes,
+                record::prior_map(plan, storage.prior),
+                storage.record_reused,
+                storage.lookup,
+            ),
             input_sources: record::input_sources(plan),
-            memo_keys: FxHashMap::default(),
             input_summaries: FxHashMap::default(),
             items_written: FxHashMap::default(),
             backlog: VecDeque::new(),
@@ -267,7 +253,7 @@ impl<'p> Coordinator<'p> {
                 return None;
             }
         };
-        if self.recorder.is_some() || !self.prior.is_empty() {
+        if self.recorder.is_some() || self.reuse.has_candidates() {
             let op = &self.plan.ops[step.op];
             let hash = record::hash_inputs(op, &inputs);
             if self.recorder.is_some() {
@@ -276,25 +262,10 @@ impl<'p> Coordinator<'p> {
                     record::describe_inputs(op, &self.input_sources[step.op], &inputs),
                 );
             }
-            // Reused only when the component, the config and the inputs are
-            // all the same; a step whose op changed since runs again.
-            let key = self.memo_key(step.op, &hash);
-            self.memo_keys.insert(step.clone(), key.clone());
-            match self.prior.get(step) {
-                Some(prior) if prior.memo_key.as_deref() == Some(key.as_str()) => {
-                    self.reuse(step, &hash, observer);
-                    return None;
-                }
-                Some(prior) if prior.input_hash.as_deref() == Some(hash.as_str()) => {
-                    self.changed[step.op] += 1;
-                    self.prior.remove(step);
-                }
-                _ => {}
-            }
-            if self.plan.ops[step.op].cache && self.memoized(step, &hash, &key, observer) {
+            if let Verdict::Reuse { prior, record } = self.reuse.decide(step, hash) {
+                self.replay(step, prior, record, observer);
                 return None;
             }
-            self.input_hashes.insert(step.clone(), hash);
         }
         let attempt = self.attempt(step);
         let op = &self.plan.ops[step.op].name;
@@ -327,10 +298,14 @@ impl<'p> Coordinator<'p> {
 
     /// Replays a stored success: its items (which start the steps mapped over
     /// them) and its value.
-    fn reuse(&mut self, step: &StepId, hash: &str, observer: &mut dyn FnMut(RunEvent<'_>)) {
-        let Some(prior) = self.prior.remove(step) else {
-            return;
-        };
+    fn replay(
+        &mut self,
+        step: &StepId,
+        prior: Prior,
+        record: bool,
+        observer: &mut dyn FnMut(RunEvent<'_>),
+    ) {
+        let hash = self.reuse.input_hashes.remove(step);
         let outputs = &self.plan.ops[step.op].dynamic_outputs;
         for (key, item) in &prior.items {
             if let Some(index) = outputs.iter().position(|o| *o == item.output) {
@@ -338,14 +313,11 @@ impl<'p> Coordinator<'p> {
                 self.scheduler.on_emit(step, index, key.clone(), value);
             }
         }
-        if self.record_reused
-            && let Some(recorder) = &self.recorder
-        {
-            let finished = self.finished_record(step, Some(hash.to_owned()));
+        if record && let Some(recorder) = &self.recorder {
+            let finished = self.finished_record(step, hash);
             recorder.record(finished.reused(&prior));
         }
-        self.memo_keys.remove(step);
-        self.reused[step.op] += 1;
+        self.reuse.memo_keys.remove(step);
         let op = &self.plan.ops[step.op].name;
         observer(RunEvent::StepReused {
             step: StepName {
@@ -387,43 +359,6 @@ impl<'p> Coordinator<'p> {
         self.scheduler.on_finished(step, Ok(value));
     }
 
-    /// For a `cache = true` op: reuses a stored success of any run with the
-    /// same component, config and inputs. Returns whether it did.
-    fn memoized(
-        &mut self,
-        step: &StepId,
-        input_hash: &str,
-        key: &str,
-        observer: &mut dyn FnMut(RunEvent<'_>),
-    ) -> bool {
-        let found = self
-            .lookup
-            .as_ref()
-            .and_then(|store| match store.memoized(key) {
-                Ok(found) => found,
-                Err(e) => {
-                    tracing::warn!("memoization lookup failed: {e}");
-                    None
-                }
-            });
-        let Some(found) =
-            found.and_then(|p| record::prior_map(self.plan, vec![p]).into_values().next())
-        else {
-            return false;
-        };
-        self.prior.insert(step.clone(), found);
-        let record_reused = std::mem::replace(&mut self.record_reused, true);
-        self.reuse(step, input_hash, observer);
-        self.record_reused = record_reused;
-        true
-    }
-
-    /// The step's component, config and inputs in one hash: what a stored
-    /// success must match to be reused.
-    fn memo_key(&self, op: usize, input_hash: &str) -> String {
-        self.memo_prefixes[op].key(input_hash)
-    }
-
     fn finished_record(
         &self,
         step: &'p StepId,
@@ -434,7 +369,7 @@ impl<'p> Coordinator<'p> {
             step,
             attempts: self.attempt(step),
             input_hash,
-            memo_key: self.memo_keys.get(step).cloned(),
+            memo_key: self.reuse.memo_keys.get(step).cloned(),
             inputs: self.input_summaries.get(step).cloned(),
             emitted: self
                 .scheduler
@@ -581,10 +516,10 @@ impl<'p> Coordinator<'p> {
         });
         if let Some(recorder) = &self.recorder {
             self.items_written.remove(&step);
-            let hash = self.input_hashes.remove(&step);
+            let hash = self.reuse.input_hashes.remove(&step);
             recorder.record(self.finished_record(&step, hash).ran(&report));
             self.input_summaries.remove(&step);
-            self.memo_keys.remove(&step);
+            self.reuse.memo_keys.remove(&step);
         }
         if report.outcome.is_ok() && !report.outputs.is_empty() {
             let named: Box<[Value]> = report

@@ -106,8 +106,8 @@ pub(crate) fn build_report(
     for (id, op) in ops.iter_mut().enumerate() {
         let totals = &coordinator.totals[id];
         op.retries = coordinator.retried[id];
-        op.reused = coordinator.reused[id];
-        op.changed = coordinator.changed[id];
+        op.reused = coordinator.reuse.reused[id];
+        op.changed = coordinator.reuse.changed[id];
         op.busy = totals.busy;
         op.peak_memory_bytes = totals.peak_memory_bytes;
         op.emitted_items = totals.emitted_items;
@@ -115,8 +115,8 @@ pub(crate) fn build_report(
         op.fuel_used = totals.fuel_used;
     }
     let mut vanished: Vec<String> = coordinator
-        .prior
-        .keys()
+        .reuse
+        .unused()
         .filter(|step| !scheduler.steps.contains_key(*step))
         .map(|step| step_label(plan, step))
         .collect();
