@@ -59,6 +59,9 @@ enum Command {
     /// wasm32-wasi core module wrapped as a component.
     #[command(subcommand)]
     Componentize(ComponentizeCommand),
+    /// Run steps for `dynhost run --nats` coordinators: pull steps from NATS
+    /// JetStream and run each in the sandbox, until stopped.
+    Worker(WorkerArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -192,6 +195,56 @@ struct ExecArgs {
     fast_compile: bool,
     #[command(flatten)]
     config: ConfigArgs,
+    #[command(flatten)]
+    nats: NatsArgs,
+}
+
+/// Where steps run when not on this machine's threads.
+#[derive(Debug, Args)]
+struct NatsArgs {
+    /// Send steps to `dynhost worker`s through the NATS JetStream server at
+    /// URL (`nats://host:4222`); this process stays the coordinator.
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// Seconds a worker holds a step without renewing its lease before the
+    /// step goes to another worker.
+    #[arg(long, default_value_t = 30.0, value_parser = progress_secs)]
+    lease_secs: f64,
+    /// A NATS credentials file (`.creds`).
+    #[arg(long, value_name = "FILE")]
+    nats_creds: Option<PathBuf>,
+    /// A NATS token (better: a credentials file; a token on the command
+    /// line is visible to other users of the machine).
+    #[arg(long, value_name = "TOKEN")]
+    nats_token: Option<String>,
+    /// A CA certificate for TLS to the NATS server.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    fn options(&self) -> Option<dynhost::nats::NatsOptions> {
+        Some(dynhost::nats::NatsOptions {
+            url: self.nats.clone()?,
+            creds: self.nats_creds.clone(),
+            token: self.nats_token.clone(),
+            tls_ca: self.tls_ca.clone(),
+            lease: Duration::from_secs_f64(self.lease_secs),
+        })
+    }
+}
+
+/// `dynhost worker`.
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// Steps running at once [default: number of cores].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    max_concurrent: Option<u32>,
+    /// This worker's name, shown by the server [default: worker-PID].
+    #[arg(long)]
+    name: Option<String>,
 }
 
 fn progress_secs(text: &str) -> Result<f64, String> {
@@ -341,6 +394,27 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Componentize(ComponentizeCommand::New { core, out }) => {
             dynhost::componentize::wrap(&core, &out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker(args) => {
+            let nats = args
+                .nats
+                .options()
+                .ok_or_else(|| anyhow::anyhow!("`dynhost worker` needs `--nats URL`"))?;
+            let max_concurrent = match args.max_concurrent {
+                Some(n) => n as usize,
+                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            };
+            dynhost::nats::work(&dynhost::nats::WorkerOptions {
+                nats,
+                max_concurrent,
+                name: args
+                    .name
+                    .unwrap_or_else(|| format!("worker-{}", std::process::id())),
+                cache_dir: cache_dir()
+                    .unwrap_or_else(std::env::temp_dir)
+                    .join("worker"),
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Logs(args) => history::logs(
@@ -534,14 +608,25 @@ fn execute(
         interrupt: Some(runtime.interrupter()),
     };
     let watch = interrupt::watch(runtime.interrupter())?;
-    let result = dynhost::exec::run(
-        plan,
-        &runtime,
-        &components,
-        &options,
-        storage,
-        &mut |event| view.on_event(event),
-    );
+    let result = match args.nats.options() {
+        Some(nats) => dynhost::nats::run(
+            plan,
+            &components,
+            &options,
+            storage,
+            &mut |event| view.on_event(event),
+            &nats,
+            &run.plan,
+        )?,
+        None => dynhost::exec::run(
+            plan,
+            &runtime,
+            &components,
+            &options,
+            storage,
+            &mut |event| view.on_event(event),
+        ),
+    };
     view.finish();
     let signal = watch.received();
     drop(watch);

@@ -15,10 +15,10 @@ mod record;
 mod reuse;
 mod scheduler;
 mod summary;
-mod transport;
+pub(crate) mod transport;
 mod values;
 pub(crate) mod wire;
-mod worker;
+pub(crate) mod worker;
 
 pub use scheduler::StepId;
 
@@ -180,8 +180,9 @@ impl Drop for CloseOnDrop<'_> {
     }
 }
 
-/// Runs every step of `plan`. `components[i]` is the compiled op `plan.ops[i]`.
-/// Failed steps are data in the report; this never fails as a whole.
+/// Runs every step of `plan` on this process's threads. `components[i]` is
+/// the compiled op `plan.ops[i]`. Failed steps are data in the report; this
+/// never fails as a whole.
 pub fn run(
     plan: &Plan,
     runtime: &Runtime,
@@ -190,10 +191,8 @@ pub fn run(
     storage: Storage,
     observer: &mut dyn FnMut(RunEvent<'_>),
 ) -> RunResult {
-    let started = Instant::now();
     let workers = options.max_concurrent.max(1);
     let hashes: Vec<&str> = components.iter().map(|c| c.hash.as_str()).collect();
-    let mut coordinator = Coordinator::new(plan, &hashes, options, storage);
     let outboxes: Vec<Arc<Outbox>> = (0..workers).map(|_| Arc::default()).collect();
     let queue = StepQueue::default();
     std::thread::scope(|scope| {
@@ -216,7 +215,7 @@ pub fn run(
             }
         }
         drop(ring_tx);
-        // Closed however `drive` ends (even by a panic), so no worker waits
+        // Closed however the run ends (even by a panic), so no worker waits
         // for a step that will never come and the scope can end.
         let _close = CloseOnDrop(&queue);
         let mut pool = transport::ThreadPool {
@@ -226,8 +225,24 @@ pub fn run(
             outboxes: &outboxes,
             drained: Vec::new(),
         };
-        coordinator.drive(&mut pool, observer);
-    });
+        run_on(plan, &hashes, options, storage, observer, &mut pool)
+    })
+}
+
+/// Runs every step of `plan` wherever `transport` runs steps (this
+/// process's threads, or workers elsewhere). `component_hashes[i]` is the
+/// SHA-256 of `plan.ops[i]`'s component.
+pub(crate) fn run_on(
+    plan: &Plan,
+    component_hashes: &[&str],
+    options: &RunOptions,
+    storage: Storage,
+    observer: &mut dyn FnMut(RunEvent<'_>),
+    transport: &mut dyn transport::Transport,
+) -> RunResult {
+    let started = Instant::now();
+    let mut coordinator = Coordinator::new(plan, component_hashes, options, storage);
+    coordinator.drive(transport, observer);
     let interrupted = options
         .interrupt
         .as_ref()

@@ -22,6 +22,7 @@ pub mod componentize;
 mod error;
 pub mod exec;
 pub mod key;
+pub mod nats;
 pub mod plan;
 pub mod report;
 pub mod resume;

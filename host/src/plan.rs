@@ -16,7 +16,7 @@ pub use error::PlanError;
 use crate::runtime::{FailureKind, SandboxPolicy};
 use crate::spec::{DynamicSpec, JobSpec, OpSpec, Tolerance};
 use rustc_hash::FxHashMap as HashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,7 +37,7 @@ pub const MAX_NESTING: u64 = 16;
 pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 
 /// A validated, resolved job.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
     /// The job's name.
     pub job_name: String,
@@ -48,7 +48,7 @@ pub struct Plan {
 }
 
 /// One dynamic output of one op.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DynOutput {
     /// The emitting op.
     pub op: OpId,
@@ -57,7 +57,7 @@ pub struct DynOutput {
 }
 
 /// One op, resolved.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlannedOp {
     /// The op's name.
     pub name: String,
@@ -97,7 +97,7 @@ pub struct PlannedOp {
 }
 
 /// A named plain output of an op (`outputs.NAME = { plain = true }`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlainOutput {
     /// Its name: readers write `op.NAME`.
     pub name: String,
@@ -108,7 +108,7 @@ pub struct PlainOutput {
 }
 
 /// A step's plain value: its result or one of its named plain outputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ValueRef {
     /// The op.
     pub op: OpId,
@@ -133,7 +133,7 @@ impl ValueRef {
 }
 
 /// When a failed step runs again.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RetryPolicy {
     /// Retries after the first attempt.
     pub max_retries: u32,
@@ -145,7 +145,7 @@ pub struct RetryPolicy {
 }
 
 /// One named input, resolved.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlannedInput {
     /// The input's name.
     pub name: String,
@@ -154,7 +154,7 @@ pub struct PlannedInput {
 }
 
 /// Where an input's value comes from, for a step with key path `k`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Source {
     /// The return value (or a named plain output) of an op at the prefix of
     /// `k` that is that op's own key path: a plain input, or a chained map
@@ -168,7 +168,7 @@ pub enum Source {
 }
 
 /// What a collect gathers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum CollectTarget {
     /// The return values (or one named plain output) of a mapped op.
     Values(ValueRef),

@@ -190,7 +190,7 @@ impl InputSpec {
 
 /// How many failed keys a collect tolerates (it runs without them, and is
 /// told which failed and why). The default tolerates none.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Tolerance {
     /// `max_failures = N`: at most N failed keys.
     pub max_failures: Option<u64>,

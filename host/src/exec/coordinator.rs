@@ -108,7 +108,7 @@ impl<'p> Coordinator<'p> {
                 // Running steps stop by themselves (the runtime sees the same
                 // flag); queued ones and retries never start.
                 self.stopping = true;
-                self.in_flight -= transport.stop();
+                self.in_flight = self.in_flight.saturating_sub(transport.stop());
                 self.scheduler.drop_retries();
             }
             if !self.stopping {

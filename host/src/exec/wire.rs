@@ -8,13 +8,6 @@
 //! run's locked plan does: a worker runs nothing that the plan does not name
 //! by digest. Every message carries the step's attempt and every item its
 //! position, so a receiver can drop late and duplicate deliveries.
-//!
-//! Only the tests use these types until the NATS transport lands (issue 13,
-//! next step); they are defined first, with the seam, as the issue asks.
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the NATS transport (issue 13) is their user")
-)]
 
 use super::scheduler::StepId;
 use super::transport::{StepEvent, StepRequest};

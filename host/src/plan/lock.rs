@@ -6,7 +6,7 @@
 
 use super::Plan;
 use crate::runtime::OpComponent;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Bumped whenever the locked plan's shape changes incompatibly.
 pub const LOCK_FORMAT: u32 = 1;
@@ -24,7 +24,7 @@ pub struct LockedPlan<'a> {
 }
 
 /// One op's component, by content.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LockedComponent {
     /// The op.
     pub op: String,
@@ -50,6 +50,34 @@ pub fn lock<'a>(plan: &'a Plan, components: &[OpComponent]) -> LockedPlan<'a> {
                 digest: format!("sha256:{}", component.hash),
             })
             .collect(),
+    }
+}
+
+/// A locked plan read back (by a worker, or to draw what a run ran).
+#[derive(Debug, Deserialize)]
+pub struct Locked {
+    /// [`LOCK_FORMAT`].
+    pub format: u32,
+    /// The plan.
+    pub plan: Plan,
+    /// Per op (same order): its component by digest.
+    pub components: Vec<LockedComponent>,
+}
+
+impl Locked {
+    /// Reads a locked plan.
+    ///
+    /// # Errors
+    /// Not a locked plan, or one of another format.
+    pub fn from_json(text: &[u8]) -> Result<Self, String> {
+        let locked: Self = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+        if locked.format != LOCK_FORMAT {
+            return Err(format!(
+                "locked plan format {}, this dynhost reads {LOCK_FORMAT}",
+                locked.format
+            ));
+        }
+        Ok(locked)
     }
 }
 

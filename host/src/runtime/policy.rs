@@ -1,13 +1,13 @@
 //! What a step may reach and use: plain data built by `plan`, enforced by
 //! `runtime::sandbox`. Nothing here touches wasmtime.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// The capabilities and limits of one op's steps. Grants nothing by default:
 /// no file system, environment or network beyond what is listed here.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SandboxPolicy {
     /// Host directories visible to the op.
     pub mounts: Vec<Mount>,
@@ -37,7 +37,7 @@ pub struct SandboxPolicy {
 }
 
 /// A host directory made visible to the op.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Mount {
     /// Absolute, canonical host directory.
     pub host: PathBuf,
@@ -49,7 +49,7 @@ pub struct Mount {
 
 /// Resource limits for one step. Each guards against one way an untrusted op
 /// could hurt the host or its siblings.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Limits {
     /// Linear memory and table bytes per instance: an op cannot exhaust host RAM.
     pub memory_bytes: u64,

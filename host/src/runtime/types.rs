@@ -3,11 +3,11 @@
 //! it leaves the step. An undeclared output is never looked at, so it costs
 //! nothing.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// The kind of value an output carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ValueKind {
     /// Not declared: anything goes, nothing is checked.
@@ -61,12 +61,12 @@ impl ValueKind {
 }
 
 /// A declared value type: its kind, and for JSON an optional JSON Schema.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ValueType {
     /// What the values are.
     pub kind: ValueKind,
     /// The JSON Schema every value must match (`json` only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<Schema>,
 }
 
@@ -91,6 +91,13 @@ impl Schema {
             source: Arc::new(source),
             validator: Arc::new(validator),
         })
+    }
+}
+
+impl<'de> Deserialize<'de> for Schema {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let source = serde_json::Value::deserialize(deserializer)?;
+        Schema::new(source).map_err(serde::de::Error::custom)
     }
 }
 

@@ -1,0 +1,799 @@
+//! Mapped steps on many machines through NATS JetStream (issue 13): the
+//! coordinator's [`Transport`] and the long-lived `dynhost worker`.
+//!
+//! - Steps go to the work-queue stream `DYNHOST_STEPS` on subject
+//!   `dynhost.steps.RUN.EPOCH`; every worker pulls from one shared durable
+//!   consumer, so each step goes to one worker at a time. A worker holds a
+//!   step by its lease (the consumer's ack wait), renews it while the step
+//!   runs (in-progress acks), and acks it only after its end is stored: a
+//!   worker that dies mid-step lets the lease lapse and the step is
+//!   delivered again, to another worker.
+//! - Items and ends go to the stream `DYNHOST_EVENTS` on
+//!   `dynhost.events.RUN.EPOCH.{item,done}`, which the coordinator reads in
+//!   order. Attempts, item positions and item counts (`exec::wire`) make a
+//!   redelivered step's duplicate events harmless.
+//! - The epoch is new for every coordinator process: a resumed run ignores
+//!   what a dead coordinator's workers still send.
+//! - Components travel by content: the locked plan (object store
+//!   `dynhost-plans`) names each by SHA-256, the bytes are in
+//!   `dynhost-components` under that digest, and a worker runs nothing else.
+//!   Values over `wire::INLINE_MAX` go through `dynhost-values` by digest.
+//!
+//! NATS I/O is async (tokio); the coordinator and the sandbox stay
+//! synchronous and talk to it through channels and `block_on`.
+
+use crate::exec::transport::{StepEvent, StepRequest, Transport, Woke};
+use crate::exec::wire::{self, BlobStore, FinishedMsg, ItemMsg, StepMsg};
+use crate::plan::Plan;
+use crate::plan::lock::Locked;
+use crate::runtime::{OpComponent, Runtime, RuntimeConfig};
+use async_nats::jetstream::{self, consumer, object_store, stream};
+use futures::StreamExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+/// The work-queue stream of steps.
+const STEPS: &str = "DYNHOST_STEPS";
+/// The stream of items and ends.
+const EVENTS: &str = "DYNHOST_EVENTS";
+/// The durable consumer every worker pulls steps from.
+const WORKERS: &str = "dynhost-workers";
+const PLANS: &str = "dynhost-plans";
+const COMPONENTS: &str = "dynhost-components";
+const VALUES: &str = "dynhost-values";
+
+/// How long a worker holds a step without renewing its lease, by default.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// Why NATS could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    /// The server could not be reached or refused us.
+    #[error(
+        "cannot connect to NATS at {url}: {reason}; start `nats-server -js` there, or fix `--nats`"
+    )]
+    Connect {
+        /// The server.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// An op reads the coordinator's disk, which remote workers cannot see.
+    #[error(
+        "`{file}`: op `{op}` has mounts (`{guest}`), which workers on other machines cannot see; run it without `--nats`, or give it no mounts"
+    )]
+    Mounts {
+        /// The job file.
+        file: PathBuf,
+        /// The op.
+        op: String,
+        /// Its first mount's guest path.
+        guest: String,
+    },
+    /// A JetStream call failed.
+    #[error("NATS JetStream: {0}; the server must run with JetStream enabled (`nats-server -js`)")]
+    JetStream(String),
+}
+
+fn js_error(e: impl std::fmt::Display) -> NatsError {
+    NatsError::JetStream(e.to_string())
+}
+
+/// How to reach the NATS server.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    /// `nats://host:port`.
+    pub url: String,
+    /// A `.creds` file (JWT and NKey seed).
+    pub creds: Option<PathBuf>,
+    /// A token.
+    pub token: Option<String>,
+    /// A CA certificate to trust; implies TLS.
+    pub tls_ca: Option<PathBuf>,
+    /// How long a worker holds a step before it is given to another,
+    /// unless renewed.
+    pub lease: Duration,
+}
+
+async fn connect(options: &NatsOptions, name: &str) -> Result<async_nats::Client, NatsError> {
+    let fail = |reason: String| NatsError::Connect {
+        url: options.url.clone(),
+        reason,
+    };
+    let mut connect = async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect();
+    if let Some(creds) = &options.creds {
+        connect = connect
+            .credentials_file(creds)
+            .await
+            .map_err(|e| fail(format!("credentials `{}`: {e}", creds.display())))?;
+    }
+    if let Some(token) = &options.token {
+        connect = connect.token(token.clone());
+    }
+    if let Some(ca) = &options.tls_ca {
+        connect = connect.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let client = tokio::time::timeout(
+        Duration::from_secs(10),
+        connect.connect(options.url.as_str()),
+    )
+    .await
+    .map_err(|_| fail("no answer within 10 s".into()))?
+    .map_err(|e| fail(e.to_string()))?;
+    Ok(client)
+}
+
+/// Creates (or finds) the streams, the workers' consumer and the buckets.
+async fn setup(js: &jetstream::Context, lease: Duration) -> Result<Buckets, NatsError> {
+    let steps = js
+        .get_or_create_stream(stream::Config {
+            name: STEPS.into(),
+            subjects: vec!["dynhost.steps.>".into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await
+        .map_err(js_error)?;
+    steps
+        .get_or_create_consumer(
+            WORKERS,
+            consumer::pull::Config {
+                durable_name: Some(WORKERS.into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: lease,
+                max_ack_pending: 100_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map(|_: consumer::PullConsumer| ())
+        .map_err(js_error)?;
+    js.get_or_create_stream(stream::Config {
+        name: EVENTS.into(),
+        subjects: vec!["dynhost.events.>".into()],
+        max_age: Duration::from_secs(24 * 3600),
+        ..Default::default()
+    })
+    .await
+    .map_err(js_error)?;
+    let bucket = |name: &str| object_store::Config {
+        bucket: name.into(),
+        ..Default::default()
+    };
+    let mut stores = Vec::new();
+    for name in [PLANS, COMPONENTS, VALUES] {
+        let store = match js.get_object_store(name).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_object_store(bucket(name))
+                .await
+                .map_err(js_error)?,
+        };
+        stores.push(store);
+    }
+    let values = stores.pop().expect("three buckets");
+    let components = stores.pop().expect("three buckets");
+    let plans = stores.pop().expect("three buckets");
+    Ok(Buckets {
+        plans,
+        components,
+        values,
+    })
+}
+
+#[derive(Clone)]
+struct Buckets {
+    plans: object_store::ObjectStore,
+    components: object_store::ObjectStore,
+    values: object_store::ObjectStore,
+}
+
+async fn get_object(store: &object_store::ObjectStore, name: &str) -> Result<Vec<u8>, String> {
+    let mut object = store.get(name).await.map_err(|e| format!("{name}: {e}"))?;
+    let mut bytes = Vec::new();
+    object
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| format!("{name}: {e}"))?;
+    Ok(bytes)
+}
+
+async fn put_object(
+    store: &object_store::ObjectStore,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), String> {
+    if store.info(name).await.is_ok() {
+        return Ok(());
+    }
+    let mut reader = bytes;
+    store
+        .put(name, &mut reader)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{name}: {e}"))
+}
+
+/// Values over the inline size, in the `dynhost-values` bucket by digest.
+struct Values {
+    store: object_store::ObjectStore,
+    handle: tokio::runtime::Handle,
+}
+
+impl BlobStore for Values {
+    fn put(&mut self, bytes: &[u8]) -> Result<String, String> {
+        let digest = format!("sha256:{}", crate::store::hash_bytes(bytes));
+        let name = digest.replace(':', "-");
+        self.handle
+            .block_on(put_object(&self.store, &name, bytes))?;
+        Ok(digest)
+    }
+
+    fn get(&mut self, digest: &str) -> Result<Vec<u8>, String> {
+        let name = digest.replace(':', "-");
+        self.handle.block_on(get_object(&self.store, &name))
+    }
+}
+
+/// A new epoch: this coordinator process's mark on the subjects it uses.
+fn new_epoch() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    format!("{now}x{}", std::process::id())
+}
+
+/// The coordinator's side: publishes steps, reads events.
+pub(crate) struct NatsTransport<'p> {
+    runtime: tokio::runtime::Runtime,
+    js: jetstream::Context,
+    plan: &'p Plan,
+    run_id: String,
+    digests: Vec<String>,
+    steps_subject: String,
+    values: Values,
+    events: crossbeam_channel::Receiver<(bool, bytes::Bytes)>,
+    /// Steps handed over and not yet ended.
+    capacity: usize,
+}
+
+impl<'p> NatsTransport<'p> {
+    /// Connects, publishes the locked plan and the components, and starts
+    /// reading this epoch's events.
+    ///
+    /// # Errors
+    /// [`NatsError`] if the server cannot be reached or JetStream is off.
+    pub fn start(
+        options: &NatsOptions,
+        plan: &'p Plan,
+        components: &[OpComponent],
+        run_id: &str,
+        locked_plan: &str,
+        capacity: usize,
+    ) -> Result<Self, NatsError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name("dynhost-nats")
+            .build()
+            .map_err(|e| NatsError::JetStream(e.to_string()))?;
+        let epoch = new_epoch();
+        let (tx, events) = crossbeam_channel::unbounded();
+        let (js, buckets) = runtime.block_on(async {
+            let client = connect(options, &format!("dynhost run {run_id}")).await?;
+            let js = jetstream::new(client);
+            let buckets = setup(&js, options.lease).await?;
+            put_object(
+                &buckets.plans,
+                &format!("{run_id}.{epoch}"),
+                locked_plan.as_bytes(),
+            )
+            .await
+            .map_err(NatsError::JetStream)?;
+            for (op, component) in plan.ops.iter().zip(components) {
+                let bytes = std::fs::read(&op.component).map_err(|e| {
+                    NatsError::JetStream(format!("cannot read `{}`: {e}", op.component.display()))
+                })?;
+                put_object(
+                    &buckets.components,
+                    &format!("sha256-{}", component.hash),
+                    &bytes,
+                )
+                .await
+                .map_err(NatsError::JetStream)?;
+            }
+            let events = js.get_stream(EVENTS).await.map_err(js_error)?;
+            let reader = events
+                .create_consumer(consumer::pull::OrderedConfig {
+                    filter_subject: format!("dynhost.events.{run_id}.{epoch}.>"),
+                    ..Default::default()
+                })
+                .await
+                .map_err(js_error)?;
+            let mut messages = reader.messages().await.map_err(js_error)?;
+            tokio::spawn(async move {
+                while let Some(Ok(message)) = messages.next().await {
+                    let done = message.subject.ends_with(".done");
+                    if tx.send((done, message.payload.clone())).is_err() {
+                        break;
+                    }
+                }
+            });
+            Ok::<_, NatsError>((js, buckets))
+        })?;
+        let handle = runtime.handle().clone();
+        Ok(Self {
+            values: Values {
+                store: buckets.values,
+                handle,
+            },
+            runtime,
+            js,
+            plan,
+            run_id: run_id.to_owned(),
+            digests: components
+                .iter()
+                .map(|c| format!("sha256:{}", c.hash))
+                .collect(),
+            steps_subject: format!("dynhost.steps.{run_id}.{epoch}"),
+            events,
+            capacity,
+        })
+    }
+
+    fn decode(&mut self, done: bool, payload: &[u8]) -> Result<StepEvent, wire::WireError> {
+        if done {
+            wire::decode::<FinishedMsg>(payload)?.event(self.plan, &mut self.values)
+        } else {
+            wire::decode::<ItemMsg>(payload)?.event(self.plan, &mut self.values)
+        }
+    }
+}
+
+impl Transport for NatsTransport<'_> {
+    fn capacity(&self, _ready: usize) -> usize {
+        self.capacity
+    }
+
+    fn submit(&mut self, steps: Vec<StepRequest>) {
+        let mut messages = Vec::with_capacity(steps.len());
+        for request in &steps {
+            let digest = &self.digests[request.step.op];
+            match StepMsg::new(&self.run_id, self.plan, digest, request, &mut self.values) {
+                Ok(msg) => messages.push(wire::encode(&msg)),
+                Err(e) => tracing::error!("cannot send a step: {e}"),
+            }
+        }
+        let js = self.js.clone();
+        let subject = self.steps_subject.clone();
+        self.runtime.block_on(async move {
+            let mut acks = Vec::with_capacity(messages.len());
+            for payload in messages {
+                match js.publish(subject.clone(), payload.into()).await {
+                    Ok(ack) => acks.push(ack),
+                    Err(e) => tracing::error!("cannot publish a step: {e}"),
+                }
+            }
+            for ack in acks {
+                if let Err(e) = ack.await {
+                    tracing::error!("a step was not stored by JetStream: {e}");
+                }
+            }
+        });
+    }
+
+    fn wait(&mut self, timeout: Duration, events: &mut Vec<StepEvent>) -> Woke {
+        let first = if timeout.is_zero() {
+            match self.events.try_recv() {
+                Ok(first) => first,
+                Err(crossbeam_channel::TryRecvError::Empty) => return Woke::Quiet,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return Woke::Closed,
+            }
+        } else {
+            match self
+                .events
+                .recv_timeout(timeout.min(Duration::from_secs(3600)))
+            {
+                Ok(first) => first,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => return Woke::Looked,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Woke::Closed,
+            }
+        };
+        let mut next = Some(first);
+        while let Some((done, payload)) = next.take().or_else(|| self.events.try_recv().ok()) {
+            match self.decode(done, &payload) {
+                Ok(event) => events.push(event),
+                Err(e) => tracing::warn!("ignoring an event: {e}"),
+            }
+        }
+        Woke::Looked
+    }
+
+    fn stop(&mut self) -> usize {
+        let js = self.js.clone();
+        let subject = self.steps_subject.clone();
+        self.runtime.block_on(async move {
+            if let Ok(steps) = js.get_stream(STEPS).await {
+                let _ = steps.purge().filter(subject).await;
+            }
+        });
+        // Steps running remotely are not waited for: an interrupted run
+        // records none of them, and `resume` runs them again.
+        usize::MAX
+    }
+}
+
+/// Steps handed to NATS and not yet ended, at most: enough to keep dozens
+/// of workers busy, few enough that the stream stays small.
+const IN_FLIGHT: usize = 4096;
+
+/// Refuses a plan whose ops read the coordinator's disk: a remote worker
+/// would not see the same files, and results must not differ silently.
+///
+/// # Errors
+/// [`NatsError::Mounts`] naming the first such op.
+pub fn check_plan(plan: &Plan) -> Result<(), NatsError> {
+    match plan.ops.iter().find(|op| !op.policy.mounts.is_empty()) {
+        Some(op) => Err(NatsError::Mounts {
+            file: plan.job_file.clone(),
+            op: op.name.clone(),
+            guest: op.policy.mounts[0].guest.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Runs every step of `plan` on `dynhost worker`s reached through NATS;
+/// this process coordinates (scheduling, store, progress) as for a local
+/// run. `locked_plan` is the plan with components by digest (what the
+/// workers run).
+///
+/// # Errors
+/// [`NatsError`] if the plan cannot run remotely or the server cannot be used.
+pub fn run(
+    plan: &Plan,
+    components: &[OpComponent],
+    options: &crate::exec::RunOptions,
+    storage: crate::exec::Storage,
+    observer: &mut dyn FnMut(crate::exec::RunEvent<'_>),
+    nats: &NatsOptions,
+    locked_plan: &str,
+) -> Result<crate::exec::RunResult, NatsError> {
+    check_plan(plan)?;
+    let mut transport = NatsTransport::start(
+        nats,
+        plan,
+        components,
+        &options.run_id,
+        locked_plan,
+        IN_FLIGHT,
+    )?;
+    let hashes: Vec<&str> = components.iter().map(|c| c.hash.as_str()).collect();
+    Ok(crate::exec::run_on(
+        plan,
+        &hashes,
+        options,
+        storage,
+        observer,
+        &mut transport,
+    ))
+}
+
+/// What `dynhost worker` is given.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// The server and lease.
+    pub nats: NatsOptions,
+    /// Steps run at once.
+    pub max_concurrent: usize,
+    /// Shown in NATS's connection list.
+    pub name: String,
+    /// Where components and their compiled forms are cached.
+    pub cache_dir: PathBuf,
+}
+
+/// One run as a worker knows it: its plan, runtime and loaded components.
+struct RunContext {
+    plan: Plan,
+    runtime: Runtime,
+    components: Vec<Option<OpComponent>>,
+    digests: Vec<String>,
+}
+
+/// `dynhost worker`: pulls steps and runs them until killed.
+///
+/// # Errors
+/// [`NatsError`] if the server cannot be reached or JetStream is off.
+pub fn work(options: &WorkerOptions) -> Result<(), NatsError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("dynhost-worker-io")
+        .build()
+        .map_err(|e| NatsError::JetStream(e.to_string()))?;
+    runtime.block_on(work_async(options))
+}
+
+async fn work_async(options: &WorkerOptions) -> Result<(), NatsError> {
+    let client = connect(&options.nats, &options.name).await?;
+    let js = jetstream::new(client);
+    let buckets = setup(&js, options.nats.lease).await?;
+    let steps = js.get_stream(STEPS).await.map_err(js_error)?;
+    let consumer: consumer::PullConsumer = steps.get_consumer(WORKERS).await.map_err(js_error)?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(options.max_concurrent.max(1)));
+    let runs: Arc<tokio::sync::Mutex<std::collections::HashMap<String, Arc<RunContext>>>> =
+        Arc::default();
+    std::fs::create_dir_all(&options.cache_dir).map_err(|e| {
+        NatsError::JetStream(format!(
+            "cannot create `{}`: {e}",
+            options.cache_dir.display()
+        ))
+    })?;
+    eprintln!(
+        "dynhost worker `{}`: pulling steps from {} ({} at once)",
+        options.name, options.nats.url, options.max_concurrent
+    );
+    loop {
+        let permit = slots.clone().acquire_owned().await.map_err(js_error)?;
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await
+            .map_err(js_error)?;
+        let Some(message) = batch.next().await else {
+            continue;
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!("fetching a step: {e}");
+                continue;
+            }
+        };
+        let js = js.clone();
+        let buckets = buckets.clone();
+        let runs = runs.clone();
+        let options = options.clone();
+        tokio::spawn(async move {
+            if let Err(e) = run_message(&js, &buckets, &runs, &options, &message).await {
+                tracing::error!("step message on {}: {e}", message.subject);
+                eprintln!("dynhost worker: {e}");
+                // Refused for good: never delivered again to anyone.
+                let _ = message.ack_with(jetstream::AckKind::Term).await;
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn run_message(
+    js: &jetstream::Context,
+    buckets: &Buckets,
+    runs: &tokio::sync::Mutex<std::collections::HashMap<String, Arc<RunContext>>>,
+    options: &WorkerOptions,
+    message: &jetstream::Message,
+) -> Result<(), String> {
+    // dynhost.steps.RUN.EPOCH
+    let parts: Vec<&str> = message.subject.split('.').collect();
+    let [_, _, run_id, epoch] = parts.as_slice() else {
+        return Err(format!("unexpected subject {}", message.subject));
+    };
+    let msg: StepMsg = wire::decode(&message.payload).map_err(|e| e.to_string())?;
+    let context = {
+        let mut runs = runs.lock().await;
+        let key = format!("{run_id}.{epoch}");
+        match runs.get(&key) {
+            Some(context) => context.clone(),
+            None => {
+                let context = Arc::new(load_run(buckets, &key, options).await?);
+                runs.insert(key, context.clone());
+                context
+            }
+        }
+    };
+    let plan = &context.plan;
+    let op = plan
+        .op_id(&msg.op)
+        .ok_or_else(|| format!("the locked plan has no op `{}`", msg.op))?;
+    if context.digests[op] != msg.component {
+        return Err(format!(
+            "step of `{}` names component {}, the locked plan {}; refusing it",
+            msg.op, msg.component, context.digests[op]
+        ));
+    }
+    let component = context.components[op]
+        .clone()
+        .ok_or_else(|| format!("component of `{}` is not loaded", msg.op))?;
+    let handle = tokio::runtime::Handle::current();
+    let events_prefix = format!("dynhost.events.{run_id}.{epoch}");
+    // Keep the lease while the step runs.
+    let renew = {
+        let every = options.nats.lease / 3;
+        let message = message.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if message
+                    .ack_with(jetstream::AckKind::Progress)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        })
+    };
+    let (item_tx, mut item_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let publisher = {
+        let js = js.clone();
+        let subject = format!("{events_prefix}.item");
+        tokio::spawn(async move {
+            while let Some(payload) = item_rx.recv().await {
+                match js.publish(subject.clone(), payload.into()).await {
+                    Ok(ack) => {
+                        if let Err(e) = ack.await {
+                            tracing::error!("an item was not stored: {e}");
+                        }
+                    }
+                    Err(e) => tracing::error!("cannot publish an item: {e}"),
+                }
+            }
+        })
+    };
+    let context2 = context.clone();
+    let values_store = buckets.values.clone();
+    let run_id_owned = (*run_id).to_owned();
+    let finished = tokio::task::spawn_blocking(move || {
+        let context = context2;
+        let mut values = Values {
+            store: values_store,
+            handle,
+        };
+        let request = msg
+            .request(&context.plan, &mut values)
+            .map_err(|e| e.to_string())?;
+        let sink = Box::new(PublishSink {
+            run_id: run_id_owned.clone(),
+            context: context.clone(),
+            step: request.step.clone(),
+            attempt: request.attempt,
+            seq: 0,
+            values: Values {
+                store: values.store.clone(),
+                handle: values.handle.clone(),
+            },
+            tx: item_tx,
+        });
+        let op = &context.plan.ops[request.step.op];
+        let name: Arc<str> = Arc::from(op.name.as_str());
+        let input_names: Vec<String> = op.inputs.iter().map(|i| i.name.clone()).collect();
+        let call = crate::runtime::StepCall {
+            run_id: &run_id_owned,
+            op: &name,
+            keys: &request.step.keys,
+            config_json: &op.config_json,
+            input_names: &input_names,
+        };
+        let report = context
+            .runtime
+            .run_step(&component, &op.policy, &call, request.inputs, sink);
+        FinishedMsg::new(
+            &run_id_owned,
+            &context.plan,
+            &request.step,
+            request.attempt,
+            &report,
+            &mut values,
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    // Every item is stored before the end is, and the end before the ack.
+    let _ = publisher.await;
+    js.publish(
+        format!("{events_prefix}.done"),
+        wire::encode(&finished).into(),
+    )
+    .await
+    .map_err(|e| e.to_string())?
+    .await
+    .map_err(|e| e.to_string())?;
+    renew.abort();
+    message.double_ack().await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Sends a running step's items to the publisher task.
+struct PublishSink {
+    run_id: String,
+    context: Arc<RunContext>,
+    step: crate::exec::StepId,
+    attempt: u32,
+    seq: u64,
+    values: Values,
+    tx: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+}
+
+impl crate::runtime::EmitSink for PublishSink {
+    fn emit(
+        &mut self,
+        output: usize,
+        key: crate::key::MappingKey,
+        value: Vec<u8>,
+        metadata: Option<Box<str>>,
+    ) {
+        let item = crate::exec::worker::Emitted {
+            step: self.step.clone(),
+            output,
+            key,
+            value,
+            metadata,
+        };
+        let seq = self.seq;
+        self.seq += 1;
+        let plan = &self.context.plan;
+        match ItemMsg::new(
+            &self.run_id,
+            plan,
+            self.attempt,
+            seq,
+            &item,
+            &mut self.values,
+        ) {
+            Ok(msg) => {
+                let _ = self.tx.send(wire::encode(&msg));
+            }
+            Err(e) => tracing::error!("cannot send an item: {e}"),
+        }
+    }
+}
+
+/// Fetches a run's locked plan and components, and loads them.
+async fn load_run(
+    buckets: &Buckets,
+    key: &str,
+    options: &WorkerOptions,
+) -> Result<RunContext, String> {
+    let text = get_object(&buckets.plans, key).await?;
+    let locked = Locked::from_json(&text)?;
+    let plan = locked.plan;
+    let runtime = Runtime::new(&RuntimeConfig {
+        max_instances: u32::try_from(options.max_concurrent.max(1)).unwrap_or(u32::MAX),
+        max_memory_bytes: plan.max_memory_bytes(),
+        cache_dir: Some(options.cache_dir.join("compiled")),
+        max_wasm_stack_bytes: plan.stack_bytes(),
+        enable_fuel: plan.ops.iter().any(|op| op.policy.limits.fuel.is_some()),
+        fast_compile: false,
+    })
+    .map_err(|e| e.to_string())?;
+    let mut components = Vec::new();
+    let mut digests = Vec::new();
+    for (op, locked) in plan.ops.iter().zip(&locked.components) {
+        let hex = locked.digest.trim_start_matches("sha256:");
+        let path = options.cache_dir.join(format!("{hex}.wasm"));
+        if !path.is_file() {
+            let bytes = get_object(&buckets.components, &format!("sha256-{hex}")).await?;
+            if crate::store::hash_bytes(&bytes) != hex {
+                return Err(format!(
+                    "component of `{}` does not match its digest",
+                    op.name
+                ));
+            }
+            std::fs::write(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        let component = runtime.load(&path).map_err(|e| e.to_string())?;
+        components.push(Some(component));
+        digests.push(locked.digest.clone());
+    }
+    Ok(RunContext {
+        plan,
+        runtime,
+        components,
+        digests,
+    })
+}
