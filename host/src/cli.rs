@@ -275,6 +275,9 @@ struct JobArgs {
 struct ValidateArgs {
     /// The job file.
     job: PathBuf,
+    /// Also check that every op can run on remote workers (`run --nats`).
+    #[arg(long)]
+    remote: bool,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -341,6 +344,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run_job(&args),
         Command::Validate(args) => {
             let plan = dynhost::load_plan_with(&args.job, &args.config.overrides())?;
+            if args.remote {
+                dynhost::nats::check_plan(&plan)?;
+            }
             let runtime = Runtime::new(&runtime_config(&plan, 1, false, false))?;
             dynhost::load_components_with(&runtime, &plan, &mut say_compiling)?;
             note!("{}: ok ({} ops)", args.job.display(), plan.ops.len());
@@ -575,6 +581,9 @@ fn execute(
         args.no_cache,
         args.fast_compile,
     ))?;
+    if args.nats.nats.is_some() {
+        dynhost::nats::check_plan(plan)?;
+    }
     let components = dynhost::load_components_with(&runtime, plan, &mut say_compiling)?;
     let run = &RunRecord {
         plan: dynhost::plan::lock::lock(plan, &components).to_json(),

@@ -609,6 +609,22 @@ async fn run_message(
     let component = context.components[op]
         .clone()
         .ok_or_else(|| format!("component of `{}` is not loaded", msg.op))?;
+    if let Ok(info) = message.info()
+        && info.delivered > 1
+    {
+        eprintln!(
+            "dynhost worker `{}`: running {} again (delivery {}: the worker that had it stopped renewing its lease)",
+            options.name,
+            crate::key::step_name(
+                &msg.op,
+                &msg.keys
+                    .iter()
+                    .filter_map(|k| crate::key::MappingKey::parse(k).ok())
+                    .collect::<Vec<_>>()
+            ),
+            info.delivered
+        );
+    }
     let handle = tokio::runtime::Handle::current();
     let events_prefix = format!("dynhost.events.{run_id}.{epoch}");
     // Keep the lease while the step runs.

@@ -16,6 +16,7 @@ mod init;
 mod interrupt;
 mod limits;
 mod mapping;
+mod nats;
 mod outputs;
 mod progress;
 mod resume;

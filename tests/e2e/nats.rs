@@ -1,0 +1,287 @@
+//! Issue 13: steps on `dynhost worker`s through a real `nats-server -js`,
+//! started by each test on a free loopback port with its own store
+//! directory. `tests/toolchains.sh` installs the server; set
+//! `DYNHOST_SKIP_NATS=1` to skip these tests on a machine without it.
+
+use crate::support::{TestJob, command, dynhost_within};
+use serde_json::Value;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `nats-server -js` for one test, stopped when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    _store: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Option<Self> {
+        if std::env::var_os("DYNHOST_SKIP_NATS").is_some() {
+            return None;
+        }
+        let store = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "nats-server is not installed: run tests/toolchains.sh, or set DYNHOST_SKIP_NATS=1",
+            );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Self {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _store: store,
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `dynhost worker`, killed (SIGKILL) when dropped.
+struct Worker(Child);
+
+impl Worker {
+    fn start(dir: &std::path::Path, url: &str, name: &str, lease: &str) -> Self {
+        Self::start_logging(dir, url, name, lease, Stdio::null())
+    }
+
+    fn start_logging(
+        dir: &std::path::Path,
+        url: &str,
+        name: &str,
+        lease: &str,
+        stderr: impl Into<Stdio>,
+    ) -> Self {
+        let child = command(
+            dir,
+            &[
+                "worker",
+                "--nats",
+                url,
+                "--max-concurrent",
+                "2",
+                "--name",
+                name,
+                "--lease-secs",
+                lease,
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start a worker");
+        Worker(child)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn job(keys: usize, sleep_ms: u64) -> String {
+    let emit: Vec<String> = (0..keys)
+        .map(|i| format!("{{ key = \"k{i}\", value = {sleep_ms} }}"))
+        .collect();
+    format!(
+        r#"name = "remote"
+[ops.emit]
+component = "{{probe}}"
+dynamic = true
+config.emit = [{}]
+[ops.work]
+component = "{{probe}}"
+inputs.v = {{ map = "emit" }}
+config.sleep_ms_input = "v"
+outputs.size = {{ plain = true }}
+config.set_outputs = {{ size = 3 }}
+[ops.all]
+component = "{{probe}}"
+inputs.vs = {{ collect = "work" }}
+[ops.sizes]
+component = "{{probe}}"
+inputs.s = {{ collect = "work.size" }}
+"#,
+        emit.join(", ")
+    )
+}
+
+/// What a run recorded: (op, keys) of every succeeded attempt.
+fn succeeded_attempts(job: &TestJob) -> Vec<(String, String)> {
+    let conn = rusqlite::Connection::open(job.dir().join(".dynhost/runs.db")).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT op, keys FROM attempts WHERE status = 'succeeded' ORDER BY op, keys")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn without_counters(value: &Value) -> String {
+    // The probe's per-instance counter is 1 for every fresh instance, here
+    // or on a worker; everything else must match exactly.
+    value.to_string()
+}
+
+#[test]
+fn a_run_through_nats_workers_equals_the_local_run() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let local = TestJob::new(&job(12, 0));
+    let here = local.run(&[]);
+    here.assert_code(0);
+
+    let remote = TestJob::new(&job(12, 0));
+    let _workers = [
+        Worker::start(remote.dir(), &server.url, "w1", "30"),
+        Worker::start(remote.dir(), &server.url, "w2", "30"),
+    ];
+    let there = dynhost_within(
+        remote.dir(),
+        &["run", "--json", "job.toml", "--nats", &server.url],
+        Duration::from_secs(120),
+    );
+    there.assert_code(0);
+    for step in ["all", "sizes"] {
+        assert_eq!(
+            without_counters(&there.output(step)),
+            without_counters(&here.output(step)),
+            "{step}"
+        );
+    }
+    // Recorded like a local run: every step once.
+    let attempts = succeeded_attempts(&remote);
+    assert_eq!(attempts.len(), 1 + 12 + 2, "{attempts:?}");
+}
+
+#[test]
+fn a_killed_workers_steps_run_on_another_after_the_lease() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let job = TestJob::new(&job(6, 1500));
+    let mut doomed = Worker::start(job.dir(), &server.url, "doomed", "2");
+    // The survivor joins once the doomed worker holds steps.
+    let run = command(
+        job.dir(),
+        &[
+            "run",
+            "--json",
+            "job.toml",
+            "--nats",
+            &server.url,
+            "--lease-secs",
+            "2",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start the run");
+    std::thread::sleep(Duration::from_millis(2500));
+    doomed.kill(); // SIGKILL, mid-step
+    let log = job.dir().join("survivor.log");
+    let _survivor = Worker::start_logging(
+        job.dir(),
+        &server.url,
+        "survivor",
+        "2",
+        std::fs::File::create(&log).unwrap(),
+    );
+    let started = Instant::now();
+    let pid = run.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(run.wait_with_output());
+    });
+    let Ok(output) = rx.recv_timeout(Duration::from_secs(90)) else {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+        panic!("the run did not finish within 90 s of the kill");
+    };
+    let output = output.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let survivor = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        survivor.contains("(delivery 2: the worker that had it stopped renewing its lease)"),
+        "the survivor ran no step of the killed worker again ({:?} after the kill):\n{survivor}",
+        started.elapsed()
+    );
+    // Every key succeeded, each recorded once, and the collect saw them all.
+    let attempts = succeeded_attempts(&job);
+    let work: Vec<_> = attempts.iter().filter(|(op, _)| op == "work").collect();
+    assert_eq!(work.len(), 6, "{attempts:?}");
+    let finished: Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["event"] == "run_finished")
+        .expect("run_finished");
+    let all = finished["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["step"] == "all")
+        .unwrap()["value"]
+        .clone();
+    assert_eq!(all["inputs"]["vs"]["items"].as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn ops_with_mounts_are_refused_with_nats_and_by_validate_remote() {
+    let job = TestJob::new(
+        r#"name = "mounted"
+[ops.read]
+component = "{probe}"
+mounts = [{ host = ".", guest = "/data" }]
+"#,
+    );
+    let out = dynhost_within(
+        job.dir(),
+        &["run", "job.toml", "--nats", "nats://127.0.0.1:1"],
+        Duration::from_secs(30),
+    );
+    out.assert_code(2);
+    let message = "op `read` has mounts (`/data`), which workers on other machines cannot see";
+    assert!(out.stderr.contains(message), "{}", out.stderr);
+    assert!(
+        !job.dir().join(".dynhost/runs.db").exists(),
+        "refused before anything is recorded"
+    );
+    let validate = crate::support::dynhost(job.dir(), &["validate", "--remote", "job.toml"]);
+    validate.assert_code(2);
+    assert!(validate.stderr.contains(message), "{}", validate.stderr);
+    crate::support::dynhost(job.dir(), &["validate", "job.toml"]).assert_code(0);
+}
