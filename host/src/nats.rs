@@ -306,6 +306,14 @@ impl<'p> NatsTransport<'p> {
                 .await
                 .map_err(NatsError::JetStream)?;
             }
+            // Steps an earlier coordinator of this run left queued (it died,
+            // and this is `resume`) would only run for nothing.
+            let steps = js.get_stream(STEPS).await.map_err(js_error)?;
+            steps
+                .purge()
+                .filter(format!("dynhost.steps.{run_id}.>"))
+                .await
+                .map_err(js_error)?;
             let events = js.get_stream(EVENTS).await.map_err(js_error)?;
             let reader = events
                 .create_consumer(consumer::pull::OrderedConfig {

@@ -285,3 +285,53 @@ mounts = [{ host = ".", guest = "/data" }]
     assert!(validate.stderr.contains(message), "{}", validate.stderr);
     crate::support::dynhost(job.dir(), &["validate", "job.toml"]).assert_code(0);
 }
+
+#[test]
+fn a_killed_coordinator_resumes_and_ignores_its_old_workers_messages() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let job = TestJob::new(&job(6, 1500));
+    let _worker = Worker::start(job.dir(), &server.url, "w", "30");
+    let mut run = command(
+        job.dir(),
+        &["run", "--json", "job.toml", "--nats", &server.url],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("start the run");
+    std::thread::sleep(Duration::from_millis(3500));
+    run.kill().unwrap(); // SIGKILL: steps are running on the worker
+    run.wait().unwrap();
+    let conn = rusqlite::Connection::open(job.dir().join(".dynhost/runs.db")).unwrap();
+    let id: String = conn
+        .query_row("SELECT id FROM runs", [], |r| r.get(0))
+        .unwrap();
+    let done_before = succeeded_attempts(&job).len();
+    assert!(done_before < 1 + 6 + 2, "the run ended before the kill");
+    // The worker finishes the dead coordinator's steps meanwhile; their
+    // results go to the old epoch and count for nothing.
+    let resumed = dynhost_within(
+        job.dir(),
+        &["resume", &id, "--json", "--nats", &server.url],
+        Duration::from_secs(120),
+    );
+    resumed.assert_code(0);
+    assert_eq!(
+        resumed.output("all")["inputs"]["vs"]["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+    let attempts = succeeded_attempts(&job);
+    let mut seen = std::collections::BTreeSet::new();
+    for step in &attempts {
+        assert!(
+            seen.insert(step.clone()),
+            "{step:?} recorded twice: {attempts:?}"
+        );
+    }
+    assert_eq!(attempts.len(), 1 + 6 + 2, "{attempts:?}");
+}
