@@ -17,6 +17,12 @@ struct Server {
 
 impl Server {
     fn start() -> Option<Self> {
+        Self::start_on("127.0.0.1")
+    }
+
+    /// A server listening on `address` (all addresses, for workers in
+    /// network namespaces); its URL still names loopback.
+    fn start_on(address: &str) -> Option<Self> {
         if std::env::var_os("DYNHOST_SKIP_NATS").is_some() {
             return None;
         }
@@ -27,7 +33,7 @@ impl Server {
             .unwrap()
             .port();
         let child = std::process::Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .args(["-js", "-a", address, "-p", &port.to_string(), "-sd"])
             .arg(store.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -334,4 +340,166 @@ fn a_killed_coordinator_resumes_and_ignores_its_old_workers_messages() {
         );
     }
     assert_eq!(attempts.len(), 1 + 6 + 2, "{attempts:?}");
+}
+
+/// Network namespaces with a veth pair each to the root namespace, removed
+/// when dropped (deleting a namespace deletes its end of the pair).
+struct Namespaces {
+    names: Vec<String>,
+}
+
+impl Namespaces {
+    /// `n` namespaces; namespace `i` reaches the root namespace at
+    /// `10.213.i.1` and is `10.213.i.2` itself.
+    fn create(n: usize) -> Self {
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .expect("run ip");
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {} (the multi-host test needs root and `ip netns`; set DYNHOST_SKIP_NETNS=1 to skip it)",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let pid = std::process::id() % 100_000;
+        let mut spaces = Self { names: Vec::new() };
+        for i in 1..=n {
+            let ns = format!("dh{pid}w{i}");
+            let host_end = format!("dh{pid}h{i}");
+            let ns_end = format!("dh{pid}n{i}");
+            ip(&["netns", "add", &ns]);
+            spaces.names.push(ns.clone());
+            ip(&[
+                "link", "add", &host_end, "type", "veth", "peer", "name", &ns_end,
+            ]);
+            ip(&["link", "set", &ns_end, "netns", &ns]);
+            ip(&["addr", "add", &format!("10.213.{i}.1/24"), "dev", &host_end]);
+            ip(&["link", "set", &host_end, "up"]);
+            ip(&[
+                "netns",
+                "exec",
+                &ns,
+                "ip",
+                "addr",
+                "add",
+                &format!("10.213.{i}.2/24"),
+                "dev",
+                &ns_end,
+            ]);
+            ip(&["netns", "exec", &ns, "ip", "link", "set", &ns_end, "up"]);
+            ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+        }
+        spaces
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.names {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .status();
+        }
+    }
+}
+
+/// Three workers, each in its own network namespace (its own "host"),
+/// reach the server over veth pairs; one is killed mid-run. The result
+/// equals the single-machine run, no key is lost, none is recorded twice.
+#[test]
+fn three_workers_on_three_hosts_survive_losing_one() {
+    if std::env::var_os("DYNHOST_SKIP_NETNS").is_some() {
+        return;
+    }
+    let Some(server) = Server::start_on("0.0.0.0") else {
+        return;
+    };
+    let port = server.url.rsplit(':').next().unwrap().to_owned();
+    let spaces = Namespaces::create(3);
+    let local = TestJob::new(&job(30, 300));
+    let here = local.run(&[]);
+    here.assert_code(0);
+
+    let job = TestJob::new(&job(30, 300));
+    let mut workers: Vec<Worker> = spaces
+        .names
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            let url = format!("nats://10.213.{}.1:{port}", i + 1);
+            let cmd = command(job.dir(), &[]);
+            let child = std::process::Command::new("ip")
+                .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_dynhost")])
+                .args([
+                    "worker",
+                    "--nats",
+                    &url,
+                    "--max-concurrent",
+                    "2",
+                    "--lease-secs",
+                    "2",
+                ])
+                .args(["--name", &format!("host{}", i + 1)])
+                .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+                .current_dir(job.dir())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start a worker in a namespace");
+            Worker(child)
+        })
+        .collect();
+    let run = command(
+        job.dir(),
+        &[
+            "run",
+            "--json",
+            "job.toml",
+            "--nats",
+            &server.url,
+            "--lease-secs",
+            "2",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start the run");
+    std::thread::sleep(Duration::from_millis(1500));
+    workers[0].kill(); // SIGKILL one host's worker mid-run
+    let pid = run.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(run.wait_with_output());
+    });
+    let Ok(output) = rx.recv_timeout(Duration::from_secs(120)) else {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+        panic!("the run did not finish within 120 s");
+    };
+    let output = output.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let there = crate::support::CliOutput {
+        code: 0,
+        stdout,
+        stderr: String::new(),
+    };
+    for step in ["all", "sizes"] {
+        assert_eq!(there.output(step), here.output(step), "{step}");
+    }
+    let attempts = succeeded_attempts(&job);
+    let mut seen = std::collections::BTreeSet::new();
+    for step in &attempts {
+        assert!(seen.insert(step.clone()), "{step:?} recorded twice");
+    }
+    assert_eq!(attempts.len(), 1 + 30 + 2, "no key lost: {attempts:?}");
 }
