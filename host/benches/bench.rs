@@ -69,6 +69,11 @@ fn main() {
         sandbox_vs_bare(&trivial, n);
         return;
     }
+    // `bench nats`: only the scale-out lines (needs nats-server).
+    if args.first().is_some_and(|a| a == "nats") {
+        nats(&trivial);
+        return;
+    }
     // `bench typed`: only the typed-values line.
     if args.first().is_some_and(|a| a == "typed") {
         typed(&trivial, n);
@@ -81,6 +86,7 @@ fn main() {
     cold_warm(&trivial);
     pipelining(&trivial);
     typed(&trivial, n);
+    nats(&trivial);
     if std::env::var_os("DYNHOST_SKIP_POLYGLOT").is_none() {
         polyglot();
     }
@@ -794,6 +800,189 @@ fn polyglot() {
             cpu.as_secs_f64() * 1e6 / KEYS as f64,
             cold_fast.as_secs_f64() * 1e3,
             cpu_fast.as_secs_f64() * 1e6 / KEYS as f64
+        );
+    }
+}
+
+/// A `nats-server -js` for the scale-out lines, stopped when dropped.
+struct NatsServer {
+    child: std::process::Child,
+    url: String,
+    _store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    fn start() -> Option<Self> {
+        let store = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Self {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _store: store,
+        })
+    }
+
+    fn options(&self, lease: Duration) -> dynhost::nats::NatsOptions {
+        dynhost::nats::NatsOptions {
+            url: self.url.clone(),
+            creds: None,
+            token: None,
+            tls_ca: None,
+            lease,
+        }
+    }
+
+    /// `n` `dynhost worker` processes with `slots` steps each.
+    fn workers(&self, n: usize, slots: usize, cache: &Path) -> Vec<KillOnDrop> {
+        (0..n)
+            .map(|i| {
+                KillOnDrop(
+                    Command::new(env!("CARGO_BIN_EXE_dynhost"))
+                        .args(["worker", "--nats", &self.url, "--lease-secs", "2"])
+                        .args(["--max-concurrent", &slots.to_string()])
+                        .args(["--name", &format!("bench-{i}")])
+                        .env("DYNHOST_CACHE_DIR", cache)
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .spawn()
+                        .unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One run through NATS; returns (wall, this process's CPU: the coordinator's).
+fn nats_run(plan: &Plan, nats: &dynhost::nats::NatsOptions) -> (Duration, Duration) {
+    let rt = runtime(plan, None);
+    let components = dynhost::load_components(&rt, plan).unwrap();
+    let locked = dynhost::plan::lock::lock(plan, &components).to_json();
+    let cpu = cpu_time();
+    let start = Instant::now();
+    let result = dynhost::nats::run(
+        plan,
+        &components,
+        &options(),
+        exec::Storage::default(),
+        &mut |_| {},
+        nats,
+        &locked,
+    )
+    .unwrap();
+    assert!(result.report.is_success());
+    (start.elapsed(), cpu_time() - cpu)
+}
+
+/// Benchmark 7 (issue 13): the coordinator's cost per step through NATS and
+/// the keys/s one coordinator can feed; throughput with 1, 2 and 3 workers
+/// on steps that wait (so two cores do not cap it); and the time from a
+/// worker's SIGKILL to its step finishing elsewhere.
+fn nats(trivial: &Path) {
+    let Some(server) = NatsServer::start() else {
+        println!("\n7. NATS scale-out: skipped (no nats-server; tests/toolchains.sh installs it)");
+        return;
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lease = Duration::from_secs(2);
+    println!(
+        "\n7. NATS scale-out (nats-server on loopback; workers are `dynhost worker` processes)"
+    );
+    {
+        let n = 3000;
+        let plan = job(dir.path(), &fan_job(trivial, n, ""));
+        let _workers = server.workers(3, 2, cache.path());
+        nats_run(&plan, &server.options(lease)); // warm: workers compile once
+        let (wall, cpu) = nats_run(&plan, &server.options(lease));
+        let per = cpu.as_secs_f64() * 1e6 / n as f64;
+        println!(
+            "   coordinator CPU {per:.1} us/key (trivial op, N = {n}, 3 workers x 2): {:.0} keys/s end to end; one coordinator core feeds at most ~{:.0} keys/s",
+            n as f64 / wall.as_secs_f64(),
+            1e6 / per
+        );
+    }
+    {
+        let n = 120;
+        let wait_us = 50_000;
+        let text = fan_job(trivial, n, "").replace(
+            "inputs.v = { map = \"emit\" }",
+            &format!("inputs.v = {{ map = \"emit\" }}\nconfig = {{ wait_us = {wait_us} }}"),
+        );
+        let plan = job(dir.path(), &text);
+        let mut base = 0.0;
+        let mut line = String::new();
+        for workers in 1..=3 {
+            let _workers = server.workers(workers, 4, cache.path());
+            nats_run(&plan, &server.options(lease));
+            let (wall, _) = nats_run(&plan, &server.options(lease));
+            let rate = n as f64 / wall.as_secs_f64();
+            if workers == 1 {
+                base = rate;
+            }
+            line.push_str(&format!(
+                "{workers} worker(s) {rate:.1} keys/s ({:.0}% of linear); ",
+                100.0 * rate / (base * workers as f64)
+            ));
+        }
+        println!(
+            "   scaling, {n} steps waiting {} ms, 4 slots per worker: {line}",
+            wait_us / 1000
+        );
+    }
+    {
+        let text = fan_job(trivial, 1, "").replace(
+            "inputs.v = { map = \"emit\" }",
+            "inputs.v = { map = \"emit\" }\nconfig = { wait_us = 4000000 }",
+        );
+        let plan = job(dir.path(), &text);
+        let mut doomed = server.workers(1, 1, cache.path());
+        let options = server.options(lease);
+        let handle = std::thread::spawn(move || nats_run(&plan, &options));
+        // The step has run for about a second when its worker dies.
+        std::thread::sleep(Duration::from_millis(2000));
+        let killed = Instant::now();
+        doomed.clear();
+        let _survivor = server.workers(1, 1, cache.path());
+        let _ = handle.join();
+        println!(
+            "   worker death: {:.1} s from SIGKILL to its 4 s step finishing on another worker (lease {} s, renewed every {:.1} s; ideal: lease + 4 s)",
+            killed.elapsed().as_secs_f64(),
+            lease.as_secs(),
+            lease.as_secs_f64() / 3.0
         );
     }
 }

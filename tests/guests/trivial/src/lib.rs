@@ -1,7 +1,8 @@
 //! `trivial`: the cheapest possible op, for measuring dynhost's own per-key
 //! cost. With config `{"emit": N}` it emits N items keyed `k0`.. (each value
 //! padded to `"pad": B` bytes if given); otherwise it returns the first
-//! input's bytes (or nothing; only the first `"keep": B` bytes if given). No JSON library: config is
+//! input's bytes (or nothing; only the first `"keep": B` bytes if given;
+//! after waiting `"wait_us": N` if given). No JSON library: config is
 //! parsed by hand so the op's own work stays negligible.
 
 // Built against the first version of the WIT on purpose: the e2e suite runs
@@ -31,6 +32,11 @@ impl Guest for Trivial {
                 emit_dynamic(&format!("k{i}"), &value)?;
             }
             return Ok(n.to_string().into_bytes());
+        }
+        // `"wait_us": N`: a mapped step that waits N µs (time not spent on
+        // a core, for the scale-out benchmark).
+        if let Some(us) = number_after(&ctx.config, "\"wait_us\":") {
+            std::thread::sleep(std::time::Duration::from_micros(us));
         }
         let keep = number_after(&ctx.config, "\"keep\":").map_or(usize::MAX, |k| k as usize);
         Ok(match inputs.into_iter().next().map(|i| i.value) {
