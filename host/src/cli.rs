@@ -206,10 +206,6 @@ struct NatsArgs {
     /// URL (`nats://host:4222`); this process stays the coordinator.
     #[arg(long, value_name = "URL")]
     nats: Option<String>,
-    /// Seconds a worker holds a step without renewing its lease before the
-    /// step goes to another worker.
-    #[arg(long, default_value_t = 30.0, value_parser = progress_secs)]
-    lease_secs: f64,
     /// A NATS credentials file (`.creds`).
     #[arg(long, value_name = "FILE")]
     nats_creds: Option<PathBuf>,
@@ -229,7 +225,7 @@ impl NatsArgs {
             creds: self.nats_creds.clone(),
             token: self.nats_token.clone(),
             tls_ca: self.tls_ca.clone(),
-            lease: Duration::from_secs_f64(self.lease_secs),
+            lease: dynhost::nats::DEFAULT_LEASE,
         })
     }
 }
@@ -245,6 +241,14 @@ struct WorkerArgs {
     /// This worker's name, shown by the server [default: worker-PID].
     #[arg(long)]
     name: Option<String>,
+    /// A tag of this worker (repeatable, at most 4): it also runs the steps
+    /// of ops whose `placement` lists only tags it has.
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// Seconds this worker holds a step without renewing its lease before
+    /// the step goes to another worker (renewed every third of it).
+    #[arg(long, default_value_t = 30.0, value_parser = progress_secs)]
+    lease_secs: f64,
 }
 
 fn progress_secs(text: &str) -> Result<f64, String> {
@@ -278,6 +282,10 @@ struct ValidateArgs {
     /// Also check that every op can run on remote workers (`run --nats`).
     #[arg(long)]
     remote: bool,
+    /// Also check, against the workers connected to this NATS server, that
+    /// every op's `placement` is served (implies `--remote`).
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -344,8 +352,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run_job(&args),
         Command::Validate(args) => {
             let plan = dynhost::load_plan_with(&args.job, &args.config.overrides())?;
-            if args.remote {
+            if args.remote || args.nats.is_some() {
                 dynhost::nats::check_plan(&plan)?;
+            }
+            if let Some(url) = &args.nats {
+                let options = dynhost::nats::NatsOptions {
+                    url: url.clone(),
+                    creds: None,
+                    token: None,
+                    tls_ca: None,
+                    lease: dynhost::nats::DEFAULT_LEASE,
+                };
+                dynhost::nats::check_placement(&options, &plan)?;
             }
             let runtime = Runtime::new(&runtime_config(&plan, 1, false, false))?;
             dynhost::load_components_with(&runtime, &plan, &mut say_compiling)?;
@@ -403,10 +421,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Worker(args) => {
-            let nats = args
+            let mut nats = args
                 .nats
                 .options()
                 .ok_or_else(|| anyhow::anyhow!("`dynhost worker` needs `--nats URL`"))?;
+            nats.lease = Duration::from_secs_f64(args.lease_secs);
+            if args.tags.len() > dynhost::nats::MAX_TAGS {
+                anyhow::bail!(
+                    "a worker carries at most {} tags (`--tag`), not {}",
+                    dynhost::nats::MAX_TAGS,
+                    args.tags.len()
+                );
+            }
+            if let Some(bad) = args.tags.iter().find(|t| {
+                t.is_empty()
+                    || !t
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            }) {
+                anyhow::bail!("tag `{bad}` must be 1 or more of `A-Z a-z 0-9 _ -`");
+            }
             let max_concurrent = match args.max_concurrent {
                 Some(n) => n as usize,
                 None => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -420,6 +454,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cache_dir: cache_dir()
                     .unwrap_or_else(std::env::temp_dir)
                     .join("worker"),
+                tags: args.tags,
             })?;
             Ok(ExitCode::SUCCESS)
         }

@@ -2,8 +2,13 @@
 //! coordinator's [`Transport`] and the long-lived `dynhost worker`.
 //!
 //! - Steps go to the work-queue stream `DYNHOST_STEPS` on subject
-//!   `dynhost.steps.RUN.EPOCH`; every worker pulls from one shared durable
-//!   consumer, so each step goes to one worker at a time. A worker holds a
+//!   `dynhost.steps.RUN.EPOCH.PLACEMENT` (`any`, or the op's `placement`
+//!   tags joined by `+`). Workers pull from one shared durable consumer per
+//!   placement, each from those whose tags they all carry, so each step goes
+//!   to one matching worker at a time. Workers announce themselves (name,
+//!   tags, slots) on `dynhost.workers.NAME` in the stream `DYNHOST_WORKERS`
+//!   (last message per worker, kept for a few seconds unless refreshed), so
+//!   a run can refuse a placement no live worker matches. A worker holds a
 //!   step by its lease (the consumer's ack wait), renews it while the step
 //!   runs (in-progress acks), and acks it only after its end is stored: a
 //!   worker that dies mid-step lets the lease lapse and the step is
@@ -38,8 +43,14 @@ use tokio::io::AsyncReadExt;
 const STEPS: &str = "DYNHOST_STEPS";
 /// The stream of items and ends.
 const EVENTS: &str = "DYNHOST_EVENTS";
-/// The durable consumer every worker pulls steps from.
+/// The durable consumers workers pull steps from: one per placement.
 const WORKERS: &str = "dynhost-workers";
+/// The stream of live workers' announcements.
+const REGISTRY: &str = "DYNHOST_WORKERS";
+/// How long a worker's entry in the registry lives without a refresh.
+const REGISTRY_TTL: Duration = Duration::from_secs(15);
+/// Tags one worker may carry (it pulls from a consumer per subset of them).
+pub const MAX_TAGS: usize = 4;
 const PLANS: &str = "dynhost-plans";
 const COMPONENTS: &str = "dynhost-components";
 const VALUES: &str = "dynhost-values";
@@ -72,6 +83,20 @@ pub enum NatsError {
         /// Its first mount's guest path.
         guest: String,
     },
+    /// An op needs worker tags no live worker carries.
+    #[error(
+        "`{file}`: op `{op}` needs workers tagged {tags}, and no connected worker is; start one with `dynhost worker --nats URL{flags}`"
+    )]
+    NoWorker {
+        /// The job file.
+        file: PathBuf,
+        /// The op.
+        op: String,
+        /// Its placement.
+        tags: String,
+        /// `--tag` flags that would match.
+        flags: String,
+    },
     /// A JetStream call failed.
     #[error("NATS JetStream: {0}; the server must run with JetStream enabled (`nats-server -js`)")]
     JetStream(String),
@@ -93,7 +118,8 @@ pub struct NatsOptions {
     /// A CA certificate to trust; implies TLS.
     pub tls_ca: Option<PathBuf>,
     /// How long a worker holds a step before it is given to another,
-    /// unless renewed.
+    /// unless renewed (a worker's setting: the first worker of a placement
+    /// sets it for that placement's consumer).
     pub lease: Duration,
 }
 
@@ -128,29 +154,24 @@ async fn connect(options: &NatsOptions, name: &str) -> Result<async_nats::Client
 }
 
 /// Creates (or finds) the streams, the workers' consumer and the buckets.
-async fn setup(js: &jetstream::Context, lease: Duration) -> Result<Buckets, NatsError> {
-    let steps = js
+async fn setup(js: &jetstream::Context) -> Result<Buckets, NatsError> {
+    js.get_or_create_stream(stream::Config {
+        name: STEPS.into(),
+        subjects: vec!["dynhost.steps.>".into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        ..Default::default()
+    })
+    .await
+    .map_err(js_error)?;
+    let registry = js
         .get_or_create_stream(stream::Config {
-            name: STEPS.into(),
-            subjects: vec!["dynhost.steps.>".into()],
-            retention: stream::RetentionPolicy::WorkQueue,
+            name: REGISTRY.into(),
+            subjects: vec!["dynhost.workers.>".into()],
+            max_messages_per_subject: 1,
+            max_age: REGISTRY_TTL,
             ..Default::default()
         })
         .await
-        .map_err(js_error)?;
-    steps
-        .get_or_create_consumer(
-            WORKERS,
-            consumer::pull::Config {
-                durable_name: Some(WORKERS.into()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: lease,
-                max_ack_pending: 100_000,
-                ..Default::default()
-            },
-        )
-        .await
-        .map(|_: consumer::PullConsumer| ())
         .map_err(js_error)?;
     js.get_or_create_stream(stream::Config {
         name: EVENTS.into(),
@@ -182,11 +203,13 @@ async fn setup(js: &jetstream::Context, lease: Duration) -> Result<Buckets, Nats
         plans,
         components,
         values,
+        registry,
     })
 }
 
 #[derive(Clone)]
 struct Buckets {
+    registry: stream::Stream,
     plans: object_store::ObjectStore,
     components: object_store::ObjectStore,
     values: object_store::ObjectStore,
@@ -239,6 +262,82 @@ impl BlobStore for Values {
     }
 }
 
+/// The subject token and consumer suffix of a placement.
+fn placement_key(tags: &[String]) -> String {
+    if tags.is_empty() {
+        "any".to_owned()
+    } else {
+        tags.join("+")
+    }
+}
+
+/// What a worker says of itself in the registry.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Announcement {
+    name: String,
+    tags: Vec<String>,
+    slots: usize,
+}
+
+/// Refuses a plan with an op whose placement no live worker matches.
+async fn check_workers(registry: &stream::Stream, plan: &Plan) -> Result<(), NatsError> {
+    if plan.ops.iter().all(|op| op.placement.is_empty()) {
+        return Ok(());
+    }
+    let mut workers: Vec<Announcement> = Vec::new();
+    let reader = registry
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+            filter_subject: "dynhost.workers.>".into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(js_error)?;
+    let mut messages = reader.messages().await.map_err(js_error)?;
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(Duration::from_millis(300), messages.next()).await
+    {
+        if let Ok(worker) = serde_json::from_slice::<Announcement>(&message.payload) {
+            workers.push(worker);
+        }
+        if message.info().is_ok_and(|info| info.pending == 0) {
+            break;
+        }
+    }
+    for op in plan.ops.iter().filter(|op| !op.placement.is_empty()) {
+        let matches = workers
+            .iter()
+            .any(|w| op.placement.iter().all(|tag| w.tags.contains(tag)));
+        if !matches {
+            return Err(NatsError::NoWorker {
+                file: plan.job_file.clone(),
+                op: op.name.clone(),
+                tags: op.placement.join(", "),
+                flags: op.placement.iter().map(|t| format!(" --tag {t}")).collect(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks, against the live workers, that every op's placement is served.
+///
+/// # Errors
+/// [`NatsError::NoWorker`] naming the first op no worker can run, or a
+/// connection error.
+pub fn check_placement(options: &NatsOptions, plan: &Plan) -> Result<(), NatsError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| NatsError::JetStream(e.to_string()))?;
+    runtime.block_on(async {
+        let client = connect(options, "dynhost validate").await?;
+        let js = jetstream::new(client);
+        let buckets = setup(&js).await?;
+        check_workers(&buckets.registry, plan).await
+    })
+}
+
 /// A new epoch: this coordinator process's mark on the subjects it uses.
 fn new_epoch() -> String {
     let now = std::time::SystemTime::now()
@@ -254,7 +353,10 @@ pub(crate) struct NatsTransport<'p> {
     plan: &'p Plan,
     run_id: String,
     digests: Vec<String>,
+    /// `dynhost.steps.RUN.EPOCH`; each op's steps go to `.PLACEMENT` below it.
     steps_subject: String,
+    /// Per op: the last subject token, from its placement.
+    placements: Vec<String>,
     values: Values,
     events: crossbeam_channel::Receiver<(bool, bytes::Bytes)>,
     /// Steps handed over and not yet ended.
@@ -286,7 +388,8 @@ impl<'p> NatsTransport<'p> {
         let (js, buckets) = runtime.block_on(async {
             let client = connect(options, &format!("dynhost run {run_id}")).await?;
             let js = jetstream::new(client);
-            let buckets = setup(&js, options.lease).await?;
+            let buckets = setup(&js).await?;
+            check_workers(&buckets.registry, plan).await?;
             put_object(
                 &buckets.plans,
                 &format!("{run_id}.{epoch}"),
@@ -348,6 +451,11 @@ impl<'p> NatsTransport<'p> {
                 .map(|c| format!("sha256:{}", c.hash))
                 .collect(),
             steps_subject: format!("dynhost.steps.{run_id}.{epoch}"),
+            placements: plan
+                .ops
+                .iter()
+                .map(|op| placement_key(&op.placement))
+                .collect(),
             events,
             capacity,
         })
@@ -371,17 +479,20 @@ impl Transport for NatsTransport<'_> {
         let mut messages = Vec::with_capacity(steps.len());
         for request in &steps {
             let digest = &self.digests[request.step.op];
+            let subject = format!(
+                "{}.{}",
+                self.steps_subject, self.placements[request.step.op]
+            );
             match StepMsg::new(&self.run_id, self.plan, digest, request, &mut self.values) {
-                Ok(msg) => messages.push(wire::encode(&msg)),
+                Ok(msg) => messages.push((subject, wire::encode(&msg))),
                 Err(e) => tracing::error!("cannot send a step: {e}"),
             }
         }
         let js = self.js.clone();
-        let subject = self.steps_subject.clone();
         self.runtime.block_on(async move {
             let mut acks = Vec::with_capacity(messages.len());
-            for payload in messages {
-                match js.publish(subject.clone(), payload.into()).await {
+            for (subject, payload) in messages {
+                match js.publish(subject, payload.into()).await {
                     Ok(ack) => acks.push(ack),
                     Err(e) => tracing::error!("cannot publish a step: {e}"),
                 }
@@ -423,7 +534,7 @@ impl Transport for NatsTransport<'_> {
 
     fn stop(&mut self) -> usize {
         let js = self.js.clone();
-        let subject = self.steps_subject.clone();
+        let subject = format!("{}.>", self.steps_subject);
         self.runtime.block_on(async move {
             if let Ok(steps) = js.get_stream(STEPS).await {
                 let _ = steps.purge().filter(subject).await;
@@ -502,6 +613,8 @@ pub struct WorkerOptions {
     pub name: String,
     /// Where components and their compiled forms are cached.
     pub cache_dir: PathBuf,
+    /// Tags of this worker: it runs steps of ops whose `placement` it has.
+    pub tags: Vec<String>,
 }
 
 /// One run as a worker knows it: its plan, runtime and loaded components.
@@ -528,9 +641,77 @@ pub fn work(options: &WorkerOptions) -> Result<(), NatsError> {
 async fn work_async(options: &WorkerOptions) -> Result<(), NatsError> {
     let client = connect(&options.nats, &options.name).await?;
     let js = jetstream::new(client);
-    let buckets = setup(&js, options.nats.lease).await?;
+    let buckets = setup(&js).await?;
     let steps = js.get_stream(STEPS).await.map_err(js_error)?;
-    let consumer: consumer::PullConsumer = steps.get_consumer(WORKERS).await.map_err(js_error)?;
+    // One consumer per placement this worker serves: every subset of its
+    // tags, the most specific first (so a tagged worker prefers the steps
+    // only it can run).
+    let mut tags = options.tags.clone();
+    tags.sort();
+    tags.dedup();
+    let mut placements: Vec<Vec<String>> = (0..1u32 << tags.len())
+        .map(|mask| {
+            tags.iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, t)| t.clone())
+                .collect()
+        })
+        .collect();
+    placements.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    let mut consumers: Vec<consumer::PullConsumer> = Vec::new();
+    for placement in &placements {
+        let key = placement_key(placement);
+        let name = format!("{WORKERS}-{key}");
+        let consumer = steps
+            .get_or_create_consumer(
+                &name,
+                consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: format!("dynhost.steps.*.*.{key}"),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: options.nats.lease,
+                    max_ack_pending: 100_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(js_error)?;
+        consumers.push(consumer);
+    }
+    // Announce this worker while it lives.
+    {
+        let js = js.clone();
+        let announcement = serde_json::to_vec(&Announcement {
+            name: options.name.clone(),
+            tags: tags.clone(),
+            slots: options.max_concurrent,
+        })
+        .unwrap_or_default();
+        let key: String = options
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        tokio::spawn(async move {
+            let subject = format!("dynhost.workers.{key}");
+            loop {
+                if let Ok(ack) = js
+                    .publish(subject.clone(), announcement.clone().into())
+                    .await
+                {
+                    let _ = ack.await;
+                }
+                tokio::time::sleep(REGISTRY_TTL / 3).await;
+            }
+        });
+    }
     let slots = Arc::new(tokio::sync::Semaphore::new(options.max_concurrent.max(1)));
     let runs: Arc<tokio::sync::Mutex<std::collections::HashMap<String, Arc<RunContext>>>> =
         Arc::default();
@@ -541,28 +722,45 @@ async fn work_async(options: &WorkerOptions) -> Result<(), NatsError> {
         ))
     })?;
     eprintln!(
-        "dynhost worker `{}`: pulling steps from {} ({} at once)",
-        options.name, options.nats.url, options.max_concurrent
+        "dynhost worker `{}`: pulling steps from {} ({} at once{})",
+        options.name,
+        options.nats.url,
+        options.max_concurrent,
+        if tags.is_empty() {
+            String::new()
+        } else {
+            format!(", tags {}", tags.join(", "))
+        }
     );
+    // With several consumers, each is asked briefly in turn.
+    let wait = if consumers.len() == 1 {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_millis(200)
+    };
     loop {
         let permit = slots.clone().acquire_owned().await.map_err(js_error)?;
-        let mut batch = consumer
-            .fetch()
-            .max_messages(1)
-            .expires(Duration::from_secs(5))
-            .messages()
-            .await
-            .map_err(js_error)?;
-        let Some(message) = batch.next().await else {
-            continue;
-        };
-        let message = match message {
-            Ok(message) => message,
-            Err(e) => {
-                tracing::warn!("fetching a step: {e}");
-                continue;
+        let mut found = None;
+        while found.is_none() {
+            for consumer in &consumers {
+                let mut batch = consumer
+                    .fetch()
+                    .max_messages(1)
+                    .expires(wait)
+                    .messages()
+                    .await
+                    .map_err(js_error)?;
+                match batch.next().await {
+                    Some(Ok(message)) => {
+                        found = Some(message);
+                        break;
+                    }
+                    Some(Err(e)) => tracing::warn!("fetching a step: {e}"),
+                    None => {}
+                }
             }
-        };
+        }
+        let Some(message) = found else { continue };
         let js = js.clone();
         let buckets = buckets.clone();
         let runs = runs.clone();
@@ -586,9 +784,9 @@ async fn run_message(
     options: &WorkerOptions,
     message: &jetstream::Message,
 ) -> Result<(), String> {
-    // dynhost.steps.RUN.EPOCH
+    // dynhost.steps.RUN.EPOCH.PLACEMENT
     let parts: Vec<&str> = message.subject.split('.').collect();
-    let [_, _, run_id, epoch] = parts.as_slice() else {
+    let [_, _, run_id, epoch, _] = parts.as_slice() else {
         return Err(format!("unexpected subject {}", message.subject));
     };
     let msg: StepMsg = wire::decode(&message.payload).map_err(|e| e.to_string())?;
@@ -617,6 +815,12 @@ async fn run_message(
     let component = context.components[op]
         .clone()
         .ok_or_else(|| format!("component of `{}` is not loaded", msg.op))?;
+    tracing::debug!(
+        "worker `{}` runs a step of `{}` {:?}",
+        options.name,
+        msg.op,
+        msg.keys
+    );
     if let Ok(info) = message.info()
         && info.delivered > 1
     {

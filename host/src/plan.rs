@@ -94,6 +94,9 @@ pub struct PlannedOp {
     /// Whether a stored success with the same component, config and inputs
     /// is reused instead of running.
     pub cache: bool,
+    /// Worker tags its steps need on remote workers, sorted.
+    #[serde(default)]
+    pub placement: Vec<String>,
 }
 
 /// A named plain output of an op (`outputs.NAME = { plain = true }`).
@@ -344,6 +347,12 @@ impl Plan {
                 policy,
                 retry,
                 cache: op_spec.cache,
+                placement: {
+                    let mut tags = op_spec.placement.clone();
+                    tags.sort();
+                    tags.dedup();
+                    tags
+                },
             });
         }
         Ok(Plan {
@@ -585,6 +594,9 @@ impl Resolver<'_> {
             }
             for plain in plain_outputs(op) {
                 check_name("plain output", &plain.name).map_err(invalid)?;
+            }
+            for tag in &op.placement {
+                check_name("placement tag", tag).map_err(invalid)?;
             }
             if matches!(&op.dynamic, Some(DynamicSpec::Names(n)) if n.is_empty()) {
                 return Err(invalid(

@@ -94,6 +94,10 @@ pub struct OpSpec {
     /// are the same (memoization).
     #[serde(default)]
     pub cache: bool,
+    /// Worker tags a step of this op needs (`run --nats`): it runs only on
+    /// `dynhost worker`s started with every one of them (`--tag gpu`).
+    #[serde(default)]
+    pub placement: Vec<String>,
     /// What the op does, for `plan`, `show` and the summary.
     pub description: Option<String>,
     /// A JSON Schema for `config` (inline, or a `.json`/`.toml` file beside

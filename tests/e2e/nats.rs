@@ -196,15 +196,7 @@ fn a_killed_workers_steps_run_on_another_after_the_lease() {
     // The survivor joins once the doomed worker holds steps.
     let run = command(
         job.dir(),
-        &[
-            "run",
-            "--json",
-            "job.toml",
-            "--nats",
-            &server.url,
-            "--lease-secs",
-            "2",
-        ],
+        &["run", "--json", "job.toml", "--nats", &server.url],
     )
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
@@ -453,15 +445,7 @@ fn three_workers_on_three_hosts_survive_losing_one() {
         .collect();
     let run = command(
         job.dir(),
-        &[
-            "run",
-            "--json",
-            "job.toml",
-            "--nats",
-            &server.url,
-            "--lease-secs",
-            "2",
-        ],
+        &["run", "--json", "job.toml", "--nats", &server.url],
     )
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
@@ -502,4 +486,90 @@ fn three_workers_on_three_hosts_survive_losing_one() {
         assert!(seen.insert(step.clone()), "{step:?} recorded twice");
     }
     assert_eq!(attempts.len(), 1 + 30 + 2, "no key lost: {attempts:?}");
+}
+
+#[test]
+fn placement_sends_steps_only_to_workers_with_the_tags() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let text = r#"name = "placed"
+[ops.emit]
+component = "{probe}"
+dynamic = true
+config.emit_count = 6
+[ops.gpu_work]
+component = "{probe}"
+inputs.v = { map = "emit" }
+placement = ["gpu"]
+[ops.any_work]
+component = "{probe}"
+inputs.v = { map = "emit" }
+"#;
+    let job = TestJob::new(text);
+    let plan = crate::support::dynhost(job.dir(), &["plan", "job.toml"]);
+    assert!(
+        plan.stdout
+            .contains("placement  workers tagged gpu (run --nats)"),
+        "{}",
+        plan.stdout
+    );
+    // No worker carries `gpu` yet: refused before anything runs.
+    let refused = dynhost_within(
+        job.dir(),
+        &["run", "job.toml", "--nats", &server.url],
+        Duration::from_secs(60),
+    );
+    refused.assert_code(2);
+    let message = "op `gpu_work` needs workers tagged gpu, and no connected worker is; start one with `dynhost worker --nats URL --tag gpu`";
+    assert!(refused.stderr.contains(message), "{}", refused.stderr);
+    let validate =
+        crate::support::dynhost(job.dir(), &["validate", "job.toml", "--nats", &server.url]);
+    validate.assert_code(2);
+    assert!(validate.stderr.contains(message), "{}", validate.stderr);
+
+    let logs: Vec<std::path::PathBuf> = ["plain", "gpu"]
+        .iter()
+        .map(|n| job.dir().join(format!("{n}.log")))
+        .collect();
+    let start = |name: &str, tags: &[&str], log: &std::path::Path| {
+        let mut args = vec![
+            "worker",
+            "--nats",
+            &server.url,
+            "--max-concurrent",
+            "2",
+            "--name",
+            name,
+        ];
+        for tag in tags {
+            args.extend(["--tag", tag]);
+        }
+        let child = command(job.dir(), &args)
+            .env("DYNHOST_LOG", "dynhost=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        Worker(child)
+    };
+    let _plain = start("plain", &[], &logs[0]);
+    let _gpu = start("gpu", &["gpu", "eu"], &logs[1]);
+    std::thread::sleep(Duration::from_millis(500)); // both announced
+    crate::support::dynhost(job.dir(), &["validate", "job.toml", "--nats", &server.url])
+        .assert_code(0);
+    let out = dynhost_within(
+        job.dir(),
+        &["run", "--json", "job.toml", "--nats", &server.url],
+        Duration::from_secs(120),
+    );
+    out.assert_code(0);
+    assert_eq!(out.op_summary("gpu_work")["succeeded"], 6);
+    let plain = std::fs::read_to_string(&logs[0]).unwrap();
+    let gpu = std::fs::read_to_string(&logs[1]).unwrap();
+    assert!(
+        !plain.contains("of `gpu_work`"),
+        "an untagged worker ran a gpu step:\n{plain}"
+    );
+    assert_eq!(gpu.matches("of `gpu_work`").count(), 6, "{gpu}");
 }

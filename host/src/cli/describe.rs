@@ -168,6 +168,12 @@ fn describe(plan: &Plan, op: &PlannedOp) -> Vec<String> {
     if op.cache {
         lines.push("  cache      reuses stored results of any run".to_owned());
     }
+    if !op.placement.is_empty() {
+        lines.push(format!(
+            "  placement  workers tagged {} (run --nats)",
+            op.placement.join(", ")
+        ));
+    }
     lines.push(format!("  component  {}", op.component.display()));
     lines
 }
