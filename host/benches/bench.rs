@@ -895,12 +895,15 @@ fn nats_run(plan: &Plan, nats: &dynhost::nats::NatsOptions) -> (Duration, Durati
     let start = Instant::now();
     let result = dynhost::nats::run(
         plan,
+        &rt,
         &components,
         &options(),
         exec::Storage::default(),
         &mut |_| {},
-        nats,
-        &locked,
+        &dynhost::nats::Remote {
+            nats,
+            locked_plan: &locked,
+        },
     )
     .unwrap();
     assert!(result.report.is_success());

@@ -353,7 +353,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => {
             let plan = dynhost::load_plan_with(&args.job, &args.config.overrides())?;
             if args.remote || args.nats.is_some() {
-                dynhost::nats::check_plan(&plan)?;
+                for (op, local) in plan.ops.iter().zip(dynhost::nats::local_ops(&plan)) {
+                    if local {
+                        note!(
+                            "op `{}` mounts a directory not marked `shared`: with `--nats` it runs on this machine, not on workers",
+                            op.name
+                        );
+                    }
+                }
             }
             if let Some(url) = &args.nats {
                 let options = dynhost::nats::NatsOptions {
@@ -616,9 +623,6 @@ fn execute(
         args.no_cache,
         args.fast_compile,
     ))?;
-    if args.nats.nats.is_some() {
-        dynhost::nats::check_plan(plan)?;
-    }
     let components = dynhost::load_components_with(&runtime, plan, &mut say_compiling)?;
     let run = &RunRecord {
         plan: dynhost::plan::lock::lock(plan, &components).to_json(),
@@ -655,12 +659,15 @@ fn execute(
     let result = match args.nats.options() {
         Some(nats) => dynhost::nats::run(
             plan,
+            &runtime,
             &components,
             &options,
             storage,
             &mut |event| view.on_event(event),
-            &nats,
-            &run.plan,
+            &dynhost::nats::Remote {
+                nats: &nats,
+                locked_plan: &run.plan,
+            },
         )?,
         None => dynhost::exec::run(
             plan,

@@ -191,6 +191,20 @@ pub fn run(
     storage: Storage,
     observer: &mut dyn FnMut(RunEvent<'_>),
 ) -> RunResult {
+    run_split(plan, runtime, components, options, storage, observer, None)
+}
+
+/// [`run`], with the steps of the ops `remote.1` marks `false` sent to the
+/// transport `remote.0` instead of this process's threads.
+pub(crate) fn run_split(
+    plan: &Plan,
+    runtime: &Runtime,
+    components: &[OpComponent],
+    options: &RunOptions,
+    storage: Storage,
+    observer: &mut dyn FnMut(RunEvent<'_>),
+    remote: Option<(&mut dyn transport::Transport, Vec<bool>)>,
+) -> RunResult {
     let workers = options.max_concurrent.max(1);
     let hashes: Vec<&str> = components.iter().map(|c| c.hash.as_str()).collect();
     let outboxes: Vec<Arc<Outbox>> = (0..workers).map(|_| Arc::default()).collect();
@@ -218,14 +232,27 @@ pub fn run(
         // Closed however the run ends (even by a panic), so no worker waits
         // for a step that will never come and the scope can end.
         let _close = CloseOnDrop(&queue);
-        let mut pool = transport::ThreadPool {
+        let pool = transport::ThreadPool {
             workers,
             queue: &queue,
             rings: &ring_rx,
             outboxes: &outboxes,
             drained: Vec::new(),
         };
-        run_on(plan, &hashes, options, storage, observer, &mut pool)
+        match remote {
+            None => {
+                let mut pool = pool;
+                run_on(plan, &hashes, options, storage, observer, &mut pool)
+            }
+            Some((remote, is_local)) => {
+                let mut split = transport::Split {
+                    local: pool,
+                    remote,
+                    is_local,
+                };
+                run_on(plan, &hashes, options, storage, observer, &mut split)
+            }
+        }
     })
 }
 

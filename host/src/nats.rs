@@ -71,18 +71,6 @@ pub enum NatsError {
         /// Why.
         reason: String,
     },
-    /// An op reads the coordinator's disk, which remote workers cannot see.
-    #[error(
-        "`{file}`: op `{op}` has mounts (`{guest}`), which workers on other machines cannot see; run it without `--nats`, or give it no mounts"
-    )]
-    Mounts {
-        /// The job file.
-        file: PathBuf,
-        /// The op.
-        op: String,
-        /// Its first mount's guest path.
-        guest: String,
-    },
     /// An op needs worker tags no live worker carries.
     #[error(
         "`{file}`: op `{op}` needs workers tagged {tags}, and no connected worker is; start one with `dynhost worker --nats URL{flags}`"
@@ -550,39 +538,43 @@ impl Transport for NatsTransport<'_> {
 /// of workers busy, few enough that the stream stays small.
 const IN_FLIGHT: usize = 4096;
 
-/// Refuses a plan whose ops read the coordinator's disk: a remote worker
-/// would not see the same files, and results must not differ silently.
-///
-/// # Errors
-/// [`NatsError::Mounts`] naming the first such op.
-pub fn check_plan(plan: &Plan) -> Result<(), NatsError> {
-    match plan.ops.iter().find(|op| !op.policy.mounts.is_empty()) {
-        Some(op) => Err(NatsError::Mounts {
-            file: plan.job_file.clone(),
-            op: op.name.clone(),
-            guest: op.policy.mounts[0].guest.clone(),
-        }),
-        None => Ok(()),
-    }
+/// Per op: whether it must run on the coordinator's machine under `--nats`,
+/// because it mounts a directory not marked `shared` (a remote worker would
+/// not see those files, and results must not differ silently).
+pub fn local_ops(plan: &Plan) -> Vec<bool> {
+    plan.ops
+        .iter()
+        .map(|op| op.policy.mounts.iter().any(|m| !m.shared))
+        .collect()
+}
+
+/// Where a remote run's steps go, and the plan the workers run.
+#[derive(Debug, Clone, Copy)]
+pub struct Remote<'a> {
+    /// The server.
+    pub nats: &'a NatsOptions,
+    /// The locked plan as JSON (components by digest).
+    pub locked_plan: &'a str,
 }
 
 /// Runs every step of `plan` on `dynhost worker`s reached through NATS;
 /// this process coordinates (scheduling, store, progress) as for a local
 /// run. `locked_plan` is the plan with components by digest (what the
-/// workers run).
+/// workers run). Ops with a mount not marked `shared` run on `runtime`
+/// here instead: only this machine sees that directory.
 ///
 /// # Errors
 /// [`NatsError`] if the plan cannot run remotely or the server cannot be used.
 pub fn run(
     plan: &Plan,
+    runtime: &Runtime,
     components: &[OpComponent],
     options: &crate::exec::RunOptions,
     storage: crate::exec::Storage,
     observer: &mut dyn FnMut(crate::exec::RunEvent<'_>),
-    nats: &NatsOptions,
-    locked_plan: &str,
+    remote: &Remote<'_>,
 ) -> Result<crate::exec::RunResult, NatsError> {
-    check_plan(plan)?;
+    let Remote { nats, locked_plan } = *remote;
     let mut transport = NatsTransport::start(
         nats,
         plan,
@@ -591,6 +583,19 @@ pub fn run(
         locked_plan,
         IN_FLIGHT,
     )?;
+    // Ops that mount directories other machines do not share run here.
+    let local = local_ops(plan);
+    if local.iter().any(|l| *l) {
+        return Ok(crate::exec::run_split(
+            plan,
+            runtime,
+            components,
+            options,
+            storage,
+            observer,
+            Some((&mut transport, local)),
+        ));
+    }
     let hashes: Vec<&str> = components.iter().map(|c| c.hash.as_str()).collect();
     Ok(crate::exec::run_on(
         plan,

@@ -213,6 +213,12 @@ pub struct MountSpec {
     /// Whether the op may write; mounts are read-only unless set.
     #[serde(default)]
     pub writable: bool,
+    /// The directory is at the same path on every worker machine (a
+    /// network file system): with `run --nats` the op may run on any
+    /// worker. An op with a mount that is not shared runs on the
+    /// coordinator's own machine.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// Resource limits; every field is optional and falls back to `[defaults]`,

@@ -258,30 +258,76 @@ fn a_killed_workers_steps_run_on_another_after_the_lease() {
 }
 
 #[test]
-fn ops_with_mounts_are_refused_with_nats_and_by_validate_remote() {
+fn ops_with_unshared_mounts_run_on_the_coordinator_and_shared_ones_on_workers() {
+    let Some(server) = Server::start() else {
+        return;
+    };
     let job = TestJob::new(
         r#"name = "mounted"
-[ops.read]
+[ops.emit]
 component = "{probe}"
-mounts = [{ host = ".", guest = "/data" }]
+dynamic = true
+config.emit_count = 4
+[ops.local_read]
+component = "{probe}"
+inputs.v = { map = "emit" }
+mounts = [{ host = "data", guest = "/data" }]
+config.read_file = "/data/f.txt"
+[ops.shared_read]
+component = "{probe}"
+inputs.v = { map = "emit" }
+mounts = [{ host = "data", guest = "/data", shared = true }]
+config.read_file = "/data/f.txt"
 "#,
+    );
+    job.write("data/f.txt", "hello");
+    let validate = crate::support::dynhost(job.dir(), &["validate", "--remote", "job.toml"]);
+    validate.assert_code(0);
+    assert!(
+        validate.stderr.contains(
+            "op `local_read` mounts a directory not marked `shared`: with `--nats` it runs on this machine, not on workers"
+        ),
+        "{}",
+        validate.stderr
+    );
+    assert!(
+        !validate.stderr.contains("`shared_read`"),
+        "{}",
+        validate.stderr
+    );
+    let log = job.dir().join("worker.log");
+    let _worker = Worker(
+        command(
+            job.dir(),
+            &["worker", "--nats", &server.url, "--max-concurrent", "2"],
+        )
+        .env("DYNHOST_LOG", "dynhost=debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap(),
     );
     let out = dynhost_within(
         job.dir(),
-        &["run", "job.toml", "--nats", "nats://127.0.0.1:1"],
-        Duration::from_secs(30),
+        &["run", "--json", "job.toml", "--nats", &server.url],
+        Duration::from_secs(120),
     );
-    out.assert_code(2);
-    let message = "op `read` has mounts (`/data`), which workers on other machines cannot see";
-    assert!(out.stderr.contains(message), "{}", out.stderr);
+    out.assert_code(0);
+    for op in ["local_read", "shared_read"] {
+        for k in 0..4 {
+            assert_eq!(
+                out.output(&format!("{op}[k{k}]"))["read"]["ok"],
+                "hello",
+                "{op}[k{k}]"
+            );
+        }
+    }
+    let worker = std::fs::read_to_string(&log).unwrap();
     assert!(
-        !job.dir().join(".dynhost/runs.db").exists(),
-        "refused before anything is recorded"
+        !worker.contains("of `local_read`"),
+        "a step with an unshared mount ran on a worker:\n{worker}"
     );
-    let validate = crate::support::dynhost(job.dir(), &["validate", "--remote", "job.toml"]);
-    validate.assert_code(2);
-    assert!(validate.stderr.contains(message), "{}", validate.stderr);
-    crate::support::dynhost(job.dir(), &["validate", "job.toml"]).assert_code(0);
+    assert_eq!(worker.matches("of `shared_read`").count(), 4, "{worker}");
 }
 
 #[test]

@@ -151,13 +151,18 @@ fn describe(plan: &Plan, op: &PlannedOp) -> Vec<String> {
     }
     for mount in &op.policy.mounts {
         lines.push(format!(
-            "  mount      {} <- {} ({})",
+            "  mount      {} <- {} ({}{})",
             mount.guest,
             mount.host.display(),
             if mount.writable {
                 "read-write"
             } else {
                 "read-only"
+            },
+            if mount.shared {
+                ", shared: same path on every worker"
+            } else {
+                ""
             }
         ));
     }

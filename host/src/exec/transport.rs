@@ -148,3 +148,63 @@ impl Transport for ThreadPool<'_> {
         self.queue.close()
     }
 }
+
+/// Steps of some ops on this process's threads, the rest elsewhere: under
+/// `run --nats`, an op with a mount that is not shared runs on the
+/// coordinator's machine, the only one that sees that directory.
+pub(crate) struct Split<'a> {
+    pub local: ThreadPool<'a>,
+    pub remote: &'a mut dyn Transport,
+    /// Per op: whether its steps run here.
+    pub is_local: Vec<bool>,
+}
+
+/// How often a split transport looks at both sides while waiting.
+const SPLIT_POLL: Duration = Duration::from_millis(1);
+
+impl Transport for Split<'_> {
+    fn capacity(&self, ready: usize) -> usize {
+        self.local.capacity(ready) + self.remote.capacity(ready)
+    }
+
+    fn submit(&mut self, steps: Vec<StepRequest>) {
+        let (local, remote): (Vec<_>, Vec<_>) =
+            steps.into_iter().partition(|s| self.is_local[s.step.op]);
+        if !local.is_empty() {
+            self.local.submit(local);
+        }
+        if !remote.is_empty() {
+            self.remote.submit(remote);
+        }
+    }
+
+    fn wait(&mut self, timeout: Duration, events: &mut Vec<StepEvent>) -> Woke {
+        let deadline = std::time::Instant::now().checked_add(timeout);
+        loop {
+            let local = self.local.wait(Duration::ZERO, events);
+            let remote = self.remote.wait(Duration::ZERO, events);
+            if local == Woke::Looked || remote == Woke::Looked {
+                return Woke::Looked;
+            }
+            if local == Woke::Closed && remote == Woke::Closed {
+                return Woke::Closed;
+            }
+            if timeout.is_zero() {
+                return Woke::Quiet;
+            }
+            let now = std::time::Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                // The pool's workers ring only when asked to hurry: take
+                // what they queued anyway, as its own wait would.
+                self.local.wait(Duration::from_micros(1), events);
+                return Woke::Looked;
+            }
+            let left = deadline.map_or(SPLIT_POLL, |d| d - now);
+            std::thread::sleep(left.min(SPLIT_POLL));
+        }
+    }
+
+    fn stop(&mut self) -> usize {
+        self.local.stop().saturating_add(self.remote.stop())
+    }
+}

@@ -296,6 +296,7 @@ impl Resolver<'_> {
                 host,
                 guest: mount.guest.clone(),
                 writable: mount.writable,
+                shared: mount.shared,
             });
         }
         for (key, value) in &op.env {

@@ -45,6 +45,9 @@ pub struct Mount {
     pub guest: String,
     /// Whether the op may create and modify files in it.
     pub writable: bool,
+    /// At the same path on every worker machine (`run --nats`).
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// Resource limits for one step. Each guards against one way an untrusted op
