@@ -28,10 +28,10 @@
 //! synchronous and talk to it through channels and `block_on`.
 
 use crate::exec::transport::{StepEvent, StepRequest, Transport, Woke};
-use crate::exec::wire::{self, BlobStore, FinishedMsg, ItemMsg, StepMsg};
+use crate::exec::wire::{self, BlobStore, FinishedMsg, ItemMsg, StepBatchMsg, StepMsg};
 use crate::plan::Plan;
 use crate::plan::lock::Locked;
-use crate::runtime::{OpComponent, Runtime, RuntimeConfig};
+use crate::runtime::{FailureKind, OpComponent, OpFailure, Runtime, RuntimeConfig, StepReport};
 use async_nats::jetstream::{self, consumer, object_store, stream};
 use futures::StreamExt;
 use std::path::PathBuf;
@@ -464,18 +464,42 @@ impl Transport for NatsTransport<'_> {
     }
 
     fn submit(&mut self, steps: Vec<StepRequest>) {
-        let mut messages = Vec::with_capacity(steps.len());
+        // Batches per placement: big enough that a large fan-out costs few
+        // messages, small enough that every worker gets some.
+        let size = (steps.len() / BATCHES_PER_SUBMIT).clamp(1, MAX_BATCH);
+        let mut batches: Vec<(usize, Vec<StepMsg>)> = Vec::new();
         for request in &steps {
-            let digest = &self.digests[request.step.op];
-            let subject = format!(
-                "{}.{}",
-                self.steps_subject, self.placements[request.step.op]
-            );
-            match StepMsg::new(&self.run_id, self.plan, digest, request, &mut self.values) {
-                Ok(msg) => messages.push((subject, wire::encode(&msg))),
-                Err(e) => tracing::error!("cannot send a step: {e}"),
+            let op = request.step.op;
+            let digest = &self.digests[op];
+            let msg = match StepMsg::new(&self.run_id, self.plan, digest, request, &mut self.values)
+            {
+                Ok(msg) => msg,
+                Err(e) => {
+                    tracing::error!("cannot send a step: {e}");
+                    continue;
+                }
+            };
+            let placement = &self.placements[op];
+            match batches
+                .iter_mut()
+                .rev()
+                .find(|(p, b)| self.placements[*p] == *placement && b.len() < size)
+            {
+                Some((_, batch)) => batch.push(msg),
+                None => batches.push((op, vec![msg])),
             }
         }
+        let messages: Vec<(String, Vec<u8>)> = batches
+            .into_iter()
+            .map(|(op, steps)| {
+                let subject = format!("{}.{}", self.steps_subject, self.placements[op]);
+                let batch = StepBatchMsg {
+                    v: wire::WIRE_VERSION,
+                    steps,
+                };
+                (subject, wire::encode(&batch))
+            })
+            .collect();
         let js = self.js.clone();
         self.runtime.block_on(async move {
             let mut acks = Vec::with_capacity(messages.len());
@@ -537,6 +561,10 @@ impl Transport for NatsTransport<'_> {
 /// Steps handed to NATS and not yet ended, at most: enough to keep dozens
 /// of workers busy, few enough that the stream stays small.
 const IN_FLIGHT: usize = 4096;
+/// The steps of one submission are split into about this many messages...
+const BATCHES_PER_SUBMIT: usize = 64;
+/// ...of at most this many steps each.
+const MAX_BATCH: usize = 64;
 
 /// Per op: whether it must run on the coordinator's machine under `--nats`,
 /// because it mounts a directory not marked `shared` (a remote worker would
@@ -770,31 +798,48 @@ async fn work_async(options: &WorkerOptions) -> Result<(), NatsError> {
         let buckets = buckets.clone();
         let runs = runs.clone();
         let options = options.clone();
+        let slots = slots.clone();
         tokio::spawn(async move {
-            if let Err(e) = run_message(&js, &buckets, &runs, &options, &message).await {
+            if let Err(e) =
+                run_message(&js, &buckets, &runs, &options, &message, slots, permit).await
+            {
                 tracing::error!("step message on {}: {e}", message.subject);
                 eprintln!("dynhost worker: {e}");
                 // Refused for good: never delivered again to anyone.
                 let _ = message.ack_with(jetstream::AckKind::Term).await;
             }
-            drop(permit);
         });
     }
 }
 
+/// Where a worker's steps of one run publish, and what they share.
+struct Job {
+    js: jetstream::Context,
+    context: Arc<RunContext>,
+    values: object_store::ObjectStore,
+    run_id: String,
+    events_prefix: String,
+    worker: String,
+}
+
+/// One message: a batch of steps of one run. Its steps run as slots free
+/// (the first takes `permit`); the lease is renewed until the last ends, and
+/// the message is acked once every end is stored.
 async fn run_message(
     js: &jetstream::Context,
     buckets: &Buckets,
     runs: &tokio::sync::Mutex<std::collections::HashMap<String, Arc<RunContext>>>,
     options: &WorkerOptions,
     message: &jetstream::Message,
+    slots: Arc<tokio::sync::Semaphore>,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(), String> {
     // dynhost.steps.RUN.EPOCH.PLACEMENT
     let parts: Vec<&str> = message.subject.split('.').collect();
     let [_, _, run_id, epoch, _] = parts.as_slice() else {
         return Err(format!("unexpected subject {}", message.subject));
     };
-    let msg: StepMsg = wire::decode(&message.payload).map_err(|e| e.to_string())?;
+    let batch: StepBatchMsg = wire::decode(&message.payload).map_err(|e| e.to_string())?;
     let context = {
         let mut runs = runs.lock().await;
         let key = format!("{run_id}.{epoch}");
@@ -807,44 +852,8 @@ async fn run_message(
             }
         }
     };
-    let plan = &context.plan;
-    let op = plan
-        .op_id(&msg.op)
-        .ok_or_else(|| format!("the locked plan has no op `{}`", msg.op))?;
-    if context.digests[op] != msg.component {
-        return Err(format!(
-            "step of `{}` names component {}, the locked plan {}; refusing it",
-            msg.op, msg.component, context.digests[op]
-        ));
-    }
-    let component = context.components[op]
-        .clone()
-        .ok_or_else(|| format!("component of `{}` is not loaded", msg.op))?;
-    tracing::debug!(
-        "worker `{}` runs a step of `{}` {:?}",
-        options.name,
-        msg.op,
-        msg.keys
-    );
-    if let Ok(info) = message.info()
-        && info.delivered > 1
-    {
-        eprintln!(
-            "dynhost worker `{}`: running {} again (delivery {}: the worker that had it stopped renewing its lease)",
-            options.name,
-            crate::key::step_name(
-                &msg.op,
-                &msg.keys
-                    .iter()
-                    .filter_map(|k| crate::key::MappingKey::parse(k).ok())
-                    .collect::<Vec<_>>()
-            ),
-            info.delivered
-        );
-    }
-    let handle = tokio::runtime::Handle::current();
-    let events_prefix = format!("dynhost.events.{run_id}.{epoch}");
-    // Keep the lease while the step runs.
+    let redelivered = message.info().map_or(0, |info| info.delivered);
+    // Keep the lease while the batch runs.
     let renew = {
         let every = options.nats.lease / 3;
         let message = message.clone();
@@ -861,10 +870,97 @@ async fn run_message(
             }
         })
     };
+    let job = Arc::new(Job {
+        js: js.clone(),
+        context,
+        values: buckets.values.clone(),
+        run_id: (*run_id).to_owned(),
+        events_prefix: format!("dynhost.events.{run_id}.{epoch}"),
+        worker: options.name.clone(),
+    });
+    let mut permit = Some(permit);
+    let mut tasks = Vec::with_capacity(batch.steps.len());
+    for msg in batch.steps {
+        if redelivered > 1 {
+            eprintln!(
+                "dynhost worker `{}`: running {} again (delivery {redelivered}: the worker that had it stopped renewing its lease)",
+                options.name,
+                crate::key::step_name(
+                    &msg.op,
+                    &msg.keys
+                        .iter()
+                        .filter_map(|k| crate::key::MappingKey::parse(k).ok())
+                        .collect::<Vec<_>>()
+                ),
+            );
+        }
+        let permit = match permit.take() {
+            Some(permit) => permit,
+            None => slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        let job = job.clone();
+        tasks.push(tokio::spawn(async move {
+            let result = run_step_msg(&job, msg).await;
+            drop(permit);
+            result
+        }));
+    }
+    let mut first_error = None;
+    for task in tasks {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    renew.abort();
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    message.double_ack().await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Runs one step and stores its items and end; a step this worker must
+/// refuse (a component the locked plan does not name) ends as a failure.
+async fn run_step_msg(job: &Arc<Job>, msg: StepMsg) -> Result<(), String> {
+    let context = &job.context;
+    let plan = &context.plan;
+    let op = plan
+        .op_id(&msg.op)
+        .ok_or_else(|| format!("the locked plan has no op `{}`", msg.op))?;
+    let handle = tokio::runtime::Handle::current();
+    let mut values = Values {
+        store: job.values.clone(),
+        handle: handle.clone(),
+    };
+    let refusal = if context.digests[op] != msg.component {
+        Some(format!(
+            "worker `{}` refused the step: it names component {}, the run's locked plan {}",
+            job.worker, msg.component, context.digests[op]
+        ))
+    } else {
+        None
+    };
+    let component = context.components[op].clone();
+    tracing::debug!(
+        "worker `{}` runs a step of `{}` {:?}",
+        job.worker,
+        msg.op,
+        msg.keys
+    );
     let (item_tx, mut item_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     let publisher = {
-        let js = js.clone();
-        let subject = format!("{events_prefix}.item");
+        let js = job.js.clone();
+        let subject = format!("{}.item", job.events_prefix);
         tokio::spawn(async move {
             while let Some(payload) = item_rx.recv().await {
                 match js.publish(subject.clone(), payload.into()).await {
@@ -878,45 +974,49 @@ async fn run_message(
             }
         })
     };
-    let context2 = context.clone();
-    let values_store = buckets.values.clone();
-    let run_id_owned = (*run_id).to_owned();
+    let job2 = job.clone();
     let finished = tokio::task::spawn_blocking(move || {
-        let context = context2;
-        let mut values = Values {
-            store: values_store,
-            handle,
-        };
+        let job = job2;
+        let context = &job.context;
         let request = msg
             .request(&context.plan, &mut values)
             .map_err(|e| e.to_string())?;
-        let sink = Box::new(PublishSink {
-            run_id: run_id_owned.clone(),
-            context: context.clone(),
-            step: request.step.clone(),
-            attempt: request.attempt,
-            seq: 0,
-            values: Values {
-                store: values.store.clone(),
-                handle: values.handle.clone(),
-            },
-            tx: item_tx,
-        });
-        let op = &context.plan.ops[request.step.op];
-        let name: Arc<str> = Arc::from(op.name.as_str());
-        let input_names: Vec<String> = op.inputs.iter().map(|i| i.name.clone()).collect();
-        let call = crate::runtime::StepCall {
-            run_id: &run_id_owned,
-            op: &name,
-            keys: &request.step.keys,
-            config_json: &op.config_json,
-            input_names: &input_names,
+        let report = match (refusal, component) {
+            (Some(reason), _) => StepReport::failed(OpFailure::new(FailureKind::Host, reason)),
+            (None, None) => StepReport::failed(OpFailure::new(
+                FailureKind::Host,
+                "the component is not loaded (a dynhost bug)",
+            )),
+            (None, Some(component)) => {
+                let sink = Box::new(PublishSink {
+                    run_id: job.run_id.clone(),
+                    context: context.clone(),
+                    step: request.step.clone(),
+                    attempt: request.attempt,
+                    seq: 0,
+                    values: Values {
+                        store: values.store.clone(),
+                        handle: values.handle.clone(),
+                    },
+                    tx: item_tx,
+                });
+                let op = &context.plan.ops[request.step.op];
+                let name: Arc<str> = Arc::from(op.name.as_str());
+                let input_names: Vec<String> = op.inputs.iter().map(|i| i.name.clone()).collect();
+                let call = crate::runtime::StepCall {
+                    run_id: &job.run_id,
+                    op: &name,
+                    keys: &request.step.keys,
+                    config_json: &op.config_json,
+                    input_names: &input_names,
+                };
+                context
+                    .runtime
+                    .run_step(&component, &op.policy, &call, request.inputs, sink)
+            }
         };
-        let report = context
-            .runtime
-            .run_step(&component, &op.policy, &call, request.inputs, sink);
         FinishedMsg::new(
-            &run_id_owned,
+            &job.run_id,
             &context.plan,
             &request.step,
             request.attempt,
@@ -926,18 +1026,17 @@ async fn run_message(
     })
     .await
     .map_err(|e| e.to_string())??;
-    // Every item is stored before the end is, and the end before the ack.
+    // Every item is stored before the end is.
     let _ = publisher.await;
-    js.publish(
-        format!("{events_prefix}.done"),
-        wire::encode(&finished).into(),
-    )
-    .await
-    .map_err(|e| e.to_string())?
-    .await
-    .map_err(|e| e.to_string())?;
-    renew.abort();
-    message.double_ack().await.map_err(|e| e.to_string())?;
+    job.js
+        .publish(
+            format!("{}.done", job.events_prefix),
+            wire::encode(&finished).into(),
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 

@@ -144,6 +144,16 @@ pub struct StepMsg {
     pub inputs: Vec<InputMsg>,
 }
 
+/// Steps sent as one message: they are leased, and acked, together, so a
+/// large fan-out costs a message per batch, not per step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepBatchMsg {
+    /// [`WIRE_VERSION`].
+    pub v: u32,
+    /// The steps.
+    pub steps: Vec<StepMsg>,
+}
+
 /// An item a running step emitted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ItemMsg {
