@@ -28,7 +28,9 @@
 //! synchronous and talk to it through channels and `block_on`.
 
 use crate::exec::transport::{StepEvent, StepRequest, Transport, Woke};
-use crate::exec::wire::{self, BlobStore, FinishedMsg, ItemMsg, StepBatchMsg, StepMsg};
+use crate::exec::wire::{
+    self, BlobStore, EventBatchMsg, FinishedMsg, ItemMsg, StepBatchMsg, StepMsg,
+};
 use crate::plan::Plan;
 use crate::plan::lock::Locked;
 use crate::runtime::{FailureKind, OpComponent, OpFailure, Runtime, RuntimeConfig, StepReport};
@@ -346,7 +348,7 @@ pub(crate) struct NatsTransport<'p> {
     /// Per op: the last subject token, from its placement.
     placements: Vec<String>,
     values: Values,
-    events: crossbeam_channel::Receiver<(bool, bytes::Bytes)>,
+    events: crossbeam_channel::Receiver<bytes::Bytes>,
     /// Steps handed over and not yet ended.
     capacity: usize,
 }
@@ -416,8 +418,7 @@ impl<'p> NatsTransport<'p> {
             let mut messages = reader.messages().await.map_err(js_error)?;
             tokio::spawn(async move {
                 while let Some(Ok(message)) = messages.next().await {
-                    let done = message.subject.ends_with(".done");
-                    if tx.send((done, message.payload.clone())).is_err() {
+                    if tx.send(message.payload.clone()).is_err() {
                         break;
                     }
                 }
@@ -449,12 +450,20 @@ impl<'p> NatsTransport<'p> {
         })
     }
 
-    fn decode(&mut self, done: bool, payload: &[u8]) -> Result<StepEvent, wire::WireError> {
-        if done {
-            wire::decode::<FinishedMsg>(payload)?.event(self.plan, &mut self.values)
-        } else {
-            wire::decode::<ItemMsg>(payload)?.event(self.plan, &mut self.values)
+    /// A batch of events, items first.
+    fn decode(
+        &mut self,
+        payload: &[u8],
+        events: &mut Vec<StepEvent>,
+    ) -> Result<(), wire::WireError> {
+        let batch: EventBatchMsg = wire::decode(payload)?;
+        for item in batch.items {
+            events.push(item.event(self.plan, &mut self.values)?);
         }
+        for end in batch.finished {
+            events.push(end.event(self.plan, &mut self.values)?);
+        }
+        Ok(())
     }
 }
 
@@ -534,11 +543,24 @@ impl Transport for NatsTransport<'_> {
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Woke::Closed,
             }
         };
+        // Events come one message at a time; waking the coordinator for
+        // each costs more than the event. Take what keeps arriving within
+        // a short gap (at most `COALESCE` in all), then act on it together.
+        let until = std::time::Instant::now() + COALESCE;
         let mut next = Some(first);
-        while let Some((done, payload)) = next.take().or_else(|| self.events.try_recv().ok()) {
-            match self.decode(done, &payload) {
-                Ok(event) => events.push(event),
-                Err(e) => tracing::warn!("ignoring an event: {e}"),
+        loop {
+            while let Some(payload) = next.take().or_else(|| self.events.try_recv().ok()) {
+                if let Err(e) = self.decode(&payload, events) {
+                    tracing::warn!("ignoring events: {e}");
+                }
+            }
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.events.recv_timeout(left.min(COALESCE_GAP)) {
+                Ok(event) => next = Some(event),
+                Err(_) => break,
             }
         }
         Woke::Looked
@@ -561,6 +583,10 @@ impl Transport for NatsTransport<'_> {
 /// Steps handed to NATS and not yet ended, at most: enough to keep dozens
 /// of workers busy, few enough that the stream stays small.
 const IN_FLIGHT: usize = 4096;
+/// How long the coordinator keeps taking events that keep arriving before
+/// it acts on them, at most, and the longest gap between two it waits for.
+const COALESCE: Duration = Duration::from_millis(2);
+const COALESCE_GAP: Duration = Duration::from_micros(300);
 /// The steps of one submission are split into about this many messages...
 const BATCHES_PER_SUBMIT: usize = 64;
 /// ...of at most this many steps each.
@@ -656,6 +682,72 @@ struct RunContext {
     runtime: Runtime,
     components: Vec<Option<OpComponent>>,
     digests: Vec<String>,
+    /// To this run's event publisher (see [`publish_events`]).
+    events: tokio::sync::mpsc::UnboundedSender<Outgoing>,
+}
+
+/// What a step hands the run's event publisher.
+enum Outgoing {
+    Item(ItemMsg),
+    /// An end, and who to tell once it is stored.
+    Finished(
+        FinishedMsg,
+        tokio::sync::oneshot::Sender<Result<(), String>>,
+    ),
+}
+
+/// Events gathered before one message is sent: at most this many...
+const EVENT_BATCH: usize = 512;
+/// ...or what arrived within this long of the first.
+const EVENT_LINGER: Duration = Duration::from_millis(2);
+
+/// Sends one run's items and ends in batches to `subject`, and tells each
+/// step when its end is stored (the step's message is acked only then).
+async fn publish_events(
+    js: jetstream::Context,
+    subject: String,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = EventBatchMsg {
+            v: wire::WIRE_VERSION,
+            items: Vec::new(),
+            finished: Vec::new(),
+        };
+        let mut waiting = Vec::new();
+        let mut take = |event: Outgoing| match event {
+            Outgoing::Item(item) => batch.items.push(item),
+            Outgoing::Finished(end, tell) => {
+                batch.finished.push(end);
+                waiting.push(tell);
+            }
+        };
+        take(first);
+        let until = tokio::time::Instant::now() + EVENT_LINGER;
+        let mut count = 1;
+        while count < EVENT_BATCH {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(event)) => {
+                    take(event);
+                    count += 1;
+                }
+                _ => break,
+            }
+        }
+        let stored = match js
+            .publish(subject.clone(), wire::encode(&batch).into())
+            .await
+        {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = &stored {
+            tracing::error!("events were not stored: {e}");
+        }
+        for tell in waiting {
+            let _ = tell.send(stored.clone());
+        }
+    }
 }
 
 /// `dynhost worker`: pulls steps and runs them until killed.
@@ -814,11 +906,9 @@ async fn work_async(options: &WorkerOptions) -> Result<(), NatsError> {
 
 /// Where a worker's steps of one run publish, and what they share.
 struct Job {
-    js: jetstream::Context,
     context: Arc<RunContext>,
     values: object_store::ObjectStore,
     run_id: String,
-    events_prefix: String,
     worker: String,
 }
 
@@ -846,7 +936,7 @@ async fn run_message(
         match runs.get(&key) {
             Some(context) => context.clone(),
             None => {
-                let context = Arc::new(load_run(buckets, &key, options).await?);
+                let context = Arc::new(load_run(js, buckets, &key, options).await?);
                 runs.insert(key, context.clone());
                 context
             }
@@ -871,11 +961,9 @@ async fn run_message(
         })
     };
     let job = Arc::new(Job {
-        js: js.clone(),
         context,
         values: buckets.values.clone(),
         run_id: (*run_id).to_owned(),
-        events_prefix: format!("dynhost.events.{run_id}.{epoch}"),
         worker: options.name.clone(),
     });
     let mut permit = Some(permit);
@@ -904,9 +992,15 @@ async fn run_message(
         };
         let job = job.clone();
         tasks.push(tokio::spawn(async move {
-            let result = run_step_msg(&job, msg).await;
+            let stored = run_step_msg(&job, msg).await;
+            // The slot is free once the step ran; its end is stored meanwhile.
             drop(permit);
-            result
+            match stored {
+                Ok(stored) => stored
+                    .await
+                    .map_err(|_| "the run's event publisher stopped".to_owned())?,
+                Err(e) => Err(e),
+            }
         }));
     }
     let mut first_error = None;
@@ -929,9 +1023,13 @@ async fn run_message(
     Ok(())
 }
 
-/// Runs one step and stores its items and end; a step this worker must
+/// Runs one step and hands its items and end to the run's publisher; the
+/// returned receiver says when the end is stored. A step this worker must
 /// refuse (a component the locked plan does not name) ends as a failure.
-async fn run_step_msg(job: &Arc<Job>, msg: StepMsg) -> Result<(), String> {
+async fn run_step_msg(
+    job: &Arc<Job>,
+    msg: StepMsg,
+) -> Result<tokio::sync::oneshot::Receiver<Result<(), String>>, String> {
     let context = &job.context;
     let plan = &context.plan;
     let op = plan
@@ -957,23 +1055,7 @@ async fn run_step_msg(job: &Arc<Job>, msg: StepMsg) -> Result<(), String> {
         msg.op,
         msg.keys
     );
-    let (item_tx, mut item_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
-    let publisher = {
-        let js = job.js.clone();
-        let subject = format!("{}.item", job.events_prefix);
-        tokio::spawn(async move {
-            while let Some(payload) = item_rx.recv().await {
-                match js.publish(subject.clone(), payload.into()).await {
-                    Ok(ack) => {
-                        if let Err(e) = ack.await {
-                            tracing::error!("an item was not stored: {e}");
-                        }
-                    }
-                    Err(e) => tracing::error!("cannot publish an item: {e}"),
-                }
-            }
-        })
-    };
+    let item_tx = context.events.clone();
     let job2 = job.clone();
     let finished = tokio::task::spawn_blocking(move || {
         let job = job2;
@@ -1026,18 +1108,14 @@ async fn run_step_msg(job: &Arc<Job>, msg: StepMsg) -> Result<(), String> {
     })
     .await
     .map_err(|e| e.to_string())??;
-    // Every item is stored before the end is.
-    let _ = publisher.await;
-    job.js
-        .publish(
-            format!("{}.done", job.events_prefix),
-            wire::encode(&finished).into(),
-        )
-        .await
-        .map_err(|e| e.to_string())?
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(())
+    // The end goes after the step's items, in the same or a later batch;
+    // the step counts as done once that batch is stored.
+    let (stored_tx, stored) = tokio::sync::oneshot::channel();
+    context
+        .events
+        .send(Outgoing::Finished(finished, stored_tx))
+        .map_err(|_| "the run's event publisher stopped".to_owned())?;
+    Ok(stored)
 }
 
 /// Sends a running step's items to the publisher task.
@@ -1048,7 +1126,7 @@ struct PublishSink {
     attempt: u32,
     seq: u64,
     values: Values,
-    tx: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    tx: tokio::sync::mpsc::UnboundedSender<Outgoing>,
 }
 
 impl crate::runtime::EmitSink for PublishSink {
@@ -1078,7 +1156,7 @@ impl crate::runtime::EmitSink for PublishSink {
             &mut self.values,
         ) {
             Ok(msg) => {
-                let _ = self.tx.send(wire::encode(&msg));
+                let _ = self.tx.send(Outgoing::Item(msg));
             }
             Err(e) => tracing::error!("cannot send an item: {e}"),
         }
@@ -1087,6 +1165,7 @@ impl crate::runtime::EmitSink for PublishSink {
 
 /// Fetches a run's locked plan and components, and loads them.
 async fn load_run(
+    js: &jetstream::Context,
     buckets: &Buckets,
     key: &str,
     options: &WorkerOptions,
@@ -1122,10 +1201,17 @@ async fn load_run(
         components.push(Some(component));
         digests.push(locked.digest.clone());
     }
+    let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(publish_events(
+        js.clone(),
+        format!("dynhost.events.{key}.batch"),
+        rx,
+    ));
     Ok(RunContext {
         plan,
         runtime,
         components,
         digests,
+        events,
     })
 }

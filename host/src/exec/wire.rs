@@ -180,6 +180,22 @@ pub struct ItemMsg {
     pub metadata: Option<String>,
 }
 
+/// A worker's items and ends, gathered over a millisecond or two, in one
+/// message: a fan-out costs a message per batch, not two per key. Each
+/// step's items come before its end (a step's end is sent after its items,
+/// and a batch lists items first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventBatchMsg {
+    /// [`WIRE_VERSION`].
+    pub v: u32,
+    /// Items, in the order they were emitted.
+    #[serde(default)]
+    pub items: Vec<ItemMsg>,
+    /// Ends.
+    #[serde(default)]
+    pub finished: Vec<FinishedMsg>,
+}
+
 /// A named plain output of a finished step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NamedMsg {
