@@ -476,7 +476,8 @@ impl Transport for NatsTransport<'_> {
         // Batches per placement: big enough that a large fan-out costs few
         // messages, small enough that every worker gets some.
         let size = (steps.len() / BATCHES_PER_SUBMIT).clamp(1, MAX_BATCH);
-        let mut batches: Vec<(usize, Vec<StepMsg>)> = Vec::new();
+        // (op, steps, bytes) per batch.
+        let mut batches: Vec<(usize, Vec<StepMsg>, usize)> = Vec::new();
         for request in &steps {
             let op = request.step.op;
             let digest = &self.digests[op];
@@ -489,18 +490,20 @@ impl Transport for NatsTransport<'_> {
                 }
             };
             let placement = &self.placements[op];
-            match batches
-                .iter_mut()
-                .rev()
-                .find(|(p, b)| self.placements[*p] == *placement && b.len() < size)
-            {
-                Some((_, batch)) => batch.push(msg),
-                None => batches.push((op, vec![msg])),
+            let bytes = wire::encoded_len(&msg);
+            match batches.iter_mut().rev().find(|(p, b, n)| {
+                self.placements[*p] == *placement && b.len() < size && n + bytes <= MAX_MESSAGE
+            }) {
+                Some((_, batch, n)) => {
+                    batch.push(msg);
+                    *n += bytes;
+                }
+                None => batches.push((op, vec![msg], bytes)),
             }
         }
         let messages: Vec<(String, Vec<u8>)> = batches
             .into_iter()
-            .map(|(op, steps)| {
+            .map(|(op, steps, _)| {
                 let subject = format!("{}.{}", self.steps_subject, self.placements[op]);
                 let batch = StepBatchMsg {
                     v: wire::WIRE_VERSION,
@@ -587,6 +590,9 @@ const IN_FLIGHT: usize = 4096;
 /// it acts on them, at most, and the longest gap between two it waits for.
 const COALESCE: Duration = Duration::from_millis(2);
 const COALESCE_GAP: Duration = Duration::from_micros(300);
+/// Bytes a batch message aims to stay under (the server's default payload
+/// limit is 1 MiB).
+const MAX_MESSAGE: usize = 512 << 10;
 /// The steps of one submission are split into about this many messages...
 const BATCHES_PER_SUBMIT: usize = 64;
 /// ...of at most this many steps each.
@@ -696,10 +702,32 @@ enum Outgoing {
     ),
 }
 
-/// Events gathered before one message is sent: at most this many...
+/// Events gathered before one message is sent: at most this many (and
+/// [`MAX_MESSAGE`] bytes)...
 const EVENT_BATCH: usize = 512;
 /// ...or what arrived within this long of the first.
 const EVENT_LINGER: Duration = Duration::from_millis(2);
+
+/// Adds an event to a batch; returns its size.
+fn add_event(
+    batch: &mut EventBatchMsg,
+    waiting: &mut Vec<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    event: Outgoing,
+) -> usize {
+    match event {
+        Outgoing::Item(item) => {
+            let bytes = wire::encoded_len(&item);
+            batch.items.push(item);
+            bytes
+        }
+        Outgoing::Finished(end, tell) => {
+            let bytes = wire::encoded_len(&end);
+            batch.finished.push(end);
+            waiting.push(tell);
+            bytes
+        }
+    }
+}
 
 /// Sends one run's items and ends in batches to `subject`, and tells each
 /// step when its end is stored (the step's message is acked only then).
@@ -715,20 +743,16 @@ async fn publish_events(
             finished: Vec::new(),
         };
         let mut waiting = Vec::new();
-        let mut take = |event: Outgoing| match event {
-            Outgoing::Item(item) => batch.items.push(item),
-            Outgoing::Finished(end, tell) => {
-                batch.finished.push(end);
-                waiting.push(tell);
-            }
-        };
-        take(first);
+        let mut bytes = add_event(&mut batch, &mut waiting, first);
         let until = tokio::time::Instant::now() + EVENT_LINGER;
         let mut count = 1;
-        while count < EVENT_BATCH {
+        // One event is at most ~350 KiB (a 64 KiB value as base64, captured
+        // output cut for the network): a batch stops growing at half the
+        // message limit, so it stays under it.
+        while count < EVENT_BATCH && bytes < MAX_MESSAGE / 2 {
             match tokio::time::timeout_at(until, rx.recv()).await {
                 Ok(Some(event)) => {
-                    take(event);
+                    bytes += add_event(&mut batch, &mut waiting, event);
                     count += 1;
                 }
                 _ => break,

@@ -619,3 +619,60 @@ inputs.v = { map = "emit" }
     );
     assert_eq!(gpu.matches("of `gpu_work`").count(), 6, "{gpu}");
 }
+
+/// Values over the inline size go through the object store by digest, a
+/// collect of them included; a step's flood of output is cut, not lost.
+#[test]
+fn large_values_and_floods_of_output_cross_to_and_from_workers() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let text = r#"name = "large"
+[ops.emit]
+component = "{probe}"
+dynamic = true
+config.emit_count = 4
+[ops.work]
+component = "{probe}"
+inputs.v = { map = "emit" }
+config.on_key = { k0 = "stdout_flood", "*" = "return_kib:300" }
+[ops.all]
+component = "{probe}"
+inputs.vs = { collect = "work", max_failures = 1 }
+config.sizes_only = true
+[ops.one]
+component = "{probe}"
+inputs.v = { map = "work" }
+config.sizes_only = true
+"#;
+    let local = TestJob::new(text);
+    let here = local.run(&[]);
+    let job = TestJob::new(text);
+    let _worker = Worker::start(job.dir(), &server.url, "w", "30");
+    let there = dynhost_within(
+        job.dir(),
+        &["run", "--json", "job.toml", "--nats", &server.url],
+        Duration::from_secs(120),
+    );
+    assert_eq!(there.code, here.code, "{}\n{}", there.stdout, there.stderr);
+    for key in ["k1", "k2", "k3"] {
+        let step = format!("one[{key}]");
+        assert_eq!(there.output(&step), here.output(&step), "{step}");
+        assert!(
+            there.output(&step)["inputs"]["v"].as_u64().unwrap() > 300 * 1024,
+            "{step}"
+        );
+    }
+    assert_eq!(
+        there.output("all")["inputs"]["vs"],
+        here.output("all")["inputs"]["vs"]
+    );
+    let flood = there.step("work[k0]");
+    let stdout = flood["stdout"].as_str().unwrap();
+    assert!(
+        stdout.len() < 200 << 10 && stdout.contains("cut at 96 KiB for the trip from the worker"),
+        "{} bytes: {}",
+        stdout.len(),
+        &stdout[stdout.len().saturating_sub(200)..]
+    );
+}

@@ -123,6 +123,9 @@ pub enum InputMsg {
         /// Failed elements the collect tolerates.
         failed: Vec<(Vec<String>, OpFailure)>,
     },
+    /// An input too large for a message as a whole (a collect of many
+    /// small items): this enum's JSON, stored by digest.
+    Stored(Blob),
 }
 
 /// A step to run.
@@ -273,6 +276,26 @@ pub struct FinishedMsg {
     pub log: String,
 }
 
+/// Captured output a finished step carries over the network, per stream:
+/// whole up to this, else its start and a note (the limit on a step's log,
+/// 1 MiB a stream by default, would not fit a message).
+pub const CAPTURE_MAX: usize = 96 << 10;
+
+fn cut(text: &str) -> String {
+    if text.len() <= CAPTURE_MAX {
+        return text.to_owned();
+    }
+    let mut end = CAPTURE_MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}\n[dynhost: cut at {} KiB for the trip from the worker]\n",
+        &text[..end],
+        CAPTURE_MAX >> 10
+    )
+}
+
 /// Reads a message of type `T`, checking its version first.
 ///
 /// # Errors
@@ -288,6 +311,23 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, WireErr
         return Err(WireError::Version { found: versioned.v });
     }
     serde_json::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))
+}
+
+/// The size of a message once written.
+pub fn encoded_len<T: Serialize>(message: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, message);
+    count.0
 }
 
 /// Writes a message.
@@ -336,7 +376,7 @@ impl StepMsg {
             .inputs
             .iter()
             .map(|input| {
-                Ok(match input {
+                let msg = match input {
                     InputData::Single(bytes) => InputMsg::Single(Blob::of(bytes, store)?),
                     InputData::Collected { items, failed } => InputMsg::Collected {
                         items: items
@@ -348,7 +388,16 @@ impl StepMsg {
                             .map(|(keys, failure)| (keys_text(keys), failure.clone()))
                             .collect(),
                     },
-                })
+                };
+                // A collect of a million small items must not be one giant
+                // message: past the inline size it goes by digest too.
+                if matches!(msg, InputMsg::Collected { .. }) {
+                    let text = encode(&msg);
+                    if text.len() > INLINE_MAX {
+                        return Ok(InputMsg::Stored(Blob::of(&text, store)?));
+                    }
+                }
+                Ok(msg)
             })
             .collect::<Result<_, String>>()?;
         Ok(Self {
@@ -370,6 +419,18 @@ impl StepMsg {
         let step = step_of(plan, &self.op, &self.keys)?;
         let mut inputs = super::worker::Inputs::new();
         for input in self.inputs {
+            let input = match input {
+                InputMsg::Stored(blob) => {
+                    let text = blob.bytes(store).map_err(store_error)?;
+                    let input: InputMsg = serde_json::from_slice(&text)
+                        .map_err(|e| WireError::Malformed(e.to_string()))?;
+                    if matches!(input, InputMsg::Stored(_)) {
+                        return Err(WireError::Malformed("a stored input names another".into()));
+                    }
+                    input
+                }
+                input => input,
+            };
             inputs.push(match input {
                 InputMsg::Single(blob) => {
                     InputData::Single(Arc::from(blob.bytes(store).map_err(store_error)?))
@@ -387,6 +448,7 @@ impl StepMsg {
                         .map(|(keys, failure)| Ok((parse_keys(&keys)?, failure)))
                         .collect::<Result<_, WireError>>()?,
                 },
+                InputMsg::Stored(_) => unreachable!("resolved above"),
             });
         }
         Ok(StepRequest {
@@ -511,9 +573,9 @@ impl FinishedMsg {
                 output_bytes: s.output_bytes,
                 fuel_used: s.fuel_used,
             },
-            stdout: report.stdout.clone(),
-            stderr: report.stderr.clone(),
-            log: report.log.clone(),
+            stdout: cut(&report.stdout),
+            stderr: cut(&report.stderr),
+            log: cut(&report.log),
         })
     }
 

@@ -213,3 +213,45 @@ fn other_versions_other_plans_and_garbage_are_refused() {
         Err(WireError::Malformed(_))
     ));
 }
+
+#[test]
+fn a_collect_of_many_small_items_is_not_one_giant_message() {
+    let (_dir, plan) = plan();
+    let mut store = MapStore::default();
+    let all = plan.op_id("all").unwrap();
+    let items: Vec<(KeyPath, Arc<[u8]>)> = (0..20_000)
+        .map(|i| {
+            (
+                keys(&[&format!("k{i}")]),
+                Arc::from(format!("{i}").as_bytes()),
+            )
+        })
+        .collect();
+    let mut inputs = super::super::worker::Inputs::new();
+    inputs.push(InputData::Collected {
+        items,
+        failed: Vec::new(),
+    });
+    let request = StepRequest {
+        step: StepId {
+            op: all,
+            keys: KeyPath::new(),
+        },
+        attempt: 1,
+        inputs,
+    };
+    let bytes = encode(&StepMsg::new("r", &plan, "sha256:x", &request, &mut store).unwrap());
+    assert!(bytes.len() < 1024, "{} bytes", bytes.len());
+    let back = decode::<StepMsg>(&bytes)
+        .unwrap()
+        .request(&plan, &mut store)
+        .unwrap();
+    match &back.inputs[0] {
+        InputData::Collected { items, .. } => {
+            assert_eq!(items.len(), 20_000);
+            assert_eq!(items[19_999].0, keys(&["k19999"]));
+            assert_eq!(&*items[19_999].1, b"19999");
+        }
+        InputData::Single(_) => panic!("collected expected"),
+    }
+}
