@@ -676,3 +676,67 @@ config.sizes_only = true
         &stdout[stdout.len().saturating_sub(200)..]
     );
 }
+
+/// Nested fan-out, retries and a tolerant collect behave through workers as
+/// they do locally: same values, same order, same counts.
+#[test]
+fn nested_fan_out_retries_and_tolerance_are_unchanged_through_nats() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let text = r#"name = "nested"
+[ops.outer]
+component = "{probe}"
+dynamic = true
+config.emit = [{ key = "x", value = ["a", "b"] }, { key = "y", value = ["c"] }]
+[ops.inner]
+component = "{probe}"
+dynamic = true
+inputs.v = { map = "outer" }
+config.emit_input = "v"
+[ops.work]
+component = "{probe}"
+inputs.v = { map = "inner" }
+mounts = [{ host = "marks", guest = "/marks", writable = true, shared = true }]
+config.fail_once_dir = "/marks"
+config.on_key = { c = "fail" }
+retries = 1
+retry_backoff_secs = 0
+retry_on = ["op-error"]
+[ops.all]
+component = "{probe}"
+inputs.vs = { collect = "work", max_failures = 1 }
+"#;
+    let local = TestJob::new(text);
+    local.write("marks/.keep", "");
+    let here = local.run(&[]);
+    here.assert_code(0);
+    let job = TestJob::new(text);
+    job.write("marks/.keep", "");
+    let _workers = [
+        Worker::start(job.dir(), &server.url, "w1", "30"),
+        Worker::start(job.dir(), &server.url, "w2", "30"),
+    ];
+    let there = dynhost_within(
+        job.dir(),
+        &["run", "--json", "job.toml", "--nats", &server.url],
+        Duration::from_secs(120),
+    );
+    there.assert_code(0);
+    assert_eq!(
+        there.output("all")["inputs"]["vs"],
+        here.output("all")["inputs"]["vs"]
+    );
+    for field in ["succeeded", "failed", "retries", "tolerated"] {
+        assert_eq!(
+            there.op_summary("work")[field],
+            here.op_summary("work")[field],
+            "{field}"
+        );
+    }
+    assert_eq!(
+        here.op_summary("work")["retries"],
+        3,
+        "a and b and c retried once"
+    );
+}
