@@ -740,3 +740,91 @@ inputs.vs = { collect = "work", max_failures = 1 }
         "a and b and c retried once"
     );
 }
+
+/// A worker runs only the component a run's locked plan names by digest: a
+/// step message naming any other is refused, and its end says so.
+#[test]
+fn a_worker_refuses_a_step_naming_a_component_the_plan_does_not() {
+    use futures::StreamExt;
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let job = TestJob::new(
+        r#"name = "forged"
+[ops.work]
+component = "{probe}"
+"#,
+    );
+    let plan = crate::support::dynhost(job.dir(), &["plan", "--json", "job.toml"]);
+    plan.assert_code(0);
+    let plan: Value = serde_json::from_str(plan.stdout.trim()).unwrap();
+    let probe = std::fs::read(crate::support::guest("probe")).unwrap();
+    let digest = {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(&probe))
+    };
+    let log = job.dir().join("worker.log");
+    let _worker = Worker::start_logging(
+        job.dir(),
+        &server.url,
+        "w",
+        "30",
+        std::fs::File::create(&log).unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(800)); // streams and buckets exist
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let end: Value = runtime.block_on(async {
+        let client = async_nats::connect(server.url.as_str()).await.unwrap();
+        let js = async_nats::jetstream::new(client.clone());
+        let locked = serde_json::json!({
+            "format": 1,
+            "plan": plan,
+            "components": [{ "op": "work", "source": "probe.wasm", "digest": format!("sha256:{digest}") }],
+        });
+        let plans = js.get_object_store("dynhost-plans").await.unwrap();
+        plans
+            .put("forged.e1", &mut serde_json::to_vec(&locked).unwrap().as_slice())
+            .await
+            .unwrap();
+        let components = js.get_object_store("dynhost-components").await.unwrap();
+        components
+            .put(format!("sha256-{digest}").as_str(), &mut probe.as_slice())
+            .await
+            .unwrap();
+        let mut events = client
+            .subscribe("dynhost.events.forged.e1.batch")
+            .await
+            .unwrap();
+        let step = serde_json::json!({ "v": 1, "steps": [{
+            "v": 1, "run_id": "forged", "op": "work",
+            "component": format!("sha256:{}", "0".repeat(64)),
+            "keys": [], "attempt": 1, "inputs": []
+        }]});
+        js.publish(
+            "dynhost.steps.forged.e1.any",
+            serde_json::to_vec(&step).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+        let message = tokio::time::timeout(Duration::from_secs(30), events.next())
+            .await
+            .expect("no end within 30 s")
+            .unwrap();
+        serde_json::from_slice(&message.payload).unwrap()
+    });
+    let failed = &end["finished"][0]["outcome"]["failed"];
+    assert_eq!(failed["kind"], "host", "{end}");
+    let message = failed["message"].as_str().unwrap();
+    assert!(
+        message.contains("refused the step: it names component sha256:0000")
+            && message.contains(&format!("the run's locked plan sha256:{digest}")),
+        "{message}"
+    );
+    let worker = std::fs::read_to_string(&log).unwrap();
+    assert!(!worker.contains("panicked"), "{worker}");
+}
