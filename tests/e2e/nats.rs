@@ -213,25 +213,8 @@ fn a_killed_workers_steps_run_on_another_after_the_lease() {
         std::fs::File::create(&log).unwrap(),
     );
     let started = Instant::now();
-    let pid = run.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(run.wait_with_output());
-    });
-    let Ok(output) = rx.recv_timeout(Duration::from_secs(90)) else {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status();
-        panic!("the run did not finish within 90 s of the kill");
-    };
-    let output = output.unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let there = crate::support::wait_within(run, Duration::from_secs(90), "the run");
+    assert_eq!(there.code, 0, "{}\n{}", there.stdout, there.stderr);
     let survivor = std::fs::read_to_string(&log).unwrap();
     assert!(
         survivor.contains("(delivery 2: the worker that had it stopped renewing its lease)"),
@@ -242,18 +225,7 @@ fn a_killed_workers_steps_run_on_another_after_the_lease() {
     let attempts = succeeded_attempts(&job);
     let work: Vec<_> = attempts.iter().filter(|(op, _)| op == "work").collect();
     assert_eq!(work.len(), 6, "{attempts:?}");
-    let finished: Value = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|e| e["event"] == "run_finished")
-        .expect("run_finished");
-    let all = finished["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["step"] == "all")
-        .unwrap()["value"]
-        .clone();
+    let all = there.output("all");
     assert_eq!(all["inputs"]["vs"]["items"].as_array().unwrap().len(), 6);
 }
 
@@ -499,30 +471,8 @@ fn three_workers_on_three_hosts_survive_losing_one() {
     .expect("start the run");
     std::thread::sleep(Duration::from_millis(1500));
     workers[0].kill(); // SIGKILL one host's worker mid-run
-    let pid = run.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(run.wait_with_output());
-    });
-    let Ok(output) = rx.recv_timeout(Duration::from_secs(120)) else {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status();
-        panic!("the run did not finish within 120 s");
-    };
-    let output = output.unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let there = crate::support::CliOutput {
-        code: 0,
-        stdout,
-        stderr: String::new(),
-    };
+    let there = crate::support::wait_within(run, Duration::from_secs(120), "the run");
+    assert_eq!(there.code, 0, "{}\n{}", there.stdout, there.stderr);
     for step in ["all", "sizes"] {
         assert_eq!(there.output(step), here.output(step), "{step}");
     }

@@ -369,6 +369,12 @@ pub fn dynhost_within(cwd: &Path, args: &[&str], within: std::time::Duration) ->
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start dynhost");
+    wait_within(child, within, &format!("dynhost {args:?}"))
+}
+
+/// Waits for a started `dynhost` (stdout and stderr piped) to end, killing
+/// it and failing the test after `within`.
+pub fn wait_within(child: std::process::Child, within: std::time::Duration, what: &str) -> CliOutput {
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -378,7 +384,7 @@ pub fn dynhost_within(cwd: &Path, args: &[&str], within: std::time::Duration) ->
         Ok(output) => output.expect("run dynhost"),
         Err(_) => {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("dynhost {args:?} did not finish within {within:?}");
+            panic!("{what} did not finish within {within:?}");
         }
     };
     CliOutput {
