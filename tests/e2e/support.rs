@@ -374,7 +374,11 @@ pub fn dynhost_within(cwd: &Path, args: &[&str], within: std::time::Duration) ->
 
 /// Waits for a started `dynhost` (stdout and stderr piped) to end, killing
 /// it and failing the test after `within`.
-pub fn wait_within(child: std::process::Child, within: std::time::Duration, what: &str) -> CliOutput {
+pub fn wait_within(
+    child: std::process::Child,
+    within: std::time::Duration,
+    what: &str,
+) -> CliOutput {
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
