@@ -192,7 +192,28 @@ fn a_killed_workers_steps_run_on_another_after_the_lease() {
         return;
     };
     let job = TestJob::new(&job(6, 1500));
-    let mut doomed = Worker::start(job.dir(), &server.url, "doomed", "2");
+    let doomed_log = job.dir().join("doomed.log");
+    let mut doomed = Worker(
+        command(
+            job.dir(),
+            &[
+                "worker",
+                "--nats",
+                &server.url,
+                "--max-concurrent",
+                "2",
+                "--name",
+                "doomed",
+                "--lease-secs",
+                "2",
+            ],
+        )
+        .env("DYNHOST_LOG", "dynhost=debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&doomed_log).unwrap())
+        .spawn()
+        .unwrap(),
+    );
     // The survivor joins once the doomed worker holds steps.
     let run = command(
         job.dir(),
@@ -202,7 +223,20 @@ fn a_killed_workers_steps_run_on_another_after_the_lease() {
     .stderr(Stdio::piped())
     .spawn()
     .expect("start the run");
-    std::thread::sleep(Duration::from_millis(2500));
+    // Killed while it runs a `work` step (each takes 1.5 s), however long a
+    // loaded machine takes to get there.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&doomed_log)
+        .unwrap_or_default()
+        .contains("of `work`")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the doomed worker never started a step"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
     doomed.kill(); // SIGKILL, mid-step
     let log = job.dir().join("survivor.log");
     let _survivor = Worker::start_logging(
@@ -551,9 +585,17 @@ inputs.v = { map = "emit" }
     };
     let _plain = start("plain", &[], &logs[0]);
     let _gpu = start("gpu", &["gpu", "eu"], &logs[1]);
-    std::thread::sleep(Duration::from_millis(500)); // both announced
-    crate::support::dynhost(job.dir(), &["validate", "job.toml", "--nats", &server.url])
-        .assert_code(0);
+    // Once the tagged worker has announced itself, validate is content.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while crate::support::dynhost(job.dir(), &["validate", "job.toml", "--nats", &server.url]).code
+        != 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the gpu worker never announced itself"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let out = dynhost_within(
         job.dir(),
         &["run", "--json", "job.toml", "--nats", &server.url],
@@ -721,7 +763,6 @@ component = "{probe}"
         "30",
         std::fs::File::create(&log).unwrap(),
     );
-    std::thread::sleep(Duration::from_millis(800)); // streams and buckets exist
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -734,7 +775,29 @@ component = "{probe}"
             "plan": plan,
             "components": [{ "op": "work", "source": "probe.wasm", "digest": format!("sha256:{digest}") }],
         });
-        let plans = js.get_object_store("dynhost-plans").await.unwrap();
+        // The worker creates the streams and buckets as it starts.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let plans = loop {
+            match js.get_object_store("dynhost-plans").await {
+                Ok(plans) => break plans,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("the worker never set up the buckets: {e}"),
+            }
+        };
+        // ...and its step consumer, last.
+        while js
+            .get_stream("DYNHOST_STEPS")
+            .await
+            .unwrap()
+            .consumer_info("dynhost-workers-any")
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "no step consumer");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         plans
             .put("forged.e1", &mut serde_json::to_vec(&locked).unwrap().as_slice())
             .await
