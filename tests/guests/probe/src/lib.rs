@@ -143,11 +143,19 @@ fn metadata(entries: &Value) -> Result<Vec<MetadataEntry>, String> {
     for e in entries.as_array().into_iter().flatten() {
         let label = e["label"].as_str().unwrap_or_default().to_owned();
         let v = &e["value"];
-        let text = || v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+        let text = || {
+            v.as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string())
+        };
         let value = match e["kind"].as_str().unwrap_or("text") {
-            "integer" => MetadataValue::Integer(v.as_i64().ok_or("integer metadata needs a number")?),
+            "integer" => {
+                MetadataValue::Integer(v.as_i64().ok_or("integer metadata needs a number")?)
+            }
             "float" => MetadataValue::Float(v.as_f64().ok_or("float metadata needs a number")?),
-            "boolean" => MetadataValue::Boolean(v.as_bool().ok_or("boolean metadata needs a bool")?),
+            "boolean" => {
+                MetadataValue::Boolean(v.as_bool().ok_or("boolean metadata needs a bool")?)
+            }
             "json" => MetadataValue::Json(text()),
             "url" => MetadataValue::Url(text()),
             "path" => MetadataValue::Path(text()),
