@@ -118,9 +118,9 @@ async fn connect(options: &NatsOptions, name: &str) -> Result<async_nats::Client
         url: options.url.clone(),
         reason,
     };
-    let mut connect = async_nats::ConnectOptions::new()
-        .name(name)
-        .retry_on_initial_connect();
+    // No retry on the first connection: a wrong address or credentials must
+    // say so, not surface later as a JetStream timeout.
+    let mut connect = async_nats::ConnectOptions::new().name(name);
     if let Some(creds) = &options.creds {
         connect = connect
             .credentials_file(creds)

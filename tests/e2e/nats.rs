@@ -23,6 +23,11 @@ impl Server {
     /// A server listening on `address` (all addresses, for workers in
     /// network namespaces); its URL still names loopback.
     fn start_on(address: &str) -> Option<Self> {
+        Self::start_with(address, &[])
+    }
+
+    /// A server on loopback with extra arguments (e.g. `--auth TOKEN`).
+    fn start_with(address: &str, extra: &[&str]) -> Option<Self> {
         if std::env::var_os("DYNHOST_SKIP_NATS").is_some() {
             return None;
         }
@@ -33,7 +38,9 @@ impl Server {
             .unwrap()
             .port();
         let child = std::process::Command::new("nats-server")
-            .args(["-js", "-a", address, "-p", &port.to_string(), "-sd"])
+            .args(["-js", "-a", address, "-p", &port.to_string()])
+            .args(extra)
+            .arg("-sd")
             .arg(store.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -840,4 +847,60 @@ component = "{probe}"
     );
     let worker = std::fs::read_to_string(&log).unwrap();
     assert!(!worker.contains("panicked"), "{worker}");
+}
+
+/// Credentials pass through: against a server that wants a token, a run and
+/// a worker without it are refused, naming the server; with it, they work.
+#[test]
+fn a_token_protected_server_needs_the_token_on_both_sides() {
+    let Some(server) = Server::start_with("127.0.0.1", &["--auth", "s3cret"]) else {
+        return;
+    };
+    let job = TestJob::new(&job(3, 0));
+    let refused = dynhost_within(
+        job.dir(),
+        &["run", "job.toml", "--nats", &server.url],
+        Duration::from_secs(60),
+    );
+    assert_ne!(refused.code, 0, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("cannot connect to NATS at {}", server.url)),
+        "{}",
+        refused.stderr
+    );
+    let _worker = Worker(
+        command(
+            job.dir(),
+            &[
+                "worker",
+                "--nats",
+                &server.url,
+                "--nats-token",
+                "s3cret",
+                "--max-concurrent",
+                "2",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let out = dynhost_within(
+        job.dir(),
+        &[
+            "run",
+            "--json",
+            "job.toml",
+            "--nats",
+            &server.url,
+            "--nats-token",
+            "s3cret",
+        ],
+        Duration::from_secs(120),
+    );
+    out.assert_code(0);
+    assert_eq!(out.op_summary("work")["succeeded"], 3);
 }
