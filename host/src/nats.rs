@@ -476,21 +476,21 @@ impl Transport for NatsTransport<'_> {
         // Batches per placement: big enough that a large fan-out costs few
         // messages, small enough that every worker gets some.
         let size = (steps.len() / BATCHES_PER_SUBMIT).clamp(1, MAX_BATCH);
-        // (op, steps, bytes) per batch.
-        let mut batches: Vec<(usize, Vec<StepMsg>, usize)> = Vec::new();
+        // (op, steps written, bytes) per batch.
+        let mut batches: Vec<(usize, Vec<Vec<u8>>, usize)> = Vec::new();
         for request in &steps {
             let op = request.step.op;
             let digest = &self.digests[op];
             let msg = match StepMsg::new(&self.run_id, self.plan, digest, request, &mut self.values)
             {
-                Ok(msg) => msg,
+                Ok(msg) => wire::encode(&msg),
                 Err(e) => {
                     tracing::error!("cannot send a step: {e}");
                     continue;
                 }
             };
             let placement = &self.placements[op];
-            let bytes = wire::encoded_len(&msg);
+            let bytes = msg.len();
             match batches.iter_mut().rev().find(|(p, b, n)| {
                 self.placements[*p] == *placement && b.len() < size && n + bytes <= MAX_MESSAGE
             }) {
@@ -505,11 +505,7 @@ impl Transport for NatsTransport<'_> {
             .into_iter()
             .map(|(op, steps, _)| {
                 let subject = format!("{}.{}", self.steps_subject, self.placements[op]);
-                let batch = StepBatchMsg {
-                    v: wire::WIRE_VERSION,
-                    steps,
-                };
-                (subject, wire::encode(&batch))
+                (subject, wire::batch(&[("steps", &steps)]))
             })
             .collect();
         let js = self.js.clone();
@@ -708,67 +704,67 @@ const EVENT_BATCH: usize = 512;
 /// ...or what arrived within this long of the first.
 const EVENT_LINGER: Duration = Duration::from_millis(2);
 
-/// Adds an event to a batch; returns its size.
-fn add_event(
-    batch: &mut EventBatchMsg,
-    waiting: &mut Vec<tokio::sync::oneshot::Sender<Result<(), String>>>,
-    event: Outgoing,
-) -> usize {
-    match event {
-        Outgoing::Item(item) => {
-            let bytes = wire::encoded_len(&item);
-            batch.items.push(item);
-            bytes
-        }
-        Outgoing::Finished(end, tell) => {
-            let bytes = wire::encoded_len(&end);
-            batch.finished.push(end);
-            waiting.push(tell);
-            bytes
-        }
+/// A worker's events of one run on their way into one message, written.
+#[derive(Default)]
+struct Gathered {
+    items: Vec<Vec<u8>>,
+    finished: Vec<Vec<u8>>,
+    bytes: usize,
+    /// The steps whose ends are in it, to tell once it is stored.
+    waiting: Vec<tokio::sync::oneshot::Sender<Result<(), String>>>,
+}
+
+impl Gathered {
+    fn add(&mut self, event: Outgoing) {
+        let written = match event {
+            Outgoing::Item(item) => {
+                self.items.push(wire::encode(&item));
+                self.items.last()
+            }
+            Outgoing::Finished(end, tell) => {
+                self.waiting.push(tell);
+                self.finished.push(wire::encode(&end));
+                self.finished.last()
+            }
+        };
+        self.bytes += written.map_or(0, Vec::len);
     }
 }
 
 /// Sends one run's items and ends in batches to `subject`, and tells each
 /// step when its end is stored (the step's message is acked only then).
+/// A batch lists items before ends, so a step's items are never after its end.
 async fn publish_events(
     js: jetstream::Context,
     subject: String,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
 ) {
     while let Some(first) = rx.recv().await {
-        let mut batch = EventBatchMsg {
-            v: wire::WIRE_VERSION,
-            items: Vec::new(),
-            finished: Vec::new(),
-        };
-        let mut waiting = Vec::new();
-        let mut bytes = add_event(&mut batch, &mut waiting, first);
+        let mut batch = Gathered::default();
+        batch.add(first);
         let until = tokio::time::Instant::now() + EVENT_LINGER;
         let mut count = 1;
         // One event is at most ~350 KiB (a 64 KiB value as base64, captured
         // output cut for the network): a batch stops growing at half the
         // message limit, so it stays under it.
-        while count < EVENT_BATCH && bytes < MAX_MESSAGE / 2 {
+        while count < EVENT_BATCH && batch.bytes < MAX_MESSAGE / 2 {
             match tokio::time::timeout_at(until, rx.recv()).await {
                 Ok(Some(event)) => {
-                    bytes += add_event(&mut batch, &mut waiting, event);
+                    batch.add(event);
                     count += 1;
                 }
                 _ => break,
             }
         }
-        let stored = match js
-            .publish(subject.clone(), wire::encode(&batch).into())
-            .await
-        {
+        let payload = wire::batch(&[("items", &batch.items), ("finished", &batch.finished)]);
+        let stored = match js.publish(subject.clone(), payload.into()).await {
             Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = &stored {
             tracing::error!("events were not stored: {e}");
         }
-        for tell in waiting {
+        for tell in batch.waiting {
             let _ = tell.send(stored.clone());
         }
     }

@@ -313,21 +313,28 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, WireErr
     serde_json::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))
 }
 
-/// The size of a message once written.
-pub fn encoded_len<T: Serialize>(message: &T) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
+/// A batch message ([`StepBatchMsg`], [`EventBatchMsg`]) from parts already
+/// written: `{"v":N,"FIELD":[part,…],…}`. Sizing a batch needs each part's
+/// size, so each is serialized once, here joined rather than written again.
+pub fn batch(fields: &[(&str, &[Vec<u8>])]) -> Vec<u8> {
+    let len: usize = fields
+        .iter()
+        .flat_map(|(_, parts)| parts.iter().map(|p| p.len() + 1))
+        .sum();
+    let mut out = Vec::with_capacity(len + 64);
+    out.extend_from_slice(format!("{{\"v\":{WIRE_VERSION}").as_bytes());
+    for (field, parts) in fields {
+        out.extend_from_slice(format!(",\"{field}\":[").as_bytes());
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(part);
         }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+        out.push(b']');
     }
-    let mut count = Count(0);
-    let _ = serde_json::to_writer(&mut count, message);
-    count.0
+    out.push(b'}');
+    out
 }
 
 /// Writes a message.

@@ -255,3 +255,21 @@ fn a_collect_of_many_small_items_is_not_one_giant_message() {
         InputData::Single(_) => panic!("collected expected"),
     }
 }
+
+#[test]
+fn batches_joined_from_written_parts_read_back_as_batch_messages() {
+    let step = StepMsg {
+        v: WIRE_VERSION,
+        run_id: "r".into(),
+        op: "work".into(),
+        component: "sha256:x".into(),
+        keys: vec!["k".into()],
+        attempt: 1,
+        inputs: vec![InputMsg::Single(Blob::Inline(b"1".to_vec()))],
+    };
+    let steps = [encode(&step), encode(&step)];
+    let read: StepBatchMsg = decode(&batch(&[("steps", &steps)])).unwrap();
+    assert_eq!(read.steps, [step.clone(), step]);
+    let empty: EventBatchMsg = decode(&batch(&[("items", &[]), ("finished", &[])])).unwrap();
+    assert!(empty.items.is_empty() && empty.finished.is_empty());
+}
