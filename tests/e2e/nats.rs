@@ -845,3 +845,35 @@ fn a_token_protected_server_needs_the_token_on_both_sides() {
     out.assert_code(0);
     assert_eq!(out.op_summary("work")["succeeded"], 3);
 }
+
+/// A worker carries at most four tags, each a plain name: refused before it
+/// connects anywhere.
+#[test]
+fn a_worker_with_too_many_or_bad_tags_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = "nats://127.0.0.1:1";
+    let mut args = vec!["worker", "--nats", nowhere];
+    for tag in ["a", "b", "c", "d", "e"] {
+        args.extend(["--tag", tag]);
+    }
+    let many = dynhost_within(dir.path(), &args, Duration::from_secs(30));
+    many.assert_code(2);
+    assert!(
+        many.stderr
+            .contains("a worker carries at most 4 tags (`--tag`), not 5"),
+        "{}",
+        many.stderr
+    );
+    let bad = dynhost_within(
+        dir.path(),
+        &["worker", "--nats", nowhere, "--tag", "g.pu"],
+        Duration::from_secs(30),
+    );
+    bad.assert_code(2);
+    assert!(
+        bad.stderr
+            .contains("tag `g.pu` must be 1 or more of `A-Z a-z 0-9 _ -`"),
+        "{}",
+        bad.stderr
+    );
+}

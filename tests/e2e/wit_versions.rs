@@ -384,6 +384,14 @@ config.set_outputs = { nope = 1 }
 component = "{probe}"
 outputs.s = { plain = true, schema = { type = "string" } }
 config.set_outputs = { s = 7 }
+[ops.twice]
+component = "{probe}"
+outputs.s = { plain = true }
+config.set_outputs = { s = 1 }
+config.set_outputs_on_key = { "" = { s = 2 } }
+[ops.stray_metadata]
+component = "{probe}"
+config.output_metadata = { nope = [{ label = "l", kind = "text", value = "v" }] }
 "#,
     );
     let out = job.run(&[]);
@@ -407,6 +415,22 @@ config.set_outputs = { s = 7 }
         failure("undeclared")
     );
     assert_eq!(failure("mistyped")["kind"], "type-check");
+    assert!(
+        failure("twice")["message"]
+            .as_str()
+            .unwrap()
+            .contains("set output `s` twice; a plain output is set once per step"),
+        "{}",
+        failure("twice")
+    );
+    assert!(
+        failure("stray_metadata")["message"]
+            .as_str()
+            .unwrap()
+            .contains("added metadata to output `nope`, which is neither `result` nor one of its plain outputs"),
+        "{}",
+        failure("stray_metadata")
+    );
 
     // A reader naming an output that does not exist is refused up front.
     let typo = TestJob::new(

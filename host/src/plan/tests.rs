@@ -153,3 +153,53 @@ fn two_different_fan_outs_cannot_be_zipped() {
         "{message}"
     );
 }
+
+#[test]
+fn named_plain_outputs_and_placement_tags_are_checked() {
+    let both = err(r#"
+[ops.a]
+component = "a.wasm"
+dynamic = ["x"]
+outputs.x = { plain = true }
+"#);
+    assert!(
+        both.contains("`outputs.x` is listed in `dynamic` and says `plain = true`"),
+        "{both}"
+    );
+    let result = err(r#"
+[ops.a]
+component = "a.wasm"
+outputs.result = { plain = true }
+"#);
+    assert!(
+        result.contains("`outputs.result` cannot be plain"),
+        "{result}"
+    );
+    let neither = err(r#"
+[ops.a]
+component = "a.wasm"
+outputs.x = { required = false }
+"#);
+    assert!(
+        neither.contains("or add `plain = true` for a named plain output"),
+        "{neither}"
+    );
+    let tag = err(r#"
+[ops.a]
+component = "a.wasm"
+placement = ["gpu eu"]
+"#);
+    assert!(tag.contains("placement tag name `gpu eu`"), "{tag}");
+    let plan = build(
+        r#"
+[ops.a]
+component = "a.wasm"
+placement = ["eu", "gpu", "eu"]
+outputs.size = { plain = true, required = false }
+"#,
+    )
+    .unwrap();
+    assert_eq!(plan.ops[0].placement, ["eu", "gpu"], "sorted, once each");
+    assert_eq!(plan.ops[0].plain_outputs[0].name, "size");
+    assert!(!plan.ops[0].plain_outputs[0].required);
+}
