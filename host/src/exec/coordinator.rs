@@ -157,8 +157,7 @@ impl<'p> Coordinator<'p> {
             let Some(step) = self.scheduler.next_ready() else {
                 break;
             };
-            if let Some(inputs) = self.start(&step, observer) {
-                let attempt = self.attempt(&step);
+            if let Some((inputs, attempt)) = self.start(&step, observer) {
                 steps.push(StepRequest {
                     step,
                     attempt,
@@ -239,11 +238,15 @@ impl<'p> Coordinator<'p> {
 
     /// Builds the call; reuses a stored success with the same inputs instead
     /// of running it (`None`), else counts the attempt and tells the observer.
-    fn start(&mut self, step: &StepId, observer: &mut dyn FnMut(RunEvent<'_>)) -> Option<Inputs> {
+    fn start(
+        &mut self,
+        step: &StepId,
+        observer: &mut dyn FnMut(RunEvent<'_>),
+    ) -> Option<(Inputs, u32)> {
         // Running from here on: whatever happens next (a stored success
         // reused, inputs that cannot be read) ends this attempt.
-        self.scheduler.start(step);
-        let inputs = self.scheduler.inputs(step);
+        let started = self.scheduler.start(step);
+        let inputs = self.scheduler.inputs(step, started);
         self.report_tolerated(observer);
         let inputs = match inputs {
             Ok(inputs) => inputs,
@@ -267,7 +270,7 @@ impl<'p> Coordinator<'p> {
                 return None;
             }
         }
-        let attempt = self.attempt(step);
+        let attempt = started.attempt;
         let op = &self.plan.ops[step.op].name;
         observer(RunEvent::StepStarted {
             step: StepName {
@@ -277,7 +280,7 @@ impl<'p> Coordinator<'p> {
             op,
             attempt,
         });
-        Some(inputs)
+        Some((inputs, attempt))
     }
 
     /// Tells the observer of steps a collect just tolerated.

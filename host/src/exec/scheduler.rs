@@ -168,17 +168,24 @@ impl<'p> Scheduler<'p> {
     }
 
     /// Marks a step taken from [`Scheduler::next_ready`] as handed out;
-    /// returns the attempt it runs as.
-    pub fn start(&mut self, step: &StepId) -> u32 {
+    /// returns the attempt it runs as, and what [`Scheduler::inputs`] needs
+    /// of its entry (one map lookup per step start, not three).
+    pub fn start(&mut self, step: &StepId) -> Started {
         let Some(entry) = self.steps.get_mut(step) else {
-            return 1;
+            return Started {
+                attempt: 1,
+                item: NO_ITEM,
+            };
         };
         let attempt = match entry.status {
             Status::Queued(a) | Status::Backoff(a) => a,
             _ => 1,
         };
         entry.status = Status::Running(attempt);
-        attempt
+        Started {
+            attempt,
+            item: entry.item,
+        }
     }
 
     /// A running step failed and runs again once `due`: it waits, holding
@@ -581,7 +588,7 @@ impl<'p> Scheduler<'p> {
     /// Failed or skipped steps that a tolerant collect ran without are marked
     /// tolerated here, as the collect's input is built. Fails only if a
     /// spilled value cannot be read back.
-    pub fn inputs(&mut self, step: &StepId) -> Result<Inputs, String> {
+    pub fn inputs(&mut self, step: &StepId, started: Started) -> Result<Inputs, String> {
         let op = &self.plan.ops[step.op];
         let mut inputs = Inputs::new();
         for input in &op.inputs {
@@ -606,7 +613,7 @@ impl<'p> Scheduler<'p> {
                         keys: KeyPath::from(&step.keys[..level]),
                     };
                     let own = if level + 1 == op.scope.len() {
-                        self.steps.get(step).map_or(NO_ITEM, |e| e.item)
+                        started.item
                     } else {
                         NO_ITEM
                     };
@@ -694,6 +701,14 @@ impl<'p> Scheduler<'p> {
             _ => None,
         }
     }
+}
+
+/// A step just handed out: the attempt it runs as, and its item's position
+/// (see [`StepEntry::item`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Started {
+    pub attempt: u32,
+    item: u32,
 }
 
 enum Blocker {
