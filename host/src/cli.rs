@@ -263,10 +263,22 @@ struct PlanArgs {
     /// The job file.
     job: PathBuf,
     /// The plan as JSON, for tools.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     json: bool,
+    /// Draw the graph instead: Graphviz DOT, an SVG picture, or a Mermaid
+    /// flowchart (the same drawing as `dynhost ui`).
+    #[arg(long, value_enum)]
+    format: Option<GraphFormat>,
     #[command(flatten)]
     config: ConfigArgs,
+}
+
+/// `dynhost plan --format`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum GraphFormat {
+    Dot,
+    Svg,
+    Mermaid,
 }
 
 #[derive(Debug, Args)]
@@ -383,7 +395,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Plan(args) => {
             let plan = dynhost::load_plan_with(&args.job, &args.config.overrides())?;
-            if args.json {
+            if let Some(format) = args.format {
+                let format = match format {
+                    GraphFormat::Dot => dynhost::graph::Format::Dot,
+                    GraphFormat::Svg => dynhost::graph::Format::Svg,
+                    GraphFormat::Mermaid => dynhost::graph::Format::Mermaid,
+                };
+                let picture = dynhost::graph::draw(&plan, format, None)?;
+                println!("{picture}");
+            } else if args.json {
                 report::print_json(&plan)?;
             } else {
                 describe::print(&plan)?;

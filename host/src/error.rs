@@ -28,6 +28,9 @@ pub enum Error {
     /// The run store cannot be used.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The job's graph cannot be drawn.
+    #[error(transparent)]
+    Graph(#[from] crate::graph::GraphError),
     /// An op's build command failed.
     #[error("`{file}`: op `{op}`: build command `{command}` {reason}")]
     Build {

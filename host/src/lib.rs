@@ -21,6 +21,7 @@ pub mod build;
 pub mod componentize;
 mod error;
 pub mod exec;
+pub mod graph;
 pub mod key;
 pub mod nats;
 pub mod plan;
