@@ -55,6 +55,8 @@ enum Command {
     Show(ShowArgs),
     /// Print one step's captured stdout, stderr and log.
     Logs(LogsArgs),
+    /// Browse recorded runs in a web browser: runs, graphs, every key, live.
+    Ui(UiArgs),
     /// Make components from C: the C bindings of dynhost's world, and a
     /// wasm32-wasi core module wrapped as a component.
     #[command(subcommand)]
@@ -99,6 +101,19 @@ struct StoreArgs {
     /// .dynhost/ here or above, else ~/.local/share/dynhost].
     #[arg(long)]
     store: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct UiArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The port to listen on (0: any free port).
+    #[arg(long, default_value_t = 8321)]
+    port: u16,
+    /// The address to listen on. The viewer has no login: keep it on
+    /// loopback unless the network is yours alone.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: std::net::IpAddr,
 }
 
 #[derive(Debug, Args)]
@@ -413,6 +428,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resume(args) => resume(&args),
         Command::Init(args) => {
             init::init(args.lang, &args.name, Path::new("."))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ui(args) => {
+            let location = locate::locate(args.store.store.as_deref(), Path::new("."))?;
+            let store =
+                locate::open_existing(&location)?.ok_or_else(|| locate::no_store(&location))?;
+            let dir = std::path::absolute(&location.dir).unwrap_or(location.dir.clone());
+            let addr = std::net::SocketAddr::new(args.bind, args.port);
+            dynhost::ui::serve(store, dir.display().to_string(), addr, |bound| {
+                // The one line a script waits for; stdout, flushed at once.
+                println!(
+                    "dynhost ui: http://{bound}/ (store {}; Ctrl-C to stop)",
+                    dir.display()
+                );
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Runs(args) => {

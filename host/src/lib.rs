@@ -30,6 +30,7 @@ pub mod resume;
 pub mod runtime;
 pub mod spec;
 pub mod store;
+pub mod ui;
 
 pub use error::{Error, Result};
 pub use exec::{RunEvent, RunOptions};

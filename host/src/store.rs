@@ -9,6 +9,7 @@ mod sqlite;
 
 pub(crate) use sqlite::INLINE_MAX;
 pub use sqlite::SqliteStore;
+pub use sqlite::browse::{StepCount, StepFilter, StepPage};
 pub use sqlite::read::StepValue;
 
 use serde::Serialize;
@@ -242,6 +243,9 @@ pub struct StepRecord {
     pub op: String,
     /// The step's keys.
     pub keys: Vec<String>,
+    /// Its item's position among its emitter's items (emission order), for
+    /// steps inside a map.
+    pub position: Option<u32>,
     /// How it ended.
     pub status: StepStatus,
     /// Attempts so far in this run.

@@ -367,6 +367,7 @@ impl<'p> Coordinator<'p> {
         step: &'p StepId,
         input_hash: Option<String>,
     ) -> record::Finished<'_> {
+        let entry = self.scheduler.steps.get(step);
         record::Finished {
             plan: self.plan,
             step,
@@ -374,12 +375,9 @@ impl<'p> Coordinator<'p> {
             input_hash,
             memo_key: self.reuse.memo_keys.get(step).cloned(),
             inputs: self.input_summaries.get(step).cloned(),
-            emitted: self
-                .scheduler
-                .steps
-                .get(step)
-                .and_then(|e| e.emitted.as_deref()),
+            emitted: entry.and_then(|e| e.emitted.as_deref()),
             values: &self.scheduler.values,
+            position: entry.and_then(|e| e.position()),
         }
     }
 

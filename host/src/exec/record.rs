@@ -371,6 +371,8 @@ pub(crate) struct Finished<'a> {
     pub inputs: Option<String>,
     pub emitted: Option<&'a Emitted>,
     pub values: &'a Values,
+    /// The step's item among its emitter's, for steps inside a map.
+    pub position: Option<u32>,
 }
 
 impl Finished<'_> {
@@ -405,6 +407,7 @@ impl Finished<'_> {
         StepRecord {
             op: self.plan.ops[self.step.op].name.clone(),
             keys: self.step.keys.iter().map(ToString::to_string).collect(),
+            position: self.position,
             status,
             attempts: self.attempts,
             wall_secs: 0.0,

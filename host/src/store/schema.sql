@@ -4,7 +4,8 @@
 -- summed over resumes, and `steps.tolerated`, set on failed or skipped steps
 -- a tolerant collect ran without; 5 added `runs.config`; 6 added
 -- `steps.metadata`, `steps.no_value` and `items.metadata`; 7 added `runs.plan`;
--- 8 added `outputs`). Keys are JSON arrays of mapping keys
+-- 8 added `outputs`; 9 added `steps.position`, `step_counts` and `events`
+-- for the web viewer). Keys are JSON arrays of mapping keys
 -- (outermost first, `[]` outside any map). Values of up to 64 bytes are kept
 -- inline (`steps.output`, `items.value`; the hash column is then NULL or '');
 -- larger ones live once in `blobs`, addressed by their SHA-256. Version 1
@@ -55,9 +56,11 @@ CREATE TABLE IF NOT EXISTS steps (
     tolerated         INTEGER NOT NULL DEFAULT 0,
     metadata          TEXT,             -- JSON array: metadata on the result
     no_value          INTEGER NOT NULL DEFAULT 0, -- returned "no value" (optional result)
+    position          INTEGER,          -- the step's item among its emitter's, from 0
     PRIMARY KEY (run_id, op, keys)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS steps_memo ON steps (memo_key) WHERE memo_key IS NOT NULL;
+
 -- Every finished attempt, including failed ones that were retried or resumed.
 -- An audit log, read rarely and whole: no index to keep up per step.
 CREATE TABLE IF NOT EXISTS attempts (
@@ -95,3 +98,51 @@ CREATE TABLE IF NOT EXISTS blobs (
     hash  TEXT PRIMARY KEY,
     bytes BLOB NOT NULL
 );
+-- Schema 9: what the web viewer reads without scanning a million rows.
+-- The viewer pages an op's steps in emission order.
+CREATE INDEX IF NOT EXISTS steps_order ON steps (run_id, op, position);
+-- Steps per run, op, status and tolerance, kept exact by the triggers below
+-- whatever writes `steps` (a resume replacing a failed step, a tolerated
+-- mark), so the run list and a run's page count without scanning steps.
+CREATE TABLE IF NOT EXISTS step_counts (
+    run_id    TEXT NOT NULL,
+    op        TEXT NOT NULL,
+    status    TEXT NOT NULL,
+    tolerated INTEGER NOT NULL,
+    n         INTEGER NOT NULL,
+    PRIMARY KEY (run_id, op, status, tolerated)
+) WITHOUT ROWID;
+-- Append-only: what happened, in order. The viewer follows runs by the
+-- highest `seq` it has seen (a cursor), so a page updates while a run runs.
+CREATE TABLE IF NOT EXISTS events (
+    seq    INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    at     REAL NOT NULL,
+    kind   TEXT NOT NULL,               -- run_started | run_finished | step | tolerated
+    op     TEXT,
+    keys   TEXT,
+    status TEXT
+);
+CREATE TRIGGER IF NOT EXISTS steps_counted AFTER INSERT ON steps BEGIN
+    INSERT INTO step_counts (run_id, op, status, tolerated, n)
+        VALUES (new.run_id, new.op, new.status, new.tolerated, 1)
+        ON CONFLICT (run_id, op, status, tolerated) DO UPDATE SET n = n + 1;
+    INSERT INTO events (run_id, at, kind, op, keys, status)
+        VALUES (new.run_id, new.finished_at, 'step', new.op, new.keys, new.status);
+END;
+-- Fires for rows INSERT OR REPLACE removes too: the store turns on
+-- `recursive_triggers`, which SQLite requires for that.
+CREATE TRIGGER IF NOT EXISTS steps_uncounted AFTER DELETE ON steps BEGIN
+    UPDATE step_counts SET n = n - 1
+        WHERE run_id = old.run_id AND op = old.op AND status = old.status AND tolerated = old.tolerated;
+END;
+CREATE TRIGGER IF NOT EXISTS steps_recounted AFTER UPDATE OF tolerated ON steps
+    WHEN old.tolerated <> new.tolerated BEGIN
+    UPDATE step_counts SET n = n - 1
+        WHERE run_id = old.run_id AND op = old.op AND status = old.status AND tolerated = old.tolerated;
+    INSERT INTO step_counts (run_id, op, status, tolerated, n)
+        VALUES (new.run_id, new.op, new.status, new.tolerated, 1)
+        ON CONFLICT (run_id, op, status, tolerated) DO UPDATE SET n = n + 1;
+    INSERT INTO events (run_id, at, kind, op, keys, status)
+        VALUES (new.run_id, new.finished_at, 'tolerated', new.op, new.keys, new.status);
+END;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// The schema this build writes. Older versions are upgraded in place; a
 /// newer one is refused (it was written by a newer dynhost).
-const SCHEMA_VERSION: u32 = 8;
+const SCHEMA_VERSION: u32 = 9;
 
 /// `MIGRATIONS[i]` upgrades a store of version `i + 1` to `i + 2`; the last
 /// one reaches [`SCHEMA_VERSION`].
@@ -39,6 +39,17 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize - 1] = [
         value_hash TEXT NOT NULL, value BLOB, metadata TEXT,
         PRIMARY KEY (run_id, op, keys, name)
      ) WITHOUT ROWID;",
+    // 9: the viewer's tables (steps.position, step_counts, events and
+    // their triggers, from schema.sql), with counts of what is stored.
+    "ALTER TABLE steps ADD COLUMN position INTEGER;
+     CREATE INDEX IF NOT EXISTS steps_order ON steps (run_id, op, position);
+     CREATE TABLE IF NOT EXISTS step_counts (
+        run_id TEXT NOT NULL, op TEXT NOT NULL, status TEXT NOT NULL,
+        tolerated INTEGER NOT NULL, n INTEGER NOT NULL,
+        PRIMARY KEY (run_id, op, status, tolerated)
+     ) WITHOUT ROWID;
+     INSERT INTO step_counts (run_id, op, status, tolerated, n)
+        SELECT run_id, op, status, tolerated, count(*) FROM steps GROUP BY run_id, op, status, tolerated;",
 ];
 
 /// Values up to this size are stored in their row rather than in `blobs`: a
@@ -159,6 +170,9 @@ impl SqliteStore {
         // pages a long run rewrites in every transaction are then copied
         // into the database once per checkpoint, not once per few commits.
         self.conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
+        // Delete triggers (the step counts) fire for rows that INSERT OR
+        // REPLACE removes only with this on.
+        self.conn.pragma_update(None, "recursive_triggers", "ON")?;
         self.conn.pragma_update(None, "foreign_keys", "ON")
     }
 
@@ -183,7 +197,20 @@ impl SqliteStore {
                 "BEGIN; {step} UPDATE meta SET value = '{version}' WHERE key = 'schema_version'; COMMIT;"
             ))?;
         }
+        // Tables, indexes and triggers added since are all `IF NOT
+        // EXISTS`: the whole schema again completes any upgraded store.
+        self.conn.execute_batch(include_str!("schema.sql"))?;
         Ok(())
+    }
+
+    /// Appends a run-level event (the viewer's cursor moves).
+    fn run_event(&self, run_id: &str, kind: &str, status: &str) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO events (run_id, at, kind, status) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![run_id, now_secs(), kind, status])
+            .map(|_| ())
     }
 
     /// The database file.
@@ -211,8 +238,8 @@ impl SqliteStore {
         };
         tx.prepare_cached("INSERT OR REPLACE INTO steps (run_id, op, keys, status, attempts, wall_secs, failure_kind, failure_message,
                peak_memory_bytes, emitted_items, emitted_bytes, fuel_used, input_hash, output_hash, memo_key,
-               stdout, stderr, log, finished_at, inputs, output, metadata, no_value)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)")?.execute(
+               stdout, stderr, log, finished_at, inputs, output, metadata, no_value, position)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)")?.execute(
             params![
                 run_id,
                 s.op,
@@ -237,6 +264,7 @@ impl SqliteStore {
                 output,
                 s.metadata.as_deref(),
                 s.no_value,
+                s.position,
             ],
         )?;
         // Streamed items were written as they came, the first of them
@@ -389,6 +417,65 @@ fn put_value<'a>(tx: &rusqlite::Transaction<'_>, bytes: &'a [u8]) -> rusqlite::R
     Ok(Stored::Blob(hash))
 }
 
+/// The columns [`step_row`] reads, from `steps s LEFT JOIN blobs b`;
+/// without the captured output (empty strings) unless `logs`, for pages
+/// of many steps.
+fn step_columns(logs: bool) -> String {
+    let captured = if logs {
+        "s.stdout, s.stderr, s.log"
+    } else {
+        "'', '', ''"
+    };
+    format!(
+        "s.op, s.keys, s.status, s.attempts, s.wall_secs, s.failure_kind, s.failure_message,
+         s.peak_memory_bytes, s.emitted_items, s.emitted_bytes, s.fuel_used,
+         length(coalesce(s.output, b.bytes)), {captured}, s.inputs, s.tolerated, s.metadata, s.no_value"
+    )
+}
+
+/// A [`StepRow`] from the columns of [`step_columns`].
+fn step_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRow> {
+    step_row_at(r, 0)
+}
+
+/// [`step_row`] for a query whose [`step_columns`] start at column `at`.
+fn step_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<StepRow> {
+    let r = Shifted { row: r, at };
+    Ok(StepRow {
+        op: r.get(0)?,
+        keys: parse_keys(&r.get::<String>(1)?),
+        status: r.get(2)?,
+        attempts: r.get(3)?,
+        wall_secs: r.get(4)?,
+        failure_kind: r.get(5)?,
+        failure_message: r.get(6)?,
+        peak_memory_bytes: r.get::<i64>(7)? as u64,
+        emitted_items: r.get::<i64>(8)? as u64,
+        emitted_bytes: r.get::<i64>(9)? as u64,
+        fuel_used: r.get::<Option<i64>>(10)?.map(|f| f as u64),
+        output_bytes: r.get::<Option<i64>>(11)?.map(|n| n as u64),
+        stdout: r.get(12)?,
+        stderr: r.get(13)?,
+        log: r.get(14)?,
+        inputs: r.get(15)?,
+        tolerated: r.get::<i64>(16)? != 0,
+        metadata: r.get(17)?,
+        no_value: r.get(18)?,
+    })
+}
+
+/// A row read from column `at` on: `get(0)` is column `at`.
+struct Shifted<'a, 'b> {
+    row: &'a rusqlite::Row<'b>,
+    at: usize,
+}
+
+impl Shifted<'_, '_> {
+    fn get<T: rusqlite::types::FromSql>(&self, i: usize) -> rusqlite::Result<T> {
+        self.row.get(self.at + i)
+    }
+}
+
 fn keys_json(keys: &[String]) -> String {
     serde_json::to_string(keys).unwrap_or_else(|_| "[]".to_owned())
 }
@@ -452,7 +539,7 @@ impl RunStore for SqliteStore {
                    owner = excluded.owner, resumed_at = excluded.started_at, config = excluded.config, plan = excluded.plan",
                 params![run.id, run.job, run.job_file, run.job_hash, now_secs(), super::this_process(), run.config, run.plan],
             )
-            .map(|_| ())
+            .and_then(|_| self.run_event(&run.id, "run_started", "running"))
             .map_err(|e| self.error(&e))
     }
 
@@ -493,7 +580,7 @@ impl RunStore for SqliteStore {
                  WHERE id = ?3",
                 params![status, now_secs(), run_id],
             )
-            .map(|_| ())
+            .and_then(|_| self.run_event(run_id, "run_finished", status))
             .map_err(|e| self.error(&e))
     }
 
@@ -505,10 +592,10 @@ impl RunStore for SqliteStore {
         let query = || -> rusqlite::Result<Vec<RunSummary>> {
             let mut stmt = self.conn.prepare(
                 "SELECT r.id, r.job, r.job_file, r.status, r.started_at, r.finished_at, r.owner,
-                   (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'succeeded'),
-                   (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'failed' AND s.tolerated = 0),
-                   (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'skipped' AND s.tolerated = 0),
-                   (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.tolerated = 1),
+                   (SELECT coalesce(sum(n), 0) FROM step_counts c WHERE c.run_id = r.id AND c.status = 'succeeded'),
+                   (SELECT coalesce(sum(n), 0) FROM step_counts c WHERE c.run_id = r.id AND c.status = 'failed' AND c.tolerated = 0),
+                   (SELECT coalesce(sum(n), 0) FROM step_counts c WHERE c.run_id = r.id AND c.status = 'skipped' AND c.tolerated = 0),
+                   (SELECT coalesce(sum(n), 0) FROM step_counts c WHERE c.run_id = r.id AND c.tolerated = 1),
                    r.active_secs, r.config
                  FROM runs r ORDER BY r.started_at DESC, r.id DESC",
             )?;
@@ -547,37 +634,12 @@ impl RunStore for SqliteStore {
 
     fn steps(&self, run_id: &str) -> Result<Vec<StepRow>, StoreError> {
         let query = || -> rusqlite::Result<Vec<StepRow>> {
-            let mut stmt = self.conn.prepare(
-                "SELECT s.op, s.keys, s.status, s.attempts, s.wall_secs, s.failure_kind, s.failure_message,
-                   s.peak_memory_bytes, s.emitted_items, s.emitted_bytes, s.fuel_used, length(coalesce(s.output, b.bytes)),
-                   s.stdout, s.stderr, s.log, s.inputs, s.tolerated, s.metadata, s.no_value
-                 FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
+            let mut stmt = self.conn.prepare(&format!(
+                "SELECT {} FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
                  WHERE s.run_id = ?1 ORDER BY s.op, s.keys",
-            )?;
-            stmt.query_map([run_id], |r| {
-                Ok(StepRow {
-                    op: r.get(0)?,
-                    keys: parse_keys(&r.get::<_, String>(1)?),
-                    status: r.get(2)?,
-                    attempts: r.get(3)?,
-                    wall_secs: r.get(4)?,
-                    failure_kind: r.get(5)?,
-                    failure_message: r.get(6)?,
-                    peak_memory_bytes: r.get::<_, i64>(7)? as u64,
-                    emitted_items: r.get::<_, i64>(8)? as u64,
-                    emitted_bytes: r.get::<_, i64>(9)? as u64,
-                    fuel_used: r.get::<_, Option<i64>>(10)?.map(|f| f as u64),
-                    output_bytes: r.get::<_, Option<i64>>(11)?.map(|n| n as u64),
-                    stdout: r.get(12)?,
-                    stderr: r.get(13)?,
-                    log: r.get(14)?,
-                    inputs: r.get(15)?,
-                    tolerated: r.get::<_, i64>(16)? != 0,
-                    metadata: r.get(17)?,
-                    no_value: r.get(18)?,
-                })
-            })?
-            .collect()
+                step_columns(true)
+            ))?;
+            stmt.query_map([run_id], step_row)?.collect()
         };
         query().map_err(|e| self.error(&e))
     }
@@ -633,6 +695,7 @@ impl RunStore for SqliteStore {
     }
 }
 
+pub(crate) mod browse;
 pub(crate) mod read;
 
 #[cfg(test)]

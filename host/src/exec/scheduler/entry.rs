@@ -96,6 +96,11 @@ pub(crate) struct StepEntry {
 pub(super) const NO_ITEM: u32 = u32::MAX;
 
 impl StepEntry {
+    /// Its item's position among its emitter's items; `None` outside a map.
+    pub fn position(&self) -> Option<u32> {
+        (self.item != NO_ITEM).then_some(self.item)
+    }
+
     /// The items the step emitted on `output`, if any.
     pub fn items(&self, output: &str) -> Option<&Items> {
         self.emitted.as_ref().and_then(|e| e.get(output))

@@ -17,6 +17,7 @@ fn record(op: &str, key: &str, status: StepStatus) -> StepRecord {
     StepRecord {
         op: op.into(),
         keys: vec![key.into()],
+        position: None,
         status,
         attempts: 1,
         wall_secs: 0.1,

@@ -1,0 +1,178 @@
+//! Reading the store a page at a time, for the web viewer (`dynhost ui`):
+//! every query here touches a bounded number of rows (an index range, the
+//! `step_counts` table), so a run with a million keys opens as fast as one
+//! with ten. Writing stays in `sqlite.rs`; this module never writes.
+
+use super::{SqliteStore, keys_json, step_columns, step_row, step_row_at};
+use crate::store::{StepRow, StoreError};
+use rusqlite::{OptionalExtension, params};
+
+/// How many steps of a run, op, status and tolerance there are.
+#[derive(Debug, Clone)]
+pub struct StepCount {
+    /// The op.
+    pub op: String,
+    /// `succeeded`, `failed` or `skipped`.
+    pub status: String,
+    /// A tolerant collect ran without these (failed or skipped) steps.
+    pub tolerated: bool,
+    /// How many.
+    pub n: u64,
+}
+
+/// Which steps of an op a page shows.
+#[derive(Debug, Clone, Default)]
+pub struct StepFilter {
+    /// Only steps with this status (`succeeded`, `failed`, `skipped`).
+    pub status: Option<String>,
+    /// Only steps whose keys contain this text.
+    pub key: Option<String>,
+    /// Steps after this one, in emission order: (position, keys as stored).
+    pub after: Option<(i64, String)>,
+}
+
+/// One page of an op's steps.
+#[derive(Debug, Clone)]
+pub struct StepPage {
+    /// The steps, in emission order, without captured output.
+    pub steps: Vec<StepRow>,
+    /// Where the next page starts, if there is one.
+    pub next: Option<(i64, String)>,
+}
+
+impl SqliteStore {
+    /// Steps per op, status and tolerance of one run, from `step_counts`.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    pub fn step_counts(&self, run_id: &str) -> Result<Vec<StepCount>, StoreError> {
+        let query = || -> rusqlite::Result<Vec<StepCount>> {
+            self.conn
+                .prepare_cached(
+                    "SELECT op, status, tolerated, n FROM step_counts WHERE run_id = ?1 AND n > 0",
+                )?
+                .query_map([run_id], |r| {
+                    Ok(StepCount {
+                        op: r.get(0)?,
+                        status: r.get(1)?,
+                        tolerated: r.get::<_, i64>(2)? != 0,
+                        n: r.get::<_, i64>(3)? as u64,
+                    })
+                })?
+                .collect()
+        };
+        query().map_err(|e| self.error(&e))
+    }
+
+    /// Up to `limit` steps of `op` in `run_id` that pass `filter`, in
+    /// emission order (the step's position among its emitter's items, then
+    /// its keys), read through the `steps_order` index.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    pub fn step_page(
+        &self,
+        run_id: &str,
+        op: &str,
+        filter: &StepFilter,
+        limit: usize,
+    ) -> Result<StepPage, StoreError> {
+        let query = || -> rusqlite::Result<Vec<(i64, String, StepRow)>> {
+            let sql = format!(
+                "SELECT coalesce(s.position, -1), s.keys, {}
+                 FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
+                 WHERE s.run_id = ?1 AND s.op = ?2
+                   AND (?3 IS NULL OR s.status = ?3)
+                   AND (?4 IS NULL OR instr(s.keys, ?4) > 0)
+                   AND (?5 IS NULL OR (coalesce(s.position, -1), s.keys) > (?5, ?6))
+                 ORDER BY coalesce(s.position, -1), s.keys LIMIT ?7",
+                step_columns(false)
+            );
+            let (after_position, after_keys) = match &filter.after {
+                Some((p, k)) => (Some(*p), Some(k.as_str())),
+                None => (None, None),
+            };
+            self.conn
+                .prepare_cached(&sql)?
+                .query_map(
+                    params![
+                        run_id,
+                        op,
+                        filter.status,
+                        filter.key,
+                        after_position,
+                        after_keys,
+                        (limit + 1) as i64
+                    ],
+                    |r| {
+                        let position: i64 = r.get(0)?;
+                        let keys: String = r.get(1)?;
+                        let row = step_row_at(r, 2)?;
+                        Ok((position, keys, row))
+                    },
+                )?
+                .collect()
+        };
+        let mut rows = query().map_err(|e| self.error(&e))?;
+        let next = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|(p, k, _)| (*p, k.clone()))
+        } else {
+            None
+        };
+        Ok(StepPage {
+            steps: rows.into_iter().map(|(_, _, row)| row).collect(),
+            next,
+        })
+    }
+
+    /// One step whole (with captured output), if it is stored.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    pub fn step(
+        &self,
+        run_id: &str,
+        op: &str,
+        keys: &[String],
+    ) -> Result<Option<StepRow>, StoreError> {
+        let query = || -> rusqlite::Result<Option<StepRow>> {
+            self.conn
+                .prepare_cached(&format!(
+                    "SELECT {} FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
+                     WHERE s.run_id = ?1 AND s.op = ?2 AND s.keys = ?3",
+                    step_columns(true)
+                ))?
+                .query_row(params![run_id, op, keys_json(keys)], step_row)
+                .optional()
+        };
+        query().map_err(|e| self.error(&e))
+    }
+
+    /// The run's locked plan (JSON), if it was stored.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    pub fn run_plan(&self, run_id: &str) -> Result<Option<(String, String)>, StoreError> {
+        let query = || -> rusqlite::Result<Option<(Option<String>, String)>> {
+            self.conn
+                .prepare_cached("SELECT plan, job_hash FROM runs WHERE id = ?1")?
+                .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        };
+        let found = query().map_err(|e| self.error(&e))?;
+        Ok(found.and_then(|(plan, hash)| plan.map(|p| (p, hash))))
+    }
+
+    /// The newest event's sequence number (0 for none): a page that saw a
+    /// smaller one is out of date.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    pub fn cursor(&self) -> Result<i64, StoreError> {
+        self.conn
+            .prepare_cached("SELECT coalesce(max(seq), 0) FROM events")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(|e| self.error(&e))
+    }
+}
