@@ -24,4 +24,5 @@ mod sandbox;
 mod store_safety;
 mod streaming;
 mod types;
+mod ui;
 mod wit_versions;
