@@ -74,6 +74,11 @@ fn main() {
         nats(&trivial);
         return;
     }
+    // `bench ui`: only the viewer's page times.
+    if args.first().is_some_and(|a| a == "ui") {
+        ui_pages(&trivial);
+        return;
+    }
     // `bench typed`: only the typed-values line.
     if args.first().is_some_and(|a| a == "typed") {
         typed(&trivial, n);
@@ -86,6 +91,7 @@ fn main() {
     cold_warm(&trivial);
     pipelining(&trivial);
     typed(&trivial, n);
+    ui_pages(&trivial);
     nats(&trivial);
     if std::env::var_os("DYNHOST_SKIP_POLYGLOT").is_none() {
         polyglot();
@@ -988,4 +994,151 @@ fn nats(trivial: &Path) {
             lease.as_secs_f64() / 3.0
         );
     }
+}
+
+/// The viewer (issue 14): server time per page for a run of 1,000 keys and
+/// one of 1,000,000 in the same store, side by side (goal: under 100 ms a
+/// page, and flat in the run's size). Steps are written straight into the
+/// store (running a million keys is benchmark 2's job).
+fn ui_pages(trivial: &Path) {
+    use dynhost::store::{RunRecord, RunStatus, RunStore, SqliteStore, StepRecord, StepStatus};
+    const LARGE: u64 = 1_000_000;
+    const SMALL: u64 = 1_000;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = job(dir.path(), &fan_job(trivial, LARGE, ""));
+    let rt = runtime(&plan, None);
+    let components = dynhost::load_components(&rt, &plan).unwrap();
+    let locked = dynhost::plan::lock::lock(&plan, &components).to_json();
+    let db = dir.path().join("store/runs.db");
+    let mut store = SqliteStore::open(&db).unwrap();
+    let step = |op: &str, keys: Vec<String>, position: Option<u32>, failed: bool| StepRecord {
+        op: op.into(),
+        keys,
+        position,
+        status: if failed {
+            StepStatus::Failed
+        } else {
+            StepStatus::Succeeded
+        },
+        attempts: 1,
+        wall_secs: 0.0001,
+        failure_kind: failed.then(|| "op-error".into()),
+        failure_message: failed.then(|| "told to fail".into()),
+        peak_memory_bytes: 1 << 20,
+        emitted_items: 0,
+        emitted_bytes: 0,
+        fuel_used: None,
+        input_hash: None,
+        memo_key: None,
+        output: Some(std::sync::Arc::from(&b"1"[..])),
+        metadata: None,
+        no_value: false,
+        outputs: Vec::new(),
+        items: Vec::new(),
+        items_streamed: true,
+        stdout: String::new(),
+        stderr: String::new(),
+        log: String::new(),
+        inputs: None,
+        executed: true,
+    };
+    let fill = Instant::now();
+    for (id, n) in [("small", SMALL), ("large", LARGE)] {
+        store
+            .begin_run(&RunRecord {
+                id: id.into(),
+                job: "bench".into(),
+                job_file: "job.toml".into(),
+                job_hash: "0".into(),
+                config: "{}".into(),
+                plan: locked.clone(),
+            })
+            .unwrap();
+        store
+            .record(
+                id,
+                &[dynhost::store::Write::Step(Box::new(step(
+                    "emit",
+                    Vec::new(),
+                    None,
+                    false,
+                )))],
+            )
+            .unwrap();
+        let mut batch = Vec::new();
+        for i in 0..n {
+            let failed = i % 1000 == 999;
+            batch.push(dynhost::store::Write::Step(Box::new(step(
+                "work",
+                vec![format!("k{i}")],
+                Some(i as u32),
+                failed,
+            ))));
+            if batch.len() == 20_000 {
+                store.record(id, &batch).unwrap();
+                batch.clear();
+            }
+        }
+        store.record(id, &batch).unwrap();
+        store.finish_run(id, RunStatus::Failed).unwrap();
+    }
+    drop(store);
+    println!(
+        "\n9. viewer page times (server + loopback HTTP, median of 15), store filled with {} steps in {:.1} s",
+        LARGE + SMALL + 2,
+        fill.elapsed().as_secs_f64()
+    );
+    let store = SqliteStore::open(&db).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        dynhost::ui::serve(
+            store,
+            "store".into(),
+            "127.0.0.1:0".parse().unwrap(),
+            |addr| tx.send(addr).unwrap(),
+        )
+        .unwrap();
+    });
+    let addr = rx.recv().unwrap();
+    let get = |path: &str| -> Duration {
+        use std::io::{Read, Write};
+        let start = Instant::now();
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).unwrap();
+        assert!(reply.starts_with(b"HTTP/1.1 200"), "{path}");
+        start.elapsed()
+    };
+    let median = |path: &str| -> f64 {
+        let mut times: Vec<f64> = (0..15).map(|_| get(path).as_secs_f64() * 1e3).collect();
+        times.sort_by(f64::total_cmp);
+        times[times.len() / 2]
+    };
+    println!("   page                         {SMALL:>7} keys  {LARGE:>9} keys   ratio");
+    let pages: [(&str, &str); 6] = [
+        ("run list", "/"),
+        ("a run (graph, op counts)", "/runs/{id}"),
+        ("an op, first page", "/runs/{id}/ops/work"),
+        (
+            "an op, page after key 900",
+            "/runs/{id}/ops/work?after=900&after_keys=%5B%22k900%22%5D",
+        ),
+        ("an op, failed only", "/runs/{id}/ops/work?status=failed"),
+        ("a step", "/runs/{id}/ops/work/step?keys=%5B%22k999%22%5D"),
+    ];
+    for (name, path) in pages {
+        let small = median(&path.replace("{id}", "small"));
+        let large = median(&path.replace("{id}", "large"));
+        println!(
+            "   {name:<28} {small:>8.2} ms  {large:>9.2} ms   {:>5.2}   (goal < 100 ms)",
+            large / small
+        );
+    }
+    let search = median("/runs/large/ops/work?q=k99999");
+    println!("   an op, keys starting k99999  {search:>8.2} ms   (1M keys; a primary-key range)");
 }

@@ -210,6 +210,41 @@ fn the_viewer_serves_runs_ops_and_steps_escaped_and_read_only() {
 }
 
 #[test]
+fn a_run_whose_process_died_shows_as_interrupted() {
+    let job = TestJob::new(
+        r#"name = "killed"
+[ops.split]
+component = "{probe}"
+dynamic = true
+config.emit_count = 3
+[ops.work]
+component = "{probe}"
+inputs.v = { map = "split" }
+config.on_key = { k1 = "sleep" }
+"#,
+    );
+    let running = Running::start(job.dir(), &["run", "--json", "job.toml"]);
+    // Two keys finish; k1 sleeps. Kill the process without warning.
+    running.wait_for_line(Duration::from_secs(60), |l| {
+        l.contains("step_finished") && l.contains("work[k2]")
+    });
+    running.signal("KILL");
+    drop(running);
+    let run = run_id(&job);
+    let viewer = Viewer::start(job.dir());
+    let (_, _, runs) = viewer.get("/");
+    assert!(
+        runs.contains(&format!(
+            "class=\"run status-interrupted\" data-run=\"{run}\""
+        )),
+        "{runs}"
+    );
+    let (_, _, page) = viewer.get(&format!("/runs/{run}"));
+    assert!(page.contains("id=\"run-status\">interrupted"), "{page}");
+    assert!(page.contains(&format!("dynhost resume {run}")), "{page}");
+}
+
+#[test]
 fn a_store_without_runs_is_reported_not_served() {
     let dir = tempfile::tempdir().unwrap();
     let out = dynhost(dir.path(), &["ui", "--store", "nowhere", "--port", "0"]);

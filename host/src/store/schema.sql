@@ -101,6 +101,9 @@ CREATE TABLE IF NOT EXISTS blobs (
 -- Schema 9: what the web viewer reads without scanning a million rows.
 -- The viewer pages an op's steps in emission order.
 CREATE INDEX IF NOT EXISTS steps_order ON steps (run_id, op, position);
+-- ... and its failed or skipped steps alone (few; only they pay for it).
+CREATE INDEX IF NOT EXISTS steps_unsuccessful ON steps (run_id, op, status, position)
+    WHERE status <> 'succeeded';
 -- Steps per run, op, status and tolerance, kept exact by the triggers below
 -- whatever writes `steps` (a resume replacing a failed step, a tolerated
 -- mark), so the run list and a run's page count without scanning steps.

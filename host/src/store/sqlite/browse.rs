@@ -25,7 +25,7 @@ pub struct StepCount {
 pub struct StepFilter {
     /// Only steps with this status (`succeeded`, `failed`, `skipped`).
     pub status: Option<String>,
-    /// Only steps whose keys contain this text.
+    /// Only steps whose (first) key starts with this text.
     pub key: Option<String>,
     /// Steps after this one, in emission order: (position, keys as stored).
     pub after: Option<(i64, String)>,
@@ -77,21 +77,45 @@ impl SqliteStore {
         filter: &StepFilter,
         limit: usize,
     ) -> Result<StepPage, StoreError> {
+        // Three shapes, each reading a bounded index range:
+        // - by key prefix: a range of the primary key (run, op, keys);
+        // - failed or skipped only: the partial index of such steps;
+        // - otherwise: `steps_order` (run, op, position), which SQLite
+        //   extends with the primary key's `keys` (WITHOUT ROWID), so the
+        //   ORDER BY is the index order and a page after a cursor is a seek.
+        let (access, extra) = match (&filter.key, filter.status.as_deref()) {
+            (Some(_), _) => ("", "AND s.keys >= ?4 AND s.keys < ?8"),
+            (None, Some("failed" | "skipped")) => (
+                "INDEXED BY steps_unsuccessful",
+                "AND s.status <> 'succeeded' AND ?4 IS NULL AND ?8 IS NULL",
+            ),
+            (None, _) => ("INDEXED BY steps_order", "AND ?4 IS NULL AND ?8 IS NULL"),
+        };
+        let sql = format!(
+            "SELECT coalesce(s.position, -1), s.keys, {}
+             FROM steps s {access} LEFT JOIN blobs b ON b.hash = s.output_hash
+             WHERE s.run_id = ?1 AND s.op = ?2 {extra}
+               AND (?3 IS NULL OR s.status = ?3)
+               AND (?5 IS NULL OR (s.position, s.keys) > (?5, ?6))
+             ORDER BY s.position, s.keys LIMIT ?7",
+            step_columns(false)
+        );
+        // A key prefix as a range of stored keys (`["k12` .. `["k12` + the
+        // largest char), so it is a seek, not a scan.
+        let (low, high) = match &filter.key {
+            Some(prefix) => {
+                let quoted = serde_json::to_string(prefix).unwrap_or_default();
+                let low = format!("[{}", quoted.trim_end_matches('"'));
+                let high = format!("{low}{}", char::MAX);
+                (Some(low), Some(high))
+            }
+            None => (None, None),
+        };
+        let (after_position, after_keys) = match &filter.after {
+            Some((p, k)) => (Some(*p), Some(k.as_str())),
+            None => (None, None),
+        };
         let query = || -> rusqlite::Result<Vec<(i64, String, StepRow)>> {
-            let sql = format!(
-                "SELECT coalesce(s.position, -1), s.keys, {}
-                 FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
-                 WHERE s.run_id = ?1 AND s.op = ?2
-                   AND (?3 IS NULL OR s.status = ?3)
-                   AND (?4 IS NULL OR instr(s.keys, ?4) > 0)
-                   AND (?5 IS NULL OR (coalesce(s.position, -1), s.keys) > (?5, ?6))
-                 ORDER BY coalesce(s.position, -1), s.keys LIMIT ?7",
-                step_columns(false)
-            );
-            let (after_position, after_keys) = match &filter.after {
-                Some((p, k)) => (Some(*p), Some(k.as_str())),
-                None => (None, None),
-            };
             self.conn
                 .prepare_cached(&sql)?
                 .query_map(
@@ -99,10 +123,11 @@ impl SqliteStore {
                         run_id,
                         op,
                         filter.status,
-                        filter.key,
+                        low,
                         after_position,
                         after_keys,
-                        (limit + 1) as i64
+                        (limit + 1) as i64,
+                        high
                     ],
                     |r| {
                         let position: i64 = r.get(0)?;

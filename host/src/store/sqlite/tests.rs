@@ -369,3 +369,113 @@ fn metadata_and_no_value_round_trip() {
         ("result", "x")
     );
 }
+
+#[test]
+fn step_counts_and_pages_follow_replaced_and_tolerated_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
+    let run = RunRecord {
+        id: "r1".into(),
+        job: "j".into(),
+        job_file: "job.toml".into(),
+        job_hash: "h".into(),
+        config: "{}".into(),
+        plan: String::new(),
+    };
+    store.begin_run(&run).unwrap();
+    let at = |key: &str, position: u32, status: StepStatus| {
+        let mut r = record("a", key, status);
+        r.position = Some(position);
+        Write::Step(Box::new(r))
+    };
+    // Emitted z, y, x: pages follow emission order, not key order.
+    store
+        .record(
+            "r1",
+            &[
+                at("z", 0, StepStatus::Succeeded),
+                at("y", 1, StepStatus::Failed),
+                at("x", 2, StepStatus::Failed),
+            ],
+        )
+        .unwrap();
+    let counts = |store: &SqliteStore| {
+        let mut c: Vec<(String, bool, u64)> = store
+            .step_counts("r1")
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.status, c.tolerated, c.n))
+            .collect();
+        c.sort();
+        c
+    };
+    assert_eq!(
+        counts(&store),
+        [("failed".into(), false, 2), ("succeeded".into(), false, 1)]
+    );
+    // A resume replaces y's row with a success; a collect tolerates x.
+    store
+        .record(
+            "r1",
+            &[
+                at("y", 1, StepStatus::Succeeded),
+                Write::Tolerated(vec![("a".into(), vec!["x".into()])]),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        counts(&store),
+        [("failed".into(), true, 1), ("succeeded".into(), false, 2)]
+    );
+    let runs = store.runs().unwrap();
+    assert_eq!(
+        (runs[0].succeeded, runs[0].failed, runs[0].tolerated),
+        (2, 0, 1)
+    );
+    let keys = |page: &crate::store::StepPage| -> Vec<String> {
+        page.steps.iter().map(|s| s.keys[0].clone()).collect()
+    };
+    let all = store
+        .step_page("r1", "a", &crate::store::StepFilter::default(), 2)
+        .unwrap();
+    assert_eq!(keys(&all), ["z", "y"]);
+    let rest = store
+        .step_page(
+            "r1",
+            "a",
+            &crate::store::StepFilter {
+                after: all.next.clone(),
+                ..Default::default()
+            },
+            2,
+        )
+        .unwrap();
+    assert_eq!(keys(&rest), ["x"]);
+    assert!(rest.next.is_none());
+    let failed = store
+        .step_page(
+            "r1",
+            "a",
+            &crate::store::StepFilter {
+                status: Some("failed".into()),
+                ..Default::default()
+            },
+            10,
+        )
+        .unwrap();
+    assert_eq!(keys(&failed), ["x"]);
+    let prefixed = store
+        .step_page(
+            "r1",
+            "a",
+            &crate::store::StepFilter {
+                key: Some("y".into()),
+                ..Default::default()
+            },
+            10,
+        )
+        .unwrap();
+    assert_eq!(keys(&prefixed), ["y"]);
+    // Every finished step and the run's start are events, in order.
+    assert_eq!(store.cursor().unwrap(), 1 + 3 + 1 + 1);
+}
