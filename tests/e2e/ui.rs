@@ -135,7 +135,28 @@ fn the_viewer_serves_runs_ops_and_steps_escaped_and_read_only() {
     let job = TestJob::new(XSS_JOB);
     job.run(&[]).assert_code(0);
     let run = run_id(&job);
+    // A second, failed run of the same job, and a run of another job.
+    job.rewrite(&XSS_JOB.replace("max_failures = 5", "max_failures = 0"));
+    job.run(&[]).assert_code(1);
+    let failed_run = run_id(&job);
+    job.rewrite(&XSS_JOB.replace("name = \"xss\"", "name = \"other\""));
+    job.run(&[]).assert_code(0);
     let viewer = Viewer::start(job.dir());
+
+    let (_, _, only_failed) = viewer.get("/?status=failed");
+    assert_eq!(
+        only_failed.matches("<tr class=\"run ").count(),
+        1,
+        "{only_failed}"
+    );
+    assert!(only_failed.contains(&format!("data-run=\"{failed_run}\"")));
+    let (_, _, only_xss) = viewer.get("/?job=xss");
+    assert_eq!(
+        only_xss.matches("<tr class=\"run ").count(),
+        2,
+        "{only_xss}"
+    );
+    assert!(!only_xss.contains("<td>other</td>"), "{only_xss}");
 
     let (status, head, runs) = viewer.get("/");
     assert_eq!(status, 200);
