@@ -1065,6 +1065,28 @@ fn ui_pages(trivial: &Path) {
                 )))],
             )
             .unwrap();
+        // The emitter's items (the emission order the op page follows).
+        for first in (0..n).step_by(20_000) {
+            let items = (first..(first + 20_000).min(n))
+                .map(|i| dynhost::store::StoredItem {
+                    output: "result".into(),
+                    key: format!("k{i}"),
+                    value: std::sync::Arc::from(&b"1"[..]),
+                    metadata: None,
+                })
+                .collect();
+            store
+                .record(
+                    id,
+                    &[dynhost::store::Write::Items(dynhost::store::ItemsRecord {
+                        op: "emit".into(),
+                        keys: Vec::new(),
+                        first_seq: first,
+                        items,
+                    })],
+                )
+                .unwrap();
+        }
         let mut batch = Vec::new();
         for i in 0..n {
             let failed = i % 1000 == 999;

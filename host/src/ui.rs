@@ -453,12 +453,24 @@ async fn op_page(
         let run_id = find_run(store, &run_id)?.id;
         let status = query.status.filter(|s| !s.is_empty());
         let q = query.q.unwrap_or_default();
+        // The output the op is mapped over (from the plan the run ran),
+        // whose items give the emission order.
+        let emitter = store
+            .run_plan(&run_id)?
+            .and_then(|(json, _)| Locked::from_json(json.as_bytes()).ok())
+            .and_then(|locked| {
+                let plan = locked.plan;
+                let op = plan.ops.iter().find(|o| o.name == op)?;
+                let last = op.scope.last()?;
+                Some((plan.ops[last.op].name.clone(), last.output.clone()))
+            });
         let filter = StepFilter {
             status: status.clone(),
             key: (!q.is_empty()).then(|| q.clone()),
             after: query
                 .after
                 .map(|p| (p, query.after_keys.unwrap_or_default())),
+            emitter,
         };
         let page = store.step_page(&run_id, &op, &filter, PAGE_SIZE)?;
         let base = format!("/runs/{}/ops/{}", url(&run_id), url(&op));

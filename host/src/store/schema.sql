@@ -99,14 +99,15 @@ CREATE TABLE IF NOT EXISTS blobs (
     bytes BLOB NOT NULL
 );
 -- Schema 9: what the web viewer reads without scanning a million rows.
--- The viewer pages an op's steps in emission order.
-CREATE INDEX IF NOT EXISTS steps_order ON steps (run_id, op, position);
--- ... and its failed or skipped steps alone (few; only they pay for it).
+-- The viewer pages an op's failed or skipped steps in emission order (few
+-- rows; only they pay for the index). All steps of an op page through the
+-- emitter's `items`, whose key is the emission order.
 CREATE INDEX IF NOT EXISTS steps_unsuccessful ON steps (run_id, op, status, position)
     WHERE status <> 'succeeded';
--- Steps per run, op, status and tolerance, kept exact by the triggers below
--- whatever writes `steps` (a resume replacing a failed step, a tolerated
--- mark), so the run list and a run's page count without scanning steps.
+-- Steps per run, op, status and tolerance, so the run list and a run's page
+-- count without scanning steps. The recorder adds each commit's steps in
+-- one upsert per op and status; the triggers below keep the counts exact
+-- when a row is replaced (a resume rerunning a failed step) or tolerated.
 CREATE TABLE IF NOT EXISTS step_counts (
     run_id    TEXT NOT NULL,
     op        TEXT NOT NULL,
@@ -115,37 +116,33 @@ CREATE TABLE IF NOT EXISTS step_counts (
     n         INTEGER NOT NULL,
     PRIMARY KEY (run_id, op, status, tolerated)
 ) WITHOUT ROWID;
--- Append-only: what happened, in order. The viewer follows runs by the
--- highest `seq` it has seen (a cursor), so a page updates while a run runs.
+-- Append-only: what happened, in order, a row per run start or end and per
+-- commit of steps (`n` of them). The viewer follows runs by the highest
+-- `seq` it has seen (a cursor), so a page updates while a run runs.
 CREATE TABLE IF NOT EXISTS events (
     seq    INTEGER PRIMARY KEY,
     run_id TEXT NOT NULL,
     at     REAL NOT NULL,
-    kind   TEXT NOT NULL,               -- run_started | run_finished | step | tolerated
-    op     TEXT,
-    keys   TEXT,
-    status TEXT
+    kind   TEXT NOT NULL,               -- run_started | steps | tolerated | run_finished
+    n      INTEGER NOT NULL DEFAULT 0,  -- steps in a `steps` or `tolerated` event
+    status TEXT                         -- the run's status, for run events
 );
-CREATE TRIGGER IF NOT EXISTS steps_counted AFTER INSERT ON steps BEGIN
-    INSERT INTO step_counts (run_id, op, status, tolerated, n)
-        VALUES (new.run_id, new.op, new.status, new.tolerated, 1)
-        ON CONFLICT (run_id, op, status, tolerated) DO UPDATE SET n = n + 1;
-    INSERT INTO events (run_id, at, kind, op, keys, status)
-        VALUES (new.run_id, new.finished_at, 'step', new.op, new.keys, new.status);
-END;
 -- Fires for rows INSERT OR REPLACE removes too: the store turns on
 -- `recursive_triggers`, which SQLite requires for that.
+-- Counts are sums, so the order of these adjustments and the recorder's
+-- per-commit additions does not matter (a count may dip below zero
+-- within a commit).
 CREATE TRIGGER IF NOT EXISTS steps_uncounted AFTER DELETE ON steps BEGIN
-    UPDATE step_counts SET n = n - 1
-        WHERE run_id = old.run_id AND op = old.op AND status = old.status AND tolerated = old.tolerated;
+    INSERT INTO step_counts (run_id, op, status, tolerated, n)
+        VALUES (old.run_id, old.op, old.status, old.tolerated, -1)
+        ON CONFLICT (run_id, op, status, tolerated) DO UPDATE SET n = n - 1;
 END;
 CREATE TRIGGER IF NOT EXISTS steps_recounted AFTER UPDATE OF tolerated ON steps
     WHEN old.tolerated <> new.tolerated BEGIN
-    UPDATE step_counts SET n = n - 1
-        WHERE run_id = old.run_id AND op = old.op AND status = old.status AND tolerated = old.tolerated;
+    INSERT INTO step_counts (run_id, op, status, tolerated, n)
+        VALUES (old.run_id, old.op, old.status, old.tolerated, -1)
+        ON CONFLICT (run_id, op, status, tolerated) DO UPDATE SET n = n - 1;
     INSERT INTO step_counts (run_id, op, status, tolerated, n)
         VALUES (new.run_id, new.op, new.status, new.tolerated, 1)
         ON CONFLICT (run_id, op, status, tolerated) DO UPDATE SET n = n + 1;
-    INSERT INTO events (run_id, at, kind, op, keys, status)
-        VALUES (new.run_id, new.finished_at, 'tolerated', new.op, new.keys, new.status);
 END;

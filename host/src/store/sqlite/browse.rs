@@ -27,8 +27,11 @@ pub struct StepFilter {
     pub status: Option<String>,
     /// Only steps whose (first) key starts with this text.
     pub key: Option<String>,
-    /// Steps after this one, in emission order: (position, keys as stored).
+    /// Where the page starts: the `next` of the page before.
     pub after: Option<(i64, String)>,
+    /// For an op inside a map: the op and dynamic output it is mapped over
+    /// (the last level of its scope), whose items give the emission order.
+    pub emitter: Option<(String, String)>,
 }
 
 /// One page of an op's steps.
@@ -65,8 +68,8 @@ impl SqliteStore {
     }
 
     /// Up to `limit` steps of `op` in `run_id` that pass `filter`, in
-    /// emission order (the step's position among its emitter's items, then
-    /// its keys), read through the `steps_order` index.
+    /// emission order (for an op in a map, with `filter.emitter` set; else
+    /// by position, then keys), reading one index range whatever the page.
     ///
     /// # Errors
     /// A [`StoreError`] naming the store file.
@@ -77,32 +80,42 @@ impl SqliteStore {
         filter: &StepFilter,
         limit: usize,
     ) -> Result<StepPage, StoreError> {
-        // Three shapes, each reading a bounded index range:
+        // Four shapes, each reading one bounded index range (no index is
+        // kept on `steps` for this: the emission order is the `items` table's
+        // own key, so recording a step costs nothing more):
         // - by key prefix: a range of the primary key (run, op, keys);
         // - failed or skipped only: the partial index of such steps;
-        // - otherwise: `steps_order` (run, op, position), which SQLite
-        //   extends with the primary key's `keys` (WITHOUT ROWID), so the
-        //   ORDER BY is the index order and a page after a cursor is a seek.
-        let (access, extra) = match (&filter.key, filter.status.as_deref()) {
-            (Some(_), _) => ("", "AND s.keys >= ?4 AND s.keys < ?8"),
-            (None, Some("failed" | "skipped")) => (
-                "INDEXED BY steps_unsuccessful",
-                "AND s.status <> 'succeeded' AND ?4 IS NULL AND ?8 IS NULL",
-            ),
-            (None, _) => ("INDEXED BY steps_order", "AND ?4 IS NULL AND ?8 IS NULL"),
+        // - an op mapped over an emitter: the emitter's items in their
+        //   order, each joined to its step by primary key;
+        // - otherwise (an op outside any map): by keys.
+        let mapped = filter.emitter.is_some()
+            && filter.key.is_none()
+            && !matches!(filter.status.as_deref(), Some("failed" | "skipped"));
+        if let (true, Some((emitter, output))) = (mapped, &filter.emitter) {
+            return self.mapped_page(run_id, op, emitter, output, filter, limit);
+        }
+        let columns = step_columns(false);
+        let sql = {
+            let (access, extra) = match (&filter.key, filter.status.as_deref()) {
+                (Some(_), _) => ("", "AND s.keys >= ?4 AND s.keys < ?8"),
+                (None, Some("failed" | "skipped")) => (
+                    "INDEXED BY steps_unsuccessful",
+                    "AND s.status <> 'succeeded' AND ?4 IS NULL AND ?8 IS NULL",
+                ),
+                (None, _) => ("", "AND ?4 IS NULL AND ?8 IS NULL"),
+            };
+            format!(
+                "SELECT coalesce(s.position, -1), s.keys, {columns}
+                 FROM steps s {access} LEFT JOIN blobs b ON b.hash = s.output_hash
+                 WHERE s.run_id = ?1 AND s.op = ?2 {extra}
+                   AND (?3 IS NULL OR s.status = ?3)
+                   AND (?6 IS NULL OR (coalesce(s.position, -1), s.keys) > (?5, ?6))
+                 ORDER BY s.position, s.keys LIMIT ?7"
+            )
         };
-        let sql = format!(
-            "SELECT coalesce(s.position, -1), s.keys, {}
-             FROM steps s {access} LEFT JOIN blobs b ON b.hash = s.output_hash
-             WHERE s.run_id = ?1 AND s.op = ?2 {extra}
-               AND (?3 IS NULL OR s.status = ?3)
-               AND (?5 IS NULL OR (s.position, s.keys) > (?5, ?6))
-             ORDER BY s.position, s.keys LIMIT ?7",
-            step_columns(false)
-        );
-        // A key prefix as a range of stored keys (`["k12` .. `["k12` + the
-        // largest char), so it is a seek, not a scan.
-        let (low, high) = match &filter.key {
+        // ?4 and ?8: a key prefix as a range of stored keys (`["k12` ..
+        // `["k12` + the largest char), so it is a seek, not a scan.
+        let (p4, p8) = match &filter.key {
             Some(prefix) => {
                 let quoted = serde_json::to_string(prefix).unwrap_or_default();
                 let low = format!("[{}", quoted.trim_end_matches('"'));
@@ -112,7 +125,7 @@ impl SqliteStore {
             None => (None, None),
         };
         let (after_position, after_keys) = match &filter.after {
-            Some((p, k)) => (Some(*p), Some(k.as_str())),
+            Some((p, k)) => (Some(*p), Some(k.clone())),
             None => (None, None),
         };
         let query = || -> rusqlite::Result<Vec<(i64, String, StepRow)>> {
@@ -123,11 +136,11 @@ impl SqliteStore {
                         run_id,
                         op,
                         filter.status,
-                        low,
+                        p4,
                         after_position,
                         after_keys,
                         (limit + 1) as i64,
-                        high
+                        p8
                     ],
                     |r| {
                         let position: i64 = r.get(0)?;
@@ -139,6 +152,77 @@ impl SqliteStore {
                 .collect()
         };
         let mut rows = query().map_err(|e| self.error(&e))?;
+        let next = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|(p, k, _)| (*p, k.clone()))
+        } else {
+            None
+        };
+        Ok(StepPage {
+            steps: rows.into_iter().map(|(_, _, row)| row).collect(),
+            next,
+        })
+    }
+
+    /// [`SqliteStore::step_page`] for an op mapped over `emitter`'s
+    /// `output`: the emitter's items in their order (per emitting step, by
+    /// `seq`: the primary key of `items`), each joined to its step. The
+    /// cursor is (seq, the emitting step's keys); each emitting step is one
+    /// index seek, so a page costs the same at the end of a million keys as
+    /// at the start.
+    fn mapped_page(
+        &self,
+        run_id: &str,
+        op: &str,
+        emitter: &str,
+        output: &str,
+        filter: &StepFilter,
+        limit: usize,
+    ) -> Result<StepPage, StoreError> {
+        let sql = format!(
+            "SELECT i.seq, i.keys, {}
+             FROM items i
+             JOIN steps s ON s.run_id = i.run_id AND s.op = ?2
+                  AND s.keys = json_insert(i.keys, '$[#]', i.key)
+             LEFT JOIN blobs b ON b.hash = s.output_hash
+             WHERE i.run_id = ?1 AND i.op = ?3 AND i.keys = ?4 AND i.output = ?5 AND i.seq > ?6
+               AND (?7 IS NULL OR s.status = ?7)
+             ORDER BY i.seq LIMIT ?8",
+            step_columns(false)
+        );
+        let (mut seq, mut group) = filter.after.clone().unwrap_or((-1, String::new()));
+        let mut rows: Vec<(i64, String, StepRow)> = Vec::new();
+        let read = || -> rusqlite::Result<Vec<(i64, String, StepRow)>> {
+            loop {
+                let want = (limit + 1 - rows.len()) as i64;
+                let mut stmt = self.conn.prepare_cached(&sql)?;
+                let found = stmt.query_map(
+                    params![run_id, op, emitter, group, output, seq, filter.status, want],
+                    |r| Ok((r.get(0)?, r.get(1)?, step_row_at(r, 2)?)),
+                )?;
+                for row in found {
+                    rows.push(row?);
+                }
+                if rows.len() > limit {
+                    return Ok(rows);
+                }
+                // The next emitting step (nested maps have one per outer key).
+                let next: Option<String> = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT min(keys) FROM items WHERE run_id = ?1 AND op = ?2 AND keys > ?3",
+                    )?
+                    .query_row(params![run_id, emitter, group], |r| r.get(0))?;
+                match next {
+                    Some(next) => {
+                        group = next;
+                        seq = -1;
+                    }
+                    None => return Ok(rows),
+                }
+            }
+        };
+        let mut rows = read().map_err(|e| self.error(&e))?;
         let next = if rows.len() > limit {
             rows.truncate(limit);
             rows.last().map(|(p, k, _)| (*p, k.clone()))

@@ -413,24 +413,30 @@ fn step_counts_and_pages_follow_replaced_and_tolerated_steps() {
         counts(&store),
         [("failed".into(), false, 2), ("succeeded".into(), false, 1)]
     );
-    // A resume replaces y's row with a success; a collect tolerates x.
+    // A resume replaces y's row with a success; a collect tolerates x; in
+    // the same commit a new step w fails and is tolerated, and v is written
+    // twice (counts are taken per commit, adjusted per row).
     store
         .record(
             "r1",
             &[
                 at("y", 1, StepStatus::Succeeded),
                 Write::Tolerated(vec![("a".into(), vec!["x".into()])]),
+                at("w", 3, StepStatus::Failed),
+                Write::Tolerated(vec![("a".into(), vec!["w".into()])]),
+                at("v", 4, StepStatus::Failed),
+                at("v", 4, StepStatus::Succeeded),
             ],
         )
         .unwrap();
     assert_eq!(
         counts(&store),
-        [("failed".into(), true, 1), ("succeeded".into(), false, 2)]
+        [("failed".into(), true, 2), ("succeeded".into(), false, 3)]
     );
     let runs = store.runs().unwrap();
     assert_eq!(
         (runs[0].succeeded, runs[0].failed, runs[0].tolerated),
-        (2, 0, 1)
+        (3, 0, 2)
     );
     let keys = |page: &crate::store::StepPage| -> Vec<String> {
         page.steps.iter().map(|s| s.keys[0].clone()).collect()
@@ -450,8 +456,7 @@ fn step_counts_and_pages_follow_replaced_and_tolerated_steps() {
             2,
         )
         .unwrap();
-    assert_eq!(keys(&rest), ["x"]);
-    assert!(rest.next.is_none());
+    assert_eq!(keys(&rest), ["x", "w"]);
     let failed = store
         .step_page(
             "r1",
@@ -463,7 +468,7 @@ fn step_counts_and_pages_follow_replaced_and_tolerated_steps() {
             10,
         )
         .unwrap();
-    assert_eq!(keys(&failed), ["x"]);
+    assert_eq!(keys(&failed), ["x", "w"]);
     let prefixed = store
         .step_page(
             "r1",
@@ -476,6 +481,7 @@ fn step_counts_and_pages_follow_replaced_and_tolerated_steps() {
         )
         .unwrap();
     assert_eq!(keys(&prefixed), ["y"]);
-    // Every finished step and the run's start are events, in order.
-    assert_eq!(store.cursor().unwrap(), 1 + 3 + 1 + 1);
+    // The run's start and each commit (its steps, its tolerated marks)
+    // are events, in order.
+    assert_eq!(store.cursor().unwrap(), 1 + 1 + 2);
 }
