@@ -338,12 +338,12 @@ fn screenshot_dir() -> std::path::PathBuf {
     dir
 }
 
-/// The text of the first element `css` finds. A live page swaps its
-/// content in place, so an element found may be gone a moment later: look
-/// again then.
+/// The text of the first element `css` finds, waiting up to 10 s for it (a
+/// click may still be loading the page). A live page swaps its content in
+/// place, so an element found may be gone a moment later: look again then.
 async fn text(client: &fantoccini::Client, css: &str) -> String {
     let mut last = String::new();
-    for _ in 0..20 {
+    for _ in 0..200 {
         match client.find(fantoccini::Locator::Css(css)).await {
             Ok(element) => match element.text().await {
                 Ok(text) => return text,
@@ -448,14 +448,14 @@ fn in_chromium_runs_counts_colours_failures_and_no_script_from_ops() {
             .click()
             .await
             .unwrap();
-        shot(&client, "op").await;
-        client
-            .find(fantoccini::Locator::LinkText("b"))
-            .await
-            .unwrap()
-            .click()
+        // A click starts a navigation: wait for the next page's element.
+        let b = client
+            .wait()
+            .for_element(fantoccini::Locator::LinkText("b"))
             .await
             .unwrap();
+        shot(&client, "op").await;
+        b.click().await.unwrap();
         assert_eq!(text(&client, "#step-status").await, "failed");
         assert_eq!(text(&client, "#failure-kind").await, "op-error");
         assert!(
@@ -541,7 +541,8 @@ config.on_key = { k77777 = "fail" }
             .click()
             .await
             .unwrap();
-        let second: Vec<String> = keys_on_page(&client).await;
+        // A click starts a navigation; wait for the new page's rows.
+        let second = keys_once(&client, |keys| keys.first().is_some_and(|k| k != "k0")).await;
         assert_eq!(second[0], "k100");
         assert_eq!(second.len(), 100);
         // Search by key, and filter by status.
@@ -557,7 +558,7 @@ config.on_key = { k77777 = "fail" }
             .click()
             .await
             .unwrap();
-        let found = keys_on_page(&client).await;
+        let found = keys_once(&client, |keys| keys.first().is_some_and(|k| k != "k100")).await;
         assert!(found.contains(&"k9999".to_owned()), "{found:?}");
         assert!(found.iter().all(|k| k.contains("k9999")), "{found:?}");
         client
@@ -570,6 +571,23 @@ config.on_key = { k77777 = "fail" }
         assert_eq!(keys_on_page(&client).await, vec!["k77777".to_owned()]);
         client.close().await.unwrap();
     });
+}
+
+/// The keys on the page once `ready` holds for them (a page a click
+/// navigated to may still be loading), failing after 20 s.
+async fn keys_once(client: &fantoccini::Client, ready: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let keys = keys_on_page(client).await;
+        if ready(&keys) {
+            return keys;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed the rows wanted: {keys:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn keys_on_page(client: &fantoccini::Client) -> Vec<String> {
