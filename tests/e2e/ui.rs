@@ -625,23 +625,33 @@ inputs.v = {{ map = "emit" }}
 "#,
         items.join(", ")
     ));
-    let mut running = Running::start(job.dir(), &["run", "job.toml"]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !job.dir().join(".dynhost/runs.db").exists() {
-        assert!(Instant::now() < deadline, "the run made no store");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // A quick run first makes the store, so the viewer and the browser are
+    // up before the slow run starts (however slow they are to start).
+    job.write(
+        "quick.toml",
+        &format!(
+            "name = \"quick\"\n[ops.one]\ncomponent = \"{}\"\n",
+            crate::support::probe()
+        ),
+    );
+    dynhost(job.dir(), &["run", "quick.toml"]).assert_code(0);
     let viewer = Viewer::start(job.dir());
     let driver = start_driver();
+    let mut running = None;
     runtime().block_on(async {
         let client = browser(&driver).await;
+        running = Some(Running::start(job.dir(), &["run", "job.toml"]));
+        let deadline = Instant::now() + Duration::from_secs(60);
         let run = loop {
             client.goto(&format!("{}/", viewer.base)).await.unwrap();
-            if let Ok(row) = client.find(fantoccini::Locator::Css("tr.run")).await {
+            if let Ok(row) = client
+                .find(fantoccini::Locator::Css("tr.run[data-job=slow]"))
+                .await
+            {
                 break row.attr("data-run").await.unwrap().unwrap();
             }
             assert!(Instant::now() < deadline, "the run never appeared");
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         };
         client
             .goto(&format!("{}/runs/{run}", viewer.base))
@@ -675,5 +685,6 @@ inputs.v = {{ map = "emit" }}
         assert_eq!(text(&client, "tr.op[data-op=each] td.ok").await, "30");
         client.close().await.unwrap();
     });
+    let mut running = running.expect("the slow run was started");
     assert_eq!(running.wait(Duration::from_secs(60)), 0);
 }
