@@ -36,13 +36,13 @@ pub const PAGE_SIZE: usize = 100;
 pub enum UiError {
     /// The address cannot be bound.
     #[error(
-        "cannot listen on {addr}: {source} (pick another port with --port, or 0 for any free one)"
+        "cannot listen on {addr}: {error} (pick another port with --port, or 0 for any free one)"
     )]
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message already: not a `source`, printed twice).
+        error: std::io::Error,
     },
     /// The server stopped with an error.
     #[error("the viewer stopped: {0}")]
@@ -79,7 +79,7 @@ pub fn serve(
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|source| UiError::Bind { addr, source })?;
+            .map_err(|error| UiError::Bind { addr, error })?;
         let bound = listener.local_addr().map_err(UiError::Serve)?;
         ready(bound);
         axum::serve(listener, router(app))
@@ -126,9 +126,7 @@ impl IntoResponse for PageError {
         let body = format!(
             "<!doctype html><title>dynhost</title><h1>{}</h1><p>{}</p><p><a href=\"/\">All runs</a></p>",
             self.0,
-            askama::filters::escape(&self.1, askama::filters::Html)
-                .map(|e| e.to_string())
-                .unwrap_or_default()
+            escape(&self.1)
         );
         (self.0, Html(body)).into_response()
     }

@@ -266,6 +266,33 @@ config.on_key = { k1 = "sleep" }
 }
 
 #[test]
+fn a_port_in_use_is_reported_with_what_to_do() {
+    let job = TestJob::new(XSS_JOB);
+    job.run(&[]).assert_code(0);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = dynhost(job.dir(), &["ui", "--port", &port]);
+    out.assert_code(2);
+    assert!(
+        out.stderr
+            .contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("--port, or 0 for any free one"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        out.stderr.matches("in use").count(),
+        1,
+        "reason said once: {}",
+        out.stderr
+    );
+}
+
+#[test]
 fn a_store_without_runs_is_reported_not_served() {
     let dir = tempfile::tempdir().unwrap();
     let out = dynhost(dir.path(), &["ui", "--store", "nowhere", "--port", "0"]);
@@ -356,6 +383,17 @@ async fn text(client: &fantoccini::Client, css: &str) -> String {
     panic!("no `{css}` on the page: {last}");
 }
 
+/// The computed background colour of the first element `css` finds.
+async fn background(client: &fantoccini::Client, css: &str) -> String {
+    client
+        .find(fantoccini::Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no `{css}` on the page: {e}"))
+        .css_value("background-color")
+        .await
+        .unwrap()
+}
+
 async fn shot(client: &fantoccini::Client, name: &str) {
     let png = client.screenshot().await.unwrap();
     std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
@@ -414,13 +452,7 @@ fn in_chromium_runs_counts_colours_failures_and_no_script_from_ops() {
             .goto(&format!("{}/runs/{run}", viewer.base))
             .await
             .unwrap();
-        let colour = client
-            .find(fantoccini::Locator::Css("tr.op[data-op=work]"))
-            .await
-            .unwrap()
-            .css_value("background-color")
-            .await
-            .unwrap();
+        let colour = background(&client, "tr.op[data-op=work]").await;
         assert_eq!(colour, "rgba(253, 230, 138, 1)", "tolerated op is amber");
         assert_eq!(text(&client, "tr.op[data-op=work] td.tolerated").await, "1");
         assert_eq!(text(&client, "tr.op[data-op=work] td.ok").await, "2");
@@ -430,13 +462,7 @@ fn in_chromium_runs_counts_colours_failures_and_no_script_from_ops() {
             .goto(&format!("{}/runs/{failed_run}", viewer.base))
             .await
             .unwrap();
-        let colour = client
-            .find(fantoccini::Locator::Css("tr.op[data-op=work]"))
-            .await
-            .unwrap()
-            .css_value("background-color")
-            .await
-            .unwrap();
+        let colour = background(&client, "tr.op[data-op=work]").await;
         assert_eq!(colour, "rgba(254, 202, 202, 1)", "failed op is red");
         assert_eq!(text(&client, "#run-status").await, "failed");
 

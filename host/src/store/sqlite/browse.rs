@@ -151,17 +151,8 @@ impl SqliteStore {
                 )?
                 .collect()
         };
-        let mut rows = query().map_err(|e| self.error(&e))?;
-        let next = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last().map(|(p, k, _)| (*p, k.clone()))
-        } else {
-            None
-        };
-        Ok(StepPage {
-            steps: rows.into_iter().map(|(_, _, row)| row).collect(),
-            next,
-        })
+        let rows = query().map_err(|e| self.error(&e))?;
+        Ok(page(rows, limit))
     }
 
     /// [`SqliteStore::step_page`] for an op mapped over `emitter`'s
@@ -222,17 +213,8 @@ impl SqliteStore {
                 }
             }
         };
-        let mut rows = read().map_err(|e| self.error(&e))?;
-        let next = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last().map(|(p, k, _)| (*p, k.clone()))
-        } else {
-            None
-        };
-        Ok(StepPage {
-            steps: rows.into_iter().map(|(_, _, row)| row).collect(),
-            next,
-        })
+        let rows = read().map_err(|e| self.error(&e))?;
+        Ok(page(rows, limit))
     }
 
     /// One step whole (with captured output), if it is stored.
@@ -283,5 +265,20 @@ impl SqliteStore {
             .prepare_cached("SELECT coalesce(max(seq), 0) FROM events")
             .and_then(|mut s| s.query_row([], |r| r.get(0)))
             .map_err(|e| self.error(&e))
+    }
+}
+
+/// A page of up to `limit` rows from `limit + 1` read (cursor, keys, row):
+/// the extra row, if any, says there is a next page, starting after the last.
+fn page(mut rows: Vec<(i64, String, StepRow)>, limit: usize) -> StepPage {
+    let next = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|(p, k, _)| (*p, k.clone()))
+    } else {
+        None
+    };
+    StepPage {
+        steps: rows.into_iter().map(|(_, _, row)| row).collect(),
+        next,
     }
 }
