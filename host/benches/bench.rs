@@ -6,7 +6,9 @@
 //! 2. fan-out scale: keys/s and peak RSS for 10k, 100k and 1M keys (each in a
 //!    fresh process, so peak RSS is that run's own);
 //! 3. cold vs warm start: time to the first finished key, compiling vs cached;
-//! 4. pipelining: first finished mapped key vs the emitter's total time.
+//! 4. pipelining: first finished mapped key vs the emitter's total time;
+//!
+//! and more lines per issue since (typed values, services, the viewer, NATS).
 
 #![expect(unsafe_code, reason = "getrusage for CPU time")]
 #![expect(
@@ -79,6 +81,11 @@ fn main() {
         ui_pages(&trivial);
         return;
     }
+    // `bench services`: resource slots and outgoing HTTP (issue 16).
+    if args.first().is_some_and(|a| a == "services") {
+        services(&trivial);
+        return;
+    }
     // `bench typed`: only the typed-values line.
     if args.first().is_some_and(|a| a == "typed") {
         typed(&trivial, n);
@@ -91,6 +98,7 @@ fn main() {
     cold_warm(&trivial);
     pipelining(&trivial);
     typed(&trivial, n);
+    services(&trivial);
     ui_pages(&trivial);
     nats(&trivial);
     if std::env::var_os("DYNHOST_SKIP_POLYGLOT").is_none() {
@@ -154,6 +162,11 @@ fn root() -> PathBuf {
 }
 
 fn build_trivial() -> PathBuf {
+    build_guest("trivial")
+}
+
+/// Builds a test guest of `tests/guests` and returns its component.
+fn build_guest(name: &str) -> PathBuf {
     let status = Command::new(env!("CARGO"))
         .args([
             "build",
@@ -161,7 +174,7 @@ fn build_trivial() -> PathBuf {
             "--target",
             "wasm32-wasip2",
             "-p",
-            "trivial",
+            name,
             "--target-dir",
         ])
         .arg(root().join("target/guests"))
@@ -169,8 +182,8 @@ fn build_trivial() -> PathBuf {
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .status()
         .unwrap();
-    assert!(status.success(), "building the trivial guest failed");
-    root().join("target/guests/wasm32-wasip2/release/trivial.wasm")
+    assert!(status.success(), "building the {name} guest failed");
+    root().join(format!("target/guests/wasm32-wasip2/release/{name}.wasm"))
 }
 
 /// User + system CPU time of this process.
@@ -246,6 +259,7 @@ fn options() -> RunOptions {
         max_concurrent: cores(),
         memory_budget_bytes: exec::DEFAULT_MEMORY_BUDGET,
         interrupt: None,
+        shared_limits: None,
     }
 }
 
@@ -1033,6 +1047,7 @@ fn ui_pages(trivial: &Path) {
         output: Some(std::sync::Arc::from(&b"1"[..])),
         metadata: None,
         no_value: false,
+        services: None,
         outputs: Vec::new(),
         items: Vec::new(),
         items_streamed: true,
@@ -1163,4 +1178,212 @@ fn ui_pages(trivial: &Path) {
     }
     let search = median("/runs/large/ops/work?q=k99999");
     println!("   an op, keys starting k99999  {search:>8.2} ms   (1M keys; a primary-key range)");
+}
+
+/// Issue 16: what a step pays for holding a resource slot (in memory, and
+/// shared through files as runs of one store share it), and what one
+/// outgoing HTTP request costs through dynhost next to a bare
+/// wasmtime-wasi-http host calling the same component.
+fn services(trivial: &Path) {
+    const ROUNDS: usize = 3;
+    let n: u64 = 20_000;
+    let per = |d: Duration, n: u64| d.as_secs_f64() * 1e6 / n as f64;
+    println!("\nservices: a resource slot per step, N = {n}, {ROUNDS} rounds (CPU us/key)");
+    let dir = tempfile::tempdir().unwrap();
+    let plain = job(dir.path(), &fan_job(trivial, n, ""));
+    let gated = job(
+        dir.path(),
+        &fan_job(trivial, n, "").replace(
+            "[ops.work]",
+            "[resources.r]\nmax_concurrent = 64\nrate = \"10000000/s\"\nburst = 1000\n[ops.work]\nresources = [\"r\"]",
+        ),
+    );
+    let shared = tempfile::tempdir().unwrap();
+    let run = |plan: &Plan, shared_limits: Option<PathBuf>| {
+        let rt = runtime(plan, None);
+        let components = dynhost::load_components(&rt, plan).unwrap();
+        let before = cpu_time();
+        let report = exec::run(
+            plan,
+            &rt,
+            &components,
+            &RunOptions {
+                shared_limits,
+                ..options()
+            },
+            exec::Storage::default(),
+            &mut |_| {},
+        );
+        assert!(report.report.is_success());
+        per(cpu_time() - before, n)
+    };
+    let mut deltas = Vec::new();
+    for round in 1..=ROUNDS {
+        let none = run(&plain, None);
+        let local = run(&gated, None);
+        let files = run(&gated, Some(shared.path().to_path_buf()));
+        println!(
+            "   round {round}: no resource {none:.1}, slot+token in memory {local:.1} (+{:.1}), shared through files {files:.1} (+{:.1})",
+            local - none,
+            files - none
+        );
+        deltas.push((local - none, files - none));
+    }
+    deltas.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let (local, files) = deltas[ROUNDS / 2];
+    println!(
+        "   per-key cost of a resource, median round: +{local:.1} us in memory, +{files:.1} us shared"
+    );
+
+    let fetch = build_guest("fetch");
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = format!("http://{}", server.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        for conn in server.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                line.clear();
+            }
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    let requests: u64 = 2_000;
+    let url = format!("{origin}/x");
+    let c = fetch.display();
+    let t = trivial.display();
+    let http_plan = job(
+        dir.path(),
+        &format!(
+            r#"name = "http"
+[defaults]
+max_emits = {requests}
+[ops.emit]
+component = "{t}"
+dynamic = true
+config = {{ emit = {requests} }}
+[ops.work]
+component = "{c}"
+inputs.v = {{ map = "emit" }}
+config = {{ url = "{url}" }}
+allowed_outbound_hosts = ["{origin}"]
+"#
+        ),
+    );
+    println!(
+        "\n   one outgoing request per key to a loopback server, N = {requests}, one thread each (CPU us/key)"
+    );
+    let mut ratios = Vec::new();
+    for round in 1..=ROUNDS {
+        let bare = per(bare_http_loop(&fetch, &url, requests), requests);
+        let rt = runtime(&http_plan, None);
+        let components = dynhost::load_components(&rt, &http_plan).unwrap();
+        let before = cpu_time();
+        let report = exec::run(
+            &http_plan,
+            &rt,
+            &components,
+            &RunOptions {
+                max_concurrent: 1,
+                ..options()
+            },
+            exec::Storage::default(),
+            &mut |_| {},
+        );
+        assert!(report.report.is_success(), "{:?}", report.report.ops);
+        let dynhost = per(cpu_time() - before, requests);
+        println!(
+            "   round {round}: bare wasmtime-wasi-http {bare:.1}, dynhost {dynhost:.1}; ratio {:.2}",
+            dynhost / bare
+        );
+        ratios.push(dynhost / bare);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "   ratio dynhost/bare for a key that makes one request, median round {:.2}",
+        ratios[ROUNDS / 2]
+    );
+}
+
+struct BareHttpState {
+    wasi: wasmtime_wasi::WasiCtx,
+    table: wasmtime::component::ResourceTable,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+}
+
+impl wasmtime_wasi::WasiView for BareHttpState {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        wasmtime_wasi::WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for BareHttpState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
+    }
+}
+
+impl bare::dynhost::op::types::Host for BareHttpState {}
+
+impl bare::dynhost::op::host::Host for BareHttpState {
+    fn emit_dynamic(&mut self, _key: String, _value: Vec<u8>) -> Result<(), String> {
+        Ok(())
+    }
+    fn emit_dynamic_to(
+        &mut self,
+        _output: String,
+        _key: String,
+        _value: Vec<u8>,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    fn log(&mut self, _level: bare::dynhost::op::types::Level, _message: String) {}
+}
+
+/// The baseline for one request per key: the `fetch` component called N
+/// times from one thread by a minimal synchronous wasmtime-wasi-http host
+/// (default hooks: no allowlist, no accounting, no limits).
+fn bare_http_loop(fetch: &Path, url: &str, n: u64) -> Duration {
+    use wasmtime::component::{Component, HasSelf, Linker};
+    let engine = wasmtime::Engine::default();
+    let mut linker = Linker::<BareHttpState>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
+    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).unwrap();
+    bare::DynamicOp::add_to_linker::<BareHttpState, HasSelf<BareHttpState>>(&mut linker, |s| s)
+        .unwrap();
+    let component = Component::from_file(&engine, fetch).unwrap();
+    let pre = bare::DynamicOpPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
+    let config = format!(r#"{{"url":"{url}"}}"#);
+    let before = cpu_time();
+    for i in 0..n {
+        let state = BareHttpState {
+            wasi: wasmtime_wasi::WasiCtxBuilder::new().build(),
+            table: wasmtime::component::ResourceTable::new(),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+        };
+        let mut store = wasmtime::Store::new(&engine, state);
+        let instance = pre.instantiate(&mut store).unwrap();
+        let ctx = bare::exports::dynhost::op::op::Context {
+            run_id: "bench".into(),
+            op: "work".into(),
+            keys: vec![format!("k{i}")],
+            config: config.clone(),
+        };
+        instance
+            .dynhost_op_op()
+            .call_run(&mut store, &ctx, &[])
+            .unwrap()
+            .unwrap();
+    }
+    cpu_time() - before
 }

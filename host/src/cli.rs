@@ -680,6 +680,20 @@ fn execute(
         ..run.clone()
     };
     let (store, mut storage) = open_storage()?;
+    // Resource limits are shared by every run of this store.
+    let shared_limits = match &store {
+        Some(store) if !plan.resources.is_empty() => {
+            let dir = store.path().with_file_name("resources");
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot create `{}` (where runs sharing this store share `[resources]` limits): {e}; make its directory writable, or run with --no-store",
+                    dir.display()
+                )
+            })?;
+            Some(dir)
+        }
+        _ => None,
+    };
     let mut view = report::Progress::new(
         &report::ProgressOptions {
             json: args.json,
@@ -705,6 +719,7 @@ fn execute(
         max_concurrent,
         memory_budget_bytes: args.memory_budget_mib.saturating_mul(1 << 20),
         interrupt: Some(runtime.interrupter()),
+        shared_limits,
     };
     let watch = interrupt::watch(runtime.interrupter())?;
     let result = match args.nats.options() {

@@ -10,6 +10,7 @@
 mod collect;
 mod coordinator;
 mod files;
+mod gates;
 mod inbox;
 mod record;
 mod reuse;
@@ -49,6 +50,9 @@ pub struct RunOptions {
     /// dropped, and running ones end as `interrupted` (the same flag as
     /// [`Runtime::interrupter`], which stops them).
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Where runs sharing a store keep `[resources]` state, so their limits
+    /// hold across runs (`None`: within this run only).
+    pub shared_limits: Option<std::path::PathBuf>,
 }
 
 /// The default of [`RunOptions::memory_budget_bytes`]: enough that most jobs
@@ -67,6 +71,16 @@ pub enum RunEvent<'a> {
         op: &'a str,
         /// 1 for the first attempt, 2 for the first retry, ...
         attempt: u32,
+    },
+    /// A ready step waits for its op's `max_concurrent` or a resource's
+    /// slot or rate token; it holds no worker meanwhile.
+    StepWaiting {
+        /// `op[key]`.
+        step: StepName<'a>,
+        /// The op.
+        op: &'a str,
+        /// The limit, e.g. "resource `api` (max_concurrent 3)".
+        on: &'a str,
     },
     /// A step failed and will run again after `delay`.
     StepRetrying {
@@ -137,6 +151,7 @@ impl RunEvent<'_> {
     pub fn op(&self) -> &str {
         match self {
             RunEvent::StepStarted { op, .. }
+            | RunEvent::StepWaiting { op, .. }
             | RunEvent::StepRetrying { op, .. }
             | RunEvent::StepFinished { op, .. }
             | RunEvent::StepReused { op, .. }

@@ -10,6 +10,7 @@ pub mod config;
 mod error;
 pub mod limits;
 pub mod lock;
+pub mod resources;
 
 pub use error::PlanError;
 
@@ -45,6 +46,9 @@ pub struct Plan {
     pub job_file: PathBuf,
     /// Ops in topological order: every op comes after the ops it reads.
     pub ops: Vec<PlannedOp>,
+    /// Shared resources with concurrency and rate limits, in name order.
+    #[serde(default)]
+    pub resources: Vec<resources::PlannedResource>,
 }
 
 /// One dynamic output of one op.
@@ -97,6 +101,12 @@ pub struct PlannedOp {
     /// Worker tags its steps need on remote workers, sorted.
     #[serde(default)]
     pub placement: Vec<String>,
+    /// At most this many of its steps run at once.
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
+    /// The `Plan::resources` (indices, ascending) each of its steps holds.
+    #[serde(default)]
+    pub resources: Vec<usize>,
 }
 
 /// A named plain output of an op (`outputs.NAME = { plain = true }`).
@@ -214,6 +224,7 @@ impl Plan {
         let resolver = Resolver { spec, file: &file };
         resolver.check_names()?;
         let order = resolver.topological_order()?;
+        let resources = resolver.resources()?;
         let id_of: BTreeMap<&str, OpId> = order
             .iter()
             .enumerate()
@@ -327,6 +338,7 @@ impl Plan {
             let policy = resolver.policy(name, op_spec, &base, &dynamic_outputs, &plain_outputs)?;
             check_expects(&resolver, name, op_spec, &inputs, &ops)?;
             let retry = resolver.retry(name, op_spec)?;
+            let (max_concurrent, op_resources) = resolver.op_gates(name, op_spec, &resources)?;
             ops.push(PlannedOp {
                 name: name.clone(),
                 component,
@@ -353,12 +365,15 @@ impl Plan {
                     tags.dedup();
                     tags
                 },
+                max_concurrent,
+                resources: op_resources,
             });
         }
         Ok(Plan {
             job_name: spec.name.clone(),
             job_file: file,
             ops,
+            resources,
         })
     }
 

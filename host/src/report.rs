@@ -74,6 +74,15 @@ pub struct OpSummary {
     pub emitted_bytes: u64,
     /// Instructions used by all steps, when the op has a `fuel` limit.
     pub fuel_used: Option<u64>,
+    /// Outgoing HTTP requests made by all steps.
+    pub http_requests: u64,
+    /// Request body bytes those requests sent.
+    pub http_sent_bytes: u64,
+    /// Response body bytes they received.
+    pub http_received_bytes: u64,
+    /// Time steps spent ready but waiting for the op's `max_concurrent` or
+    /// a resource's slot or rate token, summed over steps.
+    pub waited: Duration,
     /// Failed steps and why, sorted by step.
     pub failures: Vec<StepFailure>,
     /// Skipped steps and why, sorted by step.
@@ -98,6 +107,10 @@ impl OpSummary {
             emitted_items: 0,
             emitted_bytes: 0,
             fuel_used: None,
+            http_requests: 0,
+            http_sent_bytes: 0,
+            http_received_bytes: 0,
+            waited: Duration::ZERO,
             failures: Vec::new(),
             skips: Vec::new(),
         }

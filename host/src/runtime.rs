@@ -9,7 +9,9 @@ mod bindings;
 pub mod cache;
 mod failure;
 mod host;
+mod http;
 pub mod metadata;
+pub mod outbound;
 mod policy;
 mod reactor;
 mod sandbox;
@@ -18,6 +20,7 @@ pub mod types;
 
 pub use failure::{FailureKind, OpFailure};
 pub use host::EmitSink;
+pub use outbound::OutboundHost;
 pub use policy::{Limits, Mount, SandboxPolicy};
 pub use sandbox::TRUNCATED_MARKER;
 
@@ -160,6 +163,15 @@ pub struct StepStats {
     pub output_bytes: u64,
     /// Instructions used, when the op has a `fuel` limit.
     pub fuel_used: Option<u64>,
+    /// Outgoing HTTP requests made (allowed ones).
+    pub http_requests: u64,
+    /// Request body bytes sent.
+    pub http_sent_bytes: u64,
+    /// Response body bytes received.
+    pub http_received_bytes: u64,
+    /// Time the step was ready but waited for `max_concurrent` or a
+    /// resource (set by the coordinator, which does the waiting).
+    pub waited: Duration,
 }
 
 /// What a step did.
@@ -258,6 +270,9 @@ impl Runtime {
             .map_err(engine_error)?;
         v2::DynamicOp::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |state| state)
             .map_err(engine_error)?;
+        // Always linked, so any op can import it; each request is refused
+        // unless the op's policy allows its destination.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_error)?;
         let ticker = Some(EpochTicker::start(engine.clone()));
         Ok(Self {
             engine,
@@ -354,17 +369,27 @@ impl Runtime {
         let stderr = Capture::new(limits.max_log_bytes);
         let log = Capture::new(limits.max_log_bytes);
         let start = Instant::now();
-        let report = |outcome, no_value, metadata, outputs, stats| StepReport {
-            outcome,
-            no_value,
-            metadata,
-            outputs,
-            stdout: stdout.text(),
-            stderr: stderr.text(),
-            log: log.text(),
-            stats,
+        let secrets = match sandbox::secret_values(policy, call.op) {
+            Ok(secrets) => secrets,
+            Err(failure) => return StepReport::failed(failure),
         };
-        let wasi = match sandbox::wasi_ctx(policy, call, &stdout, &stderr) {
+        let report = |outcome: Result<Vec<u8>, OpFailure>, no_value, metadata, outputs, stats| {
+            let redact = |text: String| sandbox::redact(text, &secrets);
+            StepReport {
+                outcome: outcome.map_err(|mut f| {
+                    f.message = redact(std::mem::take(&mut f.message));
+                    f
+                }),
+                no_value,
+                metadata,
+                outputs,
+                stdout: redact(stdout.text()),
+                stderr: redact(stderr.text()),
+                log: redact(log.text()),
+                stats,
+            }
+        };
+        let wasi = match sandbox::wasi_ctx(policy, call, &stdout, &stderr, &secrets) {
             Ok(wasi) => wasi,
             Err(failure) => {
                 return report(Err(failure), false, None, Vec::new(), StepStats::default());
@@ -380,6 +405,13 @@ impl Runtime {
             },
             emits: host::EmitState::new(sink, call.op, policy),
             log: log.clone(),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http_hooks: http::HttpHooks::new(
+                call.op,
+                &policy.outbound,
+                limits.max_http_requests,
+                &log,
+            ),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -429,6 +461,8 @@ impl Runtime {
             _ => None,
         };
         let state = store.data_mut();
+        let http = &state.http_hooks.counters;
+        let over_http_limit = http.over_limit.load(Ordering::Relaxed) > 0;
         let metadata = state.emits.result_metadata.take();
         let outputs = std::mem::take(&mut state.emits.plain);
         let plain_bytes = state.emits.plain_bytes;
@@ -445,8 +479,24 @@ impl Runtime {
             emitted_bytes: state.emits.bytes,
             output_bytes: 0,
             fuel_used,
+            http_requests: http.requests.load(Ordering::Relaxed),
+            http_sent_bytes: http.sent.load(Ordering::Relaxed),
+            http_received_bytes: http.received.load(Ordering::Relaxed),
+            waited: Duration::ZERO,
         };
-        let outcome = match (result, state.emits.failure.clone()) {
+        let sticky = state.emits.failure.clone().or_else(|| {
+            over_http_limit.then(|| {
+                let max = limits.max_http_requests.unwrap_or_default();
+                OpFailure::new(
+                    FailureKind::OutputLimit,
+                    format!(
+                        "op `{}` tried more than max_http_requests = {max} HTTP requests in one step; raise `max_http_requests` in the op's `limits` (or `[defaults]`) in job.toml",
+                        call.op
+                    ),
+                )
+            })
+        });
+        let outcome = match (result, sticky) {
             (_, Some(failure)) => Err(failure),
             (Ok(Ok(_)), None) if unset.is_some() => {
                 let name = &policy.plain_outputs[unset.unwrap_or_default()];

@@ -50,6 +50,9 @@ pub struct JobSpec {
     pub defaults: LimitsSpec,
     /// The ops, by name.
     pub ops: BTreeMap<String, OpSpec>,
+    /// Shared resources with concurrency and rate limits, by name.
+    #[serde(default)]
+    pub resources: BTreeMap<String, ResourceSpec>,
     /// The file this spec was read from (set by [`load`]).
     #[serde(skip)]
     pub file: PathBuf,
@@ -117,6 +120,40 @@ pub struct OpSpec {
     /// `validate` refuses an input whose source declares something else.
     #[serde(default)]
     pub expects: BTreeMap<String, String>,
+    /// Where the op may send HTTP(S) requests, `scheme://host[:port]` as in
+    /// Spin (`https://api.example.com`, `http://127.0.0.1:8080`,
+    /// `https://*.example.com`); nothing else is reachable.
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
+    /// Environment variables the op sees whose values come from the host's
+    /// environment, by the name the op sees: `{ API_TOKEN = "PAYMENTS_TOKEN" }`.
+    /// The values never enter the job file, the store or a plan, and are
+    /// redacted from what the op prints.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// At most this many steps of this op run at once, whatever
+    /// `--max-concurrent` is.
+    pub max_concurrent: Option<u32>,
+    /// Named `[resources.NAME]` whose limits each step of this op counts
+    /// toward (a slot while it runs, a token when it starts).
+    #[serde(default)]
+    pub resources: Vec<String>,
+}
+
+/// `[resources.NAME]`: a service or anything else several ops share, with
+/// limits that hold across all of them (and across runs sharing a store).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSpec {
+    /// At most this many steps using the resource at once.
+    pub max_concurrent: Option<u32>,
+    /// Steps started per time unit: `"50/s"`, `"600/m"`, `"1000/h"`.
+    pub rate: Option<String>,
+    /// Starts allowed at once after a quiet spell (token-bucket size,
+    /// default 1: evenly spaced starts).
+    pub burst: Option<u32>,
+    /// What the resource is, for `plan` and `show`.
+    pub description: Option<String>,
 }
 
 /// `[ops.NAME.outputs.OUTPUT]`: one dynamic output's declaration.
@@ -244,6 +281,8 @@ pub struct LimitsSpec {
     pub max_nesting: Option<u64>,
     /// The wasm stack in KiB (only in `[defaults]`: wasmtime sets it per engine).
     pub stack_kib: Option<u64>,
+    /// HTTP requests one step may make (ops with `allowed_outbound_hosts`).
+    pub max_http_requests: Option<u64>,
 }
 
 /// Reads and parses a job file.

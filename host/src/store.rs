@@ -274,6 +274,9 @@ pub struct StepRecord {
     pub metadata: Option<Box<str>>,
     /// The op returned "no value" on an optional result.
     pub no_value: bool,
+    /// HTTP requests and bytes, and time waited for limits, as a JSON
+    /// object; `None` for a step that made no request and never waited.
+    pub services: Option<String>,
     /// Named plain outputs (one per declared output of a step that
     /// succeeded; empty otherwise).
     pub outputs: Vec<StoredOutput>,
@@ -448,6 +451,8 @@ pub struct StepRow {
     pub metadata: Option<String>,
     /// The op returned "no value" on an optional result.
     pub no_value: bool,
+    /// HTTP requests and bytes, and time waited for limits (JSON), if any.
+    pub services: Option<String>,
 }
 
 /// The operations dynhost needs from a run store.
@@ -500,4 +505,17 @@ pub trait RunStore: Send {
 /// SHA-256 of `bytes`, hex-encoded: how values are addressed.
 pub fn hash_bytes(bytes: &[u8]) -> String {
     crate::runtime::cache::component_hash(bytes)
+}
+
+/// The `services` column (HTTP accounting, time waited for limits) as one line.
+pub fn services_line(json: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    let n = |k: &str| v[k].as_u64().unwrap_or(0);
+    format!(
+        "{} HTTP request(s), {} bytes sent, {} received; waited {:.3}s for limits",
+        n("http_requests"),
+        n("http_sent_bytes"),
+        n("http_received_bytes"),
+        v["waited_secs"].as_f64().unwrap_or(0.0)
+    )
 }

@@ -531,6 +531,7 @@ struct StepTemplate {
     time: String,
     memory: String,
     fuel: String,
+    services: String,
     inputs: String,
     output_size: Option<usize>,
     output_kind: &'static str,
@@ -586,6 +587,11 @@ async fn step_page(
             time: secs(step.wall_secs),
             memory: bytes(step.peak_memory_bytes),
             fuel: step.fuel_used.map(|f| f.to_string()).unwrap_or_default(),
+            services: step
+                .services
+                .as_deref()
+                .map(crate::store::services_line)
+                .unwrap_or_default(),
             inputs: pretty(step.inputs.as_deref()),
             metadata: pretty(step.metadata.as_deref()),
             output_size: output.as_ref().map(|b| b.len()),

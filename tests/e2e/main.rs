@@ -12,6 +12,7 @@ mod examples;
 mod failures;
 mod history;
 mod hostile;
+mod http;
 mod init;
 mod interrupt;
 mod limits;

@@ -217,7 +217,8 @@ impl TestJob {
     pub fn rewrite(&self, toml: &str) {
         std::fs::write(
             self.dir().join("job.toml"),
-            toml.replace("{probe}", &probe()),
+            toml.replace("{probe}", &probe())
+                .replace("{fetch}", &guest("fetch").display().to_string()),
         )
         .expect("write job");
     }

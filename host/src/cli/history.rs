@@ -425,6 +425,9 @@ fn show_step(
     if let Some(fuel) = row.fuel_used {
         writeln!(out, "  fuel used       {fuel}")?;
     }
+    if let Some(services) = row.services.as_deref().map(dynhost::store::services_line) {
+        writeln!(out, "  services        {services}")?;
+    }
     if let (Some(kind), Some(message)) = (&row.failure_kind, &row.failure_message) {
         writeln!(out, "  failure         {kind}: {message}")?;
     }

@@ -43,6 +43,8 @@ struct OpProgress {
     tolerated_failed: u64,
     tolerated_skipped: u64,
     retries: u64,
+    /// Steps held back by `max_concurrent` or a resource right now.
+    waiting: u64,
     /// When its first step started, for the rate.
     first: Option<Instant>,
     /// `done + skipped` when it was last printed (plain mode).
@@ -133,6 +135,9 @@ impl Progress {
         if tolerated > 0 {
             text.push_str(&format!(", {tolerated} tolerated"));
         }
+        if p.waiting > 0 {
+            text.push_str(&format!(", {} waiting for limits", p.waiting));
+        }
         if let Some(first) = p.first {
             let secs = first.elapsed().as_secs_f64();
             // A rate means something after a second and a few keys.
@@ -150,7 +155,12 @@ impl Progress {
 
     pub fn on_event(&mut self, event: RunEvent<'_>) {
         match &event {
+            RunEvent::StepWaiting { op, .. } => self.op(op).waiting += 1,
             RunEvent::StepStarted { op, attempt, .. } => {
+                // A gated op's steps start in the order they were held
+                // back, so while any wait, a start is one of them.
+                let p = self.op(op);
+                p.waiting = p.waiting.saturating_sub(1);
                 if *attempt == 1 {
                     let p = self.op(op);
                     p.started += 1;
@@ -279,6 +289,7 @@ fn step_lines(event: &RunEvent<'_>) -> Vec<String> {
     match event {
         // Metadata is for `--json` and `dynhost show`, not the terminal.
         RunEvent::StepStarted { .. }
+        | RunEvent::StepWaiting { .. }
         | RunEvent::StepReused { .. }
         | RunEvent::ItemMetadata { .. } => {}
         RunEvent::StepTolerated { step, .. } => {
@@ -337,6 +348,9 @@ fn print_event_json(event: &RunEvent<'_>) {
     let mut value = match event {
         RunEvent::StepStarted { step, op, attempt } => {
             json!({ "event": "step_started", "step": step, "op": op, "attempt": attempt })
+        }
+        RunEvent::StepWaiting { step, op, on } => {
+            json!({ "event": "step_waiting", "step": step, "op": op, "waiting_for": on })
         }
         RunEvent::StepFinished { step, op, report } => {
             let mut value = step_json("step_finished", step, op, report);
@@ -429,6 +443,9 @@ fn step_json(
             "emitted_bytes": report.stats.emitted_bytes,
             "output_bytes": report.stats.output_bytes,
             "fuel_used": report.stats.fuel_used,
+            "http_requests": report.stats.http_requests,
+            "http_sent_bytes": report.stats.http_sent_bytes,
+            "http_received_bytes": report.stats.http_received_bytes,
         },
         "stdout": report.stdout, "stderr": report.stderr, "log": report.log,
     })
@@ -552,6 +569,21 @@ pub fn print_summary(report: &RunReport) {
             } else {
                 String::new()
             }
+        );
+    }
+    for op in report.ops.iter().filter(|op| op.http_requests > 0) {
+        let _ = writeln!(
+            err,
+            "  {}: {} HTTP request(s), {} bytes sent, {} received",
+            op.op, op.http_requests, op.http_sent_bytes, op.http_received_bytes
+        );
+    }
+    for op in report.ops.iter().filter(|op| !op.waited.is_zero()) {
+        let _ = writeln!(
+            err,
+            "  {}: steps waited {} in total for `max_concurrent`/resource limits",
+            op.op,
+            secs(op.waited)
         );
     }
     for op in report.ops.iter().filter(|op| op.reused > 0) {

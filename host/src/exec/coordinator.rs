@@ -1,6 +1,7 @@
 //! The coordinator: owns the scheduler, dispatches ready steps to workers in
 //! batches, handles their events, retries, reuse of stored steps and records.
 
+use super::gates::Gates;
 use super::inbox::Inbox;
 use super::record::{self, Prior, Recorder};
 use super::reuse::{Reuse, Verdict};
@@ -53,6 +54,8 @@ pub(crate) struct Coordinator<'p> {
     interrupt: Option<Arc<AtomicBool>>,
     /// The interruption was seen: nothing more is dispatched or retried.
     stopping: bool,
+    /// `max_concurrent` and `[resources]`: steps that must wait to start.
+    pub(super) gates: Gates,
 }
 
 impl<'p> Coordinator<'p> {
@@ -86,6 +89,12 @@ impl<'p> Coordinator<'p> {
             inbox: Inbox::default(),
             interrupt: options.interrupt.clone(),
             stopping: false,
+            gates: Gates::new(plan, options.shared_limits.as_deref()).unwrap_or_else(|reason| {
+                // The CLI creates the directory first and reports it; here
+                // the limits still hold within this run.
+                tracing::warn!("{reason}; resource limits hold within this run only");
+                Gates::new(plan, None).unwrap_or_else(|_| unreachable!("local gates open no files"))
+            }),
         }
     }
 
@@ -110,6 +119,7 @@ impl<'p> Coordinator<'p> {
                 self.stopping = true;
                 self.in_flight = self.in_flight.saturating_sub(transport.stop());
                 self.scheduler.drop_retries();
+                self.gates.drop_parked();
             }
             if !self.stopping {
                 self.dispatch(transport, observer);
@@ -124,7 +134,11 @@ impl<'p> Coordinator<'p> {
                 }
                 continue;
             }
-            let next_retry = self.scheduler.next_due();
+            let now = Instant::now();
+            let next_retry = match (self.scheduler.next_due(), self.gates.next_wake(now)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             if self.in_flight == 0 && next_retry.is_none() {
                 return;
             }
@@ -151,20 +165,34 @@ impl<'p> Coordinator<'p> {
     /// its next step at once; otherwise one per free worker, so a step is
     /// started only when a worker can run it.
     fn dispatch(&mut self, transport: &mut dyn Transport, observer: &mut dyn FnMut(RunEvent<'_>)) {
-        let capacity = transport.capacity(self.scheduler.ready_len());
+        let capacity = transport.capacity(self.scheduler.ready_len() + self.gates.parked());
         let mut steps = Vec::new();
+        let now = Instant::now();
+        // Steps held back by a limit go first, as soon as it lets them.
         while self.in_flight + steps.len() < capacity {
+            let Some(request) = self.gates.unpark(now) else {
+                break;
+            };
+            self.started(&request, observer);
+            steps.push(request);
+        }
+        while self.in_flight + steps.len() < capacity && self.gates.has_room() {
             let Some(step) = self.scheduler.next_ready() else {
                 break;
             };
             if let Some((inputs, attempt)) = self.start(&step, observer) {
-                steps.push(StepRequest {
+                let request = StepRequest {
                     step,
                     attempt,
                     inputs,
-                });
+                };
+                if let Some(request) = self.gates.admit(request, now) {
+                    self.started(&request, observer);
+                    steps.push(request);
+                }
             }
         }
+        self.report_waiting(observer);
         if !steps.is_empty() {
             self.in_flight += steps.len();
             transport.submit(steps);
@@ -270,17 +298,35 @@ impl<'p> Coordinator<'p> {
                 return None;
             }
         }
-        let attempt = started.attempt;
-        let op = &self.plan.ops[step.op].name;
+        Some((inputs, started.attempt))
+    }
+
+    /// Tells the observer a step is handed to the workers.
+    fn started(&self, request: &StepRequest, observer: &mut dyn FnMut(RunEvent<'_>)) {
+        let op = &self.plan.ops[request.step.op].name;
         observer(RunEvent::StepStarted {
             step: StepName {
                 op,
-                keys: &step.keys,
+                keys: &request.step.keys,
             },
             op,
-            attempt,
+            attempt: request.attempt,
         });
-        Some((inputs, attempt))
+    }
+
+    /// Tells the observer of steps a limit just held back.
+    fn report_waiting(&mut self, observer: &mut dyn FnMut(RunEvent<'_>)) {
+        for waiting in std::mem::take(&mut self.gates.newly_waiting) {
+            let op = &self.plan.ops[waiting.step.op].name;
+            observer(RunEvent::StepWaiting {
+                step: StepName {
+                    op,
+                    keys: &waiting.step.keys,
+                },
+                op,
+                on: &waiting.on,
+            });
+        }
     }
 
     /// Tells the observer of steps a collect just tolerated.
@@ -491,6 +537,8 @@ impl<'p> Coordinator<'p> {
                 report.outcome = Err(OpFailure::new(FailureKind::Host, message));
             }
         }
+        self.gates.release(&step);
+        report.stats.waited = self.gates.take_waited(&step);
         add_stats(&mut self.totals[step.op], &report.stats);
         let op = &self.plan.ops[step.op];
         let name = StepName {
@@ -567,4 +615,8 @@ fn add_stats(op: &mut OpSummary, s: &StepStats) {
     if let Some(fuel) = s.fuel_used {
         *op.fuel_used.get_or_insert(0) += fuel;
     }
+    op.http_requests += s.http_requests;
+    op.http_sent_bytes += s.http_sent_bytes;
+    op.http_received_bytes += s.http_received_bytes;
+    op.waited += s.waited;
 }

@@ -422,6 +422,7 @@ impl Finished<'_> {
             output: None,
             metadata: None,
             no_value: false,
+            services: None,
             outputs: Vec::new(),
             items,
             items_streamed: streamed,
@@ -446,6 +447,7 @@ impl Finished<'_> {
         record.emitted_items = report.stats.emitted_items;
         record.emitted_bytes = report.stats.emitted_bytes;
         record.fuel_used = report.stats.fuel_used;
+        record.services = services_json(&report.stats);
         match &report.outcome {
             Ok(value) => {
                 record.output = Some(Arc::from(value.as_slice()));
@@ -493,6 +495,20 @@ impl Finished<'_> {
         record.failure_message = Some(reason.to_owned());
         record
     }
+}
+
+/// The `services` column: HTTP accounting and time waited for limits, only
+/// for steps that had any (a million plain steps store nothing).
+fn services_json(s: &crate::runtime::StepStats) -> Option<String> {
+    (s.http_requests > 0 || !s.waited.is_zero()).then(|| {
+        serde_json::json!({
+            "http_requests": s.http_requests,
+            "http_sent_bytes": s.http_sent_bytes,
+            "http_received_bytes": s.http_received_bytes,
+            "waited_secs": s.waited.as_secs_f64(),
+        })
+        .to_string()
+    })
 }
 
 #[cfg(test)]

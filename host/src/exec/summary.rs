@@ -113,6 +113,10 @@ pub(crate) fn build_report(
         op.emitted_items = totals.emitted_items;
         op.emitted_bytes = totals.emitted_bytes;
         op.fuel_used = totals.fuel_used;
+        op.http_requests = totals.http_requests;
+        op.http_sent_bytes = totals.http_sent_bytes;
+        op.http_received_bytes = totals.http_received_bytes;
+        op.waited = totals.waited;
     }
     let mut vanished: Vec<String> = coordinator
         .reuse

@@ -193,6 +193,7 @@ fn run(plan: &Plan, order: Order, script: Script<'_>) -> Outcome {
         max_concurrent: 2,
         memory_budget_bytes: 1 << 20,
         interrupt: None,
+        shared_limits: None,
     };
     let hashes = vec!["h"; plan.ops.len()];
     let mut coordinator = Coordinator::new(plan, &hashes, &options, Storage::default());

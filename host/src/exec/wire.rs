@@ -227,6 +227,9 @@ pub struct StatsMsg {
     pub output_bytes: u64,
     /// Instructions used, when metered.
     pub fuel_used: Option<u64>,
+    /// Outgoing HTTP requests, and their body bytes sent and received.
+    #[serde(default)]
+    pub http: [u64; 3],
 }
 
 /// How a step ended.
@@ -579,6 +582,7 @@ impl FinishedMsg {
                 emitted_bytes: s.emitted_bytes,
                 output_bytes: s.output_bytes,
                 fuel_used: s.fuel_used,
+                http: [s.http_requests, s.http_sent_bytes, s.http_received_bytes],
             },
             stdout: cut(&report.stdout),
             stderr: cut(&report.stderr),
@@ -629,6 +633,10 @@ impl FinishedMsg {
                 emitted_bytes: s.emitted_bytes,
                 output_bytes: s.output_bytes,
                 fuel_used: s.fuel_used,
+                http_requests: s.http[0],
+                http_sent_bytes: s.http[1],
+                http_received_bytes: s.http[2],
+                waited: Duration::ZERO,
             },
         };
         Ok(StepEvent::Finished {

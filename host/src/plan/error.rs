@@ -96,6 +96,16 @@ pub enum PlanError {
         /// What is wrong.
         reason: String,
     },
+    /// A `[resources.NAME]` table is invalid.
+    #[error("`{file}`: `[resources.{resource}]`: {reason}")]
+    BadResource {
+        /// The job file.
+        file: PathBuf,
+        /// The resource.
+        resource: String,
+        /// What is wrong and what to write.
+        reason: String,
+    },
     /// A job-wide setting in `[defaults]` is invalid.
     #[error("`{file}`: {reason}")]
     BadDefault {

@@ -93,6 +93,14 @@ pub fn resolve(op: &LimitsSpec, job: &LimitsSpec) -> Result<Limits, String> {
             .unwrap_or(DEFAULT_MAX_LOG_BYTES),
         fuel: op.fuel.or(job.fuel),
         stack_bytes,
+        max_http_requests: match op.max_http_requests.or(job.max_http_requests) {
+            Some(0) => {
+                return Err(
+                    "limit `max_http_requests` must be above 0; to forbid HTTP, leave out `allowed_outbound_hosts`".into(),
+                );
+            }
+            n => n,
+        },
     })
 }
 

@@ -6,7 +6,7 @@ use super::{
     Resolver, RetryPolicy, Source, ValueRef, split_reference,
 };
 use crate::runtime::types::ValueType;
-use crate::runtime::{FailureKind, Mount, SandboxPolicy};
+use crate::runtime::{FailureKind, Mount, OutboundHost, SandboxPolicy};
 use crate::spec::{InputSpec, OpSpec, Tolerance};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -312,6 +312,7 @@ impl Resolver<'_> {
         }
         let limits = super::limits::resolve(&op.limits, &self.spec.defaults)
             .map_err(|e| self.setting(name, e))?;
+        let (outbound, secrets) = self.services(name, op)?;
         let mut output_types = Vec::new();
         if op
             .outputs
@@ -361,7 +362,64 @@ impl Resolver<'_> {
             result_type,
             result_required: op.returns.as_ref().and_then(|r| r.required).unwrap_or(true),
             deterministic: op.deterministic,
+            outbound,
+            secrets,
         })
+    }
+
+    /// `allowed_outbound_hosts` and `secrets`: parsed, and checked against
+    /// `deterministic` and the host's environment (a missing secret stops
+    /// the run before any step, not at the thousandth key).
+    #[allow(clippy::type_complexity)]
+    fn services(
+        &self,
+        name: &str,
+        op: &OpSpec,
+    ) -> Result<(Vec<OutboundHost>, Vec<(String, String)>), PlanError> {
+        let outbound = op
+            .allowed_outbound_hosts
+            .iter()
+            .map(|entry| OutboundHost::parse(entry).map_err(|e| self.setting(name, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if op.deterministic && !outbound.is_empty() {
+            return Err(self.setting(
+                name,
+                "`deterministic = true` cannot go with `allowed_outbound_hosts`: a service's answers are not reproducible, so a rerun could differ; drop one of the two".into(),
+            ));
+        }
+        let mut secrets = Vec::new();
+        for (guest, host) in &op.secrets {
+            if guest.is_empty()
+                || guest.contains(['=', '\0'])
+                || host.is_empty()
+                || host.contains(['=', '\0'])
+            {
+                return Err(self.setting(
+                    name,
+                    format!(
+                        "`secrets`: `{} = \"{}\"` is invalid: both names must be non-empty without `=` or NUL",
+                        guest.escape_debug(),
+                        host.escape_debug()
+                    ),
+                ));
+            }
+            if op.env.contains_key(guest) {
+                return Err(self.setting(
+                    name,
+                    format!("`{guest}` is in both `env` and `secrets`; keep it in one"),
+                ));
+            }
+            if std::env::var_os(host).is_none() {
+                return Err(self.setting(
+                    name,
+                    format!(
+                        "secret `{guest}` comes from the environment variable `{host}`, which is not set; export {host} before running dynhost"
+                    ),
+                ));
+            }
+            secrets.push((guest.clone(), host.clone()));
+        }
+        Ok((outbound, secrets))
     }
 
     pub(super) fn retry(&self, name: &str, op: &OpSpec) -> Result<RetryPolicy, PlanError> {

@@ -34,6 +34,17 @@ pub struct SandboxPolicy {
     pub result_required: bool,
     /// Fixed clocks and randomness seeded from the step, for reproducible reruns.
     pub deterministic: bool,
+    /// Where the op may send HTTP(S) requests (`allowed_outbound_hosts`);
+    /// empty: nowhere.
+    #[serde(default)]
+    pub outbound: Vec<super::outbound::OutboundHost>,
+    /// Environment variables whose values the host reads from its own
+    /// environment when the step starts: (name the op sees, host variable).
+    /// Only the names are here, so a plan stored with a run or sent to a
+    /// worker never carries a secret; values are redacted from what the step
+    /// prints.
+    #[serde(default)]
+    pub secrets: Vec<(String, String)>,
 }
 
 /// A host directory made visible to the op.
@@ -71,4 +82,8 @@ pub struct Limits {
     pub fuel: Option<u64>,
     /// The wasm stack, job-wide: wasmtime sets it per engine, not per store.
     pub stack_bytes: u64,
+    /// HTTP requests per step: an op looping on a service cannot flood it.
+    /// `None`: no cap beyond the time limit.
+    #[serde(default)]
+    pub max_http_requests: Option<u64>,
 }

@@ -20,6 +20,8 @@ pub(crate) struct StepState {
     pub limiter: MemoryLimiter,
     pub emits: EmitState,
     pub log: Capture,
+    pub http: wasmtime_wasi_http::WasiHttpCtx,
+    pub http_hooks: super::http::HttpHooks,
 }
 
 impl WasiView for StepState {
@@ -31,6 +33,52 @@ impl WasiView for StepState {
     }
 }
 
+impl wasmtime_wasi_http::WasiHttpView for StepState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
+}
+
+/// The values of the op's `secrets`, read from the host's environment now
+/// (a worker reads its own), as (name the op sees, value).
+pub(crate) fn secret_values(
+    policy: &SandboxPolicy,
+    op: &str,
+) -> Result<Vec<(String, String)>, OpFailure> {
+    policy
+        .secrets
+        .iter()
+        .map(|(guest, host)| {
+            std::env::var(host).map(|value| (guest.clone(), value)).map_err(|_| {
+                OpFailure::new(
+                    FailureKind::Host,
+                    format!(
+                        "op `{op}`: secret `{guest}` comes from the environment variable `{host}`, which is not set (or not UTF-8) in the process running the step; export it there"
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// `text` with every secret value replaced by `[redacted NAME]`, so what an
+/// op prints (or puts in an error) never shows a secret in reports, the
+/// store or the viewer. Values under 4 bytes are left alone: they would
+/// blank out ordinary text and protect nothing.
+pub(crate) fn redact(text: String, secrets: &[(String, String)]) -> String {
+    let mut text = text;
+    for (name, value) in secrets {
+        if value.len() >= 4 && text.contains(value.as_str()) {
+            text = text.replace(value.as_str(), &format!("[redacted {name}]"));
+        }
+    }
+    text
+}
+
 /// Builds a WASI context that grants only what `policy` lists. Network access
 /// is off entirely (TCP, UDP and name lookup), not just filtered.
 pub(crate) fn wasi_ctx(
@@ -38,6 +86,7 @@ pub(crate) fn wasi_ctx(
     call: &StepCall<'_>,
     stdout: &Capture,
     stderr: &Capture,
+    secrets: &[(String, String)],
 ) -> Result<WasiCtx, OpFailure> {
     let mut builder = WasiCtxBuilder::new();
     if policy.deterministic {
@@ -48,7 +97,7 @@ pub(crate) fn wasi_ctx(
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
-    for (key, value) in &policy.env {
+    for (key, value) in policy.env.iter().chain(secrets) {
         builder.env(key, value);
     }
     for mount in &policy.mounts {

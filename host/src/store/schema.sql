@@ -1,11 +1,11 @@
--- dynhost run store, schema version 8 (3 added `runs.owner`: `pid:start`
+-- dynhost run store, schema version 10 (3 added `runs.owner`: `pid:start`
 -- of the process working on a running run, so a dead one shows as interrupted;
 -- 4 added `runs.resumed_at` and `runs.active_secs`, the run's running time
 -- summed over resumes, and `steps.tolerated`, set on failed or skipped steps
 -- a tolerant collect ran without; 5 added `runs.config`; 6 added
 -- `steps.metadata`, `steps.no_value` and `items.metadata`; 7 added `runs.plan`;
 -- 8 added `outputs`; 9 added `steps.position`, `step_counts` and `events`
--- for the web viewer). Keys are JSON arrays of mapping keys
+-- for the web viewer; 10 added `steps.services`). Keys are JSON arrays of mapping keys
 -- (outermost first, `[]` outside any map). Values of up to 64 bytes are kept
 -- inline (`steps.output`, `items.value`; the hash column is then NULL or '');
 -- larger ones live once in `blobs`, addressed by their SHA-256. Version 1
@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS steps (
     metadata          TEXT,             -- JSON array: metadata on the result
     no_value          INTEGER NOT NULL DEFAULT 0, -- returned "no value" (optional result)
     position          INTEGER,          -- the step's item among its emitter's, from 0
+    services          TEXT,             -- JSON: HTTP requests/bytes and time waited for limits, when any
     PRIMARY KEY (run_id, op, keys)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS steps_memo ON steps (memo_key) WHERE memo_key IS NOT NULL;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// The schema this build writes. Older versions are upgraded in place; a
 /// newer one is refused (it was written by a newer dynhost).
-const SCHEMA_VERSION: u32 = 9;
+const SCHEMA_VERSION: u32 = 10;
 
 /// `MIGRATIONS[i]` upgrades a store of version `i + 1` to `i + 2`; the last
 /// one reaches [`SCHEMA_VERSION`].
@@ -50,6 +50,8 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize - 1] = [
      ) WITHOUT ROWID;
      INSERT INTO step_counts (run_id, op, status, tolerated, n)
         SELECT run_id, op, status, tolerated, count(*) FROM steps GROUP BY run_id, op, status, tolerated;",
+    // 10: HTTP requests and waits for limits, per step (issue 16).
+    "ALTER TABLE steps ADD COLUMN services TEXT;",
 ];
 
 /// Values up to this size are stored in their row rather than in `blobs`: a
@@ -238,8 +240,8 @@ impl SqliteStore {
         };
         tx.prepare_cached("INSERT OR REPLACE INTO steps (run_id, op, keys, status, attempts, wall_secs, failure_kind, failure_message,
                peak_memory_bytes, emitted_items, emitted_bytes, fuel_used, input_hash, output_hash, memo_key,
-               stdout, stderr, log, finished_at, inputs, output, metadata, no_value, position)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)")?.execute(
+               stdout, stderr, log, finished_at, inputs, output, metadata, no_value, position, services)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)")?.execute(
             params![
                 run_id,
                 s.op,
@@ -265,6 +267,7 @@ impl SqliteStore {
                 s.metadata.as_deref(),
                 s.no_value,
                 s.position,
+                s.services,
             ],
         )?;
         // Streamed items were written as they came, the first of them
@@ -429,7 +432,7 @@ fn step_columns(logs: bool) -> String {
     format!(
         "s.op, s.keys, s.status, s.attempts, s.wall_secs, s.failure_kind, s.failure_message,
          s.peak_memory_bytes, s.emitted_items, s.emitted_bytes, s.fuel_used,
-         length(coalesce(s.output, b.bytes)), {captured}, s.inputs, s.tolerated, s.metadata, s.no_value"
+         length(coalesce(s.output, b.bytes)), {captured}, s.inputs, s.tolerated, s.metadata, s.no_value, s.services"
     )
 }
 
@@ -461,6 +464,7 @@ fn step_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<StepRow> {
         tolerated: r.get::<i64>(16)? != 0,
         metadata: r.get(17)?,
         no_value: r.get(18)?,
+        services: r.get(19)?,
     })
 }
 

@@ -32,6 +32,7 @@ fn record(op: &str, key: &str, status: StepStatus) -> StepRecord {
         output: Some(Arc::from(&b"same"[..])),
         metadata: None,
         no_value: false,
+        services: None,
         outputs: Vec::new(),
         items: vec![item("x", b"v")],
         items_streamed: false,
