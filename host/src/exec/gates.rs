@@ -22,7 +22,12 @@ use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+/// The slots one step holds, one entry per resource of its op (inline: an
+/// op names a few resources at most).
+type Held = smallvec::SmallVec<[Option<usize>; 2]>;
 
 /// How often to look again for a slot another process may have freed.
 const SHARED_POLL: Duration = Duration::from_millis(20);
@@ -37,7 +42,7 @@ pub(crate) struct Waiting {
     /// The step.
     pub step: StepId,
     /// The limit it waits for, e.g. "resource `api` (max_concurrent 3)".
-    pub on: String,
+    pub on: Arc<str>,
 }
 
 /// The limits of one run's ops and resources, and the steps held back.
@@ -54,7 +59,10 @@ pub(crate) struct Gates {
     parked_len: usize,
     /// Per running step of a gated op: the slot it holds in each of its
     /// op's resources (in the op's order; `None` for rate-only resources).
-    held: FxHashMap<StepId, Vec<Option<usize>>>,
+    held: FxHashMap<StepId, Held>,
+    /// Per op, what its parked steps wait for, in words: its own cap, and
+    /// its resources (made once: a million parked steps share them).
+    blockers: Vec<(Arc<str>, Arc<str>)>,
     /// Time waited per step, until it is recorded.
     waited: FxHashMap<StepId, Duration>,
     /// Time waited per op, summed.
@@ -82,7 +90,23 @@ impl Gates {
         } else {
             Vec::new()
         };
+        let blockers = plan
+            .ops
+            .iter()
+            .map(|op| {
+                let cap = op.max_concurrent.map_or(String::new(), |cap| {
+                    format!("the op's max_concurrent = {cap}")
+                });
+                let shared: Vec<String> = op
+                    .resources
+                    .iter()
+                    .map(|&r| describe(&plan.resources[r]))
+                    .collect();
+                (Arc::from(cap), Arc::from(shared.join(", ")))
+            })
+            .collect();
         Ok(Self {
+            blockers,
             active,
             op_cap: plan.ops.iter().map(|op| op.max_concurrent).collect(),
             op_running: vec![0; plan.ops.len()],
@@ -217,7 +241,7 @@ impl Gates {
             return Err(());
         }
         let ids = &self.op_resources[op];
-        let mut slots: Vec<Option<usize>> = Vec::with_capacity(ids.len());
+        let mut slots = Held::new();
         for &r in ids {
             match self.resources[r].take_slot() {
                 Ok(slot) => slots.push(slot),
@@ -252,23 +276,18 @@ impl Gates {
     }
 
     /// What an op's parked step waits for, in words.
-    fn blocker(&mut self, op: usize) -> String {
-        if let Some(cap) = self.op_cap[op]
-            && self.op_running[op] >= cap
-        {
-            return format!("the op's max_concurrent = {cap}");
+    fn blocker(&self, op: usize) -> Arc<str> {
+        let (cap, resources) = &self.blockers[op];
+        if self.op_cap[op].is_some_and(|cap| self.op_running[op] >= cap) {
+            cap.clone()
+        } else {
+            resources.clone()
         }
-        let names: Vec<String> = self.op_resources[op]
-            .iter()
-            .map(|&r| self.resources[r].describe())
-            .collect();
-        names.join(", ")
     }
 }
 
 /// One resource's slots and bucket.
 struct Resource {
-    spec: PlannedResource,
     slots: Slots,
     bucket: Option<Bucket>,
 }
@@ -280,9 +299,12 @@ enum Slots {
         taken: u32,
     },
     /// One lock file per slot; `held[i]` when this process holds slot `i`.
+    /// The search starts after the slot taken last (`next`), so taking one
+    /// costs one `flock` when slots are plenty, not one per slot held.
     Shared {
         files: Vec<File>,
         held: Vec<bool>,
+        next: usize,
     },
 }
 
@@ -315,6 +337,7 @@ impl Resource {
                     .map(|i| open(dir.join(format!("slot-{i}"))))
                     .collect::<Result<_, _>>()?,
                 held: vec![false; max as usize],
+                next: 0,
             },
         };
         let bucket = match (&spec.rate, &dir) {
@@ -327,11 +350,7 @@ impl Resource {
                 file: Some(open(dir.join("bucket"))?),
             }),
         };
-        Ok(Self {
-            spec: spec.clone(),
-            slots,
-            bucket,
-        })
+        Ok(Self { slots, bucket })
     }
 
     fn take_slot(&mut self) -> Result<Option<usize>, ()> {
@@ -342,10 +361,12 @@ impl Resource {
                 Ok(None)
             }
             Slots::Local { .. } => Err(()),
-            Slots::Shared { files, held } => {
-                for (i, file) in files.iter().enumerate() {
-                    if !held[i] && file.try_lock().is_ok() {
+            Slots::Shared { files, held, next } => {
+                let n = files.len();
+                for i in (*next..n).chain(0..*next) {
+                    if !held[i] && files[i].try_lock().is_ok() {
                         held[i] = true;
+                        *next = (i + 1) % n;
                         return Ok(Some(i));
                     }
                 }
@@ -357,24 +378,25 @@ impl Resource {
     fn release(&mut self, slot: Option<usize>) {
         match (&mut self.slots, slot) {
             (Slots::Local { taken, .. }, _) => *taken = taken.saturating_sub(1),
-            (Slots::Shared { files, held }, Some(i)) if held[i] => {
+            (Slots::Shared { files, held, .. }, Some(i)) if held[i] => {
                 let _ = files[i].unlock();
                 held[i] = false;
             }
             _ => {}
         }
     }
+}
 
-    fn describe(&self) -> String {
-        let mut limits = Vec::new();
-        if let Some(max) = self.spec.max_concurrent {
-            limits.push(format!("max_concurrent {max}"));
-        }
-        if let Some(rate) = &self.spec.rate {
-            limits.push(format!("rate {}", rate.text));
-        }
-        format!("resource `{}` ({})", self.spec.name, limits.join(", "))
+/// A resource and its limits in words, for `step_waiting`.
+fn describe(spec: &PlannedResource) -> String {
+    let mut limits = Vec::new();
+    if let Some(max) = spec.max_concurrent {
+        limits.push(format!("max_concurrent {max}"));
     }
+    if let Some(rate) = &spec.rate {
+        limits.push(format!("rate {}", rate.text));
+    }
+    format!("resource `{}` ({})", spec.name, limits.join(", "))
 }
 
 /// A token bucket, in memory or in a file shared by processes (then the
@@ -457,23 +479,21 @@ impl Bucket {
     }
 }
 
-fn read_bucket(mut file: &File) -> Option<(f64, f64)> {
-    use std::io::{Read, Seek};
+fn read_bucket(file: &File) -> Option<(f64, f64)> {
+    use std::os::unix::fs::FileExt;
     let mut bytes = [0u8; 16];
-    file.seek(std::io::SeekFrom::Start(0)).ok()?;
-    file.read_exact(&mut bytes).ok()?;
+    file.read_exact_at(&mut bytes, 0).ok()?;
     let tokens = f64::from_le_bytes(bytes[..8].try_into().ok()?);
     let at = f64::from_le_bytes(bytes[8..].try_into().ok()?);
     (tokens.is_finite() && at.is_finite()).then_some((tokens, at))
 }
 
-fn write_bucket(mut file: &File, tokens: f64, at: f64) -> std::io::Result<()> {
-    use std::io::{Seek, Write};
+fn write_bucket(file: &File, tokens: f64, at: f64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&tokens.to_le_bytes());
     bytes[8..].copy_from_slice(&at.to_le_bytes());
-    file.seek(std::io::SeekFrom::Start(0))?;
-    file.write_all(&bytes)
+    file.write_all_at(&bytes, 0)
 }
 
 #[cfg(test)]
