@@ -1374,9 +1374,7 @@ impl bare_async::dynhost::op::host::Host for BareHttpState {
 /// allowlist, no accounting, no limits, no pooling).
 fn bare_http_loop(fetch: &Path, url: &str, n: u64) -> Duration {
     use wasmtime::component::{Component, HasSelf, Linker};
-    let mut config = wasmtime::Config::new();
-    config.async_support(true);
-    let engine = wasmtime::Engine::new(&config).unwrap();
+    let engine = wasmtime::Engine::default();
     let mut linker = Linker::<BareHttpState>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).unwrap();
