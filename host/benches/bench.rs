@@ -463,22 +463,7 @@ impl bare::dynhost::op::host::Host for BareState {
 /// a loop, N calls in all. Returns the process CPU time they used.
 fn bare_loop(trivial: &Path, n: u64, threads: usize) -> Duration {
     use wasmtime::component::{Component, HasSelf, Linker};
-    let slots = u32::try_from(threads).unwrap() + 2;
-    let mut pool = wasmtime::PoolingAllocationConfig::new();
-    pool.total_component_instances(slots)
-        .total_core_instances(16 * slots)
-        .total_memories(2 * slots)
-        .total_tables(4 * slots);
-    if wasmtime::PoolingAllocationConfig::is_pagemap_scan_available() {
-        pool.pagemap_scan(wasmtime::Enabled::Yes)
-            .linear_memory_keep_resident(4 << 20)
-            .table_keep_resident(4 << 20);
-    }
-    let mut config = wasmtime::Config::new();
-    config
-        .epoch_interruption(true)
-        .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-    let engine = wasmtime::Engine::new(&config).unwrap();
+    let engine = bare_engine(threads);
     let mut linker = Linker::<BareState>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
     bare::DynamicOp::add_to_linker::<BareState, HasSelf<BareState>>(&mut linker, |s| s).unwrap();
@@ -520,6 +505,28 @@ fn bare_loop(trivial: &Path, n: u64, threads: usize) -> Duration {
         }
     });
     cpu_time() - before
+}
+
+/// The bare baselines' engine: pooling with `threads` + 2 slots, memory kept
+/// resident with PAGEMAP_SCAN when the kernel has it, epoch interruption:
+/// what dynhost's runtime sets, without dynhost.
+fn bare_engine(threads: usize) -> wasmtime::Engine {
+    let slots = u32::try_from(threads).unwrap() + 2;
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_component_instances(slots)
+        .total_core_instances(16 * slots)
+        .total_memories(2 * slots)
+        .total_tables(4 * slots);
+    if wasmtime::PoolingAllocationConfig::is_pagemap_scan_available() {
+        pool.pagemap_scan(wasmtime::Enabled::Yes)
+            .linear_memory_keep_resident(4 << 20)
+            .table_keep_resident(4 << 20);
+    }
+    let mut config = wasmtime::Config::new();
+    config
+        .epoch_interruption(true)
+        .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    wasmtime::Engine::new(&config).unwrap()
 }
 
 /// Benchmark 2: fan-out scale, each N in its own process.
@@ -1241,7 +1248,7 @@ fn services(trivial: &Path) {
             (none, local, run(&gated, Some(shared.path().to_path_buf())))
         };
         println!(
-            "   round {round}: no resource {none:.1}, slot+token in memory {local:.1} (+{:.1}), shared through files {files:.1} (+{:.1})",
+            "   round {round}: no resource {none:.1}, slot+token in memory {local:.1} ({:+.1}), shared through files {files:.1} ({:+.1})",
             local - none,
             files - none
         );
@@ -1374,7 +1381,7 @@ impl bare_async::dynhost::op::host::Host for BareHttpState {
 /// allowlist, no accounting, no limits, no pooling).
 fn bare_http_loop(fetch: &Path, url: &str, n: u64) -> Duration {
     use wasmtime::component::{Component, HasSelf, Linker};
-    let engine = wasmtime::Engine::default();
+    let engine = bare_engine(1);
     let mut linker = Linker::<BareHttpState>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).unwrap();
@@ -1399,6 +1406,7 @@ fn bare_http_loop(fetch: &Path, url: &str, n: u64) -> Duration {
                 http: wasmtime_wasi_http::WasiHttpCtx::new(),
             };
             let mut store = wasmtime::Store::new(&engine, state);
+            store.set_epoch_deadline(1_000);
             let instance = pre.instantiate_async(&mut store).await.unwrap();
             let ctx = bare_async::exports::dynhost::op::op::Context {
                 run_id: "bench".into(),
