@@ -26,13 +26,13 @@ struct Seen {
 /// concurrency); `/slow` never answers; `/redirect/PORT` sends a 302 to
 /// `http://127.0.0.1:PORT/ok/redirected`; `/huge` streams zeros without
 /// end; `/loris` sends headers, then a byte a second.
-struct Server {
+pub(crate) struct Server {
     port: u16,
     seen: Arc<Seen>,
 }
 
 impl Server {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Seen::default());
@@ -50,19 +50,19 @@ impl Server {
         Self { port, seen }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn origin(&self) -> String {
+    pub(crate) fn origin(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn requests(&self) -> usize {
+    pub(crate) fn requests(&self) -> usize {
         self.seen.requests.load(Ordering::SeqCst)
     }
 
-    fn max_in_flight(&self) -> usize {
+    pub(crate) fn max_in_flight(&self) -> usize {
         self.seen.max_in_flight.load(Ordering::SeqCst)
     }
 }
@@ -487,7 +487,7 @@ fn max_concurrent_caps_an_op_whatever_the_workers() {
 }
 
 /// Two ops share `[resources.api]`: the server never sees more at once.
-fn resource_job(server: &Server, keys: u64, limits: &str, hold_ms: u64) -> String {
+pub(crate) fn resource_job(server: &Server, keys: u64, limits: &str, hold_ms: u64) -> String {
     let url = server.url(&format!("/hold/{hold_ms}"));
     let allowed = server.origin();
     format!(

@@ -877,3 +877,35 @@ fn a_worker_with_too_many_or_bad_tags_is_refused() {
         bad.stderr
     );
 }
+
+#[test]
+fn resource_limits_hold_across_nats_workers() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let service = crate::http::Server::start();
+    // Two workers with two slots each; the resource allows two at once.
+    let job = TestJob::new(&crate::http::resource_job(
+        &service,
+        6,
+        "max_concurrent = 2",
+        200,
+    ));
+    let _workers = [
+        Worker::start(job.dir(), &server.url, "w1", &[]),
+        Worker::start(job.dir(), &server.url, "w2", &[]),
+    ];
+    let out = dynhost_within(
+        job.dir(),
+        &["run", "--json", "job.toml", "--nats", &server.url],
+        Duration::from_secs(120),
+    );
+    out.assert_code(0);
+    assert_eq!(service.requests(), 12);
+    assert_eq!(
+        service.max_in_flight(),
+        2,
+        "four worker slots, one limit of two"
+    );
+    assert_eq!(out.op_summary("a")["http_requests"], 6);
+}
