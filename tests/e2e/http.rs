@@ -211,6 +211,17 @@ fn an_allowed_host_is_reached_and_counted() {
         "{}",
         show.stdout
     );
+    // So does the viewer's step page.
+    let viewer = crate::ui::Viewer::start(job.dir());
+    let (status, _, page) = viewer.get(&format!(
+        "/runs/{run}/ops/fetch/step?keys={}",
+        crate::ui::enc("[\"k3\"]")
+    ));
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("id=\"services\">1 HTTP request(s), 5 bytes sent, 21 received"),
+        "{page}"
+    );
     // The summary a person reads says it too.
     let plain = dynhost_within(job.dir(), &["run", "job.toml"], WITHIN);
     plain.assert_code(0);
@@ -484,6 +495,59 @@ fn max_concurrent_caps_an_op_whatever_the_workers() {
         "{}",
         plain.stderr
     );
+    // The store keeps each step's wait.
+    let run = out.finished()["run_id"].as_str().unwrap().to_owned();
+    let show = dynhost_within(job.dir(), &["show", &run, "fetch[k11]"], WITHIN);
+    show.assert_code(0);
+    let waited: f64 = show
+        .stdout
+        .split("waited ")
+        .nth(1)
+        .and_then(|rest| rest.split('s').next())
+        .and_then(|secs| secs.parse().ok())
+        .unwrap_or_else(|| panic!("{}", show.stdout));
+    assert!(waited > 0.1, "{}", show.stdout);
+}
+
+#[test]
+fn a_waiting_step_holds_no_worker() {
+    // `slow` may run one step at a time (300 ms each); `fast` has no limit.
+    // With two workers, a parked `slow` step holding one would make `fast`
+    // wait behind it; instead every `fast` key finishes while `slow` still
+    // has keys waiting.
+    let server = Server::start();
+    let job = TestJob::new(&format!(
+        r#"name = "mixed"
+[ops.emit]
+component = "{{probe}}"
+dynamic = true
+config = {{ emit_count = 6 }}
+[ops.slow]
+component = "{{fetch}}"
+inputs = {{ k = {{ map = "emit" }} }}
+config = {{ url = "{}" }}
+allowed_outbound_hosts = ["{}"]
+max_concurrent = 1
+[ops.fast]
+component = "{{probe}}"
+inputs = {{ k = {{ map = "emit" }} }}
+"#,
+        server.url("/hold/300"),
+        server.origin()
+    ));
+    let out = job.run_within(WITHIN, &["--max-concurrent", "2"]);
+    out.assert_code(0);
+    let finished = out.steps_with("step_finished");
+    let last_fast = finished
+        .iter()
+        .rposition(|s| s.starts_with("fast["))
+        .unwrap();
+    let slow_before: usize = finished[..last_fast]
+        .iter()
+        .filter(|s| s.starts_with("slow["))
+        .count();
+    assert!(slow_before <= 2, "fast waited behind slow: {finished:?}");
+    assert_eq!(server.max_in_flight(), 1);
 }
 
 /// Two ops share `[resources.api]`: the server never sees more at once.

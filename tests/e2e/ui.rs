@@ -27,13 +27,13 @@ inputs.vs = { collect = "work", max_failures = 5 }
 "#;
 
 /// `dynhost ui --port 0` over the job's store, and its base URL.
-struct Viewer {
+pub(crate) struct Viewer {
     _process: Running,
     base: String,
 }
 
 impl Viewer {
-    fn start(dir: &Path) -> Self {
+    pub(crate) fn start(dir: &Path) -> Self {
         let process = Running::start(dir, &["ui", "--port", "0"]);
         let (_, line) = process
             .next_line(Duration::from_secs(30))
@@ -51,7 +51,7 @@ impl Viewer {
     }
 
     /// GET `path`: (status, headers, body).
-    fn get(&self, path: &str) -> (u16, String, String) {
+    pub(crate) fn get(&self, path: &str) -> (u16, String, String) {
         let authority = self.base.trim_start_matches("http://");
         let mut stream = std::net::TcpStream::connect(authority).expect("connect to the viewer");
         stream
@@ -85,7 +85,7 @@ fn run_id(job: &TestJob) -> String {
         .to_owned()
 }
 
-fn enc(text: &str) -> String {
+pub(crate) fn enc(text: &str) -> String {
     text.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() {
