@@ -104,7 +104,13 @@ fn serve(conn: TcpStream, seen: &Seen) {
         .unwrap()
         .push((path.clone(), auth, Instant::now()));
     let mut conn = conn;
+    // A request stops counting as in flight before its answer is sent: the
+    // client can then never start its next request while this one still
+    // counts (which would show more in flight than the op ever had).
+    let done = std::sync::Once::new();
+    let finish = || done.call_once(|| _ = seen.in_flight.fetch_sub(1, Ordering::SeqCst));
     let reply = |conn: &mut TcpStream, status: &str, extra: &str, body: &str| {
+        finish();
         let _ = write!(
             conn,
             "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n{extra}\r\n{body}",
@@ -141,7 +147,7 @@ fn serve(conn: TcpStream, seen: &Seen) {
     } else {
         reply(&mut conn, "404 Not Found", "", "no such path");
     }
-    seen.in_flight.fetch_sub(1, Ordering::SeqCst);
+    finish();
 }
 
 /// A job: `emit` emits `keys` keys, `fetch` is mapped over them with `extra`

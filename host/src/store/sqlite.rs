@@ -120,7 +120,7 @@ impl SqliteStore {
                 supported: SCHEMA_VERSION,
             });
         }
-        self.configure().map_err(sql)?;
+        self.configure_waiting().map_err(sql)?;
         self.migrate(version)
             .map_err(|e| match e.sqlite_error_code() {
                 Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen) => StoreError::Unwritable {
@@ -159,6 +159,24 @@ impl SqliteStore {
         })
     }
 
+    /// [`Self::configure`], retried while another process holds the file:
+    /// switching a new store to WAL fails at once (the busy timeout does
+    /// not apply) when a second run creates the same store at that moment.
+    fn configure_waiting(&self) -> rusqlite::Result<()> {
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            match self.configure() {
+                Err(e)
+                    if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                result => return result,
+            }
+        }
+    }
+
     fn configure(&self) -> rusqlite::Result<()> {
         self.conn.pragma_update(None, "journal_mode", "WAL")?;
         // With WAL, NORMAL still keeps every committed transaction whole after
@@ -181,11 +199,13 @@ impl SqliteStore {
     /// Creates the tables of a new store, or upgrades an older one in place.
     fn migrate(&self, version: Option<u32>) -> rusqlite::Result<()> {
         let Some(mut version) = version else {
-            self.conn.execute_batch(include_str!("schema.sql"))?;
-            self.conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)",
-                [SCHEMA_VERSION.to_string()],
-            )?;
+            // One immediate transaction: two processes creating the same
+            // store at once queue on the write lock (the busy timeout
+            // applies) instead of one failing on a lock upgrade.
+            self.conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {} INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;",
+                include_str!("schema.sql")
+            ))?;
             return Ok(());
         };
         // Each step upgrades one version in one transaction, stamping the
@@ -196,7 +216,7 @@ impl SqliteStore {
         {
             version += 1;
             self.conn.execute_batch(&format!(
-                "BEGIN; {step} UPDATE meta SET value = '{version}' WHERE key = 'schema_version'; COMMIT;"
+                "BEGIN IMMEDIATE; {step} UPDATE meta SET value = '{version}' WHERE key = 'schema_version'; COMMIT;"
             ))?;
         }
         // Tables, indexes and triggers added since are all `IF NOT
@@ -549,7 +569,14 @@ impl RunStore for SqliteStore {
 
     fn record(&mut self, run_id: &str, writes: &[Write]) -> Result<(), StoreError> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| classify(&path, &e))?;
+        // Immediate: the write lock is taken (or waited for) at BEGIN. A
+        // deferred transaction that reads before it writes fails at once,
+        // without waiting, when another run of the store committed between
+        // (two runs of one store record side by side).
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| classify(&path, &e))?;
         let now = now_secs();
         // New rows per op and status, added to `step_counts` once per commit
         // (a trigger per row cost the recorder ~40% on a trivial fan-out).
