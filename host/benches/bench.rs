@@ -96,6 +96,11 @@ fn main() {
         services(&trivial);
         return;
     }
+    // `bench seed`: the seed job on generated files next to the trivial fan-out.
+    if args.first().is_some_and(|a| a == "seed") {
+        seed(&trivial);
+        return;
+    }
     // `bench typed`: only the typed-values line.
     if args.first().is_some_and(|a| a == "typed") {
         typed(&trivial, n);
@@ -108,6 +113,7 @@ fn main() {
     cold_warm(&trivial);
     pipelining(&trivial);
     typed(&trivial, n);
+    seed(&trivial);
     services(&trivial);
     ui_pages(&trivial);
     nats(&trivial);
@@ -1423,4 +1429,85 @@ fn bare_http_loop(fetch: &Path, url: &str, n: u64) -> Duration {
         }
     });
     cpu_time() - before
+}
+
+/// Issue 15, goal 1: the seed job (one `stat` per file through WASI) over
+/// 10,000 generated files, next to the trivial fan-out of as many keys, both
+/// without a store, CPU per key; the difference is what file access costs.
+fn seed(trivial: &Path) {
+    const ROUNDS: usize = 3;
+    let n: u64 = 10_000;
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(root().join("target/guests"))
+        .current_dir(root().join("guest-examples"))
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the seed ops failed");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for i in 0..n {
+        std::fs::write(
+            data.join(format!("file-{i:05}.txt")),
+            "x".repeat((i % 97) as usize),
+        )
+        .unwrap();
+    }
+    let ops = root().join("target/guests/wasm32-wasip2/release");
+    let seed_job = std::fs::read_to_string(root().join("guest-examples/seed/job.toml"))
+        .unwrap()
+        .replace(
+            "../../target/guests/wasm32-wasip2/release",
+            &ops.display().to_string(),
+        )
+        .replace(
+            "host = \"sample\"",
+            &format!("host = \"{}\"", data.display()),
+        );
+    let seed_plan = job(
+        dir.path(),
+        &format!("{seed_job}\n[defaults]\nmax_emits = {n}\n"),
+    );
+    let trivial_plan = job(dir.path(), &fan_job(trivial, n, ""));
+    let cpu = |plan: &Plan| {
+        let rt = runtime(plan, None);
+        let components = dynhost::load_components(&rt, plan).unwrap();
+        let before = cpu_time();
+        let report = exec::run(
+            plan,
+            &rt,
+            &components,
+            &options(),
+            exec::Storage::default(),
+            &mut |_| {},
+        );
+        assert!(report.report.is_success(), "{:?}", report.report.ops);
+        (cpu_time() - before).as_secs_f64() * 1e6 / n as f64
+    };
+    println!(
+        "\n7. seed job over {n} generated files vs the trivial fan-out, {ROUNDS} rounds (CPU us/key, no store)"
+    );
+    let mut rounds = Vec::new();
+    for round in 1..=ROUNDS {
+        let trivial = cpu(&trivial_plan);
+        let seed = cpu(&seed_plan);
+        println!(
+            "   round {round}: trivial {trivial:.1}, seed job {seed:.1} (+{:.1} for the file access)",
+            seed - trivial
+        );
+        rounds.push(seed);
+    }
+    rounds.sort_by(f64::total_cmp);
+    println!(
+        "   seed job, median round {:.1} us/key   (goal <= 25)",
+        rounds[ROUNDS / 2]
+    );
 }

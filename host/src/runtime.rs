@@ -10,6 +10,7 @@ pub mod cache;
 mod failure;
 mod host;
 mod http;
+mod kick;
 pub mod metadata;
 pub mod outbound;
 mod policy;
@@ -273,10 +274,11 @@ impl Runtime {
         // Always linked, so any op can import it; each request is refused
         // unless the op's policy allows its destination.
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_error)?;
-        let ticker = Some(EpochTicker::start(engine.clone()));
+        let interrupted: Arc<AtomicBool> = Arc::default();
+        let ticker = Some(EpochTicker::start(engine.clone(), interrupted.clone()));
         Ok(Self {
             engine,
-            interrupted: Arc::default(),
+            interrupted,
             linker,
             cache: config.cache_dir.clone().map(cache::CompileCache::new),
             ticker,
@@ -420,22 +422,17 @@ impl Runtime {
         // every value the limits allow can pass and a larger one fails as
         // `output-limit` (see `failure::classify`), not as a bare trap.
         store.set_hostcall_fuel(hostcall_budget(limits));
-        let ticks = limits
-            .timeout
-            .as_millis()
-            .div_ceil(EPOCH_TICK.as_millis())
-            .max(1);
         // Look at every tick: stop for an interruption at once, and for the
-        // time limit once all its ticks have passed.
-        let mut ticks_left = u64::try_from(ticks).unwrap_or(u64::MAX);
+        // time limit once it has passed on the wall clock (not by counting
+        // ticks: a step back from a long blocking call has missed many).
+        let deadline = start + limits.timeout;
         let interrupted = self.interrupted.clone();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             if interrupted.load(Ordering::Relaxed) {
                 return Err(wasmtime::Error::new(failure::InterruptedError));
             }
-            ticks_left = ticks_left.saturating_sub(1);
-            if ticks_left == 0 {
+            if Instant::now() >= deadline {
                 return Err(wasmtime::Trap::Interrupt.into());
             }
             Ok(wasmtime::UpdateDeadline::Continue(1))
@@ -448,6 +445,7 @@ impl Runtime {
         // The epoch deadline stops wasm code that runs too long; this timer
         // stops a step that waits too long inside a host call (a sleep, a
         // poll, a blocking read), where no wasm runs to notice the epoch.
+        let watch = kick::watch(deadline);
         let result = if self.interrupted.load(Ordering::Relaxed) {
             Err(CallError::Interrupted)
         } else {
@@ -456,6 +454,15 @@ impl Runtime {
             reactor::block_on(first_of(step, limit))
                 .unwrap_or_else(|reason| Err(CallError::Reactor(reason)))
         };
+        // A step whose thread had to be signalled out of a blocking file
+        // call ran past its time (or its run was interrupted), whatever it
+        // did with the error it got.
+        let result = match (watch.kicked(), result) {
+            (true, _) if self.interrupted.load(Ordering::Relaxed) => Err(CallError::Interrupted),
+            (true, _) => Err(CallError::Blocked),
+            (false, result) => result,
+        };
+        drop(watch);
         let fuel_used = match (metered, limits.fuel) {
             (true, Some(budget)) => Some(budget.saturating_sub(store.get_fuel().unwrap_or(0))),
             _ => None,
@@ -792,7 +799,9 @@ struct EpochTicker {
 }
 
 impl EpochTicker {
-    fn start(engine: Engine) -> Self {
+    /// Also kicks steps blocked in a file call past their deadline out of
+    /// it (see `kick`), at the same pace.
+    fn start(engine: Engine, interrupted: Arc<AtomicBool>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -801,6 +810,7 @@ impl EpochTicker {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
                     engine.increment_epoch();
+                    kick::kick_overdue(interrupted.load(Ordering::Relaxed));
                 }
             })
             .ok();

@@ -159,3 +159,36 @@ fn succeeded_rows(job: &TestJob, op: &str, min: u64, within: Duration) -> u64 {
     }
     rows
 }
+
+/// Issue 15 runs file calls on the worker's own thread: a step blocked
+/// opening a FIFO nobody writes is signalled out of it — at its time limit
+/// (above) and when the run is interrupted (here), well before its 600 s.
+#[test]
+fn ctrl_c_ends_a_step_blocked_in_a_file_call() {
+    let job = TestJob::new(
+        r#"name = "fifo"
+[ops.fifo_reader]
+component = "{probe}"
+mounts = [{ host = "pipes", guest = "/pipes" }]
+config.read_file = "/pipes/fifo"
+limits = { timeout_secs = 600 }
+"#,
+    );
+    std::fs::create_dir(job.dir().join("pipes")).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(job.dir().join("pipes/fifo"))
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo");
+    let mut run = Running::start(job.dir(), &["run", "--json", "job.toml"]);
+    run.wait_for_line(Duration::from_secs(60), |line| {
+        line.contains("step_started") && line.contains("fifo_reader")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = std::time::Instant::now();
+    run.signal("INT");
+    assert_eq!(run.wait(Duration::from_secs(30)), 130, "{}", run.stderr());
+    assert!(signalled.elapsed() < Duration::from_secs(10));
+    let stderr = run.stderr();
+    assert!(stderr.contains("dynhost resume"), "{stderr}");
+}

@@ -96,7 +96,11 @@ pub(crate) fn wasi_ctx(
     builder
         .allow_tcp(false)
         .allow_udp(false)
-        .allow_ip_name_lookup(false);
+        .allow_ip_name_lookup(false)
+        // File calls on this thread, not tokio's blocking pool: a `stat`
+        // costs a system call instead of two thread hops (issue 15). One
+        // that blocks past the time limit is kicked out (runtime::kick).
+        .allow_blocking_current_thread(true);
     for (key, value) in policy.env.iter().chain(secrets) {
         builder.env(key, value);
     }
