@@ -47,12 +47,7 @@ config.read_file = "/pipes/fifo"
 limits = { timeout_secs = 1 }
 "#,
     );
-    std::fs::create_dir(job.dir().join("pipes")).unwrap();
-    let made = std::process::Command::new("mkfifo")
-        .arg(job.dir().join("pipes/fifo"))
-        .status()
-        .unwrap();
-    assert!(made.success(), "mkfifo");
+    make_fifo(&job);
     let out = job.run_within(Duration::from_secs(60), &[]);
     out.assert_code(1);
     assert_eq!(out.step("work[fast]")["status"], "succeeded");
@@ -174,12 +169,7 @@ config.read_file = "/pipes/fifo"
 limits = { timeout_secs = 600 }
 "#,
     );
-    std::fs::create_dir(job.dir().join("pipes")).unwrap();
-    let made = std::process::Command::new("mkfifo")
-        .arg(job.dir().join("pipes/fifo"))
-        .status()
-        .unwrap();
-    assert!(made.success(), "mkfifo");
+    make_fifo(&job);
     let mut run = Running::start(job.dir(), &["run", "--json", "job.toml"]);
     run.wait_for_line(Duration::from_secs(60), |line| {
         line.contains("step_started") && line.contains("fifo_reader")
@@ -191,4 +181,15 @@ limits = { timeout_secs = 600 }
     assert!(signalled.elapsed() < Duration::from_secs(10));
     let stderr = run.stderr();
     assert!(stderr.contains("dynhost resume"), "{stderr}");
+}
+
+/// `pipes/fifo` beside the job: a FIFO nobody writes, so opening it for
+/// reading blocks.
+fn make_fifo(job: &TestJob) {
+    std::fs::create_dir(job.dir().join("pipes")).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(job.dir().join("pipes/fifo"))
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo");
 }
