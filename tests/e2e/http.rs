@@ -492,12 +492,25 @@ fn max_concurrent_caps_an_op_whatever_the_workers() {
     assert!(waited["secs"].as_u64().unwrap() >= 2, "{waited}");
     let plain = dynhost_within(
         job.dir(),
-        &["run", "job.toml", "--max-concurrent", "8"],
+        &[
+            "run",
+            "job.toml",
+            "--max-concurrent",
+            "8",
+            "--progress-secs",
+            "0.1",
+        ],
         WITHIN,
     );
     plain.assert_code(0);
     assert!(
         plain.stderr.contains("fetch: steps waited"),
+        "{}",
+        plain.stderr
+    );
+    // Progress lines say how many wait.
+    assert!(
+        plain.stderr.contains("waiting for limits"),
         "{}",
         plain.stderr
     );
