@@ -204,8 +204,9 @@ struct ExecArgs {
     /// No progress lines (failures and the summary are still printed).
     #[arg(long, short)]
     quiet: bool,
-    /// Compile components without optimizations: a Python or JavaScript op
-    /// compiles several times faster and runs slower (for the edit loop).
+    /// Compile components with wasmtime's baseline compiler (Winch): a
+    /// Python or JavaScript op compiles 3-5x faster and runs slower (for
+    /// the edit loop; cached apart from the optimised form).
     #[arg(long)]
     fast_compile: bool,
     #[command(flatten)]

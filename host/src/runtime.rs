@@ -261,7 +261,11 @@ impl Runtime {
             .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
             .consume_fuel(config.enable_fuel);
         if config.fast_compile {
-            wasm.cranelift_opt_level(wasmtime::OptLevel::None);
+            // Winch, wasmtime's baseline compiler: one pass, no
+            // optimisation; an 18 MB Python component compiles in 1.7-2.0 s
+            // instead of 5.5-6.3 s (Cranelift without optimisations barely
+            // helps: most of the time is not in the optimiser).
+            wasm.strategy(wasmtime::Strategy::Winch);
         }
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(config)));
         let engine = Engine::new(&wasm).map_err(engine_error)?;

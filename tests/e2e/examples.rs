@@ -188,3 +188,35 @@ fn the_seed_example_works_on_real_directories() {
     broken.assert_code(1);
     assert_eq!(broken.step("process_file[broken]")["status"], "failed");
 }
+
+/// Issue 15, goal 3: `--fast-compile` compiles with Winch, wasmtime's
+/// baseline compiler; the Python and JavaScript ops of the mixed example
+/// run under it with the same results (compiled afresh, no cache).
+#[test]
+fn the_mixed_example_runs_compiled_by_the_baseline_compiler() {
+    if std::env::var_os("DYNHOST_SKIP_POLYGLOT").is_some() {
+        println!("SKIPPED the mixed example under --fast-compile: DYNHOST_SKIP_POLYGLOT is set");
+        return;
+    }
+    let dir = root().join("guest-examples/mixed");
+    let out = dynhost(
+        &dir,
+        &[
+            "run",
+            "--build",
+            "--json",
+            "--no-store",
+            "--no-cache",
+            "--fast-compile",
+            "job.toml",
+        ],
+    );
+    out.assert_code(0);
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("expected.json")).expect("expected.json"),
+    )
+    .expect("expected.json is JSON");
+    for (step, value) in expected.as_object().expect("an object") {
+        assert_eq!(&out.output(step), value, "step `{step}`");
+    }
+}
