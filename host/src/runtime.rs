@@ -472,8 +472,8 @@ impl Runtime {
             _ => None,
         };
         let state = store.data_mut();
-        let http = &state.http_hooks.counters;
-        let over_http_limit = http.over_limit.load(Ordering::Relaxed) > 0;
+        let (http_requests, http_sent_bytes, http_received_bytes) = state.http_hooks.totals();
+        let over_http_limit = state.http_hooks.over_limit > 0;
         let metadata = state.emits.result_metadata.take();
         let outputs = std::mem::take(&mut state.emits.plain);
         let plain_bytes = state.emits.plain_bytes;
@@ -490,9 +490,9 @@ impl Runtime {
             emitted_bytes: state.emits.bytes,
             output_bytes: 0,
             fuel_used,
-            http_requests: http.requests.load(Ordering::Relaxed),
-            http_sent_bytes: http.sent.load(Ordering::Relaxed),
-            http_received_bytes: http.received.load(Ordering::Relaxed),
+            http_requests,
+            http_sent_bytes,
+            http_received_bytes,
             waited: Duration::ZERO,
         };
         let sticky = state.emits.failure.clone().or_else(|| {

@@ -362,7 +362,7 @@ impl Resolver<'_> {
             result_type,
             result_required: op.returns.as_ref().and_then(|r| r.required).unwrap_or(true),
             deterministic: op.deterministic,
-            outbound,
+            outbound: outbound.into(),
             secrets,
         })
     }

@@ -18,43 +18,57 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-/// What a step's requests did, shared with the body wrappers (which run as
-/// tasks of the step's reactor).
+/// Body bytes a step's requests moved, shared with the body wrappers (which
+/// run as tasks of the step's reactor).
 #[derive(Debug, Default)]
-pub(crate) struct HttpCounters {
-    /// Requests sent (allowed ones only).
-    pub requests: AtomicU64,
+pub(crate) struct ByteCounters {
     /// Request body bytes sent.
     pub sent: AtomicU64,
     /// Response body bytes received.
     pub received: AtomicU64,
-    /// Requests refused for going past `max_http_requests`.
-    pub over_limit: AtomicU64,
 }
 
-/// The per-step hooks: the allowlist, the cap, and the counters.
+/// The per-step hooks: the allowlist, the cap, and the counters. Made for
+/// every step, so nothing here allocates until the step sends a request.
 pub(crate) struct HttpHooks {
     op: Arc<str>,
-    allowed: Vec<OutboundHost>,
+    allowed: Arc<[OutboundHost]>,
     max_requests: Option<u64>,
     log: Capture,
-    pub counters: Arc<HttpCounters>,
+    /// Requests sent (allowed ones only).
+    pub requests: u64,
+    /// Requests refused for going past `max_http_requests`.
+    pub over_limit: u64,
+    /// Created on the first allowed request.
+    pub bytes: Option<Arc<ByteCounters>>,
 }
 
 impl HttpHooks {
     pub fn new(
         op: &Arc<str>,
-        allowed: &[OutboundHost],
+        allowed: &Arc<[OutboundHost]>,
         max_requests: Option<u64>,
         log: &Capture,
     ) -> Self {
         Self {
             op: op.clone(),
-            allowed: allowed.to_vec(),
+            allowed: allowed.clone(),
             max_requests,
             log: log.clone(),
-            counters: Arc::default(),
+            requests: 0,
+            over_limit: 0,
+            bytes: None,
         }
+    }
+
+    /// (requests, body bytes sent, body bytes received) so far.
+    pub fn totals(&self) -> (u64, u64, u64) {
+        let bytes = |f: fn(&ByteCounters) -> &AtomicU64| {
+            self.bytes
+                .as_deref()
+                .map_or(0, |b| f(b).load(Ordering::Relaxed))
+        };
+        (self.requests, bytes(|b| &b.sent), bytes(|b| &b.received))
     }
 
     fn refuse(&self, line: String) -> Box<dyn Future<Output = ResponseResult> + Send> {
@@ -96,17 +110,16 @@ impl WasiHttpHooks for HttpHooks {
                 self.op
             ));
         }
-        let made = self.counters.requests.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(max) = self.max_requests
-            && made > max
+            && self.requests >= max
         {
-            self.counters.requests.fetch_sub(1, Ordering::Relaxed);
-            self.counters.over_limit.fetch_add(1, Ordering::Relaxed);
+            self.over_limit += 1;
             return self.refuse(format!(
                 "dynhost: HTTP request to {scheme}://{host}:{port} refused: the step already made max_http_requests = {max}"
             ));
         }
-        let counters = self.counters.clone();
+        self.requests += 1;
+        let counters = self.bytes.get_or_insert_with(Arc::default).clone();
         let sent = counters.clone();
         let request = request.map(move |body| {
             body.map_frame(move |frame| {

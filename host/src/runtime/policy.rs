@@ -36,8 +36,9 @@ pub struct SandboxPolicy {
     pub deterministic: bool,
     /// Where the op may send HTTP(S) requests (`allowed_outbound_hosts`);
     /// empty: nowhere.
+    /// Shared: every step of the op holds it.
     #[serde(default)]
-    pub outbound: Vec<super::outbound::OutboundHost>,
+    pub outbound: std::sync::Arc<[super::outbound::OutboundHost]>,
     /// Environment variables whose values the host reads from its own
     /// environment when the step starts: (name the op sees, host variable).
     /// Only the names are here, so a plan stored with a run or sent to a
