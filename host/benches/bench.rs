@@ -447,22 +447,29 @@ impl wasmtime_wasi::WasiView for BareState {
     }
 }
 
-impl bare::dynhost::op::types::Host for BareState {}
+/// The bare hosts' `dynhost:op/host`: emits and logs go nowhere.
+macro_rules! discard_host {
+    ($bindings:ident, $state:ty) => {
+        impl $bindings::dynhost::op::types::Host for $state {}
 
-impl bare::dynhost::op::host::Host for BareState {
-    fn emit_dynamic(&mut self, _key: String, _value: Vec<u8>) -> Result<(), String> {
-        Ok(())
-    }
-    fn emit_dynamic_to(
-        &mut self,
-        _output: String,
-        _key: String,
-        _value: Vec<u8>,
-    ) -> Result<(), String> {
-        Ok(())
-    }
-    fn log(&mut self, _level: bare::dynhost::op::types::Level, _message: String) {}
+        impl $bindings::dynhost::op::host::Host for $state {
+            fn emit_dynamic(&mut self, _key: String, _value: Vec<u8>) -> Result<(), String> {
+                Ok(())
+            }
+            fn emit_dynamic_to(
+                &mut self,
+                _output: String,
+                _key: String,
+                _value: Vec<u8>,
+            ) -> Result<(), String> {
+                Ok(())
+            }
+            fn log(&mut self, _level: $bindings::dynhost::op::types::Level, _message: String) {}
+        }
+    };
 }
+
+discard_host!(bare, BareState);
 
 /// The bare baseline: `threads` threads (one per core, as dynhost's workers)
 /// share one engine and `InstancePre` and each instantiate and call the op in
@@ -1364,22 +1371,7 @@ impl wasmtime_wasi_http::WasiHttpView for BareHttpState {
     }
 }
 
-impl bare_async::dynhost::op::types::Host for BareHttpState {}
-
-impl bare_async::dynhost::op::host::Host for BareHttpState {
-    fn emit_dynamic(&mut self, _key: String, _value: Vec<u8>) -> Result<(), String> {
-        Ok(())
-    }
-    fn emit_dynamic_to(
-        &mut self,
-        _output: String,
-        _key: String,
-        _value: Vec<u8>,
-    ) -> Result<(), String> {
-        Ok(())
-    }
-    fn log(&mut self, _level: bare_async::dynhost::op::types::Level, _message: String) {}
-}
+discard_host!(bare_async, BareHttpState);
 
 /// The baseline for one request per key: the `fetch` component called N
 /// times from one thread by a minimal wasmtime-wasi-http host, async on a
