@@ -805,15 +805,33 @@ fn effective_config(plan: &dynhost::Plan) -> String {
 
 /// Says which component is compiling: a large one (an interpreter) takes
 /// seconds to tens of seconds, once, and a blank terminal looks hung.
-fn say_compiling(path: &Path, size: usize) {
-    let name = path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    note!(
-        "compiling {name} ({:.1} MB; once: the compiled form is cached)…",
-        size as f64 / 1e6
-    );
+/// After an edit most of a large component's functions come from earlier
+/// compiles; saying how many tells why this compile was quick (or not).
+fn say_compiling(event: dynhost::runtime::Compiling<'_>) {
+    use dynhost::runtime::Compiling;
+    let name = |path: &Path| {
+        path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    };
+    match event {
+        Compiling::Started { path, size } => note!(
+            "compiling {} ({:.1} MB; once: the compiled form is cached)…",
+            name(path),
+            size as f64 / 1e6
+        ),
+        Compiling::Done {
+            path,
+            secs,
+            reused,
+            functions,
+        } if reused > 0 => note!(
+            "compiled {} in {secs:.1} s ({reused} of {functions} functions reused from earlier compiles)",
+            name(path)
+        ),
+        Compiling::Done { .. } => {}
+    }
 }
 
 /// The store of a command that reads runs (or resumes one), found from the

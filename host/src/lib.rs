@@ -65,10 +65,10 @@ pub fn load_plan_with(path: &std::path::Path, overrides: &spec::Overrides) -> Re
 /// # Errors
 /// [`Error::Component`] naming the job file, the op and what is wrong.
 pub fn load_components(runtime: &Runtime, plan: &Plan) -> Result<Vec<OpComponent>> {
-    load_components_with(runtime, plan, &mut |_, _| {})
+    load_components_with(runtime, plan, &mut |_| {})
 }
 
-/// [`load_components`], calling `on_compile(path, size)` before each
+/// [`load_components`], calling `on_compile` before and after each
 /// component that is compiled rather than taken from the compile cache.
 ///
 /// # Errors
@@ -76,7 +76,7 @@ pub fn load_components(runtime: &Runtime, plan: &Plan) -> Result<Vec<OpComponent
 pub fn load_components_with(
     runtime: &Runtime,
     plan: &Plan,
-    on_compile: &mut dyn FnMut(&std::path::Path, usize),
+    on_compile: &mut dyn FnMut(runtime::Compiling<'_>),
 ) -> Result<Vec<OpComponent>> {
     // Ops that share a component file share one compiled component.
     let mut loaded: std::collections::HashMap<&std::path::Path, OpComponent> =

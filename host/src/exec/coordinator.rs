@@ -452,8 +452,10 @@ impl<'p> Coordinator<'p> {
     /// Turns up to `limit` items of the backlog into steps (and store writes).
     fn take_emitted(&mut self, limit: usize, observer: &mut dyn FnMut(RunEvent<'_>)) {
         let mut streamed: Vec<(StepId, ItemsRecord)> = Vec::new();
-        let n = limit.min(self.backlog.len());
-        for item in self.backlog.drain(..n).collect::<Vec<_>>() {
+        for _ in 0..limit {
+            let Some(item) = self.backlog.pop_front() else {
+                break;
+            };
             if self.recorder.is_some() {
                 self.stream_item(&mut streamed, &item);
             }

@@ -125,7 +125,7 @@ fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
 
 /// True when `path` belongs to this process's user and no one else may write
 /// it: an artifact is native code, so only our own writes are trusted.
-fn is_private(path: &Path) -> bool {
+pub(super) fn is_private(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let (Ok(meta), Ok(me)) = (std::fs::metadata(path), std::fs::metadata("/proc/self")) else {
         return false;
@@ -133,7 +133,7 @@ fn is_private(path: &Path) -> bool {
     meta.uid() == me.uid() && meta.mode() & 0o022 == 0
 }
 
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub(super) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
