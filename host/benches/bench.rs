@@ -769,6 +769,7 @@ fn polyglot() {
         "lang", "size MB", "cold ms", "warm ms", "edit ms", "us/key", "fast cold ms", "fast us/key"
     );
     let dir = tempfile::tempdir().unwrap();
+    let mut breakdown = Vec::new();
     for lang in ["rust", "python", "js"] {
         let cli = env!("CARGO_BIN_EXE_dynhost");
         let status = Command::new(cli)
@@ -846,6 +847,10 @@ fn polyglot() {
             &mut |_| {},
         );
         let cpu_fast = cpu_time() - before;
+        // Where a mapped key's time goes: instantiating its fresh instance,
+        // running it, tearing it down (per op: steps, and the three sums).
+        let mut phases: std::collections::HashMap<String, (u32, [Duration; 3])> =
+            std::collections::HashMap::new();
         let before = cpu_time();
         let result = exec::run(
             &plan,
@@ -853,9 +858,30 @@ fn polyglot() {
             &components,
             &options(),
             exec::Storage::default(),
-            &mut |_| {},
+            &mut |event| {
+                if let RunEvent::StepFinished { op, report, .. } = event {
+                    let s = &report.stats;
+                    let entry = phases.entry(op.to_owned()).or_default();
+                    entry.0 += 1;
+                    let instantiate = Duration::from_micros(s.instantiate_us.into());
+                    entry.1[0] += instantiate;
+                    entry.1[1] += s.wall.saturating_sub(instantiate);
+                    entry.1[2] += Duration::from_micros(s.teardown_us.into());
+                }
+            },
         );
         let cpu = cpu_time() - before;
+        if let Some((op, (steps, [inst, run, down]))) =
+            phases.iter().max_by_key(|(_, (steps, _))| *steps)
+        {
+            let us = |d: &Duration| d.as_secs_f64() * 1e6 / f64::from(*steps);
+            breakdown.push(format!(
+                "   {lang:<7} `{op}`, {steps} steps: instantiate {:.0} us, run {:.0} us, teardown {:.0} us (wall per step)",
+                us(inst),
+                us(run),
+                us(down)
+            ));
+        }
         assert!(
             result.report.is_success(),
             "{lang}: {:?}",
@@ -870,6 +896,10 @@ fn polyglot() {
             cold_fast.as_secs_f64() * 1e3,
             cpu_fast.as_secs_f64() * 1e6 / KEYS as f64
         );
+    }
+    println!("   where a mapped key's time goes (issue 15, goal 2):");
+    for line in breakdown {
+        println!("{line}");
     }
 }
 

@@ -174,6 +174,20 @@ pub struct StepStats {
     /// Time the step was ready but waited for `max_concurrent` or a
     /// resource (set by the coordinator, which does the waiting).
     pub waited: Duration,
+    /// Microseconds of `wall` spent making the step's fresh instance
+    /// (linking, memory image, the component's start code): where a large
+    /// interpreter's per-key time goes, next to `run` itself. (Microseconds
+    /// in a `u32`, not `Duration`s: every finished step carries these, and
+    /// the event that does is kept small.)
+    pub instantiate_us: u32,
+    /// Microseconds to tear the instance down after `wall` (its memory
+    /// reset for the next step).
+    pub teardown_us: u32,
+}
+
+/// Whole microseconds, saturating (71 minutes).
+pub(crate) fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
 /// What a step did.
@@ -486,10 +500,11 @@ impl Runtime {
         // stops a step that waits too long inside a host call (a sleep, a
         // poll, a blocking read), where no wasm runs to notice the epoch.
         let watch = kick::watch(deadline);
+        let mut instantiate = Duration::ZERO;
         let result = if self.interrupted.load(Ordering::Relaxed) {
             Err(CallError::Interrupted)
         } else {
-            let step = call_op(&mut store, op, call, inputs);
+            let step = call_op(&mut store, op, call, inputs, &mut instantiate);
             let limit = wait_limit(limits.timeout, &self.interrupted);
             reactor::block_on(first_of(step, limit))
                 .unwrap_or_else(|reason| Err(CallError::Reactor(reason)))
@@ -530,6 +545,8 @@ impl Runtime {
             http_sent_bytes,
             http_received_bytes,
             waited: Duration::ZERO,
+            instantiate_us: micros(instantiate),
+            teardown_us: 0,
         };
         let sticky = state.emits.failure.clone().or_else(|| {
             over_http_limit.then(|| {
@@ -599,7 +616,9 @@ impl Runtime {
                 format!("cannot start the step's I/O reactor: {reason}"),
             )),
         };
+        let teardown = Instant::now();
         drop(store);
+        stats.teardown_us = micros(teardown.elapsed());
         let outcome = outcome.map_err(|f| failure::with_stderr_hint(f, &stderr.text()));
         let (metadata, outputs) = if outcome.is_ok() {
             (metadata, outputs)
@@ -681,8 +700,10 @@ async fn call_op(
     op: &OpComponent,
     call: &StepCall<'_>,
     inputs: impl IntoIterator<Item = InputData>,
+    instantiate: &mut Duration,
 ) -> Result<Result<Option<Vec<u8>>, String>, CallError> {
     let keys = keys_to_strings(call.keys);
+    let start = Instant::now();
     // Consumed as converted, so a large collection is not held twice.
     let named = call.input_names.iter().zip(inputs);
     match &op.pre {
@@ -691,6 +712,7 @@ async fn call_op(
                 .instantiate_async(&mut *store)
                 .await
                 .map_err(CallError::Instantiate)?;
+            *instantiate = start.elapsed();
             let ctx = v1::exports::dynhost::op::op::Context {
                 run_id: call.run_id.to_owned(),
                 op: call.op.to_string(),
@@ -710,6 +732,7 @@ async fn call_op(
                 .instantiate_async(&mut *store)
                 .await
                 .map_err(CallError::Instantiate)?;
+            *instantiate = start.elapsed();
             let ctx = v2::exports::dynhost::op::op::Context {
                 run_id: call.run_id.to_owned(),
                 op: call.op.to_string(),

@@ -212,6 +212,33 @@ fn a_changed_component_reuses_the_functions_of_earlier_compiles() {
     );
 }
 
+/// Issue 15, goal 2: a step's `--json` stats split its time into making
+/// the fresh instance (`instantiate_secs`, part of `wall_secs`) and tearing
+/// it down after (`teardown_secs`), so users see where a key's time goes.
+#[test]
+fn step_stats_say_how_long_instantiating_and_teardown_took() {
+    let job = TestJob::new(
+        "name = \"p\"\n[ops.emit]\ncomponent = \"{probe}\"\ndynamic = true\nconfig.emit = [{ key = \"a\", value = 40 }]\n[ops.work]\ncomponent = \"{probe}\"\ninputs.v = { map = \"emit\" }\nconfig.sleep_ms_input = \"v\"\n",
+    );
+    let out = job.run(&[]);
+    out.assert_code(0);
+    let stats = &out.step("work[a]")["stats"];
+    let secs = |name: &str| {
+        stats[name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name}: {stats}"))
+    };
+    // The op sleeps 40 ms in `run`: in the wall time, not in instantiating.
+    assert!(secs("wall_secs") >= 0.04, "{stats}");
+    assert!(secs("instantiate_secs") > 0.0, "{stats}");
+    assert!(
+        secs("instantiate_secs") < secs("wall_secs") - 0.035,
+        "{stats}"
+    );
+    // Whole microseconds: a small instance may be torn down in under one.
+    assert!(secs("teardown_secs") >= 0.0, "{stats}");
+}
+
 /// Issue 11: `run --watch` runs again when a file beside the job changes;
 /// ops with `cache = true` reuse their unchanged steps; Ctrl-C ends it.
 #[test]

@@ -446,6 +446,8 @@ fn step_json(
             "http_requests": report.stats.http_requests,
             "http_sent_bytes": report.stats.http_sent_bytes,
             "http_received_bytes": report.stats.http_received_bytes,
+            "instantiate_secs": f64::from(report.stats.instantiate_us) / 1e6,
+            "teardown_secs": f64::from(report.stats.teardown_us) / 1e6,
         },
         "stdout": report.stdout, "stderr": report.stderr, "log": report.log,
     })

@@ -230,6 +230,9 @@ pub struct StatsMsg {
     /// Outgoing HTTP requests, and their body bytes sent and received.
     #[serde(default)]
     pub http: [u64; 3],
+    /// Microseconds spent instantiating, and tearing the instance down.
+    #[serde(default)]
+    pub phases_us: [u32; 2],
 }
 
 /// How a step ended.
@@ -583,6 +586,7 @@ impl FinishedMsg {
                 output_bytes: s.output_bytes,
                 fuel_used: s.fuel_used,
                 http: [s.http_requests, s.http_sent_bytes, s.http_received_bytes],
+                phases_us: [s.instantiate_us, s.teardown_us],
             },
             stdout: cut(&report.stdout),
             stderr: cut(&report.stderr),
@@ -637,6 +641,8 @@ impl FinishedMsg {
                 http_sent_bytes: s.http[1],
                 http_received_bytes: s.http[2],
                 waited: Duration::ZERO,
+                instantiate_us: s.phases_us[0],
+                teardown_us: s.phases_us[1],
             },
         };
         Ok(StepEvent::Finished {
