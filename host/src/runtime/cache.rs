@@ -85,10 +85,17 @@ impl CompileCache {
             }
         }
         before_compile();
+        let started = std::time::Instant::now();
         let component = Component::new(engine, bytes)?;
+        let compiled = started.elapsed();
         if let Err(e) = self.store(&entry, &component) {
             tracing::warn!(path = %entry.display(), "cannot write compile cache: {e}");
         }
+        tracing::debug!(
+            compile_secs = compiled.as_secs_f64(),
+            store_secs = (started.elapsed() - compiled).as_secs_f64(),
+            "compiled and cached a component"
+        );
         Ok(component)
     }
 

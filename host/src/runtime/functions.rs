@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// Size past which the cache file is dropped and started again.
+const MAX_FILE_BYTES: u64 = 2 << 30;
+
 /// Compiled function bodies by Cranelift's cache key.
 pub(crate) struct FunctionCache {
     path: PathBuf,
@@ -142,6 +145,14 @@ fn open(path: &Path) -> Result<rusqlite::Connection, String> {
     super::cache::create_private_dir(dir).map_err(|e| e.to_string())?;
     if !super::cache::is_private(dir) {
         return Err("the cache directory is writable by other users".into());
+    }
+    // Entries are never evicted one by one (every edit adds the functions
+    // it changed); a file past the cap is started afresh, which costs one
+    // full compile per component.
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_FILE_BYTES) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
     }
     let conn = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
     if !super::cache::is_private(path) {
