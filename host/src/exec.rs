@@ -252,7 +252,6 @@ pub(crate) fn run_split(
             queue: &queue,
             rings: &ring_rx,
             outboxes: &outboxes,
-            drained: Vec::new(),
         };
         match remote {
             None => {

@@ -88,21 +88,13 @@ pub(crate) struct ThreadPool<'a> {
     pub queue: &'a StepQueue,
     pub rings: &'a Receiver<Ring>,
     pub outboxes: &'a [Arc<Outbox>],
-    /// Scratch space for draining, one per outbox: each outbox swaps its
-    /// queue with its own spare, so the two buffers of an emitter's outbox
-    /// keep their capacity. (One spare shared by all outboxes handed an
-    /// emitter's grown buffer to an idle worker and the emitter a small one,
-    /// which it grew again: ~5% of a fan-out's CPU went to page faults.)
-    pub drained: Vec<Vec<StepEvent>>,
 }
 
 impl ThreadPool<'_> {
     /// Takes everything the workers queued, in each worker's order.
-    fn drain(&mut self, events: &mut Vec<StepEvent>) {
-        self.drained.resize_with(self.outboxes.len(), Vec::new);
-        for (outbox, spare) in self.outboxes.iter().zip(&mut self.drained) {
-            outbox.take(spare);
-            events.append(spare);
+    fn drain(&self, events: &mut Vec<StepEvent>) {
+        for outbox in self.outboxes {
+            outbox.take(events);
         }
     }
 }

@@ -40,6 +40,12 @@ pub(crate) struct Emitted {
 /// the coordinator looks every [`FLUSH_INTERVAL`]: a fast fan-out costs one
 /// wake-up per few hundred steps, not one per step, and no finished step waits
 /// longer than that to be reported.
+///
+/// Events queue in fixed-size blocks that the coordinator hands back empty:
+/// an emitter that runs far ahead of the coordinator (a million items in a
+/// second) never regrows one big vector. Regrowing it cost ~5% of a
+/// fan-out's CPU, most of it the kernel zeroing fresh pages for each larger
+/// copy.
 #[derive(Default)]
 pub(crate) struct Outbox {
     state: Mutex<OutboxState>,
@@ -47,24 +53,54 @@ pub(crate) struct Outbox {
 
 #[derive(Default)]
 struct OutboxState {
-    out: Vec<StepEvent>,
+    /// Queued events, oldest block first; only the last one has room.
+    blocks: Vec<Vec<StepEvent>>,
+    /// Empty blocks to fill next.
+    free: Vec<Vec<StepEvent>>,
     /// A ring was sent and the coordinator has not drained since.
     rung: bool,
 }
 
+/// Events per block.
+const BLOCK: usize = 256;
+
+/// Empty blocks an outbox keeps for reuse (the rest are freed).
+const FREE_BLOCKS: usize = 64;
+
 impl Outbox {
-    /// Moves everything queued into `into` (which should be empty); the next
-    /// push that wants attention rings again.
-    pub fn take(&self, into: &mut Vec<StepEvent>) {
+    /// Appends everything queued to `events`, in order; the next push that
+    /// wants attention rings again.
+    pub fn take(&self, events: &mut Vec<StepEvent>) {
+        let mut blocks = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.rung = false;
+            std::mem::take(&mut state.blocks)
+        };
+        if blocks.is_empty() {
+            return;
+        }
+        // Copied out without the lock, so the worker never waits for it.
+        for block in &mut blocks {
+            events.append(block);
+        }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::swap(&mut state.out, into);
-        state.rung = false;
+        let room = FREE_BLOCKS.saturating_sub(state.free.len());
+        state.free.extend(blocks.into_iter().take(room));
     }
 
     /// Queues `out`; returns whether to ring (`urgent` and not yet rung).
     fn push(&self, out: StepEvent, urgent: bool) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.out.push(out);
+        if state.blocks.last().is_none_or(|b| b.len() >= BLOCK) {
+            let block = state
+                .free
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(BLOCK));
+            state.blocks.push(block);
+        }
+        if let Some(block) = state.blocks.last_mut() {
+            block.push(out);
+        }
         let ring = urgent && !state.rung;
         state.rung |= ring;
         ring
@@ -273,4 +309,61 @@ fn host_panic(panic: &Box<dyn std::any::Any + Send>) -> StepReport {
         FailureKind::Host,
         format!("dynhost panicked while running the step: {message}"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(seq: u64) -> StepEvent {
+        StepEvent::Item {
+            attempt: 1,
+            seq,
+            item: Emitted {
+                step: StepId {
+                    op: 0,
+                    keys: crate::key::KeyPath::new(),
+                },
+                output: 0,
+                key: MappingKey::parse(&format!("k{seq}")).expect("a valid key"),
+                value: Vec::new(),
+                metadata: None,
+            },
+        }
+    }
+
+    fn seqs(events: &[StepEvent]) -> Vec<u64> {
+        events
+            .iter()
+            .map(|e| match e {
+                StepEvent::Item { seq, .. } => *seq,
+                StepEvent::Finished { .. } => u64::MAX,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn events_come_out_in_order_across_blocks_and_blocks_are_reused() {
+        let outbox = Outbox::default();
+        let n = BLOCK as u64 * 3 + 7;
+        // Rings once until drained, however many urgent pushes.
+        assert!(outbox.push(item(0), true));
+        for seq in 1..n {
+            assert!(!outbox.push(item(seq), true));
+        }
+        let mut events = Vec::new();
+        outbox.take(&mut events);
+        assert_eq!(seqs(&events), (0..n).collect::<Vec<_>>());
+        let free = outbox.state.lock().unwrap().free.len();
+        assert_eq!(free, 4, "the four blocks come back empty for reuse");
+        // The next push rings again and fills a reused block.
+        assert!(outbox.push(item(n), true));
+        let state = outbox.state.lock().unwrap();
+        assert_eq!(state.free.len(), 3);
+        assert!(state.blocks[0].capacity() >= BLOCK);
+        drop(state);
+        events.clear();
+        outbox.take(&mut events);
+        assert_eq!(seqs(&events), vec![n]);
+    }
 }
