@@ -827,7 +827,7 @@ fn say_compiling(event: dynhost::runtime::Compiling<'_>) {
             reused,
             functions,
         } if reused > 0 => note!(
-            "compiled {} in {secs:.1} s ({reused} of {functions} functions reused from earlier compiles)",
+            "compiled {} in {secs:.1} s, reusing {reused} of {functions} functions",
             name(path)
         ),
         Compiling::Done { .. } => {}
