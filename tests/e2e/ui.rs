@@ -616,16 +616,30 @@ async fn keys_once(client: &fantoccini::Client, ready: impl Fn(&[String]) -> boo
     }
 }
 
+/// The keys in the page's step rows. The page swaps its `<main>` in place
+/// when it updates live (or a click navigates), so cells found a moment ago
+/// can be gone when read (a stale element): then the rows are read again.
 async fn keys_on_page(client: &fantoccini::Client) -> Vec<String> {
-    let mut keys = Vec::new();
-    for cell in client
-        .find_all(fantoccini::Locator::Css("tr.step td:first-child"))
-        .await
-        .unwrap()
-    {
-        keys.push(cell.text().await.unwrap());
+    let mut attempts = 0;
+    'read: loop {
+        attempts += 1;
+        let mut keys = Vec::new();
+        for cell in client
+            .find_all(fantoccini::Locator::Css("tr.step td:first-child"))
+            .await
+            .unwrap()
+        {
+            match cell.text().await {
+                Ok(text) => keys.push(text),
+                Err(_) if attempts < 50 => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue 'read;
+                }
+                Err(e) => panic!("cannot read the page's rows: {e}"),
+            }
+        }
+        return keys;
     }
-    keys
 }
 
 #[test]
