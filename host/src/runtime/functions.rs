@@ -69,7 +69,7 @@ impl FunctionCache {
     fn with<T>(&self, f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>) -> Option<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         if conn.is_none() {
-            match open(&self.path) {
+            match open(&self.path, MAX_FILE_BYTES) {
                 Ok(c) => *conn = Some(c),
                 Err(e) => {
                     tracing::debug!(path = %self.path.display(), "function cache unusable: {e}");
@@ -140,7 +140,7 @@ impl wasmtime::CacheStore for FunctionCache {
 
 /// Opens the cache file, refusing one that others may write (it holds
 /// native code), and makes its table.
-fn open(path: &Path) -> Result<rusqlite::Connection, String> {
+fn open(path: &Path, max_bytes: u64) -> Result<rusqlite::Connection, String> {
     let dir = path.parent().unwrap_or(Path::new("."));
     super::cache::create_private_dir(dir).map_err(|e| e.to_string())?;
     if !super::cache::is_private(dir) {
@@ -149,7 +149,7 @@ fn open(path: &Path) -> Result<rusqlite::Connection, String> {
     // Entries are never evicted one by one (every edit adds the functions
     // it changed); a file past the cap is started afresh, which costs one
     // full compile per component.
-    if std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_FILE_BYTES) {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > max_bytes) {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
@@ -202,6 +202,28 @@ mod tests {
         let later = FunctionCache::new(&dir.path().join("c"));
         assert_eq!(later.get(b"f").as_deref(), Some(&b"code"[..]));
         assert!(later.get(b"g").is_none());
+    }
+
+    #[test]
+    fn a_file_past_the_cap_is_started_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FunctionCache::new(&dir.path().join("c"));
+        cache.insert(b"f", vec![7; 64 << 10]);
+        assert_eq!(cache.flush(), 1);
+        drop(cache);
+        let path = dir.path().join("c/functions.sqlite");
+        // Under the cap the entry is kept; over it the file starts empty.
+        let kept = open(&path, u64::MAX).unwrap();
+        let count = |conn: &rusqlite::Connection| {
+            conn.query_row("SELECT count(*) FROM functions", [], |r| r.get::<_, i64>(0))
+                .unwrap()
+        };
+        assert_eq!(count(&kept), 1);
+        kept.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        drop(kept);
+        let fresh = open(&path, 1).unwrap();
+        assert_eq!(count(&fresh), 0);
     }
 
     #[test]
