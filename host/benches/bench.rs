@@ -106,6 +106,11 @@ fn main() {
         polyglot();
         return;
     }
+    // `bench store`: recording to the run store vs no store.
+    if args.first().is_some_and(|a| a == "store") {
+        store_cost(&trivial, n);
+        return;
+    }
     // `bench typed`: only the typed-values line.
     if args.first().is_some_and(|a| a == "typed") {
         typed(&trivial, n);
@@ -118,6 +123,7 @@ fn main() {
     cold_warm(&trivial);
     pipelining(&trivial);
     typed(&trivial, n);
+    store_cost(&trivial, n);
     seed(&trivial);
     services(&trivial);
     ui_pages(&trivial);
@@ -125,6 +131,72 @@ fn main() {
     if std::env::var_os("DYNHOST_SKIP_POLYGLOT").is_none() {
         polyglot();
     }
+}
+
+/// Benchmark 10 (issue 15, goal 4): what recording costs. The trivial
+/// fan-out with the SQLite run store (a fresh file each round, as a first
+/// run has) and without, rounds alternating; CPU of the whole process
+/// (the store's writer thread included) and wall time.
+fn store_cost(trivial: &Path, n: u64) {
+    use dynhost::store::{RunRecord, RunStore, SqliteStore};
+    const ROUNDS: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = job(dir.path(), &fan_job(trivial, n, ""));
+    let rt = runtime(&plan, None);
+    let components = dynhost::load_components(&rt, &plan).unwrap();
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    let measure = |round: usize, recorded: bool| {
+        let store_dir = tempfile::tempdir().unwrap();
+        let storage = if recorded {
+            let mut store = SqliteStore::open(&store_dir.path().join("runs.db")).unwrap();
+            store
+                .begin_run(&RunRecord {
+                    id: format!("bench-{round}"),
+                    job: "bench".into(),
+                    job_file: "job.toml".into(),
+                    job_hash: "h".into(),
+                    config: "{}".into(),
+                    plan: String::new(),
+                })
+                .unwrap();
+            exec::Storage {
+                store: Some(Box::new(store)),
+                ..exec::Storage::default()
+            }
+        } else {
+            exec::Storage::default()
+        };
+        let cpu = cpu_time();
+        let start = Instant::now();
+        let result = exec::run(&plan, &rt, &components, &options(), storage, &mut |_| {});
+        let wall = start.elapsed();
+        let cpu = cpu_time() - cpu;
+        assert!(result.report.is_success());
+        assert!(result.store_error.is_none(), "{:?}", result.store_error);
+        (per(cpu), wall.as_secs_f64())
+    };
+    println!("\n10. recording, N = {n}, {ROUNDS} rounds of no store then store (fresh store file)");
+    let mut cpu_ratios = Vec::new();
+    let mut wall_ratios = Vec::new();
+    for round in 1..=ROUNDS {
+        let (bare_cpu, bare_wall) = measure(round, false);
+        let (store_cpu, store_wall) = measure(round, true);
+        println!(
+            "   round {round}: no store {bare_cpu:.1} us/key CPU, {bare_wall:.2} s wall; \
+             store {store_cpu:.1} us/key, {store_wall:.2} s; ratio CPU {:.2}, wall {:.2}",
+            store_cpu / bare_cpu,
+            store_wall / bare_wall
+        );
+        cpu_ratios.push(store_cpu / bare_cpu);
+        wall_ratios.push(store_wall / bare_wall);
+    }
+    cpu_ratios.sort_by(f64::total_cmp);
+    wall_ratios.sort_by(f64::total_cmp);
+    println!(
+        "   store/no store, median round: CPU {:.2}, wall {:.2}   (goal <= 1.15)",
+        cpu_ratios[ROUNDS / 2],
+        wall_ratios[ROUNDS / 2]
+    );
 }
 
 /// Typed values (issue 12): the same fan-out with the emitter's items
@@ -1123,6 +1195,7 @@ fn ui_pages(trivial: &Path) {
         fuel_used: None,
         input_hash: None,
         memo_key: None,
+        memoized: false,
         output: Some(std::sync::Arc::from(&b"1"[..])),
         metadata: None,
         no_value: false,

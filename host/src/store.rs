@@ -266,8 +266,12 @@ pub struct StepRecord {
     pub fuel_used: Option<u64>,
     /// SHA-256 over the step's inputs: a stored success is reused only for the same inputs.
     pub input_hash: Option<String>,
-    /// For `cache = true` ops: SHA-256 over component, config and inputs.
+    /// SHA-256 over component, config and inputs: what resume compares.
     pub memo_key: Option<String>,
+    /// The op has `cache = true`: other runs may reuse this step, so its
+    /// memo key is indexed. Only such steps pay for the index (a random
+    /// 64-character key per step was half of the recorder's work).
+    pub memoized: bool,
     /// The returned value.
     pub output: Option<Arc<[u8]>>,
     /// Metadata the op attached to its result, a JSON array.

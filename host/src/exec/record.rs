@@ -419,6 +419,7 @@ impl Finished<'_> {
             fuel_used: None,
             input_hash: self.input_hash.clone(),
             memo_key: self.memo_key.clone(),
+            memoized: self.plan.ops[self.step.op].cache,
             output: None,
             metadata: None,
             no_value: false,

@@ -5,7 +5,8 @@
 -- a tolerant collect ran without; 5 added `runs.config`; 6 added
 -- `steps.metadata`, `steps.no_value` and `items.metadata`; 7 added `runs.plan`;
 -- 8 added `outputs`; 9 added `steps.position`, `step_counts` and `events`
--- for the web viewer; 10 added `steps.services`). Keys are JSON arrays of mapping keys
+-- for the web viewer; 10 added `steps.services`; 11 added `steps.memoized`
+-- and indexes memo keys of those steps only). Keys are JSON arrays of mapping keys
 -- (outermost first, `[]` outside any map). Values of up to 64 bytes are kept
 -- inline (`steps.output`, `items.value`; the hash column is then NULL or '');
 -- larger ones live once in `blobs`, addressed by their SHA-256. Version 1
@@ -58,9 +59,13 @@ CREATE TABLE IF NOT EXISTS steps (
     no_value          INTEGER NOT NULL DEFAULT 0, -- returned "no value" (optional result)
     position          INTEGER,          -- the step's item among its emitter's, from 0
     services          TEXT,             -- JSON: HTTP requests/bytes and time waited for limits, when any
+    memoized          INTEGER NOT NULL DEFAULT 1, -- the op had `cache = true` (rows before schema 11: 1)
     PRIMARY KEY (run_id, op, keys)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS steps_memo ON steps (memo_key) WHERE memo_key IS NOT NULL;
+-- What `cache = true` looks up. Only memoized steps are indexed: an index
+-- entry per step, at a random place in the B-tree, cost a trivial fan-out
+-- about half of all the recorder's work. Resume reads `memo_key` by step.
+CREATE INDEX IF NOT EXISTS steps_memo ON steps (memo_key) WHERE memoized = 1 AND memo_key IS NOT NULL;
 
 -- Every finished attempt, including failed ones that were retried or resumed.
 -- An audit log, read rarely and whole: no index to keep up per step.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// The schema this build writes. Older versions are upgraded in place; a
 /// newer one is refused (it was written by a newer dynhost).
-const SCHEMA_VERSION: u32 = 10;
+const SCHEMA_VERSION: u32 = 11;
 
 /// `MIGRATIONS[i]` upgrades a store of version `i + 1` to `i + 2`; the last
 /// one reaches [`SCHEMA_VERSION`].
@@ -52,6 +52,11 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize - 1] = [
         SELECT run_id, op, status, tolerated, count(*) FROM steps GROUP BY run_id, op, status, tolerated;",
     // 10: HTTP requests and waits for limits, per step (issue 16).
     "ALTER TABLE steps ADD COLUMN services TEXT;",
+    // 11: only steps of `cache = true` ops are in the memo index. Rows
+    // written before read as memoized (they were all indexed), so `cache =
+    // true` still finds them; schema.sql then creates the narrower index.
+    "ALTER TABLE steps ADD COLUMN memoized INTEGER NOT NULL DEFAULT 1;
+     DROP INDEX IF EXISTS steps_memo;",
 ];
 
 /// Values up to this size are stored in their row rather than in `blobs`: a
@@ -260,8 +265,8 @@ impl SqliteStore {
         };
         tx.prepare_cached("INSERT OR REPLACE INTO steps (run_id, op, keys, status, attempts, wall_secs, failure_kind, failure_message,
                peak_memory_bytes, emitted_items, emitted_bytes, fuel_used, input_hash, output_hash, memo_key,
-               stdout, stderr, log, finished_at, inputs, output, metadata, no_value, position, services)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)")?.execute(
+               stdout, stderr, log, finished_at, inputs, output, metadata, no_value, position, services, memoized)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)")?.execute(
             params![
                 run_id,
                 s.op,
@@ -288,6 +293,7 @@ impl SqliteStore {
                 s.no_value,
                 s.position,
                 s.services,
+                s.memoized,
             ],
         )?;
         // Streamed items were written as they came, the first of them
@@ -809,7 +815,7 @@ impl RunStore for SqliteStore {
                 .query_row(
                     "SELECT s.run_id, s.op, s.keys, s.input_hash, coalesce(s.output, b.bytes), s.no_value, s.metadata
                      FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
-                     WHERE s.memo_key = ?1 AND s.status = 'succeeded' AND coalesce(s.output, b.bytes) IS NOT NULL LIMIT 1",
+                     WHERE s.memo_key = ?1 AND s.memoized = 1 AND s.status = 'succeeded' AND coalesce(s.output, b.bytes) IS NOT NULL LIMIT 1",
                     [memo_key],
                     |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, (r.get::<_, Vec<u8>>(4)?, r.get(5)?, r.get(6)?))),
                 )

@@ -29,6 +29,7 @@ fn record(op: &str, key: &str, status: StepStatus) -> StepRecord {
         fuel_used: None,
         input_hash: Some("in".into()),
         memo_key: None,
+        memoized: false,
         output: Some(Arc::from(&b"same"[..])),
         metadata: None,
         no_value: false,
@@ -142,7 +143,7 @@ fn a_version_1_store_is_upgraded_and_keeps_its_runs() {
              INSERT INTO runs VALUES ('old', 'j', 'job.toml', 'h', 0, 1, 'succeeded');
              INSERT INTO blobs VALUES ('h1', x'6f6c64');
              INSERT INTO steps VALUES ('old', 'emit', '[]', 'succeeded', 1, 0, NULL, NULL, 0, 1, 3,
-               NULL, 'in', NULL, 'h1', NULL, '', '', '', 1);
+               NULL, 'in', NULL, 'h1', 'memo-old', '', '', '', 1);
              INSERT INTO items VALUES ('old', 'emit', '[]', 'result', 0, 'a', 'h1');",
         )
         .unwrap();
@@ -165,6 +166,10 @@ fn a_version_1_store_is_upgraded_and_keeps_its_runs() {
         )
         .unwrap();
     assert_eq!(store.successes("old").unwrap().len(), 2);
+    assert!(
+        store.memoized("memo-old").unwrap().is_some(),
+        "a step stored before schema 11 is still found by `cache = true`"
+    );
     let version: String = store
         .conn
         .query_row(
@@ -174,6 +179,53 @@ fn a_version_1_store_is_upgraded_and_keeps_its_runs() {
         )
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION.to_string());
+}
+
+/// Only steps of `cache = true` ops are found by memo key (and only they
+/// are in the index); every step keeps its memo key for resume.
+#[test]
+fn only_memoized_steps_are_found_by_memo_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
+    let mut cached = record("a", "k1", StepStatus::Succeeded);
+    cached.memo_key = Some("m1".into());
+    cached.memoized = true;
+    let mut plain = record("b", "k1", StepStatus::Succeeded);
+    plain.memo_key = Some("m2".into());
+    store
+        .record(
+            "r",
+            &[Write::Step(Box::new(cached)), Write::Step(Box::new(plain))],
+        )
+        .unwrap();
+    let found = store.memoized("m1").unwrap().expect("memoized step found");
+    assert_eq!(found.op, "a");
+    assert!(store.memoized("m2").unwrap().is_none());
+    let prior = store.successes("r").unwrap();
+    let b = prior.iter().find(|p| p.op == "b").unwrap();
+    assert_eq!(
+        b.memo_key.as_deref(),
+        Some("m2"),
+        "resume still compares it"
+    );
+    let indexed: i64 = store
+        .conn
+        .query_row(
+            "SELECT count(*) FROM steps INDEXED BY steps_memo WHERE memoized = 1 AND memo_key IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexed, 1);
+    let plan: String = store
+        .conn
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT 1 FROM steps s WHERE s.memo_key = 'm1' AND s.memoized = 1",
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(plan.contains("steps_memo"), "lookup uses the index: {plan}");
 }
 
 #[test]
