@@ -210,7 +210,7 @@ impl<'p> Coordinator<'p> {
                     step,
                     attempt,
                     report,
-                } => self.on_finished(step, attempt, report, observer),
+                } => self.on_finished(step, attempt, *report, observer),
             }
         }
         if !self.backlog.is_empty() {

@@ -85,7 +85,7 @@ impl Transport for Scripted<'_> {
             events.push(StepEvent::Finished {
                 step: request.step.clone(),
                 attempt: request.attempt,
-                report,
+                report: Box::new(report),
             });
             match self.order {
                 Order::Sequential => self.pending.extend(events),

@@ -648,7 +648,7 @@ impl FinishedMsg {
         Ok(StepEvent::Finished {
             step,
             attempt: self.attempt,
-            report,
+            report: Box::new(report),
         })
     }
 }

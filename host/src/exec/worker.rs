@@ -293,7 +293,7 @@ pub(crate) fn work(cx: WorkerContext<'_>, ring: crossbeam_channel::Sender<Ring>)
         let event = StepEvent::Finished {
             step,
             attempt,
-            report,
+            report: Box::new(report),
         };
         sender.send(event, waiting <= LOW_WATER);
     }
