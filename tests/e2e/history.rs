@@ -428,3 +428,24 @@ inputs.v = { map = "emit" }
     assert_eq!(locked["plan"]["ops"][1]["name"], "work");
     assert_eq!(locked["plan"]["ops"][1]["scope"][0]["output"], "result");
 }
+
+/// `show` prints a step's inputs whole whatever their size: a small one is
+/// kept in the step's summary, a larger one (over 64 bytes) is found by its
+/// hash among the stored values.
+#[test]
+fn show_prints_small_and_large_inputs_whole() {
+    let long = "x".repeat(200);
+    let job = TestJob::new(&format!(
+        "name = \"sizes\"\n[ops.emit]\ncomponent = \"{{probe}}\"\ndynamic = true\n\
+         config.emit = [{{ key = \"small\", value = 7 }}, {{ key = \"large\", value = \"{long}\" }}]\n\
+         [ops.work]\ncomponent = \"{{probe}}\"\ninputs.v = {{ map = \"emit\" }}\n"
+    ));
+    job.run(&[]).assert_code(0);
+    let small = crate::support::dynhost(job.dir(), &["show", "latest", "work[small]"]);
+    small.assert_code(0);
+    assert!(small.stdout.contains("): 7"), "{}", small.stdout);
+    let large = crate::support::dynhost(job.dir(), &["show", "latest", "work[large]"]);
+    large.assert_code(0);
+    assert!(large.stdout.contains(&long), "{}", large.stdout);
+    assert!(!large.stdout.contains("sha256 ?"), "{}", large.stdout);
+}

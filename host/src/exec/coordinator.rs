@@ -43,7 +43,9 @@ pub(crate) struct Coordinator<'p> {
     pub(super) reuse: Reuse<'p>,
     /// Per op and input, where the input comes from (for `show`).
     input_sources: Vec<Vec<String>>,
-    input_summaries: FxHashMap<StepId, String>,
+    /// Per started step, until it is recorded: what its record says about
+    /// its inputs (one map, one entry per step).
+    hashes: FxHashMap<StepId, record::Hashes>,
     /// Per running step, items already sent to the store.
     items_written: FxHashMap<StepId, u64>,
     /// Emitted items taken from the workers, not yet turned into steps.
@@ -83,7 +85,7 @@ impl<'p> Coordinator<'p> {
                 storage.lookup,
             ),
             input_sources: record::input_sources(plan),
-            input_summaries: FxHashMap::default(),
+            hashes: FxHashMap::default(),
             items_written: FxHashMap::default(),
             backlog: VecDeque::new(),
             inbox: Inbox::default(),
@@ -286,14 +288,22 @@ impl<'p> Coordinator<'p> {
         };
         if self.recorder.is_some() || self.reuse.has_candidates() {
             let op = &self.plan.ops[step.op];
-            let hash = record::hash_inputs(op, &inputs);
-            if self.recorder.is_some() {
-                self.input_summaries.insert(
-                    step.clone(),
-                    record::describe_inputs(op, &self.input_sources[step.op], &inputs),
-                );
-            }
-            if let Verdict::Reuse { prior, record } = self.reuse.decide(step, hash) {
+            let input = record::hash_inputs(op, &inputs);
+            let memo_key = self.reuse.memo_key(step.op, &input);
+            let verdict = self.reuse.decide(step, &input, &memo_key);
+            let summary = self
+                .recorder
+                .is_some()
+                .then(|| record::describe_inputs(op, &self.input_sources[step.op], &inputs));
+            self.hashes.insert(
+                step.clone(),
+                record::Hashes {
+                    input,
+                    memo_key,
+                    summary,
+                },
+            );
+            if let Verdict::Reuse { prior, record } = verdict {
                 self.replay(step, prior, record, observer);
                 return None;
             }
@@ -354,7 +364,7 @@ impl<'p> Coordinator<'p> {
         record: bool,
         observer: &mut dyn FnMut(RunEvent<'_>),
     ) {
-        let hash = self.reuse.input_hashes.remove(step);
+        let hashes = self.hashes.remove(step);
         let outputs = &self.plan.ops[step.op].dynamic_outputs;
         for (key, item) in &prior.items {
             if let Some(index) = outputs.iter().position(|o| *o == item.output) {
@@ -363,10 +373,9 @@ impl<'p> Coordinator<'p> {
             }
         }
         if record && let Some(recorder) = &self.recorder {
-            let finished = self.finished_record(step, hash);
+            let finished = self.finished_record(step, hashes);
             recorder.record(finished.reused(&prior));
         }
-        self.reuse.memo_keys.remove(step);
         let op = &self.plan.ops[step.op].name;
         observer(RunEvent::StepReused {
             step: StepName {
@@ -411,16 +420,14 @@ impl<'p> Coordinator<'p> {
     fn finished_record(
         &self,
         step: &'p StepId,
-        input_hash: Option<String>,
+        hashes: Option<record::Hashes>,
     ) -> record::Finished<'_> {
         let entry = self.scheduler.steps.get(step);
         record::Finished {
             plan: self.plan,
             step,
             attempts: self.attempt(step),
-            input_hash,
-            memo_key: self.reuse.memo_keys.get(step).cloned(),
-            inputs: self.input_summaries.get(step).cloned(),
+            hashes,
             emitted: entry.and_then(|e| e.emitted.as_deref()),
             values: &self.scheduler.values,
             position: entry.and_then(|e| e.position()),
@@ -565,12 +572,10 @@ impl<'p> Coordinator<'p> {
             op: &op.name,
             report: &report,
         });
+        let hashes = self.hashes.remove(&step);
         if let Some(recorder) = &self.recorder {
             self.items_written.remove(&step);
-            let hash = self.reuse.input_hashes.remove(&step);
-            recorder.record(self.finished_record(&step, hash).ran(&report));
-            self.input_summaries.remove(&step);
-            self.reuse.memo_keys.remove(&step);
+            recorder.record(self.finished_record(&step, hashes).ran(&report));
         }
         if report.outcome.is_ok() && !report.outputs.is_empty() {
             let named: Box<[Value]> = report

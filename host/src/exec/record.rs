@@ -273,37 +273,69 @@ pub(crate) fn hash_inputs(op: &PlannedOp, inputs: &[InputData]) -> String {
 const INLINE_INPUT: usize = crate::store::INLINE_MAX;
 
 /// A JSON summary of a step's inputs, for `dynhost show`: per input its
-/// name, where it came from, its size and hash, and small values whole (as
-/// hex), so `show` can print every input without the plan.
+/// name, where it came from, its size, and small values whole (as hex) or
+/// larger ones by hash, so `show` can print every input without the plan.
 ///
 /// `sources[i]` says where `op`'s input `i` comes from ([`input_sources`]).
 pub(crate) fn describe_inputs(op: &PlannedOp, sources: &[String], inputs: &[InputData]) -> String {
-    let list: Vec<serde_json::Value> = op
+    let list: Vec<InputSummary<'_>> = op
         .inputs
         .iter()
         .zip(sources)
         .zip(inputs)
         .map(|((input, from), data)| {
-            let name = input.name.as_str();
+            let mut summary = InputSummary {
+                name: &input.name,
+                from,
+                kind: "single",
+                bytes: None,
+                hex: None,
+                sha256: None,
+                items: None,
+                failed: None,
+            };
             match data {
-                InputData::Single(bytes) => {
-                    let mut value = serde_json::json!({
-                        "name": name, "from": from, "kind": "single", "bytes": bytes.len(),
-                        "sha256": crate::store::hash_bytes(bytes),
-                    });
-                    if bytes.len() <= INLINE_INPUT {
-                        value["hex"] = crate::runtime::cache::hex(bytes).into();
-                    }
-                    value
+                // A small value is kept whole; a larger one by the hash it
+                // is stored under (hashing a small one too cost every mapped
+                // step a SHA-256 and 80 bytes of its row).
+                InputData::Single(bytes) if bytes.len() <= INLINE_INPUT => {
+                    summary.bytes = Some(bytes.len());
+                    summary.hex = Some(crate::runtime::cache::hex(bytes));
                 }
-                InputData::Collected { items, failed } => serde_json::json!({
-                    "name": name, "from": from, "kind": "collected", "items": items.len(),
-                    "failed": failed.len(),
-                }),
+                InputData::Single(bytes) => {
+                    summary.bytes = Some(bytes.len());
+                    summary.sha256 = Some(crate::store::hash_bytes(bytes));
+                }
+                InputData::Collected { items, failed } => {
+                    summary.kind = "collected";
+                    summary.items = Some(items.len());
+                    summary.failed = Some(failed.len());
+                }
             }
+            summary
         })
         .collect();
-    serde_json::Value::Array(list).to_string()
+    serde_json::to_string(&list).unwrap_or_default()
+}
+
+/// One input in [`describe_inputs`]'s JSON, written straight from this
+/// struct: this runs for every recorded step, and a `serde_json::Value`
+/// map per input showed in the coordinator's profile.
+#[derive(serde::Serialize)]
+struct InputSummary<'a> {
+    name: &'a str,
+    from: &'a str,
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    items: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed: Option<usize>,
 }
 
 /// Per op, where each input comes from (`item of `emit.result``), for
@@ -361,14 +393,24 @@ fn feed(h: &mut Sha256, part: &str) {
     h.update(part.as_bytes());
 }
 
+/// What a started step's record says about its inputs, kept from its start
+/// to its record.
+pub(crate) struct Hashes {
+    /// SHA-256 over the inputs ([`hash_inputs`]).
+    pub input: String,
+    /// The memo key: component, config and inputs ([`MemoPrefix::key`]).
+    pub memo_key: String,
+    /// The summary `show` prints ([`describe_inputs`]), when recording.
+    pub summary: Option<String>,
+}
+
 /// What to store for a step: its outcome, accounting, output and items.
 pub(crate) struct Finished<'a> {
     pub plan: &'a Plan,
     pub step: &'a StepId,
     pub attempts: u32,
-    pub input_hash: Option<String>,
-    pub memo_key: Option<String>,
-    pub inputs: Option<String>,
+    /// `None` for a step that never started (skipped).
+    pub hashes: Option<Hashes>,
     pub emitted: Option<&'a Emitted>,
     pub values: &'a Values,
     /// The step's item among its emitter's, for steps inside a map.
@@ -378,7 +420,12 @@ pub(crate) struct Finished<'a> {
 impl Finished<'_> {
     /// The record without outcome details; with the step's items from
     /// memory unless `streamed` (a step that ran sent them as it emitted).
-    fn base(&self, status: StepStatus, streamed: bool) -> StepRecord {
+    fn base(&mut self, status: StepStatus, streamed: bool) -> StepRecord {
+        let (input_hash, memo_key, inputs) = match self.hashes.take() {
+            Some(h) => (Some(h.input), Some(h.memo_key), h.summary),
+            None => (None, None, None),
+        };
+        let values = self.values;
         let items: Vec<_> = self
             .emitted
             .filter(|_| !streamed)
@@ -386,7 +433,7 @@ impl Finished<'_> {
             .flat_map(|e| e.iter())
             .flat_map(|(output, items)| {
                 items.order.iter().filter_map(move |(k, v)| {
-                    match self.values.get(v) {
+                    match values.get(v) {
                         Ok(value) => Some(StoredItem {
                             output: output.clone(),
                             key: k.to_string(),
@@ -417,8 +464,8 @@ impl Finished<'_> {
             emitted_items: 0,
             emitted_bytes: 0,
             fuel_used: None,
-            input_hash: self.input_hash.clone(),
-            memo_key: self.memo_key.clone(),
+            input_hash,
+            memo_key,
             memoized: self.plan.ops[self.step.op].cache,
             output: None,
             metadata: None,
@@ -430,13 +477,13 @@ impl Finished<'_> {
             stdout: String::new(),
             stderr: String::new(),
             log: String::new(),
-            inputs: self.inputs.clone(),
+            inputs,
             executed: false,
         }
     }
 
     /// A step that ran.
-    pub fn ran(&self, report: &StepReport) -> StepRecord {
+    pub fn ran(mut self, report: &StepReport) -> StepRecord {
         let status = if report.outcome.is_ok() {
             StepStatus::Succeeded
         } else {
@@ -478,7 +525,7 @@ impl Finished<'_> {
 
     /// A step reused from a stored success: its value, metadata and items
     /// (with theirs) as stored.
-    pub fn reused(&self, prior: &Prior) -> StepRecord {
+    pub fn reused(mut self, prior: &Prior) -> StepRecord {
         let mut record = self.base(StepStatus::Succeeded, true);
         record.output = Some(prior.output.clone());
         record.no_value = prior.no_value;
@@ -490,7 +537,7 @@ impl Finished<'_> {
     }
 
     /// A step that never ran.
-    pub fn skipped(&self, reason: &str) -> StepRecord {
+    pub fn skipped(mut self, reason: &str) -> StepRecord {
         let mut record = self.base(StepStatus::Skipped, false);
         record.failure_kind = Some("skipped".to_owned());
         record.failure_message = Some(reason.to_owned());

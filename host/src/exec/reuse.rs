@@ -35,9 +35,6 @@ pub(crate) struct Reuse<'p> {
     lookup: Option<Box<dyn RunStore>>,
     /// Per op: its memo key up to the inputs (component and config).
     memo_prefixes: Vec<MemoPrefix>,
-    /// Per step started and not yet recorded: its memo key and input hash.
-    pub memo_keys: FxHashMap<StepId, String>,
-    pub input_hashes: FxHashMap<StepId, String>,
     /// Per op: steps reused.
     pub reused: Vec<u64>,
     /// Per op: steps with a stored success of the same inputs that ran again
@@ -65,8 +62,6 @@ impl<'p> Reuse<'p> {
                 .zip(component_hashes)
                 .map(|(op, hash)| MemoPrefix::new(hash, &op.config_json))
                 .collect(),
-            memo_keys: FxHashMap::default(),
-            input_hashes: FxHashMap::default(),
             reused: vec![0; plan.ops.len()],
             changed: vec![0; plan.ops.len()],
         }
@@ -83,26 +78,27 @@ impl<'p> Reuse<'p> {
         !self.prior.is_empty()
     }
 
-    /// Decides for `step`, whose inputs hash to `input_hash`, and remembers
-    /// its memo key and input hash for its record.
-    pub fn decide(&mut self, step: &StepId, input_hash: String) -> Verdict {
-        let key = self.memo_prefixes[step.op].key(&input_hash);
-        self.memo_keys.insert(step.clone(), key.clone());
+    /// The memo key of a step of op `op` whose inputs hash to `input_hash`:
+    /// component, config and inputs.
+    pub fn memo_key(&self, op: usize, input_hash: &str) -> String {
+        self.memo_prefixes[op].key(input_hash)
+    }
+
+    /// Decides for `step`, whose inputs hash to `input_hash` (memo key `key`).
+    pub fn decide(&mut self, step: &StepId, input_hash: &str, key: &str) -> Verdict {
         match self.prior.get(step) {
-            Some(prior) if prior.memo_key.as_deref() == Some(key.as_str()) => {
-                self.input_hashes.insert(step.clone(), input_hash);
+            Some(prior) if prior.memo_key.as_deref() == Some(key) => {
                 let prior = self.prior.remove(step).expect("just matched");
                 return self.reused(step, prior, self.record_reused);
             }
-            Some(prior) if prior.input_hash.as_deref() == Some(input_hash.as_str()) => {
+            Some(prior) if prior.input_hash.as_deref() == Some(input_hash) => {
                 self.changed[step.op] += 1;
                 self.prior.remove(step);
             }
             _ => {}
         }
-        self.input_hashes.insert(step.clone(), input_hash);
         if self.plan.ops[step.op].cache
-            && let Some(prior) = self.memoized(&key)
+            && let Some(prior) = self.memoized(key)
         {
             return self.reused(step, prior, true);
         }
