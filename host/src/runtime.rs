@@ -125,8 +125,11 @@ pub enum InputData {
     Single(Arc<[u8]>),
     /// Collected elements (keys relative to the collecting op) and tolerated failures.
     Collected {
-        /// Successful elements, in emission order.
-        items: Vec<(KeyPath, Arc<[u8]>)>,
+        /// Successful elements, in emission order, as the guest receives
+        /// them (key strings, value bytes): they are moved into the call,
+        /// not copied, so a collect of N items is held once, not twice,
+        /// before it is copied into the guest.
+        items: Vec<(Vec<String>, Vec<u8>)>,
         /// Failed elements the collect tolerates.
         failed: Vec<(KeyPath, OpFailure)>,
     },
@@ -764,10 +767,7 @@ macro_rules! to_input {
                 InputData::Collected { items, failed } => t::InputValue::Collected(t::Collection {
                     items: items
                         .into_iter()
-                        .map(|(keys, value)| t::Item {
-                            keys: keys_to_strings(&keys),
-                            value: value.to_vec(),
-                        })
+                        .map(|(keys, value)| t::Item { keys, value })
                         .collect(),
                     failed: failed
                         .into_iter()

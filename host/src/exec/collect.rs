@@ -11,7 +11,6 @@ use super::values::Value;
 use crate::key::{KeyPath, MappingKey};
 use crate::plan::{CollectTarget, DynOutput, Plan};
 use crate::runtime::{InputData, OpFailure};
-use std::sync::Arc;
 
 /// The full scope of what `target` refers to: for a mapped op its own scope,
 /// for a dynamic output the emitter's scope plus that output.
@@ -52,7 +51,7 @@ pub(crate) fn gather(
 }
 
 struct Gathered {
-    items: Vec<(KeyPath, Arc<[u8]>)>,
+    items: Vec<(Vec<String>, Vec<u8>)>,
     failed: Vec<(KeyPath, OpFailure)>,
 }
 
@@ -85,8 +84,11 @@ fn walk(
             continue;
         }
         let relative = KeyPath::from(&next[base..]);
+        let strings = || relative.iter().map(|k| k.as_str().to_owned()).collect();
         match target {
-            CollectTarget::Items(_) => out.items.push((relative, scheduler.bytes(Some(value))?)),
+            CollectTarget::Items(_) => out
+                .items
+                .push((strings(), scheduler.bytes(Some(value))?.to_vec())),
             CollectTarget::Values(v) => {
                 let member = StepId {
                     op: v.op,
@@ -95,7 +97,9 @@ fn walk(
                 match scheduler.plain_value(&member, v.output) {
                     // No value (an optional result): absent, as in Dagster.
                     Some(Value::Nothing) => {}
-                    Some(v) => out.items.push((relative, scheduler.bytes(Some(v))?)),
+                    Some(v) => out
+                        .items
+                        .push((strings(), scheduler.bytes(Some(v))?.to_vec())),
                     // Skipped because what it read produced nothing: absent too.
                     None if scheduler.optional_skipped.contains(&member) => {}
                     None => {

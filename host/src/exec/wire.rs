@@ -394,7 +394,7 @@ impl StepMsg {
                     InputData::Collected { items, failed } => InputMsg::Collected {
                         items: items
                             .iter()
-                            .map(|(keys, bytes)| Ok((keys_text(keys), Blob::of(bytes, store)?)))
+                            .map(|(keys, bytes)| Ok((keys.clone(), Blob::of(bytes, store)?)))
                             .collect::<Result<_, String>>()?,
                         failed: failed
                             .iter()
@@ -453,7 +453,9 @@ impl StepMsg {
                         .into_iter()
                         .map(|(keys, blob)| {
                             let bytes = blob.bytes(store).map_err(store_error)?;
-                            Ok((parse_keys(&keys)?, Arc::from(bytes)))
+                            // Checked as keys, kept as the strings the guest gets.
+                            parse_keys(&keys)?;
+                            Ok((keys, bytes))
                         })
                         .collect::<Result<_, WireError>>()?,
                     failed: failed

@@ -48,6 +48,11 @@ fn keys(keys: &[&str]) -> KeyPath {
     keys.iter().map(|k| MappingKey::parse(k).unwrap()).collect()
 }
 
+/// Keys as a collected item carries them.
+fn strings(keys: &[&str]) -> Vec<String> {
+    keys.iter().map(|k| (*k).to_owned()).collect()
+}
+
 #[test]
 fn a_step_request_round_trips_with_large_values_by_digest() {
     let (_dir, plan) = plan();
@@ -57,8 +62,8 @@ fn a_step_request_round_trips_with_large_values_by_digest() {
     let mut inputs = super::super::worker::Inputs::new();
     inputs.push(InputData::Collected {
         items: vec![
-            (keys(&["a"]), Arc::from(&b"1"[..])),
-            (keys(&["b"]), Arc::from(big.as_slice())),
+            (strings(&["a"]), b"1".to_vec()),
+            (strings(&["b"]), big.clone()),
         ],
         failed: vec![(keys(&["c"]), OpFailure::new(FailureKind::Trap, "boom"))],
     });
@@ -85,7 +90,7 @@ fn a_step_request_round_trips_with_large_values_by_digest() {
     assert_eq!(back.attempt, 2);
     match &back.inputs[0] {
         InputData::Collected { items, failed } => {
-            assert_eq!(items[0].0, keys(&["a"]));
+            assert_eq!(items[0].0, strings(&["a"]));
             assert_eq!(&*items[1].1, big.as_slice());
             assert_eq!(failed[0].1.kind, FailureKind::Trap);
         }
@@ -219,13 +224,8 @@ fn a_collect_of_many_small_items_is_not_one_giant_message() {
     let (_dir, plan) = plan();
     let mut store = MapStore::default();
     let all = plan.op_id("all").unwrap();
-    let items: Vec<(KeyPath, Arc<[u8]>)> = (0..20_000)
-        .map(|i| {
-            (
-                keys(&[&format!("k{i}")]),
-                Arc::from(format!("{i}").as_bytes()),
-            )
-        })
+    let items: Vec<(Vec<String>, Vec<u8>)> = (0..20_000)
+        .map(|i| (vec![format!("k{i}")], format!("{i}").into_bytes()))
         .collect();
     let mut inputs = super::super::worker::Inputs::new();
     inputs.push(InputData::Collected {
@@ -249,7 +249,7 @@ fn a_collect_of_many_small_items_is_not_one_giant_message() {
     match &back.inputs[0] {
         InputData::Collected { items, .. } => {
             assert_eq!(items.len(), 20_000);
-            assert_eq!(items[19_999].0, keys(&["k19999"]));
+            assert_eq!(items[19_999].0, strings(&["k19999"]));
             assert_eq!(&*items[19_999].1, b"19999");
         }
         InputData::Single(_) => panic!("collected expected"),
@@ -272,4 +272,33 @@ fn batches_joined_from_written_parts_read_back_as_batch_messages() {
     assert_eq!(read.steps, [step.clone(), step]);
     let empty: EventBatchMsg = decode(&batch(&[("items", &[]), ("finished", &[])])).unwrap();
     assert!(empty.items.is_empty() && empty.finished.is_empty());
+}
+
+/// A worker checks the keys of collected items it is sent, though it hands
+/// them to the guest as strings: a message with an invalid key is refused.
+#[test]
+fn a_collected_item_with_an_invalid_key_is_refused() {
+    let (_dir, plan) = plan();
+    let mut store = MapStore::default();
+    let mut inputs = super::super::worker::Inputs::new();
+    inputs.push(InputData::Collected {
+        items: vec![(strings(&["zzkeyzz"]), b"1".to_vec())],
+        failed: Vec::new(),
+    });
+    let request = StepRequest {
+        step: StepId {
+            op: plan.op_id("all").unwrap(),
+            keys: KeyPath::new(),
+        },
+        attempt: 1,
+        inputs,
+    };
+    let text = String::from_utf8(encode(
+        &StepMsg::new("r", &plan, "sha256:x", &request, &mut store).unwrap(),
+    ))
+    .unwrap();
+    assert!(text.contains("zzkeyzz"), "{text}");
+    let tampered: StepMsg = decode(text.replace("zzkeyzz", "a/b").as_bytes()).unwrap();
+    let err = tampered.request(&plan, &mut store).unwrap_err();
+    assert!(err.to_string().contains("invalid key"), "{err}");
 }
