@@ -92,6 +92,11 @@ impl serde::Serialize for StepName<'_> {
     }
 }
 
+/// Keys as plain strings, the form the guest call and the wire carry.
+pub fn key_strings(keys: &[MappingKey]) -> Vec<String> {
+    keys.iter().map(|k| k.as_str().to_owned()).collect()
+}
+
 /// Formats `op[k1][k2]`, the name of one step, as Dagster does for one level.
 pub fn step_name(op: &str, keys: &[MappingKey]) -> String {
     let mut name = op.to_owned();

@@ -705,7 +705,7 @@ async fn call_op(
     inputs: impl IntoIterator<Item = InputData>,
     instantiate: &mut Duration,
 ) -> Result<Result<Option<Vec<u8>>, String>, CallError> {
-    let keys = keys_to_strings(call.keys);
+    let keys = crate::key::key_strings(call.keys);
     let start = Instant::now();
     // Consumed as converted, so a large collection is not held twice.
     let named = call.input_names.iter().zip(inputs);
@@ -752,10 +752,6 @@ async fn call_op(
     }
 }
 
-fn keys_to_strings(keys: &[MappingKey]) -> Vec<String> {
-    keys.iter().map(|k| k.as_str().to_owned()).collect()
-}
-
 /// `to_input` for one version of the world's types: the two versions'
 /// `types` interfaces declare the same inputs, as distinct Rust types.
 macro_rules! to_input {
@@ -772,7 +768,7 @@ macro_rules! to_input {
                     failed: failed
                         .into_iter()
                         .map(|(keys, failure)| t::FailedItem {
-                            keys: keys_to_strings(&keys),
+                            keys: crate::key::key_strings(&keys),
                             kind: failure.kind.as_str().to_owned(),
                             message: failure.message,
                         })

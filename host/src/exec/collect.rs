@@ -8,7 +8,7 @@
 
 use super::scheduler::{Scheduler, StepId};
 use super::values::Value;
-use crate::key::{KeyPath, MappingKey};
+use crate::key::{KeyPath, MappingKey, key_strings};
 use crate::plan::{CollectTarget, DynOutput, Plan};
 use crate::runtime::{InputData, OpFailure};
 
@@ -83,12 +83,10 @@ fn walk(
             walk(scheduler, target, scope, base, &next, out)?;
             continue;
         }
-        let relative = KeyPath::from(&next[base..]);
-        let strings = || relative.iter().map(|k| k.as_str().to_owned()).collect();
         match target {
             CollectTarget::Items(_) => out
                 .items
-                .push((strings(), scheduler.bytes(Some(value))?.to_vec())),
+                .push((key_strings(&next[base..]), scheduler.bytes_vec(value)?)),
             CollectTarget::Values(v) => {
                 let member = StepId {
                     op: v.op,
@@ -99,12 +97,13 @@ fn walk(
                     Some(Value::Nothing) => {}
                     Some(v) => out
                         .items
-                        .push((strings(), scheduler.bytes(Some(v))?.to_vec())),
+                        .push((key_strings(&member.keys[base..]), scheduler.bytes_vec(v)?)),
                     // Skipped because what it read produced nothing: absent too.
                     None if scheduler.optional_skipped.contains(&member) => {}
                     None => {
                         if let Some(failure) = scheduler.failure(&member) {
-                            out.failed.push((relative, failure));
+                            out.failed
+                                .push((KeyPath::from(&member.keys[base..]), failure));
                         }
                     }
                 }

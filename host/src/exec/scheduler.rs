@@ -685,11 +685,13 @@ impl<'p> Scheduler<'p> {
     pub(crate) fn bytes(&self, value: Option<&Value>) -> Result<Arc<[u8]>, String> {
         match value {
             None => Ok(Arc::from(Vec::new())),
-            Some(v) => self
-                .values
-                .get(v)
-                .map_err(|e| format!("cannot read a spilled input value back from disk: {e}")),
+            Some(v) => self.values.get(v).map_err(unreadable),
         }
+    }
+
+    /// [`Scheduler::bytes`] as an owned copy ([`Values::get_vec`]).
+    pub(crate) fn bytes_vec(&self, value: &Value) -> Result<Vec<u8>, String> {
+        self.values.get_vec(value).map_err(unreadable)
     }
 
     pub(crate) fn failure(&self, step: &StepId) -> Option<OpFailure> {
@@ -721,6 +723,10 @@ enum Blocker {
     /// Need not run: an optional output it depends on produced no items.
     /// Skipped, but not a failure of the run.
     NotNeeded(String),
+}
+
+fn unreadable(e: std::io::Error) -> String {
+    format!("cannot read a spilled input value back from disk: {e}")
 }
 
 /// `op[k1][k2]` for a step.

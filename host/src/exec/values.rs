@@ -132,22 +132,36 @@ impl Values {
             Value::Nothing => Ok(Arc::from(&[][..])),
             Value::Small { len, bytes } => Ok(Arc::from(&bytes[..usize::from(*len)])),
             Value::Inline(bytes) => Ok(bytes.clone()),
-            Value::Spilled { offset, len } => {
-                let spill = self
-                    .spill
-                    .as_ref()
-                    .ok_or_else(|| io::Error::other("the spill file is gone"))?;
-                let len = *len as usize;
-                let mut out = vec![0u8; len];
-                if *offset >= spill.written {
-                    let start = (offset - spill.written) as usize;
-                    out.copy_from_slice(&spill.buffer[start..start + len]);
-                } else {
-                    spill.file.read_exact_at(&mut out, *offset)?;
-                }
-                Ok(Arc::from(out))
-            }
+            Value::Spilled { offset, len } => self.read_spilled(*offset, *len).map(Arc::from),
         }
+    }
+
+    /// [`Values::get`] as an owned copy, for a caller that hands the bytes
+    /// on by value (a collect's items): no shared buffer made only to be
+    /// copied once more.
+    pub fn get_vec(&self, value: &Value) -> io::Result<Vec<u8>> {
+        match value {
+            Value::Nothing => Ok(Vec::new()),
+            Value::Small { len, bytes } => Ok(bytes[..usize::from(*len)].to_vec()),
+            Value::Inline(bytes) => Ok(bytes.to_vec()),
+            Value::Spilled { offset, len } => self.read_spilled(*offset, *len),
+        }
+    }
+
+    fn read_spilled(&self, offset: u64, len: u32) -> io::Result<Vec<u8>> {
+        let spill = self
+            .spill
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the spill file is gone"))?;
+        let len = len as usize;
+        let mut out = vec![0u8; len];
+        if offset >= spill.written {
+            let start = (offset - spill.written) as usize;
+            out.copy_from_slice(&spill.buffer[start..start + len]);
+        } else {
+            spill.file.read_exact_at(&mut out, offset)?;
+        }
+        Ok(out)
     }
 }
 
@@ -184,6 +198,10 @@ mod tests {
             let bytes = values.get(v).unwrap();
             assert_eq!(bytes.len(), 1000 + i, "value {i}");
             assert!(bytes.iter().all(|&b| b == (i % 251) as u8), "value {i}");
+        }
+        // The owned copy reads the same bytes, from memory and from disk.
+        for v in big.iter().chain([&small, &tiny, &Value::Nothing]) {
+            assert_eq!(values.get_vec(v).unwrap(), &*values.get(v).unwrap());
         }
     }
 

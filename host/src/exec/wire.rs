@@ -12,7 +12,7 @@
 use super::scheduler::StepId;
 use super::transport::{StepEvent, StepRequest};
 use super::worker::Emitted;
-use crate::key::{KeyPath, MappingKey};
+use crate::key::{KeyPath, MappingKey, key_strings};
 use crate::plan::Plan;
 use crate::runtime::{InputData, NamedValue, OpFailure, StepReport, StepStats};
 use serde::{Deserialize, Serialize};
@@ -349,10 +349,6 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     serde_json::to_vec(message).unwrap_or_default()
 }
 
-fn keys_text(keys: &[MappingKey]) -> Vec<String> {
-    keys.iter().map(|k| k.as_str().to_owned()).collect()
-}
-
 fn parse_keys(keys: &[String]) -> Result<KeyPath, WireError> {
     keys.iter()
         .map(|k| MappingKey::parse(k).map_err(|_| WireError::Unknown(format!("invalid key {k:?}"))))
@@ -398,7 +394,7 @@ impl StepMsg {
                             .collect::<Result<_, String>>()?,
                         failed: failed
                             .iter()
-                            .map(|(keys, failure)| (keys_text(keys), failure.clone()))
+                            .map(|(keys, failure)| (key_strings(keys), failure.clone()))
                             .collect(),
                     },
                 };
@@ -418,7 +414,7 @@ impl StepMsg {
             run_id: run_id.to_owned(),
             op: plan.ops[request.step.op].name.clone(),
             component: digest.to_owned(),
-            keys: keys_text(&request.step.keys),
+            keys: key_strings(&request.step.keys),
             attempt: request.attempt,
             inputs,
         })
@@ -492,7 +488,7 @@ impl ItemMsg {
             v: WIRE_VERSION,
             run_id: run_id.to_owned(),
             op: op.name.clone(),
-            keys: keys_text(&item.step.keys),
+            keys: key_strings(&item.step.keys),
             attempt,
             seq,
             output: op
@@ -575,7 +571,7 @@ impl FinishedMsg {
             v: WIRE_VERSION,
             run_id: run_id.to_owned(),
             op: plan.ops[step.op].name.clone(),
-            keys: keys_text(&step.keys),
+            keys: key_strings(&step.keys),
             attempt,
             outcome,
             metadata: report.metadata.as_deref().map(str::to_owned),
