@@ -109,10 +109,12 @@ fn steps_round_trip_and_values_are_stored_once() {
 }
 
 fn blob_count(store: &SqliteStore) -> i64 {
-    store
-        .conn
-        .query_row("SELECT count(*) FROM blobs", [], |r| r.get(0))
-        .unwrap()
+    one(store, "SELECT count(*) FROM blobs")
+}
+
+/// The first column of the one row `sql` returns.
+fn one<T: rusqlite::types::FromSql>(store: &SqliteStore, sql: &str) -> T {
+    store.conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
 #[test]
@@ -170,14 +172,10 @@ fn a_version_1_store_is_upgraded_and_keeps_its_runs() {
         store.memoized("memo-old").unwrap().is_some(),
         "a step stored before schema 11 is still found by `cache = true`"
     );
-    let version: String = store
-        .conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'schema_version'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let version: String = one(
+        &store,
+        "SELECT value FROM meta WHERE key = 'schema_version'",
+    );
     assert_eq!(version, SCHEMA_VERSION.to_string());
 }
 
@@ -208,15 +206,11 @@ fn only_memoized_steps_are_found_by_memo_key() {
         Some("m2"),
         "resume still compares it"
     );
-    let indexed: i64 = store
-        .conn
-        .query_row(
-            "SELECT count(*) FROM steps INDEXED BY steps_memo WHERE memoized = 1 AND memo_key IS NOT NULL",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(indexed, 1);
+    let index: String = one(
+        &store,
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'steps_memo'",
+    );
+    assert!(index.contains("WHERE memoized = 1"), "{index}");
     let plan: String = store
         .conn
         .query_row(
