@@ -238,6 +238,7 @@ pub(crate) fn run_split(
             };
             let spawned = std::thread::Builder::new()
                 .name("dynhost-worker".into())
+                .stack_size(runtime.native_stack_bytes())
                 .spawn_scoped(scope, move || work(cx, ring));
             if let Err(e) = spawned {
                 tracing::error!("cannot start a worker thread: {e}");

@@ -778,6 +778,11 @@ pub fn work(options: &WorkerOptions) -> Result<(), NatsError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("dynhost-worker-io")
+        // Steps run on its blocking threads, on their own stack: room for
+        // the largest wasm stack a job may ask for (reserved, not touched).
+        .thread_stack_size(crate::runtime::thread_stack_bytes(
+            crate::plan::limits::MAX_STACK_BYTES,
+        ))
         .build()
         .map_err(|e| NatsError::JetStream(e.to_string()))?;
     runtime.block_on(work_async(options))

@@ -6,6 +6,7 @@
 //! bindings and `wasmtime::Error` stay inside this module.
 
 mod bindings;
+mod bounded;
 pub mod cache;
 mod failure;
 mod functions;
@@ -248,7 +249,7 @@ impl StepReport {
 pub struct Runtime {
     engine: Engine,
     /// Set once the run is interrupted: running steps stop at their next
-    /// epoch tick (or, blocked in WASI, within [`INTERRUPT_POLL`]).
+    /// epoch tick (or, blocked in WASI, within 50 ms: see `bounded`).
     interrupted: Arc<AtomicBool>,
     linker: Linker<StepState>,
     cache: Option<cache::CompileCache>,
@@ -256,6 +257,8 @@ pub struct Runtime {
     functions: Option<Arc<functions::FunctionCache>>,
     ticker: Option<EpochTicker>,
     fuel_enabled: bool,
+    /// The wasm stack every step may use, on its thread's native stack.
+    wasm_stack: u64,
 }
 
 impl Runtime {
@@ -273,8 +276,9 @@ impl Runtime {
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
             .max_wasm_stack(wasm_stack)
-            // Steps run on fibers (async calls); their stack holds the wasm
-            // stack plus the host frames of WASI and wasmtime below it.
+            // Steps are synchronous calls on the worker's own stack (see
+            // `native_stack_bytes`); wasmtime still wants the async stack at
+            // least as large as the wasm stack.
             .async_stack_size(wasm_stack.saturating_add(HOST_STACK_BYTES))
             // A runaway recursion has millions of frames; the top ones tell the story.
             .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32))
@@ -302,14 +306,14 @@ impl Runtime {
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(config)));
         let engine = Engine::new(&wasm).map_err(engine_error)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;
+        bounded::add_to_linker(&mut linker).map_err(engine_error)?;
         v1::DynamicOp::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |state| state)
             .map_err(engine_error)?;
         v2::DynamicOp::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |state| state)
             .map_err(engine_error)?;
         // Always linked, so any op can import it; each request is refused
         // unless the op's policy allows its destination.
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_error)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(engine_error)?;
         let interrupted: Arc<AtomicBool> = Arc::default();
         let ticker = Some(EpochTicker::start(engine.clone(), interrupted.clone()));
         Ok(Self {
@@ -320,7 +324,14 @@ impl Runtime {
             functions,
             ticker,
             fuel_enabled: config.enable_fuel,
+            wasm_stack: config.max_wasm_stack_bytes,
         })
+    }
+
+    /// The native stack a thread that runs this runtime's steps needs (see
+    /// [`thread_stack_bytes`]).
+    pub fn native_stack_bytes(&self) -> usize {
+        thread_stack_bytes(self.wasm_stack)
     }
 
     /// A handle that interrupts every running and later step when set (a
@@ -454,6 +465,7 @@ impl Runtime {
                 return report(Err(failure), false, None, Vec::new(), StepStats::default());
             }
         };
+        let deadline = start + limits.timeout;
         let state = StepState {
             wasi,
             table: ResourceTable::new(),
@@ -471,6 +483,10 @@ impl Runtime {
                 limits.max_http_requests,
                 &log,
             ),
+            limit: bounded::StepLimit {
+                deadline,
+                interrupted: self.interrupted.clone(),
+            },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -482,7 +498,6 @@ impl Runtime {
         // Look at every tick: stop for an interruption at once, and for the
         // time limit once it has passed on the wall clock (not by counting
         // ticks: a step back from a long blocking call has missed many).
-        let deadline = start + limits.timeout;
         let interrupted = self.interrupted.clone();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
@@ -499,18 +514,16 @@ impl Runtime {
             // Unmetered ops in a metered engine get all the fuel there is.
             let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
         }
-        // The epoch deadline stops wasm code that runs too long; this timer
-        // stops a step that waits too long inside a host call (a sleep, a
-        // poll, a blocking read), where no wasm runs to notice the epoch.
+        // The epoch deadline stops wasm code that runs too long; a WASI call
+        // that waits (a sleep, a poll, a blocking read) is bounded by the
+        // state's `limit` (see `bounded`), and one blocked in the kernel (a
+        // FIFO) is signalled out of it (see `kick`).
         let watch = kick::watch(deadline);
         let mut instantiate = Duration::ZERO;
         let result = if self.interrupted.load(Ordering::Relaxed) {
             Err(CallError::Interrupted)
         } else {
-            let step = call_op(&mut store, op, call, inputs, &mut instantiate);
-            let limit = wait_limit(limits.timeout, &self.interrupted);
-            reactor::block_on(first_of(step, limit))
-                .unwrap_or_else(|reason| Err(CallError::Reactor(reason)))
+            call_op(&mut store, op, call, inputs, &mut instantiate)
         };
         // A step whose thread had to be signalled out of a blocking file
         // call ran past its time (or its run was interrupted), whatever it
@@ -614,10 +627,6 @@ impl Runtime {
             }
             (Err(CallError::Blocked), None) => Err(failure::timeout(limits)),
             (Err(CallError::Interrupted), None) => Err(failure::interrupted()),
-            (Err(CallError::Reactor(reason)), None) => Err(OpFailure::new(
-                FailureKind::Host,
-                format!("cannot start the step's I/O reactor: {reason}"),
-            )),
         };
         let teardown = Instant::now();
         drop(store);
@@ -651,54 +660,16 @@ enum CallError {
     Instantiate(wasmtime::Error),
     /// `run` trapped or was interrupted.
     Run(wasmtime::Error),
-    /// The time limit passed while the step waited inside a host call.
+    /// The time limit passed while the step was blocked in a file call.
     Blocked,
-    /// The run was interrupted while the step waited inside a host call.
+    /// The run was interrupted before the step started, or while it was
+    /// blocked in a file call.
     Interrupted,
-    /// The worker thread's tokio runtime could not be built.
-    Reactor(String),
-}
-
-/// How often a step blocked in a host call looks for an interruption.
-const INTERRUPT_POLL: Duration = Duration::from_millis(50);
-
-/// Ends when a step waiting in a host call must stop: its time limit passed,
-/// or the run was interrupted. One timer per step; it wakes only if the step
-/// is still waiting after [`INTERRUPT_POLL`].
-async fn wait_limit(timeout: Duration, interrupted: &AtomicBool) -> CallError {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            return CallError::Blocked;
-        }
-        tokio::time::sleep((deadline - now).min(INTERRUPT_POLL)).await;
-        if interrupted.load(Ordering::Relaxed) {
-            return CallError::Interrupted;
-        }
-    }
-}
-
-/// Runs `step` until it ends or `limit` does; the step is polled first, so a
-/// step that never waits never touches the timer.
-async fn first_of<T>(
-    step: impl Future<Output = Result<T, CallError>>,
-    limit: impl Future<Output = CallError>,
-) -> Result<T, CallError> {
-    let mut step = std::pin::pin!(step);
-    let mut limit = std::pin::pin!(limit);
-    std::future::poll_fn(|cx| {
-        if let std::task::Poll::Ready(result) = step.as_mut().poll(cx) {
-            return std::task::Poll::Ready(result);
-        }
-        limit.as_mut().poll(cx).map(Err)
-    })
-    .await
 }
 
 /// Instantiates the op and calls `run`, in the version of the world the
 /// component was built for. `Ok(None)`: the op returned "no value" (0.2.0).
-async fn call_op(
+fn call_op(
     store: &mut Store<StepState>,
     op: &OpComponent,
     call: &StepCall<'_>,
@@ -712,8 +683,7 @@ async fn call_op(
     match &op.pre {
         Pre::V1(pre) => {
             let instance = pre
-                .instantiate_async(&mut *store)
-                .await
+                .instantiate(&mut *store)
                 .map_err(CallError::Instantiate)?;
             *instantiate = start.elapsed();
             let ctx = v1::exports::dynhost::op::op::Context {
@@ -726,14 +696,12 @@ async fn call_op(
             instance
                 .dynhost_op_op()
                 .call_run(&mut *store, &ctx, &inputs)
-                .await
                 .map(|result| result.map(Some))
                 .map_err(CallError::Run)
         }
         Pre::V2(pre) => {
             let instance = pre
-                .instantiate_async(&mut *store)
-                .await
+                .instantiate(&mut *store)
                 .map_err(CallError::Instantiate)?;
             *instantiate = start.elapsed();
             let ctx = v2::exports::dynhost::op::op::Context {
@@ -746,7 +714,6 @@ async fn call_op(
             instance
                 .dynhost_op_op()
                 .call_run(&mut *store, &ctx, &inputs)
-                .await
                 .map_err(CallError::Run)
         }
     }
@@ -825,9 +792,8 @@ fn pool(config: &RuntimeConfig) -> PoolingAllocationConfig {
         // Interpreters compiled to wasm have large function tables.
         .table_elements(200_000)
         .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX))
-        // One fiber stack per running step (instantiation and `run` each
-        // take one, one after the other).
-        .total_stacks(instances);
+        // Steps run no fibers (see `bounded`).
+        .total_stacks(0);
     // Keeping a few MiB of each slot resident and resetting it in place saves
     // page faults on every instantiation, but only pays off with PAGEMAP_SCAN
     // (Linux >= 6.7), which finds the dirty pages; without it, resetting the
@@ -869,8 +835,19 @@ pub enum Compiling<'a> {
     },
 }
 
-/// Native stack a step's fiber needs beyond the wasm stack: wasmtime's and
-/// WASI's host frames (a `stack_kib` of 64 MiB gets a fiber of 65 MiB).
+/// The native stack a thread that runs steps with `wasm_stack` bytes of wasm
+/// stack needs: a step runs on its caller's stack, so it holds the wasm stack
+/// limit plus wasmtime's and WASI's host frames. A thread with less would
+/// overflow its guard page (killing the process) before wasmtime's own stack
+/// check could trap the step.
+pub fn thread_stack_bytes(wasm_stack: u64) -> usize {
+    usize::try_from(wasm_stack)
+        .unwrap_or(usize::MAX)
+        .saturating_add(2 * HOST_STACK_BYTES)
+}
+
+/// Native stack a step needs beyond the wasm stack: wasmtime's and WASI's
+/// host frames.
 const HOST_STACK_BYTES: usize = 1 << 20;
 
 /// Bytes of each memory and table slot kept resident between instances.

@@ -29,8 +29,8 @@ pub const DEFAULT_MAX_LOG_BYTES: u64 = 1 << 20;
 pub const DEFAULT_STACK_BYTES: u64 = 1 << 20;
 /// The smallest stack a job may ask for.
 pub const MIN_STACK_BYTES: u64 = 64 << 10;
-/// The largest stack a job may ask for; each step's fiber gets this much plus
-/// room for host frames (`runtime::HOST_STACK_BYTES`).
+/// The largest stack a job may ask for; each thread that runs steps gets this
+/// much plus room for host frames (`runtime::thread_stack_bytes`).
 pub const MAX_STACK_BYTES: u64 = 64 << 20;
 /// The largest memory limit a job may set: the pooling allocator reserves
 /// address space for it in every slot.

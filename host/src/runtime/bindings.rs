@@ -5,9 +5,8 @@
 //!
 //! Imports are `trappable` so that `emit-dynamic` can stop a guest that breaks
 //! a limit, instead of trusting it to honour an error result. Exports are
-//! `async`: a step is a future, so its time limit can end it even while it is
-//! blocked inside a WASI call (a sleep, a poll, a read of a FIFO), where the
-//! epoch deadline alone never fires.
+//! synchronous: a step is a plain call (no fiber); its time limit reaches it
+//! inside a WASI call through `bounded`.
 
 /// `dynhost:op@0.1.0`: `run` returns bytes; no metadata.
 pub mod v1 {
@@ -15,7 +14,6 @@ pub mod v1 {
         path: "../wit/v0.1.0",
         world: "dynamic-op",
         imports: { default: trappable },
-        exports: { default: async },
     });
 }
 
@@ -25,6 +23,5 @@ pub mod v2 {
         path: "../wit",
         world: "dynamic-op",
         imports: { default: trappable },
-        exports: { default: async },
     });
 }

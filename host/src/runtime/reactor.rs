@@ -1,9 +1,9 @@
 //! One current-thread tokio runtime per thread that runs steps.
 //!
-//! A step is an async wasmtime call so that its time limit can cancel it
-//! while it waits in a WASI call (the epoch deadline fires only while wasm
-//! runs). WASI's clocks and blocking file calls need a tokio runtime; a
-//! current-thread one per worker costs no cross-thread wake-ups for steps
+//! A WASI call that waits (a sleep, a poll, a blocking read) is driven here
+//! next to the step's time limit (see `bounded`; the epoch deadline fires
+//! only while wasm runs). WASI's clocks and streams need a tokio runtime; a
+//! current-thread one per worker costs no cross-thread wake-ups for calls
 //! that never wait, and is built once per thread, not per step.
 
 use std::cell::RefCell;
@@ -29,7 +29,7 @@ impl Drop for Reactor {
 /// Runs `future` to completion on this thread's runtime.
 ///
 /// The future is polled once first with the runtime's handle entered but
-/// outside `block_on`: a step that never waits (most steps) finishes in that
+/// outside `block_on`: a call that never waits (nearly all) finishes in that
 /// poll and never pays for entering the scheduler. One that waits is then
 /// driven by `block_on`, which polls it again with a real waker (a future
 /// re-registers its waker on every poll, so the first poll's no-op waker is
@@ -39,7 +39,8 @@ impl Drop for Reactor {
 /// The reason, if the runtime cannot be built.
 ///
 /// # Panics
-/// If called from inside an async context (a step is never run from one).
+/// If called from inside an async context (a step is never run from one,
+/// and a WASI call never calls back into wasm).
 pub(crate) fn block_on<F: Future>(future: F) -> Result<F::Output, String> {
     REACTOR.with(|cell| {
         let mut reactor = cell.borrow_mut();

@@ -22,6 +22,8 @@ pub(crate) struct StepState {
     pub log: Capture,
     pub http: wasmtime_wasi_http::WasiHttpCtx,
     pub http_hooks: super::http::HttpHooks,
+    /// When the step's WASI calls must stop waiting.
+    pub limit: super::bounded::StepLimit,
 }
 
 impl WasiView for StepState {
