@@ -29,12 +29,11 @@ use crate::report::RunReport;
 use crate::runtime::{OpComponent, Runtime, StepReport};
 use crate::store::{PriorStep, RunStore, StoreError};
 use coordinator::Coordinator;
-use crossbeam_channel::unbounded;
 use record::Recorder;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use worker::{Outbox, Ring, StepQueue, WorkerContext, work};
+use worker::{Doorbell, Outbox, StepQueue, WorkerContext, work};
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -225,9 +224,9 @@ pub(crate) fn run_split(
     let outboxes: Vec<Arc<Outbox>> = (0..workers).map(|_| Arc::default()).collect();
     let queue = StepQueue::default();
     std::thread::scope(|scope| {
-        let (ring_tx, ring_rx) = unbounded::<Ring>();
+        let doorbell = Arc::new(Doorbell::default());
         for outbox in &outboxes {
-            let ring = ring_tx.clone();
+            let ring = doorbell.ringer();
             let cx = WorkerContext {
                 plan,
                 runtime,
@@ -244,14 +243,13 @@ pub(crate) fn run_split(
                 tracing::error!("cannot start a worker thread: {e}");
             }
         }
-        drop(ring_tx);
         // Closed however the run ends (even by a panic), so no worker waits
         // for a step that will never come and the scope can end.
         let _close = CloseOnDrop(&queue);
         let pool = transport::ThreadPool {
             workers,
             queue: &queue,
-            rings: &ring_rx,
+            doorbell: &doorbell,
             outboxes: &outboxes,
         };
         match remote {

@@ -10,9 +10,10 @@
 //! events and never relies on items arriving before their step's end.
 
 use super::scheduler::StepId;
-use super::worker::{BATCH_THRESHOLD, Emitted, Inputs, Outbox, QUEUED_PER_WORKER, Ring, StepQueue};
+use super::worker::{
+    BATCH_THRESHOLD, Bells, Doorbell, Emitted, Inputs, Outbox, QUEUED_PER_WORKER, StepQueue,
+};
 use crate::runtime::StepReport;
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,11 +85,11 @@ pub(crate) trait Transport {
 }
 
 /// The workers of this process: threads that take steps from a shared queue
-/// and report through per-worker outboxes and a doorbell channel.
+/// and report through per-worker outboxes and a doorbell.
 pub(crate) struct ThreadPool<'a> {
     pub workers: usize,
     pub queue: &'a StepQueue,
-    pub rings: &'a Receiver<Ring>,
+    pub doorbell: &'a Doorbell,
     pub outboxes: &'a [Arc<Outbox>],
 }
 
@@ -117,29 +118,19 @@ impl Transport for ThreadPool<'_> {
     }
 
     fn wait(&mut self, timeout: Duration, events: &mut Vec<StepEvent>) -> Woke {
-        if timeout.is_zero() {
-            return match self.rings.try_recv() {
-                Ok(Ring) => {
-                    self.drain(events);
-                    Woke::Looked
-                }
-                Err(TryRecvError::Empty) => Woke::Quiet,
-                Err(TryRecvError::Disconnected) => Woke::Closed,
-            };
-        }
-        let woke = if timeout == Duration::MAX {
-            self.rings
-                .recv()
-                .map_err(|_| RecvTimeoutError::Disconnected)
-        } else {
-            self.rings.recv_timeout(timeout)
-        };
-        match woke {
-            Ok(Ring) | Err(RecvTimeoutError::Timeout) => {
+        match self.doorbell.wait(timeout) {
+            // Workers ring only when asked to hurry: after a quiet wait, take
+            // what they queued anyway (a zero wait only looks).
+            Bells::Rung => {
                 self.drain(events);
                 Woke::Looked
             }
-            Err(RecvTimeoutError::Disconnected) => Woke::Closed,
+            Bells::Quiet if !timeout.is_zero() => {
+                self.drain(events);
+                Woke::Looked
+            }
+            Bells::Quiet => Woke::Quiet,
+            Bells::Closed => Woke::Closed,
         }
     }
 
