@@ -167,8 +167,10 @@ impl<'p> Coordinator<'p> {
     /// its next step at once; otherwise one per free worker, so a step is
     /// started only when a worker can run it.
     fn dispatch(&mut self, transport: &mut dyn Transport, observer: &mut dyn FnMut(RunEvent<'_>)) {
-        let capacity = transport.capacity(self.scheduler.ready_len() + self.gates.parked());
-        let mut steps = Vec::new();
+        let waiting = self.scheduler.ready_len() + self.gates.parked();
+        let capacity = transport.capacity(waiting);
+        // Sized once: dispatching a fan-out otherwise regrows it every time.
+        let mut steps = Vec::with_capacity(capacity.saturating_sub(self.in_flight).min(waiting));
         let now = Instant::now();
         // Steps held back by a limit go first, as soon as it lets them.
         while self.in_flight + steps.len() < capacity {

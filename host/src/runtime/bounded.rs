@@ -678,3 +678,62 @@ impl sync_filesystem::HostDirectoryEntryStream for Bounded<'_> {
         async_filesystem::HostDirectoryEntryStream::drop(&mut self.view, stream)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(after: Duration) -> StepLimit {
+        StepLimit {
+            deadline: Instant::now() + after,
+            interrupted: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn a_call_that_does_not_wait_ends_at_once() {
+        let result: Result<u32> = wait(&limit(Duration::ZERO), async { Ok(7) });
+        assert_eq!(result.unwrap(), 7, "polled before the (passed) deadline");
+    }
+
+    #[test]
+    fn a_call_that_waits_ends_with_it() {
+        let result: Result<u32> = wait(&limit(Duration::from_secs(30)), async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(8)
+        });
+        assert_eq!(result.unwrap(), 8);
+    }
+
+    #[test]
+    fn a_call_that_never_ends_traps_at_the_deadline() {
+        let started = Instant::now();
+        let result: Result<()> = wait(&limit(Duration::from_millis(100)), std::future::pending());
+        let error = result.unwrap_err();
+        assert_eq!(
+            error.downcast_ref::<wasmtime::Trap>(),
+            Some(&wasmtime::Trap::Interrupt),
+            "{error}"
+        );
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(100), "{took:?}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }
+
+    #[test]
+    fn an_interrupted_run_ends_a_waiting_call() {
+        let limit = limit(Duration::from_secs(3600));
+        let flag = limit.interrupted.clone();
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            flag.store(true, Ordering::Relaxed);
+        });
+        let result: FsResult<()> = wait(&limit, std::future::pending());
+        setter.join().unwrap();
+        let error = result.unwrap_err().downcast().unwrap_err();
+        assert!(
+            error.is::<crate::runtime::failure::InterruptedError>(),
+            "{error}"
+        );
+    }
+}
