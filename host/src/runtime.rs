@@ -259,6 +259,8 @@ pub struct Runtime {
     fuel_enabled: bool,
     /// The wasm stack every step may use, on its thread's native stack.
     wasm_stack: u64,
+    /// Mount directories, opened once.
+    mounts: sandbox::Mounts,
 }
 
 impl Runtime {
@@ -325,6 +327,7 @@ impl Runtime {
             ticker,
             fuel_enabled: config.enable_fuel,
             wasm_stack: config.max_wasm_stack_bytes,
+            mounts: sandbox::Mounts::default(),
         })
     }
 
@@ -465,6 +468,12 @@ impl Runtime {
                 return report(Err(failure), false, None, Vec::new(), StepStats::default());
             }
         };
+        let preopens = match self.mounts.preopens(&policy.mounts) {
+            Ok(preopens) => preopens,
+            Err(failure) => {
+                return report(Err(failure), false, None, Vec::new(), StepStats::default());
+            }
+        };
         let deadline = start + limits.timeout;
         let state = StepState {
             wasi,
@@ -487,6 +496,7 @@ impl Runtime {
                 deadline,
                 interrupted: self.interrupted.clone(),
             },
+            preopens,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);

@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 use sync_poll::Pollable;
 use wasmtime::Result;
 use wasmtime::component::{HasData, Linker, Resource};
-use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
+use wasmtime_wasi::filesystem::{Descriptor, Dir, WasiFilesystemCtxView};
+use wasmtime_wasi::p2::bindings::filesystem::preopens;
 use wasmtime_wasi::p2::bindings::filesystem::types as async_filesystem;
 use wasmtime_wasi::p2::bindings::io::poll as async_poll;
 use wasmtime_wasi::p2::bindings::io::streams::{
@@ -137,6 +138,7 @@ fn wait<R: Stopped>(limit: &StepLimit, call: impl Future<Output = R>) -> R {
 pub(crate) struct Bounded<'a> {
     view: WasiFilesystemCtxView<'a>,
     limit: &'a StepLimit,
+    preopens: &'a [(Dir, String)],
 }
 
 struct HasBounded;
@@ -152,12 +154,14 @@ fn bounded(state: &mut StepState) -> Bounded<'_> {
             table: &mut state.table,
         },
         limit: &state.limit,
+        preopens: &state.preopens,
     }
 }
 
 /// Links synchronous WASI with its waiting calls bounded: all of
 /// wasmtime-wasi's synchronous interfaces, then poll, streams and
-/// filesystem types again over them.
+/// filesystem types again over them, and the step's shared mounts as its
+/// preopens (`sandbox::Mounts`).
 ///
 /// # Errors
 /// If wasmtime refuses a definition.
@@ -167,8 +171,21 @@ pub(crate) fn add_to_linker(linker: &mut Linker<StepState>) -> Result<()> {
     sync_poll::add_to_linker::<StepState, HasBounded>(linker, bounded)?;
     streams::add_to_linker::<StepState, HasBounded>(linker, bounded)?;
     sync_filesystem::add_to_linker::<StepState, HasBounded>(linker, bounded)?;
+    preopens::add_to_linker::<StepState, HasBounded>(linker, bounded)?;
     linker.allow_shadowing(false);
     Ok(())
+}
+
+impl preopens::Host for Bounded<'_> {
+    fn get_directories(&mut self) -> Result<Vec<(Resource<Descriptor>, String)>> {
+        self.preopens
+            .iter()
+            .map(|(dir, guest)| {
+                let fd = self.view.table.push(Descriptor::Dir(dir.clone()))?;
+                Ok((fd, guest.clone()))
+            })
+            .collect()
+    }
 }
 
 impl sync_poll::Host for Bounded<'_> {

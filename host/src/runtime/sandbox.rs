@@ -10,8 +10,73 @@ use bytes::Bytes;
 use std::sync::{Arc, Mutex};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::filesystem::Dir;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, OpenMode, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// The op's mounts, each directory opened once per process and shared by
+/// every step of every op that mounts it the same way (a step gets its own
+/// descriptor on the shared handle: an `O_PATH` directory carries no offset or
+/// other state, and every file call resolves beneath it). Opening it per step
+/// cost two system calls a key (`open`, `close`) on a file fan-out.
+#[derive(Default)]
+pub(crate) struct Mounts {
+    opened: Mutex<rustc_hash::FxHashMap<(std::path::PathBuf, bool), Dir>>,
+}
+
+impl Mounts {
+    /// The step's preopened directories, as (handle, guest path).
+    ///
+    /// # Errors
+    /// A `host` failure naming a mount that cannot be opened (it is tried
+    /// again for the next step).
+    pub fn preopens(
+        &self,
+        mounts: &[super::policy::Mount],
+    ) -> Result<Vec<(Dir, String)>, OpFailure> {
+        if mounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());
+        mounts
+            .iter()
+            .map(|mount| {
+                let key = (mount.host.clone(), mount.writable);
+                let dir = match opened.get(&key) {
+                    Some(dir) => dir.clone(),
+                    None => {
+                        let dir = open_mount(&mount.host, mount.writable).map_err(|e| {
+                            OpFailure::new(
+                                FailureKind::Host,
+                                format!("cannot open mount `{}`: {e}", mount.host.display()),
+                            )
+                        })?;
+                        opened.insert(key, dir.clone());
+                        dir
+                    }
+                };
+                Ok((dir, mount.guest.clone()))
+            })
+            .collect()
+    }
+}
+
+/// Opens a mount's directory as wasmtime-wasi's `preopened_dir` does (a
+/// path-only handle on the directory), with the mount's permissions.
+fn open_mount(host: &std::path::Path, writable: bool) -> std::io::Result<Dir> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(host)?;
+    let (perms, mode) = if writable {
+        (FsPerms::ReadWrite, OpenMode::READ | OpenMode::WRITE)
+    } else {
+        (FsPerms::ReadOnly, OpenMode::READ)
+    };
+    // File calls run on the worker's thread (see `wasi_ctx`).
+    Ok(Dir::new(file, perms, mode, true))
+}
 
 /// The data of one step's `Store`: dropped with the store when the step ends.
 pub(crate) struct StepState {
@@ -24,6 +89,8 @@ pub(crate) struct StepState {
     pub http_hooks: super::http::HttpHooks,
     /// When the step's WASI calls must stop waiting.
     pub limit: super::bounded::StepLimit,
+    /// The op's mounts (see [`Mounts`]), handed out by `get-directories`.
+    pub preopens: Vec<(Dir, String)>,
 }
 
 impl WasiView for StepState {
@@ -82,7 +149,8 @@ pub(crate) fn redact(text: String, secrets: &[(String, String)]) -> String {
 }
 
 /// Builds a WASI context that grants only what `policy` lists. Network access
-/// is off entirely (TCP, UDP and name lookup), not just filtered.
+/// is off entirely (TCP, UDP and name lookup), not just filtered. Mounts are
+/// not in it: `get-directories` hands out the shared ones ([`Mounts`]).
 pub(crate) fn wasi_ctx(
     policy: &SandboxPolicy,
     call: &StepCall<'_>,
@@ -105,21 +173,6 @@ pub(crate) fn wasi_ctx(
         .allow_blocking_current_thread(true);
     for (key, value) in policy.env.iter().chain(secrets) {
         builder.env(key, value);
-    }
-    for mount in &policy.mounts {
-        let perms = if mount.writable {
-            FsPerms::ReadWrite
-        } else {
-            FsPerms::ReadOnly
-        };
-        builder
-            .preopened_dir(&mount.host, &mount.guest, perms)
-            .map_err(|e| {
-                OpFailure::new(
-                    FailureKind::Host,
-                    format!("cannot open mount `{}`: {e}", mount.host.display()),
-                )
-            })?;
     }
     Ok(builder.build())
 }
@@ -333,6 +386,63 @@ impl tokio::io::AsyncWrite for Capture {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mount(host: &std::path::Path, guest: &str, writable: bool) -> super::super::policy::Mount {
+        super::super::policy::Mount {
+            host: host.to_owned(),
+            guest: guest.into(),
+            writable,
+            shared: false,
+        }
+    }
+
+    #[test]
+    fn a_mount_is_opened_once_per_directory_and_permission() {
+        let dir = tempfile::tempdir().unwrap();
+        let mounts = Mounts::default();
+        let first = mounts.preopens(&[mount(dir.path(), "/a", false)]).unwrap();
+        let again = mounts
+            .preopens(&[
+                mount(dir.path(), "/b", false),
+                mount(dir.path(), "/c", true),
+            ])
+            .unwrap();
+        assert_eq!(first[0].1, "/a");
+        assert_eq!((again[0].1.as_str(), again[1].1.as_str()), ("/b", "/c"));
+        assert!(Arc::ptr_eq(&first[0].0.dir, &again[0].0.dir), "shared");
+        assert!(
+            !Arc::ptr_eq(&first[0].0.dir, &again[1].0.dir),
+            "own handle when writable"
+        );
+        assert!(matches!(again[0].0.perms, FsPerms::ReadOnly));
+        assert!(matches!(again[1].0.perms, FsPerms::ReadWrite));
+    }
+
+    #[test]
+    fn a_mount_that_cannot_be_opened_fails_the_step_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        let mounts = Mounts::default();
+        let Err(failure) = mounts.preopens(&[mount(&gone, "/data", false)]) else {
+            panic!("a missing directory was mounted");
+        };
+        assert_eq!(failure.kind, FailureKind::Host);
+        assert!(
+            failure.message.contains("cannot open mount"),
+            "{}",
+            failure.message
+        );
+        assert!(failure.message.contains("gone"), "{}", failure.message);
+        // Not remembered: once the directory exists, the next step gets it.
+        std::fs::create_dir(&gone).unwrap();
+        assert_eq!(
+            mounts
+                .preopens(&[mount(&gone, "/data", false)])
+                .unwrap()
+                .len(),
+            1
+        );
+    }
 
     #[test]
     fn capture_keeps_the_limit_and_marks_the_cut() {
