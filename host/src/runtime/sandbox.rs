@@ -14,8 +14,8 @@ use wasmtime_wasi::filesystem::Dir;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 use wasmtime_wasi::{FsPerms, OpenMode, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-/// The op's mounts, each directory opened once per process and shared by
-/// every step of every op that mounts it the same way (a step gets its own
+/// The op's mounts, each directory opened once per runtime (a run has one)
+/// and shared by every step of every op that mounts it the same way (a step gets its own
 /// descriptor on the shared handle: an `O_PATH` directory carries no offset or
 /// other state, and every file call resolves beneath it). Opening it per step
 /// cost two system calls a key (`open`, `close`) on a file fan-out.
