@@ -56,9 +56,10 @@ impl Doorbell {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits up to `timeout` (zero: only looks) for a ring.
+    /// Waits up to `timeout` (zero: only looks) for a ring. The clock is
+    /// read only when there is something to wait for.
     pub fn wait(&self, timeout: Duration) -> Bells {
-        let deadline = std::time::Instant::now().checked_add(timeout);
+        let mut deadline: Option<Option<std::time::Instant>> = None;
         let mut bell = self.lock();
         loop {
             if bell.rung {
@@ -68,8 +69,12 @@ impl Doorbell {
             if bell.ringers == 0 {
                 return Bells::Closed;
             }
+            if timeout.is_zero() {
+                return Bells::Quiet;
+            }
             let now = std::time::Instant::now();
-            let left = match deadline {
+            // `None` inside: a timeout too long to add, waited in hours.
+            let left = match *deadline.get_or_insert_with(|| now.checked_add(timeout)) {
                 Some(deadline) if now >= deadline => return Bells::Quiet,
                 Some(deadline) => deadline - now,
                 None => Duration::from_secs(3600),

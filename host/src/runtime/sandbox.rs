@@ -15,13 +15,16 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 use wasmtime_wasi::{FsPerms, OpenMode, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// The op's mounts, each directory opened once per runtime (a run has one)
-/// and shared by every step of every op that mounts it the same way (a step gets its own
-/// descriptor on the shared handle: an `O_PATH` directory carries no offset or
-/// other state, and every file call resolves beneath it). Opening it per step
-/// cost two system calls a key (`open`, `close`) on a file fan-out.
+/// and shared by every step of every op that mounts it the same way (a step
+/// gets its own descriptor on the shared handle: an `O_PATH` directory
+/// carries no offset or other state, and every file call resolves beneath
+/// it). Opening it per step cost two system calls a key (`open`, `close`) on
+/// a file fan-out.
 #[derive(Default)]
 pub(crate) struct Mounts {
-    opened: Mutex<rustc_hash::FxHashMap<(std::path::PathBuf, bool), Dir>>,
+    /// (host directory, writable, handle): a job has a few mounts, so a
+    /// step finds its own by comparing paths, allocating nothing.
+    opened: Mutex<Vec<(std::path::PathBuf, bool, Dir)>>,
 }
 
 impl Mounts {
@@ -41,9 +44,11 @@ impl Mounts {
         mounts
             .iter()
             .map(|mount| {
-                let key = (mount.host.clone(), mount.writable);
-                let dir = match opened.get(&key) {
-                    Some(dir) => dir.clone(),
+                let known = opened
+                    .iter()
+                    .find(|(host, writable, _)| *host == mount.host && *writable == mount.writable);
+                let dir = match known {
+                    Some((_, _, dir)) => dir.clone(),
                     None => {
                         let dir = open_mount(&mount.host, mount.writable).map_err(|e| {
                             OpFailure::new(
@@ -51,7 +56,7 @@ impl Mounts {
                                 format!("cannot open mount `{}`: {e}", mount.host.display()),
                             )
                         })?;
-                        opened.insert(key, dir.clone());
+                        opened.push((mount.host.clone(), mount.writable, dir.clone()));
                         dir
                     }
                 };
