@@ -18,8 +18,25 @@ pub const KEY_RULE: &str = "1 to 128 characters from `A-Z a-z 0-9 _ - .`, not `.
 
 /// A validated mapping key. Cheap to clone: a fan-out of a million keys shares
 /// each key between its steps, items and collected inputs.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Eq, PartialOrd, Ord)]
 pub struct MappingKey(Arc<str>);
+
+/// Equal text, with a shortcut for the same key: the scheduler's lookups
+/// compare a step's keys with the copies its map holds, nearly always
+/// clones of one `Arc`, and reading the other copy's text is a cache miss
+/// on a map of a million steps.
+impl PartialEq for MappingKey {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+/// By text, as equality is.
+impl std::hash::Hash for MappingKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl MappingKey {
     /// Checks `key` against [`KEY_RULE`].
@@ -142,5 +159,13 @@ mod tests {
         ];
         assert_eq!(step_name("op", &keys), "op[a][x]");
         assert_eq!(step_name("op", &[]), "op");
+    }
+
+    #[test]
+    fn keys_are_equal_by_text_whether_shared_or_not() {
+        let a = MappingKey::parse("k1").unwrap();
+        assert!(a == a.clone());
+        assert!(a == MappingKey::parse("k1").unwrap());
+        assert!(a != MappingKey::parse("k2").unwrap());
     }
 }
