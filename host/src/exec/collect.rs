@@ -65,10 +65,7 @@ fn walk(
 ) -> Result<(), String> {
     let level = keys.len();
     let d = &scope[level];
-    let emitter = StepId {
-        op: d.op,
-        keys: KeyPath::from(keys),
-    };
+    let emitter = StepId::new(d.op, KeyPath::from(keys));
     let Some(items) = scheduler
         .steps
         .get(&emitter)
@@ -88,10 +85,7 @@ fn walk(
                 .items
                 .push((key_strings(&next[base..]), scheduler.bytes_vec(value)?)),
             CollectTarget::Values(v) => {
-                let member = StepId {
-                    op: v.op,
-                    keys: next,
-                };
+                let member = StepId::new(v.op, next);
                 match scheduler.plain_value(&member, v.output) {
                     // No value (an optional result): absent, as in Dagster.
                     Some(Value::Nothing) => {}

@@ -221,7 +221,7 @@ pub(crate) fn prior_map(plan: &Plan, prior: Vec<PriorStep>) -> FxHashMap<StepId,
             .filter_map(|item| MappingKey::parse(&item.key).ok().map(|k| (k, item)))
             .collect();
         map.insert(
-            StepId { op, keys },
+            StepId::new(op, keys),
             Prior {
                 input_hash: step.input_hash,
                 memo_key: step.memo_key,

@@ -10,6 +10,7 @@
 
 mod collection;
 mod entry;
+mod table;
 
 use entry::NO_ITEM;
 pub(crate) use entry::{Emitted, Items, Status, StepEntry};
@@ -26,18 +27,68 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// One step: an op at a key path.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// A step the scheduler created also carries its place in the scheduler's
+/// table (`slot`), and so does every clone of it: the requests, items and
+/// ends that come back for it are found without hashing its keys, by an
+/// index into a table kept in creation order (on a million-key map a hash
+/// lookup is a cache miss or two, and each step needs several). Identity,
+/// order and hashing are the op and keys alone.
+#[derive(Debug, Clone)]
 pub struct StepId {
     /// The op.
     pub op: OpId,
     /// The step's keys, outermost first.
     pub keys: KeyPath,
+    /// Its index in the scheduler's table, [`NO_SLOT`] if not (yet) known.
+    slot: u32,
+}
+
+/// A [`StepId`] made outside the scheduler: found by its op and keys.
+const NO_SLOT: u32 = u32::MAX;
+
+impl StepId {
+    /// The step of `op` at `keys`.
+    pub fn new(op: OpId, keys: KeyPath) -> Self {
+        Self {
+            op,
+            keys,
+            slot: NO_SLOT,
+        }
+    }
+}
+
+impl PartialEq for StepId {
+    fn eq(&self, other: &Self) -> bool {
+        self.op == other.op && self.keys == other.keys
+    }
+}
+
+impl Eq for StepId {}
+
+impl std::hash::Hash for StepId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.op.hash(state);
+        self.keys.hash(state);
+    }
+}
+
+impl PartialOrd for StepId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for StepId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.op, &self.keys).cmp(&(other.op, &other.keys))
+    }
 }
 
 /// Scheduling state for one run.
 pub(crate) struct Scheduler<'p> {
     plan: &'p Plan,
-    pub steps: HashMap<StepId, StepEntry>,
+    pub steps: table::Steps,
     waiters: HashMap<StepId, Vec<StepId>>,
     collections: HashMap<CollectionId, Collection>,
     ready: VecDeque<StepId>,
@@ -119,7 +170,7 @@ impl<'p> Scheduler<'p> {
         }
         let mut scheduler = Scheduler {
             plan,
-            steps: HashMap::default(),
+            steps: table::Steps::default(),
             waiters: HashMap::default(),
             collections: HashMap::default(),
             ready: VecDeque::new(),
@@ -137,7 +188,7 @@ impl<'p> Scheduler<'p> {
         let roots: Vec<OpId> = (0..plan.ops.len())
             .filter(|&id| plan.ops[id].scope.is_empty())
             .collect();
-        scheduler.create_instance(&roots, &[], NO_ITEM);
+        scheduler.create_instance(&roots, &[], NO_ITEM, NO_SLOT);
         scheduler
     }
 
@@ -175,6 +226,7 @@ impl<'p> Scheduler<'p> {
             return Started {
                 attempt: 1,
                 item: NO_ITEM,
+                parent: NO_SLOT,
             };
         };
         let attempt = match entry.status {
@@ -185,6 +237,7 @@ impl<'p> Scheduler<'p> {
         Started {
             attempt,
             item: entry.item,
+            parent: entry.parent,
         }
     }
 
@@ -260,7 +313,8 @@ impl<'p> Scheduler<'p> {
         if !ops.is_empty() {
             let mut keys = step.keys.clone();
             keys.push(key);
-            self.create_instance(ops, &keys, u32::try_from(at).unwrap_or(NO_ITEM));
+            let item = u32::try_from(at).unwrap_or(NO_ITEM);
+            self.create_instance(ops, &keys, item, step.slot);
         }
     }
 
@@ -294,7 +348,7 @@ impl<'p> Scheduler<'p> {
 
     /// Creates the steps of `ops` at `keys` (one new scope instance), with
     /// their collections, then checks which are ready.
-    fn create_instance(&mut self, ops: &[OpId], keys: &[MappingKey], item: u32) {
+    fn create_instance(&mut self, ops: &[OpId], keys: &[MappingKey], item: u32, parent: u32) {
         for &op in ops {
             for (index, input) in self.plan.ops[op].inputs.iter().enumerate() {
                 if matches!(input.source, Source::Collect(..)) {
@@ -306,10 +360,7 @@ impl<'p> Scheduler<'p> {
         if let [op] = ops {
             // One op (the usual mapped op): nothing in this instance can be
             // its input, so decide before inserting, with one map operation.
-            let step = StepId {
-                op: *op,
-                keys: KeyPath::from(keys),
-            };
+            let step = StepId::new(*op, KeyPath::from(keys));
             let blocker = self.blocker(&step);
             let ready = matches!(blocker, Blocker::None);
             let status = if ready {
@@ -317,12 +368,13 @@ impl<'p> Scheduler<'p> {
             } else {
                 Status::Waiting
             };
-            self.steps.insert(
-                step.clone(),
+            let step = self.steps.insert(
+                step,
                 StepEntry {
                     status,
                     emitted: None,
                     item,
+                    parent,
                 },
             );
             if ready {
@@ -332,24 +384,22 @@ impl<'p> Scheduler<'p> {
             }
             return;
         }
-        for &op in ops {
-            self.steps.insert(
-                StepId {
-                    op,
-                    keys: KeyPath::from(keys),
-                },
-                StepEntry {
-                    status: Status::Waiting,
-                    emitted: None,
-                    item,
-                },
-            );
-        }
-        for &op in ops {
-            self.check(StepId {
-                op,
-                keys: KeyPath::from(keys),
-            });
+        let created: Vec<StepId> = ops
+            .iter()
+            .map(|&op| {
+                self.steps.insert(
+                    StepId::new(op, KeyPath::from(keys)),
+                    StepEntry {
+                        status: Status::Waiting,
+                        emitted: None,
+                        item,
+                        parent,
+                    },
+                )
+            })
+            .collect();
+        for step in created {
+            self.check(step);
         }
     }
 
@@ -393,10 +443,10 @@ impl<'p> Scheduler<'p> {
             match &input.source {
                 Source::Item(_) => {}
                 Source::Value(up) => {
-                    let dep = StepId {
-                        op: up.op,
-                        keys: KeyPath::from(&step.keys[..self.plan.ops[up.op].scope.len()]),
-                    };
+                    let dep = StepId::new(
+                        up.op,
+                        KeyPath::from(&step.keys[..self.plan.ops[up.op].scope.len()]),
+                    );
                     match self.entry_status(&dep) {
                         Some(Status::Succeeded(_)) => {
                             if let Some(Value::Nothing) = self.plain_value(&dep, up.output) {
@@ -471,7 +521,9 @@ impl<'p> Scheduler<'p> {
             let succeeded = matches!(status, Status::Succeeded(_));
             // A step skipped because an optional output produced nothing
             // is not a failure: it is absent, like its keys.
-            let not_needed = self.optional_skipped.contains(&step);
+            // (Empty sets and maps are not asked: asking hashes the keys.)
+            let not_needed =
+                !self.optional_skipped.is_empty() && self.optional_skipped.contains(&step);
             let failed = !succeeded && !not_needed;
             if let Status::Skipped(reason) = &status {
                 self.skipped.push((step.clone(), reason.to_string()));
@@ -496,7 +548,11 @@ impl<'p> Scheduler<'p> {
                         .push((op, step.keys.clone(), reason.clone()));
                 }
             }
-            let mut to_check: Vec<StepId> = self.waiters.remove(&step).unwrap_or_default();
+            let mut to_check: Vec<StepId> = if self.waiters.is_empty() {
+                Vec::new()
+            } else {
+                self.waiters.remove(&step).unwrap_or_default()
+            };
             let watches = self.watches.clone();
             for watch in &watches[step.op] {
                 let key = (
@@ -529,10 +585,10 @@ impl<'p> Scheduler<'p> {
                     c.optional_empty.get_or_insert_with(|| reason.clone());
                 }
                 if c.pending == 0 {
-                    to_check.push(StepId {
-                        op: watch.consumer,
-                        keys: KeyPath::from(&step.keys[..watch.depth]),
-                    });
+                    to_check.push(StepId::new(
+                        watch.consumer,
+                        KeyPath::from(&step.keys[..watch.depth]),
+                    ));
                 }
             }
             for waiting in to_check {
@@ -594,10 +650,10 @@ impl<'p> Scheduler<'p> {
         for input in &op.inputs {
             let data = match &input.source {
                 Source::Value(up) => {
-                    let dep = StepId {
-                        op: up.op,
-                        keys: KeyPath::from(&step.keys[..self.plan.ops[up.op].scope.len()]),
-                    };
+                    let dep = StepId::new(
+                        up.op,
+                        KeyPath::from(&step.keys[..self.plan.ops[up.op].scope.len()]),
+                    );
                     InputData::Single(self.bytes(self.plain_value(&dep, up.output))?)
                 }
                 Source::Item(d) => {
@@ -608,18 +664,22 @@ impl<'p> Scheduler<'p> {
                         .iter()
                         .position(|s| s == d)
                         .expect("a map input's output is in the op's scope");
-                    let emitter = StepId {
-                        op: d.op,
-                        keys: KeyPath::from(&step.keys[..level]),
-                    };
-                    let own = if level + 1 == op.scope.len() {
-                        started.item
-                    } else {
-                        NO_ITEM
-                    };
-                    let value = self.steps[&emitter]
-                        .items(&d.output)
-                        .and_then(|items| items.find(own, &step.keys[level]));
+                    let last = level + 1 == op.scope.len();
+                    let own = if last { started.item } else { NO_ITEM };
+                    // The emitter at the last level created this step and
+                    // left its slot; one further out (or one the slot does
+                    // not lead to the item) is found by its keys.
+                    let key = &step.keys[level];
+                    let value = self
+                        .steps
+                        .at(started.parent)
+                        .filter(|_| last)
+                        .and_then(|entry| entry.item_of(&d.output, own, key))
+                        .or_else(|| {
+                            let emitter = StepId::new(d.op, KeyPath::from(&step.keys[..level]));
+                            let entry = self.steps.get(&emitter)?;
+                            entry.item_of(&d.output, own, key)
+                        });
                     InputData::Single(self.bytes(value)?)
                 }
                 Source::Collect(target, _) => {
@@ -630,10 +690,7 @@ impl<'p> Scheduler<'p> {
                         for (keys, _) in failed {
                             let mut full = step.keys.clone();
                             full.extend(keys.iter().cloned());
-                            let id = StepId {
-                                op: member.op,
-                                keys: full,
-                            };
+                            let id = StepId::new(member.op, full);
                             if self.tolerated.insert(id.clone()) {
                                 self.newly_tolerated.push(id);
                             }
@@ -711,6 +768,8 @@ impl<'p> Scheduler<'p> {
 pub(crate) struct Started {
     pub attempt: u32,
     item: u32,
+    /// The slot of the step that emitted its item (see [`StepEntry::parent`]).
+    parent: u32,
 }
 
 enum Blocker {

@@ -17,10 +17,7 @@ fn emission_position(plan: &Plan, scheduler: &Scheduler<'_>, id: &StepId) -> Vec
             let Some(d) = scope.get(level) else {
                 return usize::MAX;
             };
-            let emitter = StepId {
-                op: d.op,
-                keys: KeyPath::from(&id.keys[..level]),
-            };
+            let emitter = StepId::new(d.op, KeyPath::from(&id.keys[..level]));
             scheduler
                 .steps
                 .get(&emitter)
@@ -121,7 +118,7 @@ pub(crate) fn build_report(
     let mut vanished: Vec<String> = coordinator
         .reuse
         .unused()
-        .filter(|step| !scheduler.steps.contains_key(*step))
+        .filter(|step| !scheduler.steps.contains_key(step))
         .map(|step| step_label(plan, step))
         .collect();
     vanished.sort();
@@ -129,10 +126,7 @@ pub(crate) fn build_report(
         .empty_maps
         .iter()
         .map(|(op, keys, reason)| {
-            let under = StepId {
-                op: plan.ops[*op].scope[keys.len()].op,
-                keys: keys.clone(),
-            };
+            let under = StepId::new(plan.ops[*op].scope[keys.len()].op, keys.clone());
             format!(
                 "{} under {}: {reason}",
                 plan.ops[*op].name,

@@ -359,10 +359,7 @@ fn step_of(plan: &Plan, op: &str, keys: &[String]) -> Result<StepId, WireError> 
     let op = plan
         .op_id(op)
         .ok_or_else(|| WireError::Unknown(format!("the plan has no op `{op}`")))?;
-    Ok(StepId {
-        op,
-        keys: parse_keys(keys)?,
-    })
+    Ok(StepId::new(op, parse_keys(keys)?))
 }
 
 fn store_error(e: String) -> WireError {

@@ -435,10 +435,7 @@ mod tests {
             attempt: 1,
             seq,
             item: Emitted {
-                step: StepId {
-                    op: 0,
-                    keys: crate::key::KeyPath::new(),
-                },
+                step: StepId::new(0, crate::key::KeyPath::new()),
                 output: 0,
                 key: MappingKey::parse(&format!("k{seq}")).expect("a valid key"),
                 value: Vec::new(),

@@ -90,6 +90,9 @@ pub(crate) struct StepEntry {
     /// Position of this step's own (last) key among the items of the output
     /// it is mapped over; [`NO_ITEM`] outside any map.
     pub(super) item: u32,
+    /// The slot (see [`super::StepId`]) of the step whose item created this
+    /// one, if known: a mapped step reads its input from there.
+    pub(super) parent: u32,
 }
 
 /// [`StepEntry::item`] of a step outside any map.
@@ -99,6 +102,12 @@ impl StepEntry {
     /// Its item's position among its emitter's items; `None` outside a map.
     pub fn position(&self) -> Option<u32> {
         (self.item != NO_ITEM).then_some(self.item)
+    }
+
+    /// The value of the item `key` it emitted on `output` (looked for at
+    /// position `at` first).
+    pub fn item_of(&self, output: &str, at: u32, key: &MappingKey) -> Option<&Value> {
+        self.items(output)?.find(at, key)
     }
 
     /// The items the step emitted on `output`, if any.

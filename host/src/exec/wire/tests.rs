@@ -68,10 +68,7 @@ fn a_step_request_round_trips_with_large_values_by_digest() {
         failed: vec![(keys(&["c"]), OpFailure::new(FailureKind::Trap, "boom"))],
     });
     let request = StepRequest {
-        step: StepId {
-            op: all,
-            keys: KeyPath::new(),
-        },
+        step: StepId::new(all, KeyPath::new()),
         attempt: 2,
         inputs,
     };
@@ -102,10 +99,7 @@ fn a_step_request_round_trips_with_large_values_by_digest() {
 fn items_and_finished_steps_round_trip_into_events() {
     let (_dir, plan) = plan();
     let mut store = MapStore::default();
-    let emit = StepId {
-        op: plan.op_id("emit").unwrap(),
-        keys: KeyPath::new(),
-    };
+    let emit = StepId::new(plan.op_id("emit").unwrap(), KeyPath::new());
     let item = Emitted {
         step: emit.clone(),
         output: 1,
@@ -233,10 +227,7 @@ fn a_collect_of_many_small_items_is_not_one_giant_message() {
         failed: Vec::new(),
     });
     let request = StepRequest {
-        step: StepId {
-            op: all,
-            keys: KeyPath::new(),
-        },
+        step: StepId::new(all, KeyPath::new()),
         attempt: 1,
         inputs,
     };
@@ -286,10 +277,7 @@ fn a_collected_item_with_an_invalid_key_is_refused() {
         failed: Vec::new(),
     });
     let request = StepRequest {
-        step: StepId {
-            op: plan.op_id("all").unwrap(),
-            keys: KeyPath::new(),
-        },
+        step: StepId::new(plan.op_id("all").unwrap(), KeyPath::new()),
         attempt: 1,
         inputs,
     };
