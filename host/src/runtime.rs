@@ -337,6 +337,29 @@ impl Runtime {
         thread_stack_bytes(self.wasm_stack)
     }
 
+    /// The run's interruption flag for a step's store to keep: a handle
+    /// owned by this thread, so taking one per step counts references on
+    /// this thread's cache line, not on the flag's, which every worker
+    /// would otherwise write twice a step (a line bounced between cores on
+    /// every step of a fan-out).
+    fn thread_flag(&self) -> Arc<bounded::RunFlag> {
+        thread_local! {
+            static FLAG: std::cell::RefCell<Option<Arc<bounded::RunFlag>>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        FLAG.with(|cached| {
+            let mut cached = cached.borrow_mut();
+            match &*cached {
+                Some(flag) if Arc::ptr_eq(&flag.0, &self.interrupted) => flag.clone(),
+                _ => {
+                    let flag = Arc::new(bounded::RunFlag(self.interrupted.clone()));
+                    *cached = Some(flag.clone());
+                    flag
+                }
+            }
+        })
+    }
+
     /// A handle that interrupts every running and later step when set (a
     /// signal handler holds it). Steps stop with kind `interrupted`.
     pub fn interrupter(&self) -> Arc<AtomicBool> {
@@ -475,6 +498,7 @@ impl Runtime {
             }
         };
         let deadline = start + limits.timeout;
+        let flag = self.thread_flag();
         let state = StepState {
             wasi,
             table: ResourceTable::new(),
@@ -494,7 +518,7 @@ impl Runtime {
             ),
             limit: bounded::StepLimit {
                 deadline,
-                interrupted: self.interrupted.clone(),
+                interrupted: flag.clone(),
             },
             preopens,
         };
@@ -508,10 +532,9 @@ impl Runtime {
         // Look at every tick: stop for an interruption at once, and for the
         // time limit once it has passed on the wall clock (not by counting
         // ticks: a step back from a long blocking call has missed many).
-        let interrupted = self.interrupted.clone();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            if interrupted.load(Ordering::Relaxed) {
+            if flag.load(Ordering::Relaxed) {
                 return Err(wasmtime::Error::new(failure::InterruptedError));
             }
             if Instant::now() >= deadline {

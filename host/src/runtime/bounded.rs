@@ -47,7 +47,24 @@ use wasmtime_wasi::p2::{DynPollable, FsError, FsResult, StreamError, StreamResul
 /// When a step's waiting must end.
 pub(crate) struct StepLimit {
     pub deadline: Instant,
-    pub interrupted: Arc<AtomicBool>,
+    /// The run's interruption flag, through this worker thread's own handle
+    /// (see `Runtime::thread_flag`).
+    pub interrupted: Arc<RunFlag>,
+}
+
+/// The run's interruption flag, held through a handle of one worker thread
+/// (see `Runtime::thread_flag`): an `Arc` around the shared `Arc`, so a step
+/// taking its own copy counts on the thread's reference count, not on the
+/// flag's.
+#[derive(Default)]
+pub(crate) struct RunFlag(pub Arc<AtomicBool>);
+
+impl std::ops::Deref for RunFlag {
+    type Target = AtomicBool;
+
+    fn deref(&self) -> &AtomicBool {
+        &self.0
+    }
 }
 
 /// How often a step blocked in a host call looks for an interruption.
