@@ -1,0 +1,43 @@
+#!/bin/bash
+# Compares benchmark 1 (`bench overhead`) of several builds, alternating
+# them round by round so that the machine's drift lands on every side:
+#
+#   host/benches/compare.sh ROUNDS /path/to/bench-A /path/to/bench-B ...
+#
+# Build a bench binary with `cargo bench -p dynhost --bench bench --no-run`
+# (it prints its path) and copy it aside before building the next commit.
+# Prints, per build, the medians over all rounds of the ratio dynhost/bare,
+# dynhost's µs/key, the coordinator's and the workers' CPU µs/key, and the
+# sandbox-only loop (Runtime::run_step without the executor).
+set -euo pipefail
+rounds=$1
+shift
+raw=$(mktemp)
+trap 'rm -f "$raw"' EXIT
+cd "$(dirname "$0")/.."
+for _ in $(seq "$rounds"); do
+    for bin in "$@"; do
+        "$bin" overhead 2>&1 | grep -E "^   round|sandbox only" | sed "s|^|$bin |" >>"$raw"
+    done
+done
+python3 - "$raw" "$@" <<'PY'
+import re, statistics, sys
+raw, bins = sys.argv[1], sys.argv[2:]
+rows, sandbox = {}, {}
+for line in open(raw):
+    b = line.split()[0]
+    m = re.search(r"dynhost ([\d.]+) us/key \(coordinator ([\d.]+), workers ([\d.]+).*ratio ([\d.]+)", line)
+    if m:
+        rows.setdefault(b, []).append([float(m.group(i)) for i in (4, 1, 2, 3)])
+    s = re.search(r"sandbox only.*: ([\d.]+) us/key", line)
+    if s:
+        sandbox.setdefault(b, []).append(float(s.group(1)))
+for b in bins:
+    r = rows.get(b, [])
+    if not r:
+        continue
+    med = lambda i: statistics.median(x[i] for x in r)
+    sb = statistics.median(sandbox.get(b, [0.0]))
+    print(f"{b}: {len(r)} rounds, median ratio {med(0):.3f}, dynhost {med(1):.2f} us/key "
+          f"(coordinator {med(2):.2f}, workers {med(3):.2f}), sandbox only {sb:.2f}")
+PY
