@@ -350,3 +350,27 @@ inputs.ws = {{ collect = "after" }}
         (Some(2), Some(2))
     );
 }
+
+#[test]
+fn an_op_that_emits_without_declaring_a_dynamic_output_fails_its_step_and_says_how_to_fix_it() {
+    // The probe emits what `config.emit` lists; this op does not say
+    // `dynamic = true`, so it has no output to emit on. Its step fails with
+    // the reason (the items never reach the run), and the op next to it
+    // runs as usual.
+    let job = TestJob::new(
+        "name = \"undeclared\"\n\
+         [ops.emit]\ncomponent = \"{probe}\"\nconfig.emit = [{ key = \"a\", value = 1 }]\n\
+         [ops.plain]\ncomponent = \"{probe}\"\n",
+    );
+    let out = job.run(&[]);
+    out.assert_code(1);
+    let failure = out.step("emit")["failure"].clone();
+    let message = failure["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("which it does not declare")
+            && message.contains("add `dynamic = true` to the op in job.toml"),
+        "{failure}"
+    );
+    assert_eq!(out.step("plain")["failure"], Value::Null, "{}", out.stderr);
+    assert_eq!(out.step("emit")["stats"]["emitted_items"], 0);
+}

@@ -238,13 +238,22 @@ impl Progress {
         }
     }
 
+    /// The op's counters (its name is copied only the first time: this
+    /// runs twice a step).
     fn op(&mut self, op: &str) -> &mut OpProgress {
-        self.ops.entry(op.to_owned()).or_default()
+        if !self.ops.contains_key(op) {
+            self.ops.insert(op.to_owned(), OpProgress::default());
+        }
+        self.ops.get_mut(op).expect("just inserted")
     }
 
     fn print_plain(&self, event: &RunEvent<'_>) {
+        let lines = step_lines(event);
+        if lines.is_empty() {
+            return;
+        }
         let mut err = std::io::stderr().lock();
-        for line in step_lines(event) {
+        for line in lines {
             let _ = writeln!(err, "{line}");
         }
     }

@@ -286,7 +286,11 @@ impl Sender {
 }
 
 struct QueueSink {
-    step: StepId,
+    /// The step, for its items; `None` for an op that declares no dynamic
+    /// output, whose emits the sandbox refuses before they reach a sink.
+    /// (Such a step takes no copy of its keys, whose reference counts the
+    /// coordinator's thread touches too.)
+    step: Option<StepId>,
     attempt: u32,
     /// Items this attempt emitted so far.
     seq: u64,
@@ -295,8 +299,12 @@ struct QueueSink {
 
 impl EmitSink for QueueSink {
     fn emit(&mut self, output: usize, key: MappingKey, value: Vec<u8>, metadata: Option<Box<str>>) {
+        let Some(step) = &self.step else {
+            tracing::error!("an op without dynamic outputs emitted `{key}` (a dynhost bug)");
+            return;
+        };
         let item = Emitted {
-            step: self.step.clone(),
+            step: step.clone(),
             output,
             key,
             value,
@@ -359,7 +367,7 @@ pub(crate) fn work(cx: WorkerContext<'_>, ring: Ringer) {
         let op = &plan.ops[step.op];
         let strings = &ops[step.op];
         let sink = Box::new(QueueSink {
-            step: step.clone(),
+            step: (!op.dynamic_outputs.is_empty()).then(|| step.clone()),
             attempt,
             seq: 0,
             sender: sender.clone(),

@@ -33,7 +33,10 @@ pub(crate) struct EmitState {
     seen: Vec<FxHashSet<MappingKey>>,
     limits: Limits,
     /// Declared item types per output; empty when none is declared.
-    types: std::sync::Arc<[ValueType]>,
+    /// Per dynamic output, what its values must be; `None` for an op with
+    /// none (most ops: a step then takes no count on the list every worker
+    /// shares).
+    types: Option<std::sync::Arc<[ValueType]>>,
     pub items: u64,
     pub bytes: u64,
     /// Bytes of metadata (items' and the result's): they count toward
@@ -65,7 +68,7 @@ impl EmitState {
             outputs: outputs.clone(),
             seen: vec![FxHashSet::default(); outputs.len()],
             limits: policy.limits.clone(),
-            types: policy.output_types.clone(),
+            types: (!policy.output_types.is_empty()).then(|| policy.output_types.clone()),
             items: 0,
             bytes: 0,
             metadata_bytes: 0,
@@ -150,7 +153,12 @@ impl EmitState {
             self.limits.max_output_bytes,
             "bytes",
         )?;
-        if let Some(Err(reason)) = self.types.get(index).map(|t| t.check(&value)) {
+        if let Some(Err(reason)) = self
+            .types
+            .as_deref()
+            .and_then(|types| types.get(index))
+            .map(|t| t.check(&value))
+        {
             let message = format!(
                 "op `{op}` emitted a value on output `{output}` (key `{key}`) that {reason}; fix the op or the output's `type`/`schema` in job.toml"
             );

@@ -32,7 +32,9 @@ pub(crate) struct ByteCounters {
 /// every step, so nothing here allocates until the step sends a request.
 pub(crate) struct HttpHooks {
     op: Arc<str>,
-    allowed: Arc<[OutboundHost]>,
+    /// `None` when the op may reach no host: most ops, and then a step
+    /// takes no count on the list every worker shares.
+    allowed: Option<Arc<[OutboundHost]>>,
     max_requests: Option<u64>,
     log: Capture,
     /// Requests sent (allowed ones only).
@@ -52,7 +54,7 @@ impl HttpHooks {
     ) -> Self {
         Self {
             op: op.clone(),
-            allowed: allowed.clone(),
+            allowed: (!allowed.is_empty()).then(|| allowed.clone()),
             max_requests,
             log: log.clone(),
             requests: 0,
@@ -95,12 +97,12 @@ impl WasiHttpHooks for HttpHooks {
         let port = uri
             .port_u16()
             .unwrap_or(if scheme == "http" { 80 } else { 443 });
-        if !outbound::allowed(&self.allowed, &scheme, &host, port) {
-            let allowed = if self.allowed.is_empty() {
+        let list = self.allowed.as_deref().unwrap_or_default();
+        if !outbound::allowed(list, &scheme, &host, port) {
+            let allowed = if list.is_empty() {
                 "none".to_owned()
             } else {
-                self.allowed
-                    .iter()
+                list.iter()
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(", ")
