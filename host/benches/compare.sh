@@ -14,6 +14,13 @@ rounds=$1
 shift
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
+# The bench finds its guests from the crate's directory; the binaries may
+# be named relative to where this was started.
+bins=()
+for bin in "$@"; do
+    bins+=("$(realpath "$bin")")
+done
+set -- "${bins[@]}"
 cd "$(dirname "$0")/.."
 for _ in $(seq "$rounds"); do
     for bin in "$@"; do

@@ -46,7 +46,7 @@ pub(crate) fn build_report(
     // Count every step, but name and sort only those the report lists (last
     // ops' values, failures, skips): a million-key map is mostly counted.
     let mut listed: Vec<(&StepId, &Status)> = Vec::new();
-    for (id, entry) in &scheduler.steps {
+    for (id, entry) in scheduler.steps.iter() {
         ops[id.op].steps += 1;
         match &entry.status {
             Status::Succeeded(_) if is_read[id.op] => ops[id.op].succeeded += 1,

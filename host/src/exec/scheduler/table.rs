@@ -80,15 +80,6 @@ impl Steps {
     }
 }
 
-impl<'a> IntoIterator for &'a Steps {
-    type Item = (&'a StepId, &'a StepEntry);
-    type IntoIter = Box<dyn Iterator<Item = Self::Item> + 'a>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
