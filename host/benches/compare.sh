@@ -7,8 +7,9 @@
 # Build a bench binary with `cargo bench -p dynhost --bench bench --no-run`
 # (it prints its path) and copy it aside before building the next commit.
 # Prints, per build, the medians over all rounds of the ratio dynhost/bare,
-# dynhost's µs/key, the coordinator's and the workers' CPU µs/key, and the
-# sandbox-only loop (Runtime::run_step without the executor).
+# dynhost's µs/key, the coordinator's and the workers' CPU µs/key, the
+# steps' wall time per key by op (emit, work, collect), the bare loop on as
+# many threads, and the sandbox-only loop (Runtime::run_step without the executor).
 set -euo pipefail
 rounds=$1
 shift
@@ -33,9 +34,10 @@ raw, bins = sys.argv[1], sys.argv[2:]
 rows, sandbox = {}, {}
 for line in open(raw):
     b = line.split()[0]
-    m = re.search(r"dynhost ([\d.]+) us/key \(coordinator ([\d.]+), workers ([\d.]+).*ratio ([\d.]+)", line)
+    m = re.search(r"on 1 thread, ([\d.]+) on \d+; dynhost ([\d.]+) us/key \(coordinator ([\d.]+), workers ([\d.]+); "
+                  r"step wall per key: emit ([\d.]+), work ([\d.]+), collect ([\d.]+)\); ratio ([\d.]+)", line)
     if m:
-        rows.setdefault(b, []).append([float(m.group(i)) for i in (4, 1, 2, 3)])
+        rows.setdefault(b, []).append([float(m.group(i)) for i in (8, 2, 3, 4, 1, 5, 6, 7)])
     s = re.search(r"sandbox only.*: ([\d.]+) us/key", line)
     if s:
         sandbox.setdefault(b, []).append(float(s.group(1)))
@@ -46,5 +48,6 @@ for b in bins:
     med = lambda i: statistics.median(x[i] for x in r)
     sb = statistics.median(sandbox.get(b, [0.0]))
     print(f"{b}: {len(r)} rounds, median ratio {med(0):.3f}, dynhost {med(1):.2f} us/key "
-          f"(coordinator {med(2):.2f}, workers {med(3):.2f}), sandbox only {sb:.2f}")
+          f"(coordinator {med(2):.2f}, workers {med(3):.2f}; step wall emit {med(5):.2f}, "
+          f"work {med(6):.2f}, collect {med(7):.2f}), bare {med(4):.2f}, sandbox only {sb:.2f}")
 PY

@@ -178,8 +178,9 @@ pub struct StepStats {
     /// Time the step was ready but waited for `max_concurrent` or a
     /// resource (set by the coordinator, which does the waiting).
     pub waited: Duration,
-    /// Microseconds of `wall` spent making the step's fresh instance
-    /// (linking, memory image, the component's start code): where a large
+    /// Microseconds of `wall` spent making the step's fresh store and
+    /// instance (WASI context, linking, memory image, the component's start
+    /// code): where a large
     /// interpreter's per-key time goes, next to `run` itself. (Microseconds
     /// in a `u32`, not `Duration`s: every finished step carries these, and
     /// the event that does is kept small.)
@@ -498,7 +499,6 @@ impl Runtime {
             }
         };
         let deadline = start + limits.timeout;
-        let flag = self.thread_flag();
         let state = StepState {
             wasi,
             table: ResourceTable::new(),
@@ -518,7 +518,7 @@ impl Runtime {
             ),
             limit: bounded::StepLimit {
                 deadline,
-                interrupted: flag.clone(),
+                interrupted: self.thread_flag(),
             },
             preopens,
         };
@@ -532,12 +532,16 @@ impl Runtime {
         // Look at every tick: stop for an interruption at once, and for the
         // time limit once it has passed on the wall clock (not by counting
         // ticks: a step back from a long blocking call has missed many).
+        // The callback reads the deadline and the flag from the step's own
+        // state: a closure that captures nothing is boxed without an
+        // allocation and takes no reference count per step.
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if flag.load(Ordering::Relaxed) {
+        store.epoch_deadline_callback(|store| {
+            let limit = &store.data().limit;
+            if limit.interrupted.load(Ordering::Relaxed) {
                 return Err(wasmtime::Error::new(failure::InterruptedError));
             }
-            if Instant::now() >= deadline {
+            if Instant::now() >= limit.deadline {
                 return Err(wasmtime::Trap::Interrupt.into());
             }
             Ok(wasmtime::UpdateDeadline::Continue(1))
@@ -556,8 +560,10 @@ impl Runtime {
         let result = if self.interrupted.load(Ordering::Relaxed) {
             Err(CallError::Interrupted)
         } else {
-            call_op(&mut store, op, call, inputs, &mut instantiate)
+            call_op(&mut store, op, call, inputs, start, &mut instantiate)
         };
+        // One clock read ends the step's wall time and starts its teardown's.
+        let ended = Instant::now();
         // A step whose thread had to be signalled out of a blocking file
         // call ran past its time (or its run was interrupted), whatever it
         // did with the error it got.
@@ -584,7 +590,7 @@ impl Runtime {
             .position(|(required, named)| *required && named.value.is_none());
         let mut no_value = false;
         let mut stats = StepStats {
-            wall: start.elapsed(),
+            wall: ended.saturating_duration_since(start),
             peak_memory_bytes: state.limiter.peak_bytes,
             emitted_items: state.emits.items,
             emitted_bytes: state.emits.bytes,
@@ -597,7 +603,7 @@ impl Runtime {
             instantiate_us: micros(instantiate),
             teardown_us: 0,
         };
-        let sticky = state.emits.failure.clone().or_else(|| {
+        let sticky = state.emits.failure.take().or_else(|| {
             over_http_limit.then(|| {
                 let max = limits.max_http_requests.unwrap_or_default();
                 OpFailure::new(
@@ -609,6 +615,11 @@ impl Runtime {
                 )
             })
         });
+        // Everything needed is out of the store: tear the instance down
+        // (its memory slot is reset for the next step) before judging the
+        // result, so `teardown_us` counts only that.
+        drop(store);
+        stats.teardown_us = micros(ended.elapsed());
         let outcome = match (result, sticky) {
             (_, Some(failure)) => Err(failure),
             (Ok(Ok(_)), None) if unset.is_some() => {
@@ -661,9 +672,6 @@ impl Runtime {
             (Err(CallError::Blocked), None) => Err(failure::timeout(limits)),
             (Err(CallError::Interrupted), None) => Err(failure::interrupted()),
         };
-        let teardown = Instant::now();
-        drop(store);
-        stats.teardown_us = micros(teardown.elapsed());
         let outcome = outcome.map_err(|f| failure::with_stderr_hint(f, &stderr.text()));
         let (metadata, outputs) = if outcome.is_ok() {
             (metadata, outputs)
@@ -707,10 +715,10 @@ fn call_op(
     op: &OpComponent,
     call: &StepCall<'_>,
     inputs: impl IntoIterator<Item = InputData>,
+    start: Instant,
     instantiate: &mut Duration,
 ) -> Result<Result<Option<Vec<u8>>, String>, CallError> {
     let keys = crate::key::key_strings(call.keys);
-    let start = Instant::now();
     // Consumed as converted, so a large collection is not held twice.
     let named = call.input_names.iter().zip(inputs);
     match &op.pre {

@@ -48,16 +48,18 @@ impl Steps {
 
     /// Adds `step` (or replaces its entry); returns it with its slot.
     pub fn insert(&mut self, mut step: StepId, entry: StepEntry) -> StepId {
-        let at = match self.index.get(&step) {
-            Some(&at) => {
+        // The index's copy has no slot; one lookup hashes the keys once.
+        step.slot = NO_SLOT;
+        let at = match self.index.entry(step.clone()) {
+            std::collections::hash_map::Entry::Occupied(at) => {
+                let at = *at.get();
                 self.entries[at] = entry;
                 at
             }
-            None => {
+            std::collections::hash_map::Entry::Vacant(vacant) => {
                 let at = self.entries.len();
                 self.entries.push(entry);
-                step.slot = NO_SLOT;
-                self.index.insert(step.clone(), at);
+                vacant.insert(at);
                 at
             }
         };
