@@ -8,6 +8,7 @@
 mod bindings;
 mod bounded;
 pub mod cache;
+mod call;
 mod failure;
 mod functions;
 mod host;
@@ -106,17 +107,11 @@ pub struct RuntimeConfig {
 /// A compiled op, ready to instantiate once per step. Cheap to clone.
 #[derive(Clone)]
 pub struct OpComponent {
-    pre: Pre,
+    /// Pre-instantiated, with its `run` export for the version of the world
+    /// it was built for.
+    run: call::RunExport,
     /// SHA-256 of the component file.
     pub hash: String,
-}
-
-/// A component pre-instantiated against the version of the world it was
-/// built for.
-#[derive(Clone)]
-enum Pre {
-    V1(v1::DynamicOpPre<StepState>),
-    V2(v2::DynamicOpPre<StepState>),
 }
 
 /// One named input value of a step.
@@ -437,18 +432,28 @@ impl Runtime {
             reason: error_chain(&e),
         };
         let instance_pre = self.linker.instantiate_pre(&component).map_err(wrong)?;
-        let pre = match version {
-            signature::Version::V1 => Pre::V1(v1::DynamicOpPre::new(instance_pre).map_err(wrong)?),
-            signature::Version::V2 => Pre::V2(v2::DynamicOpPre::new(instance_pre).map_err(wrong)?),
-        };
-        signature::check_run(&self.engine, &component, version).map_err(|reason| {
-            RuntimeError::WrongWorld {
-                path: path.to_owned(),
-                version: version.as_str(),
-                reason,
+        // bindgen's check that every export of the world is there.
+        match version {
+            signature::Version::V1 => {
+                v1::DynamicOpPre::new(instance_pre.clone()).map_err(wrong)?;
             }
+            signature::Version::V2 => {
+                v2::DynamicOpPre::new(instance_pre.clone()).map_err(wrong)?;
+            }
+        }
+        let world_error = |reason| RuntimeError::WrongWorld {
+            path: path.to_owned(),
+            version: version.as_str(),
+            reason,
+        };
+        signature::check_run(&self.engine, &component, version).map_err(world_error)?;
+        let run = call::RunExport::find(instance_pre, version).ok_or_else(|| {
+            world_error(format!(
+                "it has no `run` in its `dynhost:op/op@{}` export",
+                version.as_str()
+            ))
         })?;
-        Ok(OpComponent { pre, hash })
+        Ok(OpComponent { run, hash })
     }
 
     /// Runs one step in a fresh store: instantiates the op, calls `run`, and
@@ -462,9 +467,7 @@ impl Runtime {
         sink: Box<dyn EmitSink>,
     ) -> StepReport {
         let limits = &policy.limits;
-        let stdout = Capture::new(limits.max_log_bytes);
-        let stderr = Capture::new(limits.max_log_bytes);
-        let log = Capture::new(limits.max_log_bytes);
+        let [stdout, stderr, log] = Capture::three(limits.max_log_bytes);
         let start = Instant::now();
         let secrets = match sandbox::secret_values(policy, call.op) {
             Ok(secrets) => secrets,
@@ -560,7 +563,13 @@ impl Runtime {
         let result = if self.interrupted.load(Ordering::Relaxed) {
             Err(CallError::Interrupted)
         } else {
-            call_op(&mut store, op, call, inputs, start, &mut instantiate)
+            call::run(&mut store, &op.run, call, inputs, || {
+                instantiate = start.elapsed();
+            })
+            .map_err(|failed| match failed {
+                call::Failed::Instantiate(error) => CallError::Instantiate(error),
+                call::Failed::Run(error) => CallError::Run(error),
+            })
         };
         // One clock read ends the step's wall time and starts its teardown's.
         let ended = Instant::now();
@@ -707,91 +716,6 @@ enum CallError {
     /// blocked in a file call.
     Interrupted,
 }
-
-/// Instantiates the op and calls `run`, in the version of the world the
-/// component was built for. `Ok(None)`: the op returned "no value" (0.2.0).
-fn call_op(
-    store: &mut Store<StepState>,
-    op: &OpComponent,
-    call: &StepCall<'_>,
-    inputs: impl IntoIterator<Item = InputData>,
-    start: Instant,
-    instantiate: &mut Duration,
-) -> Result<Result<Option<Vec<u8>>, String>, CallError> {
-    let keys = crate::key::key_strings(call.keys);
-    // Consumed as converted, so a large collection is not held twice.
-    let named = call.input_names.iter().zip(inputs);
-    match &op.pre {
-        Pre::V1(pre) => {
-            let instance = pre
-                .instantiate(&mut *store)
-                .map_err(CallError::Instantiate)?;
-            *instantiate = start.elapsed();
-            let ctx = v1::exports::dynhost::op::op::Context {
-                run_id: call.run_id.to_owned(),
-                op: call.op.to_string(),
-                keys,
-                config: call.config_json.to_owned(),
-            };
-            let inputs: Vec<_> = named.map(|(name, data)| v1_input(name, data)).collect();
-            instance
-                .dynhost_op_op()
-                .call_run(&mut *store, &ctx, &inputs)
-                .map(|result| result.map(Some))
-                .map_err(CallError::Run)
-        }
-        Pre::V2(pre) => {
-            let instance = pre
-                .instantiate(&mut *store)
-                .map_err(CallError::Instantiate)?;
-            *instantiate = start.elapsed();
-            let ctx = v2::exports::dynhost::op::op::Context {
-                run_id: call.run_id.to_owned(),
-                op: call.op.to_string(),
-                keys,
-                config: call.config_json.to_owned(),
-            };
-            let inputs: Vec<_> = named.map(|(name, data)| v2_input(name, data)).collect();
-            instance
-                .dynhost_op_op()
-                .call_run(&mut *store, &ctx, &inputs)
-                .map_err(CallError::Run)
-        }
-    }
-}
-
-/// `to_input` for one version of the world's types: the two versions'
-/// `types` interfaces declare the same inputs, as distinct Rust types.
-macro_rules! to_input {
-    ($name:ident, $($types:ident)::+) => {
-        fn $name(name: &str, data: InputData) -> $($types)::+::Input {
-            use $($types)::+ as t;
-            let value = match data {
-                InputData::Single(bytes) => t::InputValue::Single(bytes.to_vec()),
-                InputData::Collected { items, failed } => t::InputValue::Collected(t::Collection {
-                    items: items
-                        .into_iter()
-                        .map(|(keys, value)| t::Item { keys, value })
-                        .collect(),
-                    failed: failed
-                        .into_iter()
-                        .map(|(keys, failure)| t::FailedItem {
-                            keys: crate::key::key_strings(&keys),
-                            kind: failure.kind.as_str().to_owned(),
-                            message: failure.message,
-                        })
-                        .collect(),
-                }),
-            };
-            t::Input {
-                name: name.to_owned(),
-                value,
-            }
-        }
-    };
-}
-to_input!(v1_input, v1::dynhost::op::types);
-to_input!(v2_input, v2::dynhost::op::types);
 
 /// Why `bytes` cannot be a component, judged from the 8-byte header: the wasm
 /// magic, then version 1 for a core module or a component's layer/version.

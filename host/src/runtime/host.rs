@@ -61,20 +61,29 @@ impl EmitState {
         op: &std::sync::Arc<str>,
         policy: &super::SandboxPolicy,
     ) -> Self {
+        // Most ops declare no dynamic or named outputs: copying an empty
+        // list is still a call per step, so those are made empty here.
+        fn copy<T: Clone>(list: &[T]) -> Vec<T> {
+            if list.is_empty() {
+                Vec::new()
+            } else {
+                list.to_vec()
+            }
+        }
         let outputs = &policy.dynamic_outputs;
         Self {
             sink,
             op: op.clone(),
-            outputs: outputs.clone(),
-            seen: vec![FxHashSet::default(); outputs.len()],
+            outputs: copy(outputs),
+            seen: outputs.iter().map(|_| FxHashSet::default()).collect(),
             limits: policy.limits.clone(),
             types: (!policy.output_types.is_empty()).then(|| policy.output_types.clone()),
             items: 0,
             bytes: 0,
             metadata_bytes: 0,
             result_metadata: None,
-            plain_names: policy.plain_outputs.clone(),
-            plain_types: policy.plain_output_types.clone(),
+            plain_names: copy(&policy.plain_outputs),
+            plain_types: copy(&policy.plain_output_types),
             plain: policy
                 .plain_outputs
                 .iter()

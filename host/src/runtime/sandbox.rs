@@ -287,9 +287,14 @@ pub const TRUNCATED_MARKER: &str = "\n[dynhost: output truncated at the `max_log
 /// Captured text (stdout, stderr or log lines) kept up to a byte limit; what
 /// comes after is counted and dropped, never buffered, so a guest writing
 /// gigabytes costs the host nothing but the time.
+///
+/// A step's three captures (stdout, stderr, log) share one allocation: one
+/// per step instead of three.
 #[derive(Clone)]
 pub(crate) struct Capture {
-    inner: Arc<Mutex<CaptureBuf>>,
+    inner: Arc<[Mutex<CaptureBuf>; 3]>,
+    /// Which of the three this is.
+    stream: usize,
 }
 
 struct CaptureBuf {
@@ -299,19 +304,31 @@ struct CaptureBuf {
 }
 
 impl Capture {
-    pub fn new(limit: u64) -> Self {
+    /// A step's stdout, stderr and log, each kept up to `limit` bytes.
+    pub fn three(limit: u64) -> [Self; 3] {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        Self {
-            inner: Arc::new(Mutex::new(CaptureBuf {
+        let buf = || {
+            Mutex::new(CaptureBuf {
                 bytes: Vec::new(),
                 limit,
                 dropped: 0,
-            })),
-        }
+            })
+        };
+        let inner = Arc::new([buf(), buf(), buf()]);
+        [0, 1, 2].map(|stream| Self {
+            inner: inner.clone(),
+            stream,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CaptureBuf> {
+        self.inner[self.stream]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn push(&self, data: &[u8]) {
-        let mut buf = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buf = self.lock();
         let room = buf.limit.saturating_sub(buf.bytes.len());
         let take = room.min(data.len());
         buf.bytes.extend_from_slice(&data[..take]);
@@ -320,7 +337,7 @@ impl Capture {
 
     /// The captured text, with [`TRUNCATED_MARKER`] if anything was dropped.
     pub fn text(&self) -> String {
-        let buf = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let buf = self.lock();
         if buf.bytes.is_empty() && buf.dropped == 0 {
             // Most steps print nothing: three of these per step.
             return String::new();
@@ -458,11 +475,11 @@ mod tests {
 
     #[test]
     fn capture_keeps_the_limit_and_marks_the_cut() {
-        let capture = Capture::new(4);
+        let [capture, ..] = Capture::three(4);
         capture.push(b"ab");
         capture.push(b"cdef");
         assert_eq!(capture.text(), format!("abcd{TRUNCATED_MARKER}"));
-        let small = Capture::new(10);
+        let [small, ..] = Capture::three(10);
         small.push(b"ok");
         assert_eq!(small.text(), "ok");
     }

@@ -1,0 +1,173 @@
+//! An op's `run` call, its arguments lowered straight from the host's data.
+//!
+//! `bindgen!`'s types own their strings and bytes, so calling through them
+//! copies the run id, op name, config, every key, every input name and a
+//! single input's whole value into fresh allocations per step, only for
+//! wasmtime to copy them again into the guest. The records below borrow
+//! instead (a single value is lowered from the shared `Arc` it already
+//! lives in), which saves about ten allocations a step and, for a large
+//! input, a copy of it. The types mirror `context` and `input` of both
+//! versions of `wit/op.wit`; wasmtime checks them against the component's
+//! `run` when the function is looked up, so a mismatch is an error, never a
+//! misread.
+
+use super::signature::Version;
+use super::{InputData, StepCall};
+use crate::runtime::sandbox::StepState;
+use smallvec::SmallVec;
+use std::sync::Arc;
+use wasmtime::Store;
+use wasmtime::component::{ComponentExportIndex, ComponentType, InstancePre, Lower};
+
+/// The `context` record, borrowed.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct Context<'a> {
+    #[component(name = "run-id")]
+    run_id: &'a str,
+    op: &'a str,
+    keys: &'a [&'a str],
+    config: &'a str,
+}
+
+/// The `input` record: its name borrowed, its value moved in.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct Input<'a> {
+    name: &'a str,
+    value: InputValue,
+}
+
+/// The `input-value` variant. (Variants cannot borrow in wasmtime's derive;
+/// a single value is lowered from its `Arc` without a copy all the same.)
+#[derive(ComponentType, Lower)]
+#[component(variant)]
+enum InputValue {
+    #[component(name = "single")]
+    Single(Arc<[u8]>),
+    #[component(name = "collected")]
+    Collected(Collection),
+}
+
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct Collection {
+    items: Vec<Item>,
+    failed: Vec<FailedItem>,
+}
+
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct Item {
+    keys: Vec<String>,
+    value: Vec<u8>,
+}
+
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct FailedItem {
+    keys: Vec<String>,
+    kind: String,
+    message: String,
+}
+
+/// `run`'s result in 0.1.0: bytes or an error message.
+type ResultV1 = (Result<Vec<u8>, String>,);
+/// `run`'s result in 0.2.0: bytes, no value, or an error message.
+type ResultV2 = (Result<Option<Vec<u8>>, String>,);
+
+/// A component's `run` export, found once when the component is loaded.
+#[derive(Clone)]
+pub(crate) struct RunExport {
+    pre: InstancePre<StepState>,
+    index: ComponentExportIndex,
+    version: Version,
+}
+
+impl RunExport {
+    /// Finds `run` in the component's `dynhost:op/op@…` export of `version`.
+    pub fn find(pre: InstancePre<StepState>, version: Version) -> Option<Self> {
+        let component = pre.component();
+        let interface = format!("dynhost:op/op@{}", version.as_str());
+        let op = component.get_export_index(None, &interface)?;
+        let index = component.get_export_index(Some(&op), "run")?;
+        Some(Self {
+            pre,
+            index,
+            version,
+        })
+    }
+}
+
+/// Where a call failed: making the instance, or running it.
+pub(crate) enum Failed {
+    Instantiate(wasmtime::Error),
+    Run(wasmtime::Error),
+}
+
+/// Instantiates the op in `store` and calls `run`. `Ok(None)`: the op
+/// returned "no value" (0.2.0). `instantiated` is called once the instance
+/// exists (to time instantiation apart from the call).
+pub(crate) fn run(
+    store: &mut Store<StepState>,
+    export: &RunExport,
+    call: &StepCall<'_>,
+    inputs: impl IntoIterator<Item = InputData>,
+    instantiated: impl FnOnce(),
+) -> Result<Result<Option<Vec<u8>>, String>, Failed> {
+    let instance = export
+        .pre
+        .instantiate(&mut *store)
+        .map_err(Failed::Instantiate)?;
+    instantiated();
+    let keys: SmallVec<[&str; 4]> = call.keys.iter().map(|k| k.as_str()).collect();
+    let ctx = Context {
+        run_id: call.run_id,
+        op: call.op,
+        keys: &keys,
+        config: call.config_json,
+    };
+    // Consumed as converted, so a large collection is not held twice.
+    let inputs: SmallVec<[Input<'_>; 2]> = call
+        .input_names
+        .iter()
+        .zip(inputs)
+        .map(|(name, data)| Input {
+            name,
+            value: input_value(data),
+        })
+        .collect();
+    let params = (ctx, &inputs[..]);
+    match export.version {
+        Version::V1 => instance
+            .get_typed_func::<(Context<'_>, &[Input<'_>]), ResultV1>(&mut *store, export.index)
+            .and_then(|run| run.call(&mut *store, params))
+            .map(|(result,)| result.map(Some))
+            .map_err(Failed::Run),
+        Version::V2 => instance
+            .get_typed_func::<(Context<'_>, &[Input<'_>]), ResultV2>(&mut *store, export.index)
+            .and_then(|run| run.call(&mut *store, params))
+            .map(|(result,)| result)
+            .map_err(Failed::Run),
+    }
+}
+
+fn input_value(data: InputData) -> InputValue {
+    match data {
+        InputData::Single(bytes) => InputValue::Single(bytes),
+        InputData::Collected { items, failed } => InputValue::Collected(Collection {
+            items: items
+                .into_iter()
+                .map(|(keys, value)| Item { keys, value })
+                .collect(),
+            failed: failed
+                .into_iter()
+                .map(|(keys, failure)| FailedItem {
+                    keys: crate::key::key_strings(&keys),
+                    kind: failure.kind.as_str().to_owned(),
+                    message: failure.message,
+                })
+                .collect(),
+        }),
+    }
+}
