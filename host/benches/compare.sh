@@ -9,7 +9,14 @@
 # Prints, per build, the medians over all rounds of the ratio dynhost/bare,
 # dynhost's µs/key, the coordinator's and the workers' CPU µs/key, the
 # steps' wall time per key by op (emit, work, collect), the bare loop on as
-# many threads, and the sandbox-only loop (Runtime::run_step without the executor).
+# many threads, and the sandbox-only loop (Runtime::run_step without the
+# executor); then, per build after the first, the median difference of its
+# ratio from the first build's in the same round (run next to each other).
+#
+# Each bench binary builds and uses the trivial guest of the checkout it was
+# built from (its crate directory is compiled in): to compare hosts on the
+# same op, copy one `target/guests/wasm32-wasip2/release/trivial.wasm` over
+# the other's.
 set -euo pipefail
 rounds=$1
 shift
@@ -41,6 +48,15 @@ for line in open(raw):
     s = re.search(r"sandbox only.*: ([\d.]+) us/key", line)
     if s:
         sandbox.setdefault(b, []).append(float(s.group(1)))
+# Paired: the k-th round of each build against the k-th round of the
+# first (run next to each other), so drift that spans a pair cancels out.
+first = rows.get(bins[0], [])
+for b in bins[1:]:
+    pairs = [x[0] - y[0] for x, y in zip(rows.get(b, []), first)]
+    if pairs:
+        wins = sum(d <= 0 for d in pairs)
+        print(f"{b} - {bins[0]}: median paired ratio difference {statistics.median(pairs):+.3f} "
+              f"over {len(pairs)} pairs ({wins} not worse)")
 for b in bins:
     r = rows.get(b, [])
     if not r:

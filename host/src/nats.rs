@@ -27,7 +27,7 @@
 //! NATS I/O is async (tokio); the coordinator and the sandbox stay
 //! synchronous and talk to it through channels and `block_on`.
 
-use crate::exec::transport::{StepEvent, StepRequest, Transport, Woke};
+use crate::exec::transport::{Events, StepRequest, Transport, Woke};
 use crate::exec::wire::{
     self, BlobStore, EventBatchMsg, FinishedMsg, ItemMsg, StepBatchMsg, StepMsg,
 };
@@ -451,11 +451,7 @@ impl<'p> NatsTransport<'p> {
     }
 
     /// A batch of events, items first.
-    fn decode(
-        &mut self,
-        payload: &[u8],
-        events: &mut Vec<StepEvent>,
-    ) -> Result<(), wire::WireError> {
+    fn decode(&mut self, payload: &[u8], events: &mut Events) -> Result<(), wire::WireError> {
         let batch: EventBatchMsg = wire::decode(payload)?;
         for item in batch.items {
             events.push(item.event(self.plan, &mut self.values)?);
@@ -525,7 +521,7 @@ impl Transport for NatsTransport<'_> {
         });
     }
 
-    fn wait(&mut self, timeout: Duration, events: &mut Vec<StepEvent>) -> Woke {
+    fn wait(&mut self, timeout: Duration, events: &mut Events) -> Woke {
         let first = if timeout.is_zero() {
             match self.events.try_recv() {
                 Ok(first) => first,

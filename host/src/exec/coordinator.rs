@@ -6,7 +6,7 @@ use super::inbox::Inbox;
 use super::record::{self, Prior, Recorder};
 use super::reuse::{Reuse, Verdict};
 use super::scheduler::{Scheduler, StepId};
-use super::transport::{StepEvent, StepRequest, Transport, Woke};
+use super::transport::{Events, StepEvent, StepRequest, Transport, Woke};
 use super::values::Value;
 use super::worker::{Emitted, FLUSH_INTERVAL, Inputs};
 use super::{RunEvent, RunOptions, Storage};
@@ -107,7 +107,7 @@ impl<'p> Coordinator<'p> {
         transport: &mut dyn Transport,
         observer: &mut dyn FnMut(RunEvent<'_>),
     ) {
-        let mut events = Vec::new();
+        let mut events = Events::default();
         loop {
             self.report_skipped(observer);
             if !self.stopping
@@ -204,8 +204,8 @@ impl<'p> Coordinator<'p> {
     }
 
     /// Acts on what the transport reported, in its order.
-    fn handle(&mut self, events: &mut Vec<StepEvent>, observer: &mut dyn FnMut(RunEvent<'_>)) {
-        for event in events.drain(..) {
+    fn handle(&mut self, events: &mut Events, observer: &mut dyn FnMut(RunEvent<'_>)) {
+        while let Some(event) = events.next() {
             match event {
                 StepEvent::Item { attempt, seq, item } => {
                     self.on_item(attempt, seq, item, observer)

@@ -4,7 +4,7 @@
 
 use super::coordinator::Coordinator;
 use super::scheduler::{Status, StepId};
-use super::transport::{StepEvent, StepRequest, Transport, Woke};
+use super::transport::{Events, StepEvent, StepRequest, Transport, Woke};
 use super::worker::Emitted;
 use super::{RunOptions, Storage};
 use crate::key::MappingKey;
@@ -105,8 +105,10 @@ impl Transport for Scripted<'_> {
         }
     }
 
-    fn wait(&mut self, _timeout: Duration, events: &mut Vec<StepEvent>) -> Woke {
-        events.append(&mut self.pending);
+    fn wait(&mut self, _timeout: Duration, events: &mut Events) -> Woke {
+        for event in self.pending.drain(..) {
+            events.push(event);
+        }
         Woke::Looked
     }
 

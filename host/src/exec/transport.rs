@@ -14,6 +14,7 @@ use super::worker::{
     BATCH_THRESHOLD, Bells, Doorbell, Emitted, Inputs, Outbox, QUEUED_PER_WORKER, StepQueue,
 };
 use crate::runtime::StepReport;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +53,71 @@ pub(crate) enum StepEvent {
     },
 }
 
+/// What transports reported, in order, as whole blocks of events: a
+/// worker's outbox hands over the blocks it filled and takes emptied ones
+/// back, so an event is written once by its worker and read once by the
+/// coordinator, never copied into one long vector in between (copying and
+/// regrowing that vector was most of the bytes the coordinator moved per key).
+#[derive(Default)]
+pub(crate) struct Events {
+    blocks: VecDeque<VecDeque<StepEvent>>,
+    /// Emptied blocks, for an outbox to fill again.
+    spare: Vec<Vec<StepEvent>>,
+}
+
+/// Events per block made here (a transport that reports one at a time).
+const EVENTS_PER_BLOCK: usize = 256;
+
+impl Events {
+    /// Adds one event after the others.
+    pub fn push(&mut self, event: StepEvent) {
+        match self.blocks.back_mut() {
+            Some(block) if block.len() < EVENTS_PER_BLOCK => block.push_back(event),
+            _ => {
+                let mut block = VecDeque::from(
+                    self.spare
+                        .pop()
+                        .unwrap_or_else(|| Vec::with_capacity(EVENTS_PER_BLOCK)),
+                );
+                block.push_back(event);
+                self.blocks.push_back(block);
+            }
+        }
+    }
+
+    /// Adds a block of events after the others, without copying them.
+    pub fn push_block(&mut self, block: Vec<StepEvent>) {
+        if block.is_empty() {
+            self.spare.push(block);
+        } else {
+            self.blocks.push_back(VecDeque::from(block));
+        }
+    }
+
+    /// The oldest event not yet taken.
+    pub fn next(&mut self) -> Option<StepEvent> {
+        loop {
+            let block = self.blocks.front_mut()?;
+            if let Some(event) = block.pop_front() {
+                return Some(event);
+            }
+            if let Some(empty) = self.blocks.pop_front() {
+                self.spare.push(Vec::from(empty));
+            }
+        }
+    }
+
+    /// An emptied block to fill again, if there is one.
+    pub fn take_spare(&mut self) -> Option<Vec<StepEvent>> {
+        self.spare.pop()
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.blocks.iter().map(VecDeque::len).sum()
+    }
+}
+
 /// What [`Transport::wait`] saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Woke {
@@ -77,7 +143,7 @@ pub(crate) trait Transport {
     /// happened into `events`. A zero timeout takes events only if the
     /// transport asked for attention ([`Woke::Quiet`] otherwise), so a
     /// coordinator busy with other work does not poll for nothing.
-    fn wait(&mut self, timeout: Duration, events: &mut Vec<StepEvent>) -> Woke;
+    fn wait(&mut self, timeout: Duration, events: &mut Events) -> Woke;
 
     /// Stops: steps not yet started never start (running ones end by
     /// themselves, interrupted by the runtime). Returns how many were dropped.
@@ -95,7 +161,7 @@ pub(crate) struct ThreadPool<'a> {
 
 impl ThreadPool<'_> {
     /// Takes everything the workers queued, in each worker's order.
-    fn drain(&self, events: &mut Vec<StepEvent>) {
+    fn drain(&self, events: &mut Events) {
         for outbox in self.outboxes {
             outbox.take(events);
         }
@@ -117,7 +183,7 @@ impl Transport for ThreadPool<'_> {
         self.queue.push(steps);
     }
 
-    fn wait(&mut self, timeout: Duration, events: &mut Vec<StepEvent>) -> Woke {
+    fn wait(&mut self, timeout: Duration, events: &mut Events) -> Woke {
         match self.doorbell.wait(timeout) {
             // Workers ring only when asked to hurry: after a quiet wait, take
             // what they queued anyway (a zero wait only looks).
@@ -168,7 +234,7 @@ impl Transport for Split<'_> {
         }
     }
 
-    fn wait(&mut self, timeout: Duration, events: &mut Vec<StepEvent>) -> Woke {
+    fn wait(&mut self, timeout: Duration, events: &mut Events) -> Woke {
         let deadline = std::time::Instant::now().checked_add(timeout);
         loop {
             let local = self.local.wait(Duration::ZERO, events);

@@ -3,7 +3,7 @@
 //! coordinator as they happen.
 
 use super::StepId;
-use super::transport::{StepEvent, StepRequest};
+use super::transport::{Events, StepEvent, StepRequest};
 use crate::key::MappingKey;
 use crate::plan::Plan;
 use crate::runtime::{
@@ -155,24 +155,27 @@ const BLOCK: usize = 256;
 const FREE_BLOCKS: usize = 64;
 
 impl Outbox {
-    /// Appends everything queued to `events`, in order; the next push that
-    /// wants attention rings again.
-    pub fn take(&self, events: &mut Vec<StepEvent>) {
-        let mut blocks = {
+    /// Hands everything queued to `events`, in order, block by block (and
+    /// takes emptied blocks back); the next push that wants attention rings
+    /// again.
+    pub fn take(&self, events: &mut Events) {
+        let blocks = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             state.rung = false;
+            while state.free.len() < FREE_BLOCKS {
+                match events.take_spare() {
+                    Some(mut block) => {
+                        block.clear();
+                        state.free.push(block);
+                    }
+                    None => break,
+                }
+            }
             std::mem::take(&mut state.blocks)
         };
-        if blocks.is_empty() {
-            return;
+        for block in blocks {
+            events.push_block(block);
         }
-        // Copied out without the lock, so the worker never waits for it.
-        for block in &mut blocks {
-            events.append(block);
-        }
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let room = FREE_BLOCKS.saturating_sub(state.free.len());
-        state.free.extend(blocks.into_iter().take(room));
     }
 
     /// Queues `out`; returns whether to ring (`urgent` and not yet rung).
@@ -452,11 +455,11 @@ mod tests {
         }
     }
 
-    fn seqs(events: &[StepEvent]) -> Vec<u64> {
-        events
-            .iter()
+    /// Takes every event out of `events`, as the coordinator does.
+    fn seqs(events: &mut Events) -> Vec<u64> {
+        std::iter::from_fn(|| events.next())
             .map(|e| match e {
-                StepEvent::Item { seq, .. } => *seq,
+                StepEvent::Item { seq, .. } => seq,
                 StepEvent::Finished { .. } => u64::MAX,
             })
             .collect()
@@ -471,19 +474,32 @@ mod tests {
         for seq in 1..n {
             assert!(!outbox.push(item(seq), true));
         }
-        let mut events = Vec::new();
+        let mut events = Events::default();
         outbox.take(&mut events);
-        assert_eq!(seqs(&events), (0..n).collect::<Vec<_>>());
-        let free = outbox.state.lock().unwrap().free.len();
-        assert_eq!(free, 4, "the four blocks come back empty for reuse");
-        // The next push rings again and fills a reused block.
+        assert_eq!(events.len() as u64, n);
+        assert_eq!(seqs(&mut events), (0..n).collect::<Vec<_>>());
+        // The next push rings again; the take after it gives the four
+        // emptied blocks back to the outbox, to be filled again.
         assert!(outbox.push(item(n), true));
-        let state = outbox.state.lock().unwrap();
-        assert_eq!(state.free.len(), 3);
-        assert!(state.blocks[0].capacity() >= BLOCK);
-        drop(state);
-        events.clear();
         outbox.take(&mut events);
-        assert_eq!(seqs(&events), vec![n]);
+        let state = outbox.state.lock().unwrap();
+        assert_eq!(
+            state.free.len(),
+            4,
+            "the four blocks come back empty for reuse"
+        );
+        assert!(
+            state
+                .free
+                .iter()
+                .all(|b| b.is_empty() && b.capacity() >= BLOCK)
+        );
+        drop(state);
+        assert_eq!(seqs(&mut events), vec![n]);
+        // Events pushed one at a time (a remote transport) keep their order too.
+        for seq in 0..600 {
+            events.push(item(seq));
+        }
+        assert_eq!(seqs(&mut events), (0..600).collect::<Vec<_>>());
     }
 }
