@@ -55,7 +55,9 @@ for b in bins[1:]:
     pairs = [x[0] - y[0] for x, y in zip(rows.get(b, []), first)]
     if pairs:
         wins = sum(d <= 0 for d in pairs)
+        q = statistics.quantiles(pairs, n=4) if len(pairs) > 1 else [pairs[0]] * 3
         print(f"{b} - {bins[0]}: median paired ratio difference {statistics.median(pairs):+.3f} "
+              f"(quartiles {q[0]:+.3f} / {q[2]:+.3f}, mean {statistics.mean(pairs):+.3f}) "
               f"over {len(pairs)} pairs ({wins} not worse)")
 for b in bins:
     r = rows.get(b, [])
