@@ -165,6 +165,59 @@ config.read_input = "path"
     assert_eq!(out.output("read[inside]")["read"]["ok"], "inside");
 }
 
+/// A stat that follows links takes a shortcut for a plain name that is not
+/// a link (one `statx` without following); a link still goes the long,
+/// sandboxed way: to its target inside the mount, never out of it.
+#[test]
+fn a_stat_follows_links_only_within_the_mount() {
+    let job = TestJob::new(
+        r#"name = "stat"
+[ops.emit]
+component = "{probe}"
+dynamic = true
+config.emit = [
+  { key = "file", value = "/data/in.txt" },
+  { key = "dir", value = "/data/sub" },
+  { key = "link_in", value = "/data/link_in" },
+  { key = "link_out", value = "/data/link_out" },
+  { key = "link_up", value = "/data/link_up" },
+  { key = "dotdot", value = "/data/sub/../../outside.txt" },
+  { key = "missing", value = "/data/missing" },
+]
+[ops.stat]
+component = "{probe}"
+inputs.path = { map = "emit" }
+mounts = [{ host = "data", guest = "/data" }]
+config.stat_input = "path"
+"#,
+    );
+    // 16 bytes: not the length of the link `in.txt` itself.
+    job.write("data/in.txt", "inside the mount");
+    job.write("data/sub/deep.txt", "deeper");
+    job.write("outside.txt", "outside the mount");
+    let data = job.dir().join("data");
+    std::os::unix::fs::symlink("in.txt", data.join("link_in")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", data.join("link_out")).unwrap();
+    std::os::unix::fs::symlink("../outside.txt", data.join("link_up")).unwrap();
+    let out = job.run(&[]);
+    out.assert_code(0);
+    let stat = |key: &str| out.output(&format!("stat[{key}]"))["stat"].clone();
+    assert_eq!(stat("file")["len"], 16);
+    assert_eq!(stat("dir")["dir"], true);
+    assert_eq!(
+        stat("link_in")["len"],
+        16,
+        "a link inside the mount is followed"
+    );
+    for key in ["link_out", "link_up", "dotdot", "missing"] {
+        assert!(
+            stat(key)["err"].is_string(),
+            "stat[{key}] saw past the mount: {}",
+            stat(key)
+        );
+    }
+}
+
 #[test]
 fn a_writable_mount_is_the_only_place_to_write() {
     let job = TestJob::new(

@@ -150,6 +150,12 @@ fn wait<R: Stopped>(limit: &StepLimit, call: impl Future<Output = R>) -> R {
     }
 }
 
+/// Whether `path` is one plain name beneath a directory (no `/`, not `.` or
+/// `..`): looking it up without following links cannot leave the directory.
+fn plain_name(path: &str) -> bool {
+    !path.is_empty() && path != "." && path != ".." && !path.contains('/')
+}
+
 /// What the bounded interfaces see of a step: its files and resources, and
 /// its limit.
 pub(crate) struct Bounded<'a> {
@@ -497,6 +503,26 @@ impl sync_filesystem::HostDescriptor for Bounded<'_> {
         path_flags: sync_filesystem::PathFlags,
         path: String,
     ) -> FsResult<sync_filesystem::DescriptorStat> {
+        // A plain name that is not a symbolic link reads the same whether
+        // links are followed or not: ask without following first (one
+        // `statx`, where following costs `openat2` + `statx` + `close` to stay
+        // beneath the directory), and follow only for a link.
+        let follow = sync_filesystem::PathFlags::SYMLINK_FOLLOW;
+        if path_flags.contains(follow) && plain_name(&path) {
+            let rep = fd.rep();
+            let stat = wait(self.limit, async {
+                async_filesystem::HostDescriptor::stat_at(
+                    &mut self.view,
+                    Resource::new_borrow(rep),
+                    (path_flags & !follow).into(),
+                    path.clone(),
+                )
+                .await
+            })?;
+            if stat.type_ != async_filesystem::DescriptorType::SymbolicLink {
+                return Ok(stat.into());
+            }
+        }
         Ok(wait(self.limit, async {
             async_filesystem::HostDescriptor::stat_at(&mut self.view, fd, path_flags.into(), path)
                 .await

@@ -99,6 +99,17 @@ impl Guest for Probe {
                 Err(e) => json!({ "err": e.to_string() }),
             };
         }
+        // `"stat_input": NAME`: the size `std::fs::metadata` (links
+        // followed) reports for the path in that input, or its error.
+        if let Some(path) = config["stat_input"]
+            .as_str()
+            .and_then(|name| out["inputs"][name].as_str().map(str::to_owned))
+        {
+            out["stat"] = match std::fs::metadata(&path) {
+                Ok(meta) => json!({ "len": meta.len(), "dir": meta.is_dir() }),
+                Err(e) => json!({ "err": e.to_string() }),
+            };
+        }
         if let Some(dir) = config["fail_once_dir"].as_str() {
             // Fails the first attempt of each key, succeeds on retry: the marker
             // file in a writable mount is the only state that survives.
