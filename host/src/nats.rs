@@ -144,7 +144,25 @@ async fn connect(options: &NatsOptions, name: &str) -> Result<async_nats::Client
 }
 
 /// Creates (or finds) the streams, the workers' consumer and the buckets.
+/// A worker and a coordinator that start together both create them; the
+/// one that loses a race is told so by the server, so a failed attempt is
+/// tried again (the streams exist by then) before it counts as an error.
 async fn setup(js: &jetstream::Context) -> Result<Buckets, NatsError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match setup_once(js).await {
+            Ok(buckets) => return Ok(buckets),
+            Err(e) if tries < 3 => {
+                tracing::debug!("setting up JetStream again after: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn setup_once(js: &jetstream::Context) -> Result<Buckets, NatsError> {
     js.get_or_create_stream(stream::Config {
         name: STEPS.into(),
         subjects: vec!["dynhost.steps.>".into()],

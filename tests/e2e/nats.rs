@@ -230,7 +230,8 @@ fn a_killed_workers_steps_run_on_another_after_the_lease() {
     {
         assert!(
             Instant::now() < deadline,
-            "the doomed worker never started a step"
+            "the doomed worker never started a step; its log:\n{}",
+            std::fs::read_to_string(&doomed_log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
