@@ -566,10 +566,6 @@ impl Runtime {
             call::run(&mut store, &op.run, call, inputs, || {
                 instantiate = start.elapsed();
             })
-            .map_err(|failed| match failed {
-                call::Failed::Instantiate(error) => CallError::Instantiate(error),
-                call::Failed::Run(error) => CallError::Run(error),
-            })
         };
         // One clock read ends the step's wall time and starts its teardown's.
         let ended = Instant::now();

@@ -12,7 +12,7 @@
 //! misread.
 
 use super::signature::Version;
-use super::{InputData, StepCall};
+use super::{CallError, InputData, StepCall};
 use crate::runtime::sandbox::StepState;
 use smallvec::SmallVec;
 use std::sync::Arc;
@@ -99,12 +99,6 @@ impl RunExport {
     }
 }
 
-/// Where a call failed: making the instance, or running it.
-pub(crate) enum Failed {
-    Instantiate(wasmtime::Error),
-    Run(wasmtime::Error),
-}
-
 /// Instantiates the op in `store` and calls `run`. `Ok(None)`: the op
 /// returned "no value" (0.2.0). `instantiated` is called once the instance
 /// exists (to time instantiation apart from the call).
@@ -114,11 +108,11 @@ pub(crate) fn run(
     call: &StepCall<'_>,
     inputs: impl IntoIterator<Item = InputData>,
     instantiated: impl FnOnce(),
-) -> Result<Result<Option<Vec<u8>>, String>, Failed> {
+) -> Result<Result<Option<Vec<u8>>, String>, CallError> {
     let instance = export
         .pre
         .instantiate(&mut *store)
-        .map_err(Failed::Instantiate)?;
+        .map_err(CallError::Instantiate)?;
     instantiated();
     let keys: SmallVec<[&str; 4]> = call.keys.iter().map(|k| k.as_str()).collect();
     let ctx = Context {
@@ -143,12 +137,12 @@ pub(crate) fn run(
             .get_typed_func::<(Context<'_>, &[Input<'_>]), ResultV1>(&mut *store, export.index)
             .and_then(|run| run.call(&mut *store, params))
             .map(|(result,)| result.map(Some))
-            .map_err(Failed::Run),
+            .map_err(CallError::Run),
         Version::V2 => instance
             .get_typed_func::<(Context<'_>, &[Input<'_>]), ResultV2>(&mut *store, export.index)
             .and_then(|run| run.call(&mut *store, params))
             .map(|(result,)| result)
-            .map_err(Failed::Run),
+            .map_err(CallError::Run),
     }
 }
 
