@@ -9,6 +9,7 @@ mod bindings;
 mod bounded;
 pub mod cache;
 mod call;
+mod collected;
 mod failure;
 mod functions;
 mod host;
@@ -22,6 +23,7 @@ mod sandbox;
 mod signature;
 pub mod types;
 
+pub use collected::{CollectedItems, Keys};
 pub use failure::{FailureKind, OpFailure};
 pub use host::EmitSink;
 pub use outbound::OutboundHost;
@@ -121,11 +123,9 @@ pub enum InputData {
     Single(Arc<[u8]>),
     /// Collected elements (keys relative to the collecting op) and tolerated failures.
     Collected {
-        /// Successful elements, in emission order, as the guest receives
-        /// them (key strings, value bytes): they are moved into the call,
-        /// not copied, so a collect of N items is held once, not twice,
-        /// before it is copied into the guest.
-        items: Vec<(Vec<String>, Vec<u8>)>,
+        /// Successful elements, in emission order (key strings, value
+        /// bytes), packed and lowered into the guest straight from there.
+        items: CollectedItems,
         /// Failed elements the collect tolerates.
         failed: Vec<(KeyPath, OpFailure)>,
     },

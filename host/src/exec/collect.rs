@@ -8,9 +8,9 @@
 
 use super::scheduler::{Scheduler, StepId};
 use super::values::Value;
-use crate::key::{KeyPath, MappingKey, key_strings};
+use crate::key::{KeyPath, MappingKey};
 use crate::plan::{CollectTarget, DynOutput, Plan};
-use crate::runtime::{InputData, OpFailure};
+use crate::runtime::{CollectedItems, InputData, OpFailure};
 
 /// The full scope of what `target` refers to: for a mapped op its own scope,
 /// for a dynamic output the emitter's scope plus that output.
@@ -33,7 +33,7 @@ pub(crate) fn gather(
 ) -> Result<InputData, String> {
     let scope = target_scope(scheduler.plan(), target);
     let mut out = Gathered {
-        items: Vec::new(),
+        items: CollectedItems::new(),
         failed: Vec::new(),
     };
     walk(
@@ -51,7 +51,7 @@ pub(crate) fn gather(
 }
 
 struct Gathered {
-    items: Vec<(Vec<String>, Vec<u8>)>,
+    items: CollectedItems,
     failed: Vec<(KeyPath, OpFailure)>,
 }
 
@@ -73,7 +73,7 @@ fn walk(
     else {
         return Ok(());
     };
-    for (key, value) in &items.order {
+    for (at, (key, value)) in items.order.iter().enumerate() {
         let mut next = KeyPath::from(keys);
         next.push(key.clone());
         if level + 1 < scope.len() {
@@ -81,17 +81,17 @@ fn walk(
             continue;
         }
         match target {
-            CollectTarget::Items(_) => out
-                .items
-                .push((key_strings(&next[base..]), scheduler.bytes_vec(value)?)),
+            CollectTarget::Items(_) => {
+                scheduler.collect_into(&mut out.items, &next[base..], value)?
+            }
             CollectTarget::Values(v) => {
-                let member = StepId::new(v.op, next);
+                // Found by its item's position: a collect of millions of
+                // members hashes none of their keys.
+                let member = scheduler.child(items, at, v.op, next);
                 match scheduler.plain_value(&member, v.output) {
                     // No value (an optional result): absent, as in Dagster.
                     Some(Value::Nothing) => {}
-                    Some(v) => out
-                        .items
-                        .push((key_strings(&member.keys[base..]), scheduler.bytes_vec(v)?)),
+                    Some(v) => scheduler.collect_into(&mut out.items, &member.keys[base..], v)?,
                     // Skipped because what it read produced nothing: absent too.
                     None if scheduler.optional_skipped.contains(&member) => {}
                     None => {

@@ -5,7 +5,7 @@ use super::gates::Gates;
 use super::inbox::Inbox;
 use super::record::{self, Prior, Recorder};
 use super::reuse::{Reuse, Verdict};
-use super::scheduler::{Scheduler, StepId};
+use super::scheduler::{NewItem, Scheduler, StepId};
 use super::transport::{Events, StepEvent, StepRequest, Transport, Woke};
 use super::values::Value;
 use super::worker::{Emitted, FLUSH_INTERVAL, Inputs};
@@ -48,8 +48,13 @@ pub(crate) struct Coordinator<'p> {
     hashes: FxHashMap<StepId, record::Hashes>,
     /// Per running step, items already sent to the store.
     items_written: FxHashMap<StepId, u64>,
-    /// Emitted items taken from the workers, not yet turned into steps.
-    backlog: VecDeque<Emitted>,
+    /// Items recorded but not yet turned into steps (12 bytes each: a fast
+    /// emitter can be millions of items ahead of its mapped steps).
+    backlog: VecDeque<NewItem>,
+    /// Items the inbox put in order, to record (kept to reuse its buffer).
+    arrived: Vec<Emitted>,
+    /// Items recorded since the store was last sent some, per step.
+    streamed: Vec<(StepId, ItemsRecord)>,
     /// Events put in order: items once and in sequence, ends after their items.
     inbox: Inbox,
     /// Set from outside to stop the run (Ctrl-C, SIGTERM).
@@ -88,6 +93,8 @@ impl<'p> Coordinator<'p> {
             hashes: FxHashMap::default(),
             items_written: FxHashMap::default(),
             backlog: VecDeque::new(),
+            arrived: Vec::new(),
+            streamed: Vec::new(),
             inbox: Inbox::default(),
             interrupt: options.interrupt.clone(),
             stopping: false,
@@ -131,7 +138,7 @@ impl<'p> Coordinator<'p> {
                 // a worker rang (finished steps free workers sooner).
                 match transport.wait(Duration::ZERO, &mut events) {
                     Woke::Looked => self.handle(&mut events, observer),
-                    Woke::Quiet => self.take_emitted(EMIT_CHUNK, observer),
+                    Woke::Quiet => self.take_emitted(EMIT_CHUNK),
                     Woke::Closed => return,
                 }
                 continue;
@@ -217,8 +224,9 @@ impl<'p> Coordinator<'p> {
                 } => self.on_finished(step, attempt, *report, observer),
             }
         }
+        self.flush_items();
         if !self.backlog.is_empty() {
-            self.take_emitted(EMIT_CHUNK, observer);
+            self.take_emitted(EMIT_CHUNK);
         }
     }
 
@@ -234,7 +242,13 @@ impl<'p> Coordinator<'p> {
             return;
         }
         let step = item.step.clone();
-        if let Some(report) = self.inbox.item(seq, item, &mut self.backlog) {
+        let mut arrived = std::mem::take(&mut self.arrived);
+        let report = self.inbox.item(seq, item, &mut arrived);
+        for item in arrived.drain(..) {
+            self.record_item(item, observer);
+        }
+        self.arrived = arrived;
+        if let Some(report) = report {
             self.complete(step, report, observer);
         }
     }
@@ -261,9 +275,11 @@ impl<'p> Coordinator<'p> {
         report: StepReport,
         observer: &mut dyn FnMut(RunEvent<'_>),
     ) {
-        // Every item of the step must be a step (and counted in its
-        // collections) before the step is done.
-        self.take_emitted(usize::MAX, observer);
+        // Every item of the step must be in the store's queue before its
+        // row, and a step (counted in its collections, as it already is)
+        // before the step is done.
+        self.flush_items();
+        self.take_emitted(usize::MAX);
         self.in_flight -= 1;
         self.finished(step, report, observer);
     }
@@ -458,42 +474,62 @@ impl<'p> Coordinator<'p> {
         self.scheduler.attempt(step)
     }
 
-    /// Turns up to `limit` items of the backlog into steps (and store writes).
-    fn take_emitted(&mut self, limit: usize, observer: &mut dyn FnMut(RunEvent<'_>)) {
-        let mut streamed: Vec<(StepId, ItemsRecord)> = Vec::new();
-        for _ in 0..limit {
-            let Some(item) = self.backlog.pop_front() else {
-                break;
-            };
-            if self.recorder.is_some() {
-                self.stream_item(&mut streamed, &item);
-            }
-            if let Some(metadata) = &item.metadata {
-                let op = &self.plan.ops[item.step.op];
-                observer(RunEvent::ItemMetadata {
-                    step: StepName {
-                        op: &op.name,
-                        keys: &item.step.keys,
-                    },
-                    op: &op.name,
-                    output: op
-                        .dynamic_outputs
-                        .get(item.output)
-                        .map_or("", String::as_str),
-                    key: item.key.as_str(),
-                    metadata,
-                });
-            }
-            let value = self.scheduler.values.put_slice(&item.value);
-            self.scheduler
-                .on_emit(&item.step, item.output, item.key, value);
+    /// Records an item the inbox put in order: its store write (batched
+    /// until [`Coordinator::flush_items`]), its metadata event, its value
+    /// and its place in the scheduler; its steps wait in the backlog.
+    fn record_item(&mut self, item: Emitted, observer: &mut dyn FnMut(RunEvent<'_>)) {
+        if self.recorder.is_some() {
+            let mut streamed = std::mem::take(&mut self.streamed);
+            self.stream_item(&mut streamed, &item);
+            self.streamed = streamed;
         }
+        if let Some(metadata) = &item.metadata {
+            let op = &self.plan.ops[item.step.op];
+            observer(RunEvent::ItemMetadata {
+                step: StepName {
+                    op: &op.name,
+                    keys: &item.step.keys,
+                },
+                op: &op.name,
+                output: op
+                    .dynamic_outputs
+                    .get(item.output)
+                    .map_or("", String::as_str),
+                key: item.key.as_str(),
+                metadata,
+            });
+        }
+        let value = self.scheduler.values.put_slice(&item.value);
+        if let Some(new) = self
+            .scheduler
+            .record_item(&item.step, item.output, item.key, value)
+        {
+            self.backlog.push_back(new);
+        }
+    }
+
+    /// Sends the items recorded since the last call to the store.
+    fn flush_items(&mut self) {
         if let Some(recorder) = &self.recorder {
-            for (step, items) in streamed {
+            for (step, items) in self.streamed.drain(..) {
                 let written = items.first_seq + items.items.len() as u64;
                 self.items_written.insert(step, written);
                 recorder.record_items(items);
             }
+        }
+    }
+
+    /// Turns up to `limit` items of the backlog into steps.
+    fn take_emitted(&mut self, limit: usize) {
+        for _ in 0..limit {
+            let Some(item) = self.backlog.pop_front() else {
+                break;
+            };
+            self.scheduler.map_item(item);
+        }
+        // A fan-out of millions leaves a large empty ring behind.
+        if self.backlog.is_empty() && self.backlog.capacity() > 1 << 16 {
+            self.backlog = VecDeque::new();
         }
     }
 

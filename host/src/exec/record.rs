@@ -249,9 +249,9 @@ pub(crate) fn hash_inputs(op: &PlannedOp, inputs: &[InputData]) -> String {
         match data {
             InputData::Single(bytes) => field(bytes),
             InputData::Collected { items, failed } => {
-                for (keys, value) in items {
-                    for key in keys {
-                        field(key.as_str().as_bytes());
+                for (keys, value) in items.iter() {
+                    for key in keys.iter() {
+                        field(key.as_bytes());
                     }
                     field(value);
                 }

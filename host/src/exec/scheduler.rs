@@ -20,7 +20,7 @@ use super::values::{Value, Values};
 use super::worker::Inputs;
 use crate::key::{KeyPath, MappingKey};
 use crate::plan::{CollectTarget, OpId, Plan, Source};
-use crate::runtime::{FailureKind, InputData, OpFailure};
+use crate::runtime::{CollectedItems, FailureKind, InputData, OpFailure};
 use collection::{Collection, CollectionId, Role, Watch, exceeds};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::collections::VecDeque;
@@ -91,7 +91,9 @@ pub(crate) struct Scheduler<'p> {
     pub steps: table::Steps,
     waiters: HashMap<StepId, Vec<StepId>>,
     collections: HashMap<CollectionId, Collection>,
-    ready: VecDeque<StepId>,
+    /// Slots of the steps ready to run, in order: 4 bytes a step, not a
+    /// step id (a 10,000,000-key emitter queues millions at once).
+    ready: VecDeque<u32>,
     /// Steps waiting out a retry backoff, soonest first. They hold no
     /// worker meanwhile (Dagster deadlocks here, dagster#30712).
     backoffs: std::collections::BinaryHeap<std::cmp::Reverse<(std::time::Instant, StepId)>>,
@@ -170,7 +172,7 @@ impl<'p> Scheduler<'p> {
         }
         let mut scheduler = Scheduler {
             plan,
-            steps: table::Steps::default(),
+            steps: table::Steps::new(plan, &children),
             waiters: HashMap::default(),
             collections: HashMap::default(),
             ready: VecDeque::new(),
@@ -200,7 +202,12 @@ impl<'p> Scheduler<'p> {
         {
             return self.backoffs.pop().map(|std::cmp::Reverse((_, step))| step);
         }
-        self.ready.pop_front()
+        while let Some(slot) = self.ready.pop_front() {
+            if let Some(step) = self.steps.id(slot) {
+                return Some(step);
+            }
+        }
+        None
     }
 
     /// Whether `step` runs now as `attempt`: only then do events about that
@@ -275,19 +282,33 @@ impl<'p> Scheduler<'p> {
     /// Records an item emitted by a running step on its dynamic output number
     /// `output` and creates the steps mapped over it.
     pub fn on_emit(&mut self, step: &StepId, output: usize, key: MappingKey, value: Value) {
+        if let Some(item) = self.record_item(step, output, key, value) {
+            self.map_item(item);
+        }
+    }
+
+    /// Records an item emitted by a running step on its dynamic output number
+    /// `output` (its value kept, the collections below counting it); returns
+    /// the item, for [`Scheduler::map_item`] to create the steps mapped
+    /// over it, if any are. Kept apart so that a fast emitter's items wait
+    /// for their steps as 12 bytes each, not as whole items.
+    pub fn record_item(
+        &mut self,
+        step: &StepId,
+        output: usize,
+        key: MappingKey,
+        value: Value,
+    ) -> Option<NewItem> {
         let plan = self.plan;
-        let Some(name) = plan.ops[step.op].dynamic_outputs.get(output) else {
-            return;
-        };
-        let Some(entry) = self.steps.get_mut(step) else {
-            return;
-        };
+        let name = plan.ops[step.op].dynamic_outputs.get(output)?;
+        let step = self.steps.with_slot(step.clone())?;
+        let entry = self.steps.get_mut(&step)?;
         let emitted = entry.emitted.get_or_insert_with(Box::default);
         let at = match emitted.get_mut(name.as_str()) {
-            Some(items) => items.push(key.clone(), value),
+            Some(items) => items.push(key, value),
             None => {
                 let mut items = Items::default();
-                let at = items.push(key.clone(), value);
+                let at = items.push(key, value);
                 emitted.insert(name.clone(), items);
                 at
             }
@@ -308,14 +329,42 @@ impl<'p> Scheduler<'p> {
                 c.items_seen = true;
             }
         }
-        let children = self.children.clone();
-        let ops = &children[step.op][output];
-        if !ops.is_empty() {
-            let mut keys = step.keys.clone();
-            keys.push(key);
-            let item = u32::try_from(at).unwrap_or(NO_ITEM);
-            self.create_instance(ops, &keys, item, step.slot);
+        if self.children[step.op][output].is_empty() {
+            return None;
         }
+        // Past four billion items of one output (far beyond any
+        // `max_emits`) the rest get no steps.
+        Some(NewItem {
+            emitter: step.slot,
+            output: u32::try_from(output).ok()?,
+            at: u32::try_from(at).ok().filter(|&at| at != NO_ITEM)?,
+        })
+    }
+
+    /// Creates the steps mapped over an item [`Scheduler::record_item`]
+    /// recorded.
+    pub fn map_item(&mut self, item: NewItem) {
+        let Some(emitter) = self.steps.id(item.emitter) else {
+            return;
+        };
+        let output = item.output as usize;
+        let name = &self.plan.ops[emitter.op].dynamic_outputs[output];
+        let Some(key) = self
+            .steps
+            .at(item.emitter)
+            .and_then(|e| e.items(name))
+            .and_then(|items| items.order.get(item.at as usize))
+            .map(|(key, _)| key.clone())
+        else {
+            return;
+        };
+        let mut keys = emitter.keys;
+        keys.push(key);
+        let children = self.children.clone();
+        let first =
+            self.create_instance(&children[emitter.op][output], &keys, item.at, item.emitter);
+        self.steps
+            .set_first_slot(item.emitter, name, item.at as usize, first);
     }
 
     /// Records the end of a running step and wakes what waited for it.
@@ -335,7 +384,7 @@ impl<'p> Scheduler<'p> {
             .steps
             .iter()
             .filter(|(_, e)| !e.status.is_terminal())
-            .map(|(id, _)| id.clone())
+            .filter_map(|(slot, _)| self.steps.id(slot))
             .collect();
         for step in &stranded {
             self.finish(
@@ -347,8 +396,15 @@ impl<'p> Scheduler<'p> {
     }
 
     /// Creates the steps of `ops` at `keys` (one new scope instance), with
-    /// their collections, then checks which are ready.
-    fn create_instance(&mut self, ops: &[OpId], keys: &[MappingKey], item: u32, parent: u32) {
+    /// their collections, then checks which are ready. Returns the first
+    /// step's slot: the others follow it, in the order of `ops`.
+    fn create_instance(
+        &mut self,
+        ops: &[OpId],
+        keys: &[MappingKey],
+        item: u32,
+        parent: u32,
+    ) -> u32 {
         for &op in ops {
             for (index, input) in self.plan.ops[op].inputs.iter().enumerate() {
                 if matches!(input.source, Source::Collect(..)) {
@@ -368,39 +424,46 @@ impl<'p> Scheduler<'p> {
             } else {
                 Status::Waiting
             };
-            let step = self.steps.insert(
-                step,
+            let step = self.steps.push(
+                step.op,
+                step.keys,
                 StepEntry {
                     status,
                     emitted: None,
+                    op: op_number(*op),
                     item,
                     parent,
                 },
             );
+            let first = step.slot;
             if ready {
-                self.ready.push_back(step);
+                self.ready.push_back(step.slot);
             } else {
                 self.settle(step, blocker);
             }
-            return;
+            return first;
         }
         let created: Vec<StepId> = ops
             .iter()
             .map(|&op| {
-                self.steps.insert(
-                    StepId::new(op, KeyPath::from(keys)),
+                self.steps.push(
+                    op,
+                    KeyPath::from(keys),
                     StepEntry {
                         status: Status::Waiting,
                         emitted: None,
+                        op: op_number(op),
                         item,
                         parent,
                     },
                 )
             })
             .collect();
+        let first = created.first().map_or(NO_SLOT, |step| step.slot);
         for step in created {
             self.check(step);
         }
+        first
     }
 
     /// Queues `step` if it is ready, skips it if an input can never arrive,
@@ -418,10 +481,12 @@ impl<'p> Scheduler<'p> {
     fn settle(&mut self, step: StepId, blocker: Blocker) {
         match blocker {
             Blocker::None => {
-                if let Some(entry) = self.steps.get_mut(&step) {
-                    entry.status = Status::Queued(1);
+                if let Some(step) = self.steps.with_slot(step) {
+                    if let Some(entry) = self.steps.get_mut(&step) {
+                        entry.status = Status::Queued(1);
+                    }
+                    self.ready.push_back(step.slot);
                 }
-                self.ready.push_back(step);
             }
             Blocker::Wait(Some(on)) => self.waiters.entry(on).or_default().push(step),
             Blocker::Wait(None) => {}
@@ -443,10 +508,7 @@ impl<'p> Scheduler<'p> {
             match &input.source {
                 Source::Item(_) => {}
                 Source::Value(up) => {
-                    let dep = StepId::new(
-                        up.op,
-                        KeyPath::from(&step.keys[..self.plan.ops[up.op].scope.len()]),
-                    );
+                    let dep = self.upstream(step, up.op);
                     match self.entry_status(&dep) {
                         Some(Status::Succeeded(_)) => {
                             if let Some(Value::Nothing) = self.plain_value(&dep, up.output) {
@@ -650,10 +712,7 @@ impl<'p> Scheduler<'p> {
         for input in &op.inputs {
             let data = match &input.source {
                 Source::Value(up) => {
-                    let dep = StepId::new(
-                        up.op,
-                        KeyPath::from(&step.keys[..self.plan.ops[up.op].scope.len()]),
-                    );
+                    let dep = self.upstream(step, up.op);
                     InputData::Single(self.bytes(self.plain_value(&dep, up.output))?)
                 }
                 Source::Item(d) => {
@@ -708,6 +767,30 @@ impl<'p> Scheduler<'p> {
         self.plan
     }
 
+    /// The step of `op` that `step` reads a plain value from: the one at
+    /// the leading keys of `step` that `op`'s scope covers. One created
+    /// with `step` (a chained map) is found by slot, any other by its keys.
+    fn upstream(&self, step: &StepId, op: OpId) -> StepId {
+        let keys = KeyPath::from(&step.keys[..self.plan.ops[op].scope.len()]);
+        let mut dep = StepId::new(op, keys);
+        if step.slot != NO_SLOT
+            && dep.keys.len() == step.keys.len()
+            && let Some(slot) = self.steps.sibling(step, op)
+        {
+            dep.slot = slot;
+        }
+        dep
+    }
+
+    /// The step of `op` mapped over item `at` of `items`, with its slot.
+    pub(crate) fn child(&self, items: &Items, at: usize, op: OpId, keys: KeyPath) -> StepId {
+        let mut step = StepId::new(op, keys);
+        if let Some(slot) = self.steps.child(items, at, op) {
+            step.slot = slot;
+        }
+        step
+    }
+
     /// The result of a step that succeeded.
     pub(crate) fn value(&self, step: &StepId) -> Option<&Value> {
         match self.entry_status(step) {
@@ -746,9 +829,19 @@ impl<'p> Scheduler<'p> {
         }
     }
 
-    /// [`Scheduler::bytes`] as an owned copy ([`Values::get_vec`]).
-    pub(crate) fn bytes_vec(&self, value: &Value) -> Result<Vec<u8>, String> {
-        self.values.get_vec(value).map_err(unreadable)
+    /// Appends `value` under `keys` to a collect's elements, its bytes
+    /// read straight into them ([`Values::append_to`]).
+    pub(crate) fn collect_into(
+        &self,
+        items: &mut CollectedItems,
+        keys: &[MappingKey],
+        value: &Value,
+    ) -> Result<(), String> {
+        items
+            .push_with(keys.iter().map(MappingKey::as_str), |out| {
+                self.values.append_to(value, out)
+            })
+            .map_err(unreadable)
     }
 
     pub(crate) fn failure(&self, step: &StepId) -> Option<OpFailure> {
@@ -760,6 +853,15 @@ impl<'p> Scheduler<'p> {
             _ => None,
         }
     }
+}
+
+/// An item recorded but not yet mapped: its emitter's slot, the output's
+/// number and the item's position.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewItem {
+    emitter: u32,
+    output: u32,
+    at: u32,
 }
 
 /// A step just handed out: the attempt it runs as, and its item's position
@@ -782,6 +884,11 @@ enum Blocker {
     /// Need not run: an optional output it depends on produced no items.
     /// Skipped, but not a failure of the run.
     NotNeeded(String),
+}
+
+/// An op's number as an entry keeps it.
+fn op_number(op: OpId) -> u32 {
+    u32::try_from(op).expect("a plan has fewer than four billion ops")
 }
 
 fn unreadable(e: std::io::Error) -> String {

@@ -45,19 +45,25 @@ pub(crate) fn build_report(
     let mut ops: Vec<OpSummary> = plan.ops.iter().map(|op| OpSummary::new(&op.name)).collect();
     // Count every step, but name and sort only those the report lists (last
     // ops' values, failures, skips): a million-key map is mostly counted.
-    let mut listed: Vec<(&StepId, &Status)> = Vec::new();
-    for (id, entry) in scheduler.steps.iter() {
-        ops[id.op].steps += 1;
+    let mut listed: Vec<(StepId, &Status)> = Vec::new();
+    for (slot, entry) in scheduler.steps.iter() {
+        let op = entry.op();
+        ops[op].steps += 1;
         match &entry.status {
-            Status::Succeeded(_) if is_read[id.op] => ops[id.op].succeeded += 1,
-            status => listed.push((id, status)),
+            Status::Succeeded(_) if is_read[op] => ops[op].succeeded += 1,
+            status => {
+                if let Some(id) = scheduler.steps.id(slot) {
+                    listed.push((id, status));
+                }
+            }
         }
     }
     // Per op in emission order, as a collect sees the values (not sorted by
     // key bytes, which puts `k_10` before `k_2`).
-    listed.sort_by_cached_key(|(id, _)| (id.op, emission_position(plan, scheduler, id), *id));
+    listed
+        .sort_by_cached_key(|(id, _)| (id.op, emission_position(plan, scheduler, id), id.clone()));
     let mut outputs = Vec::new();
-    for (id, status) in listed {
+    for (id, status) in &listed {
         let summary = &mut ops[id.op];
         let name = step_label(plan, id);
         let tolerated = scheduler.tolerated.contains(id);

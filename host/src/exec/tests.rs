@@ -136,7 +136,8 @@ fn copy(event: &StepEvent) -> StepEvent {
     }
 }
 
-fn plan(ops: &str) -> (tempfile::TempDir, Plan) {
+/// A plan of `ops` (TOML `[ops.*]` tables) whose component is an empty file.
+pub(crate) fn plan(ops: &str) -> (tempfile::TempDir, Plan) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("op.wasm"), b"").unwrap();
     let path = dir.path().join("job.toml");
@@ -170,12 +171,7 @@ impl Outcome {
         match &inputs[i] {
             InputData::Collected { items, .. } => items
                 .iter()
-                .map(|(keys, _)| {
-                    keys.iter()
-                        .map(|k| k.as_str())
-                        .collect::<Vec<_>>()
-                        .join("/")
-                })
+                .map(|(keys, _)| keys.iter().collect::<Vec<_>>().join("/"))
                 .collect(),
             InputData::Single(_) => panic!("{step}: input {i} is not collected"),
         }
@@ -212,7 +208,8 @@ fn run(plan: &Plan, order: Order, script: Script<'_>) -> Outcome {
         .scheduler
         .steps
         .iter()
-        .map(|(id, entry)| {
+        .map(|(slot, entry)| {
+            let id = coordinator.scheduler.steps.id(slot).unwrap();
             let status = match &entry.status {
                 Status::Succeeded(_) => "succeeded".to_owned(),
                 Status::Failed(f) => format!("failed: {}", f.message),
@@ -221,7 +218,7 @@ fn run(plan: &Plan, order: Order, script: Script<'_>) -> Outcome {
                     "unfinished".to_owned()
                 }
             };
-            (super::scheduler::step_label(plan, id), status)
+            (super::scheduler::step_label(plan, &id), status)
         })
         .collect();
     statuses.sort();

@@ -136,32 +136,42 @@ impl Values {
         }
     }
 
-    /// [`Values::get`] as an owned copy, for a caller that hands the bytes
-    /// on by value (a collect's items): no shared buffer made only to be
-    /// copied once more.
-    pub fn get_vec(&self, value: &Value) -> io::Result<Vec<u8>> {
+    /// Appends the bytes of `value` to `out`, for a caller that packs
+    /// many values into one buffer (a collect's elements): no shared buffer
+    /// made only to be copied once more. On an error `out` may hold part of
+    /// the value; the caller drops it.
+    pub fn append_to(&self, value: &Value, out: &mut Vec<u8>) -> io::Result<()> {
         match value {
-            Value::Nothing => Ok(Vec::new()),
-            Value::Small { len, bytes } => Ok(bytes[..usize::from(*len)].to_vec()),
-            Value::Inline(bytes) => Ok(bytes.to_vec()),
-            Value::Spilled { offset, len } => self.read_spilled(*offset, *len),
+            Value::Nothing => {}
+            Value::Small { len, bytes } => out.extend_from_slice(&bytes[..usize::from(*len)]),
+            Value::Inline(bytes) => out.extend_from_slice(bytes),
+            Value::Spilled { offset, len } => {
+                let start = out.len();
+                out.resize(start + *len as usize, 0);
+                self.read_spilled_into(*offset, &mut out[start..])?;
+            }
         }
+        Ok(())
     }
 
     fn read_spilled(&self, offset: u64, len: u32) -> io::Result<Vec<u8>> {
+        let mut out = vec![0u8; len as usize];
+        self.read_spilled_into(offset, &mut out)?;
+        Ok(out)
+    }
+
+    fn read_spilled_into(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
         let spill = self
             .spill
             .as_ref()
             .ok_or_else(|| io::Error::other("the spill file is gone"))?;
-        let len = len as usize;
-        let mut out = vec![0u8; len];
         if offset >= spill.written {
             let start = (offset - spill.written) as usize;
-            out.copy_from_slice(&spill.buffer[start..start + len]);
+            out.copy_from_slice(&spill.buffer[start..start + out.len()]);
         } else {
-            spill.file.read_exact_at(&mut out, offset)?;
+            spill.file.read_exact_at(out, offset)?;
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -199,9 +209,11 @@ mod tests {
             assert_eq!(bytes.len(), 1000 + i, "value {i}");
             assert!(bytes.iter().all(|&b| b == (i % 251) as u8), "value {i}");
         }
-        // The owned copy reads the same bytes, from memory and from disk.
+        // Appending reads the same bytes, from memory and from disk.
         for v in big.iter().chain([&small, &tiny, &Value::Nothing]) {
-            assert_eq!(values.get_vec(v).unwrap(), &*values.get(v).unwrap());
+            let mut appended = b"x".to_vec();
+            values.append_to(v, &mut appended).unwrap();
+            assert_eq!(appended[1..], *values.get(v).unwrap());
         }
     }
 

@@ -14,7 +14,7 @@ use super::transport::{StepEvent, StepRequest};
 use super::worker::Emitted;
 use crate::key::{KeyPath, MappingKey, key_strings};
 use crate::plan::Plan;
-use crate::runtime::{InputData, NamedValue, OpFailure, StepReport, StepStats};
+use crate::runtime::{CollectedItems, InputData, NamedValue, OpFailure, StepReport, StepStats};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -387,7 +387,7 @@ impl StepMsg {
                     InputData::Collected { items, failed } => InputMsg::Collected {
                         items: items
                             .iter()
-                            .map(|(keys, bytes)| Ok((keys.clone(), Blob::of(bytes, store)?)))
+                            .map(|(keys, bytes)| Ok((keys.to_vec(), Blob::of(bytes, store)?)))
                             .collect::<Result<_, String>>()?,
                         failed: failed
                             .iter()
@@ -442,15 +442,17 @@ impl StepMsg {
                     InputData::Single(Arc::from(blob.bytes(store).map_err(store_error)?))
                 }
                 InputMsg::Collected { items, failed } => InputData::Collected {
-                    items: items
-                        .into_iter()
-                        .map(|(keys, blob)| {
+                    items: {
+                        let mut packed = CollectedItems::new();
+                        for (keys, blob) in items {
                             let bytes = blob.bytes(store).map_err(store_error)?;
-                            // Checked as keys, kept as the strings the guest gets.
+                            // Checked as keys (so none holds the packing's
+                            // separator), kept as the strings the guest gets.
                             parse_keys(&keys)?;
-                            Ok((keys, bytes))
-                        })
-                        .collect::<Result<_, WireError>>()?,
+                            packed.push(&keys, &bytes);
+                        }
+                        packed
+                    },
                     failed: failed
                         .into_iter()
                         .map(|(keys, failure)| Ok((parse_keys(&keys)?, failure)))

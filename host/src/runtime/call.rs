@@ -11,13 +11,18 @@
 //! `run` when the function is looked up, so a mismatch is an error, never a
 //! misread.
 
+use super::collected::CollectedItems;
 use super::signature::Version;
 use super::{CallError, InputData, StepCall};
 use crate::runtime::sandbox::StepState;
 use smallvec::SmallVec;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
-use wasmtime::Store;
+use wasmtime::component::__internal::{
+    CanonicalAbiInfo, InstanceType, InterfaceType, LowerContext,
+};
 use wasmtime::component::{ComponentExportIndex, ComponentType, InstancePre, Lower};
+use wasmtime::{Store, ValRaw};
 
 /// The `context` record, borrowed.
 #[derive(ComponentType, Lower)]
@@ -52,15 +57,100 @@ enum InputValue {
 #[derive(ComponentType, Lower)]
 #[component(record)]
 struct Collection {
-    items: Vec<Item>,
+    items: PackedItems,
     failed: Vec<FailedItem>,
 }
 
+/// The `item` record, borrowed from a [`CollectedItems`] element while it
+/// is lowered.
 #[derive(ComponentType, Lower)]
 #[component(record)]
-struct Item {
-    keys: Vec<String>,
-    value: Vec<u8>,
+struct Item<'a> {
+    keys: &'a [&'a str],
+    value: &'a [u8],
+}
+
+/// A `list<item>` lowered from the packed elements one at a time, so a
+/// collect of millions of items is never unpacked into a list of records
+/// on the host (issue 15, goal 7).
+///
+/// wasmtime has no derive for a list built on the fly, so this implements
+/// its (hidden, but public) lowering traits by hand, the way wasmtime
+/// implements them for `[T]`: allocate the list in the guest with its
+/// `realloc` (which wasmtime bounds-checks), then store each element with
+/// `Item`'s derived lowering. Pinned to wasmtime 48's trait shapes.
+struct PackedItems(CollectedItems);
+
+// SAFETY: the same lowered shape and ABI as `[Item]` (a pointer and a
+// length), and the same type check.
+#[expect(
+    unsafe_code,
+    reason = "wasmtime's lowering traits are unsafe to implement; this mirrors its own `[T]`"
+)]
+unsafe impl ComponentType for PackedItems {
+    type Lower = [ValRaw; 2];
+    const ABI: CanonicalAbiInfo = CanonicalAbiInfo::POINTER_PAIR;
+
+    fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
+        <[Item<'static>] as ComponentType>::typecheck(ty, types)
+    }
+}
+
+// SAFETY: writes exactly the pointer pair `[Item]` writes; every element is
+// stored inside the region `realloc` returned and wasmtime checked.
+#[expect(
+    unsafe_code,
+    reason = "wasmtime's lowering traits are unsafe to implement; this mirrors its own `[T]`"
+)]
+unsafe impl Lower for PackedItems {
+    fn linear_lower_to_flat<U>(
+        &self,
+        cx: &mut LowerContext<'_, U>,
+        ty: InterfaceType,
+        dst: &mut MaybeUninit<[ValRaw; 2]>,
+    ) -> wasmtime::Result<()> {
+        let (ptr, len) = self.lower_list(cx, ty)?;
+        dst.write([ValRaw::i64(ptr as i64), ValRaw::i64(len as i64)]);
+        Ok(())
+    }
+
+    fn linear_lower_to_memory<U>(
+        &self,
+        cx: &mut LowerContext<'_, U>,
+        ty: InterfaceType,
+        offset: usize,
+    ) -> wasmtime::Result<()> {
+        let (ptr, len) = self.lower_list(cx, ty)?;
+        *cx.get::<4>(offset) = u32::try_from(ptr)?.to_le_bytes();
+        *cx.get::<4>(offset + 4) = u32::try_from(len)?.to_le_bytes();
+        Ok(())
+    }
+}
+
+impl PackedItems {
+    /// Allocates the list in the guest and stores every element; returns
+    /// where it is and its length.
+    fn lower_list<U>(
+        &self,
+        cx: &mut LowerContext<'_, U>,
+        ty: InterfaceType,
+    ) -> wasmtime::Result<(usize, usize)> {
+        let InterfaceType::List(list) = ty else {
+            wasmtime::bail!("a collected input must be a list, found {ty:?}");
+        };
+        let elem = cx.types[list].element;
+        let size = self.0.len().checked_mul(Item::SIZE32).ok_or_else(|| {
+            wasmtime::format_err!("a collected input of {} items is too large", self.0.len())
+        })?;
+        let ptr = cx.realloc(0, 0, Item::ALIGN32, size)?;
+        let mut offset = ptr;
+        for (keys, value) in self.0.iter() {
+            let keys: SmallVec<[&str; 4]> = keys.iter().collect();
+            Item { keys: &keys, value }.linear_lower_to_memory(cx, elem, offset)?;
+            offset += Item::SIZE32;
+        }
+        Ok((ptr, self.0.len()))
+    }
 }
 
 #[derive(ComponentType, Lower)]
@@ -150,10 +240,7 @@ fn input_value(data: InputData) -> InputValue {
     match data {
         InputData::Single(bytes) => InputValue::Single(bytes),
         InputData::Collected { items, failed } => InputValue::Collected(Collection {
-            items: items
-                .into_iter()
-                .map(|(keys, value)| Item { keys, value })
-                .collect(),
+            items: PackedItems(items),
             failed: failed
                 .into_iter()
                 .map(|(keys, failure)| FailedItem {

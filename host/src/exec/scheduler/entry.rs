@@ -45,6 +45,10 @@ pub(crate) type Emitted = BTreeMap<String, Items>;
 pub(crate) struct Items {
     pub order: Vec<(MappingKey, Value)>,
     index: std::cell::OnceCell<HashMap<MappingKey, usize>>,
+    /// Per item, the slot of the first step mapped over it (the others
+    /// follow it); empty if nothing is mapped over this output. How the
+    /// table finds a mapped step by its keys (`table.rs`).
+    first_slots: Vec<u32>,
 }
 
 impl Items {
@@ -74,6 +78,21 @@ impl Items {
         index.get(key).copied()
     }
 
+    /// The slot of the first step mapped over item `at`.
+    pub(super) fn first_slot(&self, at: usize) -> Option<u32> {
+        self.first_slots
+            .get(at)
+            .copied()
+            .filter(|&slot| slot != super::NO_SLOT)
+    }
+
+    pub(super) fn set_first_slot(&mut self, at: usize, slot: u32) {
+        if self.first_slots.len() <= at {
+            self.first_slots.resize(at + 1, super::NO_SLOT);
+        }
+        self.first_slots[at] = slot;
+    }
+
     /// The item at `at` if its key is `key`, else looked up by key.
     pub(super) fn find(&self, at: u32, key: &MappingKey) -> Option<&Value> {
         match self.order.get(at as usize) {
@@ -87,6 +106,8 @@ pub(crate) struct StepEntry {
     pub status: Status,
     /// Boxed: most steps emit nothing.
     pub emitted: Option<Box<Emitted>>,
+    /// Its op (so a step's id can be read back from its slot).
+    pub(super) op: u32,
     /// Position of this step's own (last) key among the items of the output
     /// it is mapped over; [`NO_ITEM`] outside any map.
     pub(super) item: u32,
@@ -99,6 +120,11 @@ pub(crate) struct StepEntry {
 pub(super) const NO_ITEM: u32 = u32::MAX;
 
 impl StepEntry {
+    /// Its op.
+    pub fn op(&self) -> crate::plan::OpId {
+        self.op as crate::plan::OpId
+    }
+
     /// Its item's position among its emitter's items; `None` outside a map.
     pub fn position(&self) -> Option<u32> {
         (self.item != NO_ITEM).then_some(self.item)
