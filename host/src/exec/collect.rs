@@ -73,6 +73,11 @@ fn walk(
     else {
         return Ok(());
     };
+    if level + 1 == scope.len() {
+        // Room for this emitter's elements at once (keys of the first's length).
+        let key_bytes = items.order.first().map_or(0, |(k, _)| k.as_str().len());
+        out.items.reserve(items.order.len(), key_bytes);
+    }
     for (at, (key, value)) in items.order.iter().enumerate() {
         let mut next = KeyPath::from(keys);
         next.push(key.clone());

@@ -79,7 +79,12 @@ struct Item<'a> {
 /// implements them for `[T]`: allocate the list in the guest with its
 /// `realloc` (which wasmtime bounds-checks), then store each element with
 /// `Item`'s derived lowering. Pinned to wasmtime 48's trait shapes.
-struct PackedItems(CollectedItems);
+///
+/// The elements are dropped once they are in the guest (hence the mutex:
+/// lowering only borrows), so the host's copy is gone before the guest
+/// builds its own from them: a collect of millions is held twice at most,
+/// not three times.
+struct PackedItems(std::sync::Mutex<CollectedItems>);
 
 // SAFETY: the same lowered shape and ABI as `[Item]` (a pointer and a
 // length), and the same type check.
@@ -139,17 +144,20 @@ impl PackedItems {
             wasmtime::bail!("a collected input must be a list, found {ty:?}");
         };
         let elem = cx.types[list].element;
-        let size = self.0.len().checked_mul(Item::SIZE32).ok_or_else(|| {
-            wasmtime::format_err!("a collected input of {} items is too large", self.0.len())
+        let mut items = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let len = items.len();
+        let size = len.checked_mul(Item::SIZE32).ok_or_else(|| {
+            wasmtime::format_err!("a collected input of {len} items is too large")
         })?;
         let ptr = cx.realloc(0, 0, Item::ALIGN32, size)?;
         let mut offset = ptr;
-        for (keys, value) in self.0.iter() {
+        for (keys, value) in items.iter() {
             let keys: SmallVec<[&str; 4]> = keys.iter().collect();
             Item { keys: &keys, value }.linear_lower_to_memory(cx, elem, offset)?;
             offset += Item::SIZE32;
         }
-        Ok((ptr, self.0.len()))
+        *items = CollectedItems::new();
+        Ok((ptr, len))
     }
 }
 
@@ -240,7 +248,7 @@ fn input_value(data: InputData) -> InputValue {
     match data {
         InputData::Single(bytes) => InputValue::Single(bytes),
         InputData::Collected { items, failed } => InputValue::Collected(Collection {
-            items: PackedItems(items),
+            items: PackedItems(std::sync::Mutex::new(items)),
             failed: failed
                 .into_iter()
                 .map(|(keys, failure)| FailedItem {

@@ -31,6 +31,14 @@ impl CollectedItems {
         Self::default()
     }
 
+    /// Makes room for `more` elements whose keys take about `key_bytes`
+    /// each, so a large collect's offsets and keys grow once, not by
+    /// doubling with both copies alive.
+    pub fn reserve(&mut self, more: usize, key_bytes: usize) {
+        self.ends.reserve_exact(more);
+        self.keys.reserve(more.saturating_mul(key_bytes));
+    }
+
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.ends.len()
