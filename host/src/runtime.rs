@@ -288,6 +288,12 @@ impl Runtime {
             // instead of 5.5-6.3 s (Cranelift without optimisations barely
             // helps: most of the time is not in the optimiser).
             wasm.strategy(wasmtime::Strategy::Winch);
+            // Winch still compiles every trampoline (and a componentize-py
+            // component has thousands, between its ~40 core modules) with
+            // Cranelift: a third of the compile. They are a few
+            // instructions each; compile them in one pass.
+            wasm.cranelift_opt_level(wasmtime::OptLevel::None)
+                .cranelift_regalloc_algorithm(wasmtime::RegallocAlgorithm::SinglePass);
         }
         // Cranelift's per-function cache, beside the compiled components:
         // after an edit only the functions that changed are compiled again.
