@@ -502,4 +502,18 @@ mod tests {
         }
         assert_eq!(seqs(&mut events), (0..600).collect::<Vec<_>>());
     }
+
+    /// A coordinator that fell far behind keeps a bounded number of the
+    /// emptied blocks, not all of them for the rest of the run.
+    #[test]
+    fn emptied_blocks_kept_for_reuse_are_bounded() {
+        let mut events = Events::default();
+        let blocks = 3000;
+        for b in 0..blocks {
+            events.push_block((0..BLOCK as u64).map(|i| item(b * 10_000 + i)).collect());
+        }
+        assert_eq!(seqs(&mut events).len(), blocks as usize * BLOCK);
+        let kept = events.spare_len();
+        assert!(kept > 0 && kept < 2000, "{kept} spare blocks kept");
+    }
 }
