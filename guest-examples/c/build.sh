@@ -27,5 +27,8 @@ for op in */; do
   name=$(echo "$op" | tr - _)
   clang --target=wasm32-wasi -mexec-model=reactor -O2 -I "$gen" \
     -o "$out/${name}_c.core.wasm" "$op/op.c" "$gen/dynamic_op.c" "$gen/dynamic_op_component_type.o"
-  "$dynhost" componentize new "$out/${name}_c.core.wasm" "$out/${name}_c.wasm"
+  # Written beside the target, then renamed: a run loading the component
+  # meanwhile reads the old file or the new one, never half of one.
+  "$dynhost" componentize new "$out/${name}_c.core.wasm" "$out/${name}_c.wasm.$$.tmp"
+  mv -f "$out/${name}_c.wasm.$$.tmp" "$out/${name}_c.wasm"
 done

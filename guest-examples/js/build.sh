@@ -13,7 +13,11 @@ mkdir -p "$out"
 for op in */; do
   op=${op%/}
   [ -f "$op/app.js" ] || continue
+  target="$out/$(echo "$op" | tr - _)_js.wasm"
+  # Written beside the target, then renamed: a run loading the component
+  # meanwhile reads the old file or the new one, never half of one.
   # Without `-d http fetch-event` the component would import wasi:http.
   node_modules/.bin/componentize-js "$op/app.js" --wit ../../wit -n dynamic-op -d http fetch-event \
-    -o "$out/$(echo "$op" | tr - _)_js.wasm"
+    -o "$target.$$.tmp"
+  mv -f "$target.$$.tmp" "$target"
 done

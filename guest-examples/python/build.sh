@@ -12,5 +12,9 @@ mkdir -p "$out"
 for op in */; do
   op=${op%/}
   [ -f "$op/app.py" ] || continue
-  (cd "$op" && componentize-py -d ../../../wit -w dynamic-op componentize app -o "../$out/$(echo "$op" | tr - _)_py.wasm")
+  target="$out/$(echo "$op" | tr - _)_py.wasm"
+  # Written beside the target, then renamed: a run loading the component
+  # meanwhile reads the old file or the new one, never half of one.
+  (cd "$op" && componentize-py -d ../../../wit -w dynamic-op componentize app -o "../$target.$$.tmp")
+  mv -f "$target.$$.tmp" "$target"
 done

@@ -13,13 +13,23 @@ use std::process::{Command, Stdio};
 /// `$DYNHOST componentize` whether or not dynhost is on PATH).
 /// `on_command` is told each command before it runs.
 ///
+/// With `lock`, the commands run holding an exclusive `flock` on that file
+/// (created if missing), so two `dynhost run --build` at once take turns:
+/// build scripts commonly write their output in place and install their
+/// toolchain on first use (`npm ci`), and a second build racing the first
+/// would load a half-written component or a half-installed toolchain. The
+/// kernel drops the lock if dynhost dies. A lock file that cannot be opened
+/// is not an error (the builds then run unserialised, as they did before).
+///
 /// # Errors
 /// [`Error::Build`] for the first command that cannot start or exits non-zero.
 pub fn build_components(
     spec: &JobSpec,
     dynhost_exe: Option<&Path>,
+    lock: Option<&Path>,
     on_command: &mut dyn FnMut(&str, &str),
 ) -> Result<(), Error> {
+    let _held = lock.and_then(hold_lock);
     let dir = spec
         .file
         .parent()
@@ -60,4 +70,20 @@ pub fn build_components(
         }
     }
     Ok(())
+}
+
+/// An exclusive lock on `path`, held until the file is dropped; `None` when
+/// the file cannot be created or locked.
+fn hold_lock(path: &Path) -> Option<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .ok()?;
+    file.lock().ok()?;
+    Some(file)
 }

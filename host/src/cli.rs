@@ -858,9 +858,17 @@ fn build(job: &Path) -> anyhow::Result<()> {
     // Build commands find this dynhost as `$DYNHOST` (for `componentize`),
     // whether or not it is on PATH.
     let exe = std::env::current_exe().ok();
-    dynhost::build::build_components(&spec, exe.as_deref(), &mut |op, command| {
-        note!("building `{op}`: {command}");
-    })?;
+    // One lock per user (beside the compiled-component cache): concurrent
+    // builds of any jobs take turns, since jobs share build outputs.
+    let lock = cache_dir().map(|dir| dir.join("build.lock"));
+    dynhost::build::build_components(
+        &spec,
+        exe.as_deref(),
+        lock.as_deref(),
+        &mut |op, command| {
+            note!("building `{op}`: {command}");
+        },
+    )?;
     Ok(())
 }
 

@@ -41,6 +41,30 @@ fn a_failing_build_is_a_bad_input_error() {
     );
 }
 
+/// Two builds at once take turns (one lock per user), so a run never loads
+/// a component another build is half-way through writing: each build here
+/// writes its start, waits, writes its end, and the two never interleave.
+#[test]
+fn concurrent_builds_take_turns() {
+    let job = TestJob::new(
+        "name = \"turns\"\n[ops.a]\ncomponent = \"a.wasm\"\nbuild = \"echo start >> log; sleep 0.4; echo end >> log\"\n",
+    );
+    let builds: Vec<_> = (0..3)
+        .map(|_| {
+            crate::support::command(job.dir(), &["build", "job.toml"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start dynhost build")
+        })
+        .collect();
+    for mut build in builds {
+        assert!(build.wait().expect("dynhost build").success());
+    }
+    let log = std::fs::read_to_string(job.dir().join("log")).expect("log");
+    assert_eq!(log, "start\nend\n".repeat(3), "builds interleaved");
+}
+
 #[test]
 fn the_plain_summary_lists_ops_and_failed_keys() {
     let job = TestJob::new(
