@@ -16,6 +16,7 @@ mod init;
 mod interrupt;
 mod locate;
 mod report;
+mod tier;
 mod value;
 mod watch;
 
@@ -64,6 +65,20 @@ enum Command {
     /// Run steps for `dynhost run --nats` coordinators: pull steps from NATS
     /// JetStream and run each in the sandbox, until stopped.
     Worker(WorkerArgs),
+    /// Compile components into the compile cache with the given runtime
+    /// settings (started in the background by `run --fast-compile`).
+    #[command(hide = true)]
+    TierUp(TierUpArgs),
+}
+
+/// `dynhost tier-up`.
+#[derive(Debug, Args)]
+struct TierUpArgs {
+    /// The runtime settings, as JSON.
+    #[arg(long)]
+    runtime: String,
+    /// The component files.
+    components: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,7 +221,8 @@ struct ExecArgs {
     quiet: bool,
     /// Compile components with wasmtime's baseline compiler (Winch): a
     /// Python or JavaScript op compiles 3-5x faster and runs slower (for
-    /// the edit loop; cached apart from the optimised form).
+    /// the edit loop). The optimised code is then compiled in the
+    /// background into the cache, and used by later runs once it is there.
     #[arg(long)]
     fast_compile: bool,
     #[command(flatten)]
@@ -479,6 +495,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dynhost::componentize::wrap(&core, &out)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::TierUp(args) => {
+            tier::compile(&args.runtime, &args.components)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Worker(args) => {
             let mut nats = args
                 .nats
@@ -669,12 +689,10 @@ fn execute(
         Some(n) => n as usize,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let runtime = Runtime::new(&runtime_config(
+    let (runtime, tier_up) = tier::choose(
+        &runtime_config(plan, max_concurrent, args.no_cache, args.fast_compile),
         plan,
-        max_concurrent,
-        args.no_cache,
-        args.fast_compile,
-    ))?;
+    )?;
     let components = dynhost::load_components_with(&runtime, plan, &mut say_compiling)?;
     let run = &RunRecord {
         plan: dynhost::plan::lock::lock(plan, &components).to_json(),
@@ -748,6 +766,9 @@ fn execute(
     view.finish();
     let signal = watch.received();
     drop(watch);
+    if let (Some(optimised), None) = (&tier_up, signal) {
+        tier::start_background(optimised, plan);
+    }
     let recorded = result.store.is_some();
     if let Some(mut store) = result.store {
         let status = match (signal, result.report.is_success()) {

@@ -87,7 +87,7 @@ pub enum RuntimeError {
 }
 
 /// How to size the engine.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RuntimeConfig {
     /// Instances alive at once (the executor's concurrency): sizes the pool.
     pub max_instances: u32,
@@ -376,6 +376,16 @@ impl Runtime {
     /// [`RuntimeError::WrongWorld`] naming the import or export that is wrong.
     pub fn load(&self, path: &Path) -> Result<OpComponent, RuntimeError> {
         self.load_with(path, &mut |_| {})
+    }
+
+    /// Whether the component at `path` is in the compile cache for this
+    /// runtime's engine, so loading it would not compile. False without a
+    /// cache or when the file cannot be read. Reads and hashes the file.
+    pub fn is_cached(&self, path: &Path) -> bool {
+        let (Some(cache), Ok(bytes)) = (&self.cache, std::fs::read(path)) else {
+            return false;
+        };
+        cache.contains(&self.engine, &cache::component_hash(&bytes))
     }
 
     /// [`Runtime::load`], calling `on_compile` just before a component is

@@ -1,6 +1,6 @@
 //! The CLI around a run: build commands, the plain summary, plan output.
 
-use crate::support::{TestJob, dynhost, probe};
+use crate::support::{TestJob, command, dynhost, output, probe};
 
 #[test]
 fn run_build_runs_the_build_command_first() {
@@ -63,6 +63,70 @@ fn concurrent_builds_take_turns() {
     }
     let log = std::fs::read_to_string(job.dir().join("log")).expect("log");
     assert_eq!(log, "start\nend\n".repeat(3), "builds interleaved");
+}
+
+/// Issue 15, goal 3: `--fast-compile` runs baseline code at once, then
+/// compiles the optimised code in a background process into the cache; the
+/// next runs, with the flag or without, use it and compile nothing.
+#[test]
+fn fast_compile_compiles_optimised_code_in_the_background_for_later_runs() {
+    let cache = tempfile::tempdir().unwrap();
+    let job = TestJob::new("name = \"tiers\"\n[ops.a]\ncomponent = \"{probe}\"\n");
+    let run = |flags: &[&str]| {
+        let mut args = vec!["run", "--json"];
+        args.extend(flags);
+        args.push("job.toml");
+        let mut run = command(job.dir(), &args);
+        run.env("DYNHOST_CACHE_DIR", cache.path());
+        output(run)
+    };
+    let compiled = || {
+        std::fs::read_dir(cache.path())
+            .map(|dir| {
+                dir.filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+                })
+                .count()
+            })
+            .unwrap_or(0)
+    };
+    let first = run(&["--fast-compile"]);
+    first.assert_code(0);
+    assert_eq!(first.output("a")["op"], "a");
+    assert!(
+        first.stderr.contains("compiling ")
+            && first
+                .stderr
+                .contains("compiling optimised code in the background"),
+        "{}",
+        first.stderr
+    );
+    // The baseline form at once, the optimised one when the background is done.
+    assert!(compiled() >= 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while compiled() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no optimised code after 300 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let second = run(&["--fast-compile"]);
+    second.assert_code(0);
+    assert_eq!(second.output("a")["op"], "a");
+    assert!(
+        second
+            .stderr
+            .contains("optimised code of every op is cached; running that")
+            && !second.stderr.contains("compiling "),
+        "{}",
+        second.stderr
+    );
+    let plain = run(&[]);
+    plain.assert_code(0);
+    assert!(!plain.stderr.contains("compiling "), "{}", plain.stderr);
+    assert_eq!(compiled(), 2, "nothing compiled again");
 }
 
 #[test]

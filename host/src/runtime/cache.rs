@@ -61,6 +61,13 @@ impl CompileCache {
             .join(format!("{}.cwasm", hex(&hasher.0.finalize())))
     }
 
+    /// Whether a usable compiled form of the component with this hash is
+    /// cached for `engine` (what [`CompileCache::load`] would read).
+    pub fn contains(&self, engine: &Engine, hash: &str) -> bool {
+        let entry = self.entry(engine, hash);
+        is_private(&self.dir) && entry.is_file() && is_private(&entry)
+    }
+
     /// Loads `bytes` as a component, from the cache when possible. A cache
     /// that cannot be read or written only costs a compile.
     pub fn load(
