@@ -485,7 +485,8 @@ fn sandbox_loop(
             _key: dynhost::MappingKey,
             _value: Vec<u8>,
             _metadata: Option<Box<str>>,
-        ) {
+        ) -> Duration {
+            Duration::ZERO
         }
     }
     let work = plan.op_id("work").unwrap();

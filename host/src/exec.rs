@@ -185,12 +185,16 @@ pub struct RunResult {
     pub store_error: Option<StoreError>,
 }
 
-/// Closes the step queue when dropped.
-struct CloseOnDrop<'a>(&'a StepQueue);
+/// Closes the step queue and the outboxes when dropped (no worker then waits
+/// for a step, or for room in its outbox, that will never come).
+struct CloseOnDrop<'a>(&'a StepQueue, &'a [Arc<Outbox>]);
 
 impl Drop for CloseOnDrop<'_> {
     fn drop(&mut self) {
         let _ = self.0.close();
+        for outbox in self.1 {
+            outbox.close();
+        }
     }
 }
 
@@ -245,7 +249,7 @@ pub(crate) fn run_split(
         }
         // Closed however the run ends (even by a panic), so no worker waits
         // for a step that will never come and the scope can end.
-        let _close = CloseOnDrop(&queue);
+        let _close = CloseOnDrop(&queue, &outboxes);
         let pool = transport::ThreadPool {
             workers,
             queue: &queue,

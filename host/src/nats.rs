@@ -1175,7 +1175,7 @@ impl crate::runtime::EmitSink for PublishSink {
         key: crate::key::MappingKey,
         value: Vec<u8>,
         metadata: Option<Box<str>>,
-    ) {
+    ) -> std::time::Duration {
         let item = crate::exec::worker::Emitted {
             step: self.step.clone(),
             output,
@@ -1199,6 +1199,8 @@ impl crate::runtime::EmitSink for PublishSink {
             }
             Err(e) => tracing::error!("cannot send an item: {e}"),
         }
+        // Unbounded: a remote emitter's items queue for the publisher.
+        std::time::Duration::ZERO
     }
 }
 

@@ -96,3 +96,74 @@ inputs.ns = {{ collect = "next" }}
         "an item read back from disk reached the chained map intact"
     );
 }
+
+/// Time the host holds an emitter back (its outbox full, waiting for the
+/// coordinator) is the host's, not the op's: it is added to the step's time
+/// limit. A sink that holds each of 30 items back for 50 ms (1.5 s in all)
+/// and says so lets a step with a 1 s limit finish; one that holds them
+/// back as long without saying so fails it as `timeout`.
+#[test]
+fn time_the_host_holds_an_emitter_back_is_not_counted_against_its_limit() {
+    use dynhost::runtime::{EmitSink, StepCall};
+    use std::time::Duration;
+    struct Slow {
+        says: bool,
+    }
+    impl EmitSink for Slow {
+        fn emit(
+            &mut self,
+            _output: usize,
+            _key: dynhost::MappingKey,
+            _value: Vec<u8>,
+            _metadata: Option<Box<str>>,
+        ) -> Duration {
+            let held = Duration::from_millis(50);
+            std::thread::sleep(held);
+            if self.says { held } else { Duration::ZERO }
+        }
+    }
+    let emits: Vec<String> = (0..30)
+        .map(|i| format!("{{ key = \"k{i}\", value = {i} }}"))
+        .collect();
+    let job = TestJob::new(&format!(
+        "name = \"held\"\n[ops.emit]\ncomponent = \"{{probe}}\"\ndynamic = true\nlimits.timeout_secs = 1\nconfig.emit = [{}]\n",
+        emits.join(", ")
+    ));
+    let plan = dynhost::load_plan(&job.dir().join("job.toml")).expect("plan");
+    let runtime = dynhost::Runtime::new(&dynhost::RuntimeConfig {
+        max_instances: 1,
+        max_memory_bytes: plan.max_memory_bytes(),
+        cache_dir: Some(crate::support::root().join("target/dynhost-test-cache")),
+        max_wasm_stack_bytes: plan.stack_bytes(),
+        enable_fuel: false,
+        fast_compile: false,
+    })
+    .expect("runtime");
+    let op = &plan.ops[0];
+    let component = runtime.load(&op.component).expect("component");
+    let name: std::sync::Arc<str> = std::sync::Arc::from(op.name.as_str());
+    let run = |says: bool| {
+        let call = StepCall {
+            run_id: "held",
+            op: &name,
+            keys: &[],
+            config_json: &op.config_json,
+            input_names: &[],
+        };
+        runtime.run_step(
+            &component,
+            &op.policy,
+            &call,
+            std::iter::empty(),
+            Box::new(Slow { says }),
+        )
+    };
+    let honest = run(true);
+    assert!(honest.outcome.is_ok(), "{:?}", honest.outcome);
+    assert_eq!(honest.stats.emitted_items, 30);
+    let silent = run(false);
+    assert_eq!(
+        silent.outcome.expect_err("a timeout").kind,
+        dynhost::FailureKind::Timeout
+    );
+}

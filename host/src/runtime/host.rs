@@ -21,7 +21,18 @@ pub trait EmitSink: Send {
     /// One validated item of the dynamic output at index `output` of the
     /// policy's `dynamic_outputs` (an index, so a million emits allocate no
     /// names), with its metadata as a JSON array when it has any.
-    fn emit(&mut self, output: usize, key: MappingKey, value: Vec<u8>, metadata: Option<Box<str>>);
+    ///
+    /// Returns how long the sink held the step back (a sink may wait for
+    /// its reader to catch up, so a fast emitter cannot queue without
+    /// bound): that time is the host's, not the op's, and is added to the
+    /// step's time limit.
+    fn emit(
+        &mut self,
+        output: usize,
+        key: MappingKey,
+        value: Vec<u8>,
+        metadata: Option<Box<str>>,
+    ) -> std::time::Duration;
 }
 
 /// Per-step emit bookkeeping.
@@ -53,6 +64,8 @@ pub(crate) struct EmitState {
     pub plain_bytes: u64,
     /// The first rule this step broke; the step fails with it whatever it returns.
     pub failure: Option<OpFailure>,
+    /// Time the sink held the step back since the runtime last looked.
+    pub held_back: std::time::Duration,
 }
 
 impl EmitState {
@@ -94,6 +107,7 @@ impl EmitState {
                 .collect(),
             plain_bytes: 0,
             failure: None,
+            held_back: std::time::Duration::ZERO,
         }
     }
 
@@ -182,7 +196,7 @@ impl EmitState {
         self.items += 1;
         self.bytes += len;
         self.metadata_bytes += metadata_len;
-        self.sink.emit(index, key, value, metadata);
+        self.held_back += self.sink.emit(index, key, value, metadata);
         Ok(Ok(()))
     }
 
@@ -313,6 +327,27 @@ pub(crate) fn output_limit(op: &str, name: &str, value: u64, unit: &str) -> OpFa
     )
 }
 
+impl StepState {
+    /// [`EmitState::emit`]; the time the sink held the step back is given
+    /// back to its time limit, on the wall-clock deadline and on the watch
+    /// that signals a step blocked past it.
+    fn emit_item(
+        &mut self,
+        output: &str,
+        key: String,
+        value: Vec<u8>,
+        metadata: Vec<v2::dynhost::op::types::MetadataEntry>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let result = self.emits.emit(output, key, value, metadata);
+        let held = std::mem::take(&mut self.emits.held_back);
+        if !held.is_zero() {
+            self.limit.deadline += held;
+            super::kick::postpone(held);
+        }
+        result
+    }
+}
+
 impl v1::dynhost::op::types::Host for StepState {}
 
 impl v1::dynhost::op::host::Host for StepState {
@@ -321,7 +356,7 @@ impl v1::dynhost::op::host::Host for StepState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), String>> {
-        self.emits.emit("result", key, value, Vec::new())
+        self.emit_item("result", key, value, Vec::new())
     }
 
     fn emit_dynamic_to(
@@ -330,7 +365,7 @@ impl v1::dynhost::op::host::Host for StepState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), String>> {
-        self.emits.emit(&output, key, value, Vec::new())
+        self.emit_item(&output, key, value, Vec::new())
     }
 
     fn log(
@@ -352,7 +387,7 @@ impl v2::dynhost::op::host::Host for StepState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), String>> {
-        self.emits.emit("result", key, value, Vec::new())
+        self.emit_item("result", key, value, Vec::new())
     }
 
     fn emit_dynamic_to(
@@ -361,7 +396,7 @@ impl v2::dynhost::op::host::Host for StepState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), String>> {
-        self.emits.emit(&output, key, value, Vec::new())
+        self.emit_item(&output, key, value, Vec::new())
     }
 
     fn emit(
@@ -371,7 +406,7 @@ impl v2::dynhost::op::host::Host for StepState {
         value: Vec<u8>,
         metadata: Vec<v2::dynhost::op::types::MetadataEntry>,
     ) -> wasmtime::Result<Result<(), String>> {
-        self.emits.emit(&output, key, value, metadata)
+        self.emit_item(&output, key, value, metadata)
     }
 
     fn set_output(&mut self, name: String, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {

@@ -128,6 +128,22 @@ pub(crate) fn watch(deadline: Instant) -> Guard {
     })
 }
 
+/// Moves the calling thread's step deadline `by` later (time the host held
+/// the step back), and forgets a signal sent meanwhile: the wait it
+/// interrupted was the host's, not a blocked call of the op.
+pub(crate) fn postpone(by: Duration) {
+    THIS.with(|this| {
+        let deadline = this.0.deadline.load(Ordering::Acquire);
+        if deadline != 0 {
+            let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+            this.0
+                .deadline
+                .store(deadline.saturating_add(by), Ordering::Release);
+            this.0.kicked.store(false, Ordering::Release);
+        }
+    });
+}
+
 /// The watch of one step.
 pub(crate) struct Guard(Arc<Watch>);
 
