@@ -26,6 +26,15 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Configured as the `dynhost` binary configures it (`host/src/main.rs`:
+/// freed memory goes back to the OS at once; option 15 is mimalloc 3.x's
+/// `mi_option_purge_delay`).
+#[expect(unsafe_code, reason = "mi_option_set only stores an option value")]
+fn configure_allocator() {
+    // SAFETY: an option index mimalloc defines and a value it documents.
+    unsafe { libmimalloc_sys::mi_option_set(15, 0) };
+}
+
 mod bare {
     // The trivial op is built against the first WIT (0.1.0).
     wasmtime::component::bindgen!({
@@ -45,6 +54,7 @@ mod bare_async {
 }
 
 fn main() {
+    configure_allocator();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
