@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Configured as the `dynhost` binary configures it (`host/src/main.rs`:
-/// freed memory goes back to the OS at once; option 15 is mimalloc 3.x's
-/// `mi_option_purge_delay`).
+/// Configured as the `dynhost` binary configures it for a run
+/// (`host/src/main.rs`: freed memory goes back to the OS at once; option 15
+/// is mimalloc 3.x's `mi_option_purge_delay`).
 #[expect(unsafe_code, reason = "mi_option_set only stores an option value")]
 fn configure_allocator() {
     // SAFETY: an option index mimalloc defines and a value it documents.

@@ -17,25 +17,28 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// exports no constant for it in 3.x).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Freed memory goes back to the OS at once, not a second (ten seconds for
-/// its arenas) later. A large run frees big buffers just before it needs as
-/// much again elsewhere: a collect's packed input is freed as the guest
-/// builds its own copy of it, an emitter's bookkeeping as its keys' steps
-/// start. Delayed, both were resident at once: a 10,000,000-key fan-out and
-/// collect peaked at 2.44 GB, 2.01 GB with this, at no cost in speed that
-/// the overhead benchmark could see (README, issue 15 goal 7).
+/// From here on, freed memory goes back to the OS at once, not a second
+/// (ten seconds for its arenas) later. Called when a run starts, after its
+/// components are loaded: a large run frees big buffers just before it
+/// needs as much again elsewhere (a collect's packed input is freed as the
+/// guest builds its own copy of it; an emitter's bookkeeping as its keys'
+/// steps start), and delayed, both were resident at once: a
+/// 10,000,000-key fan-out and collect peaked at 2.44 GB, 1.98 GB with this,
+/// at no cost in speed the benchmarks could see. Compiling is another
+/// matter: Cranelift and Winch free and reallocate all the time, and an
+/// immediate purge cost a Python component's baseline compile ~15% more
+/// CPU, so the default holds until then (README, issue 15 goal 7).
 #[expect(
     unsafe_code,
     reason = "mi_option_set only stores an option value; mimalloc reads it under its own rules"
 )]
-fn configure_allocator() {
+pub(crate) fn return_freed_memory_at_once() {
     // SAFETY: an option index mimalloc defines and a value it documents
     // (0: purge immediately); no memory is touched.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
 }
 
 fn main() -> ExitCode {
-    configure_allocator();
     let cli = cli::Cli::parse();
     match cli::run(cli) {
         Ok(code) => code,
@@ -81,7 +84,7 @@ mod tests {
 
     #[test]
     fn freed_memory_goes_back_to_the_os_at_once() {
-        super::configure_allocator();
+        super::return_freed_memory_at_once();
         let size = 256 << 20;
         let buffer = vec![1u8; size];
         let held = rss_bytes();
