@@ -17,25 +17,45 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// exports no constant for it in 3.x).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// From here on, freed memory goes back to the OS at once, not a second
-/// (ten seconds for its arenas) later. Called when a run starts, after its
-/// components are loaded: a large run frees big buffers just before it
-/// needs as much again elsewhere (a collect's packed input is freed as the
-/// guest builds its own copy of it; an emitter's bookkeeping as its keys'
-/// steps start), and delayed, both were resident at once: a
+/// Until the guard is dropped, freed memory goes back to the OS at once, not
+/// a second (ten seconds for its arenas) later. Held while a run runs,
+/// after its components are loaded: a large run frees big buffers just
+/// before it needs as much again elsewhere (a collect's packed input is
+/// freed as the guest builds its own copy of it; an emitter's bookkeeping
+/// as its keys' steps start), and delayed, both were resident at once: a
 /// 10,000,000-key fan-out and collect peaked at 2.44 GB, 1.98 GB with this,
 /// at no cost in speed the benchmarks could see. Compiling is another
 /// matter: Cranelift and Winch free and reallocate all the time, and an
 /// immediate purge cost a Python component's baseline compile ~15% more
-/// CPU, so the default holds until then (README, issue 15 goal 7).
+/// CPU, so the delay is back when the run ends (`run --watch` compiles
+/// again) (README, issue 15 goal 7).
+pub(crate) fn return_freed_memory_at_once() -> PurgeAtOnce {
+    let before = purge_delay(0);
+    PurgeAtOnce(before)
+}
+
+/// See [`return_freed_memory_at_once`]; restores the delay it replaced.
+pub(crate) struct PurgeAtOnce(std::ffi::c_long);
+
+impl Drop for PurgeAtOnce {
+    fn drop(&mut self) {
+        purge_delay(self.0);
+    }
+}
+
+/// Sets mimalloc's purge delay (milliseconds; 0: at once); returns the old one.
 #[expect(
     unsafe_code,
-    reason = "mi_option_set only stores an option value; mimalloc reads it under its own rules"
+    reason = "mi_option_get/set only read and store an option value"
 )]
-pub(crate) fn return_freed_memory_at_once() {
-    // SAFETY: an option index mimalloc defines and a value it documents
-    // (0: purge immediately); no memory is touched.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+fn purge_delay(millis: std::ffi::c_long) -> std::ffi::c_long {
+    // SAFETY: an option index mimalloc defines and values it documents; no
+    // memory is touched.
+    unsafe {
+        let before = libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY);
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, millis);
+        before
+    }
 }
 
 fn main() -> ExitCode {
@@ -84,7 +104,7 @@ mod tests {
 
     #[test]
     fn freed_memory_goes_back_to_the_os_at_once() {
-        super::return_freed_memory_at_once();
+        let purge = super::return_freed_memory_at_once();
         let size = 256 << 20;
         let buffer = vec![1u8; size];
         let held = rss_bytes();
@@ -101,6 +121,17 @@ mod tests {
         assert!(
             held.saturating_sub(after) > 200 << 20,
             "RSS {held} -> {after} bytes after freeing 256 MiB"
+        );
+        // Once the guard is gone, freed memory is kept a while again.
+        drop(purge);
+        let buffer = vec![2u8; size];
+        let held = rss_bytes();
+        assert_eq!(buffer[size - 1], 2);
+        drop(buffer);
+        let after = rss_bytes();
+        assert!(
+            held.saturating_sub(after) < 64 << 20,
+            "RSS {held} -> {after} bytes: purged at once after the guard was dropped"
         );
     }
 }
