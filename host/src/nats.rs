@@ -699,8 +699,13 @@ struct RunContext {
     components: Vec<Option<OpComponent>>,
     digests: Vec<String>,
     /// To this run's event publisher (see [`publish_events`]).
-    events: tokio::sync::mpsc::UnboundedSender<Outgoing>,
+    events: tokio::sync::mpsc::Sender<Outgoing>,
 }
+
+/// Events waiting for the publisher, at most: a step emitting faster than
+/// NATS takes its items waits (and the wait is added to its time limit, as
+/// on a local worker) instead of queueing them without bound.
+const EVENT_QUEUE: usize = 16_384;
 
 /// What a step hands the run's event publisher.
 enum Outgoing {
@@ -751,7 +756,7 @@ impl Gathered {
 async fn publish_events(
     js: jetstream::Context,
     subject: String,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
+    mut rx: tokio::sync::mpsc::Receiver<Outgoing>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = Gathered::default();
@@ -1153,6 +1158,7 @@ async fn run_step_msg(
     context
         .events
         .send(Outgoing::Finished(finished, stored_tx))
+        .await
         .map_err(|_| "the run's event publisher stopped".to_owned())?;
     Ok(stored)
 }
@@ -1165,7 +1171,7 @@ struct PublishSink {
     attempt: u32,
     seq: u64,
     values: Values,
-    tx: tokio::sync::mpsc::UnboundedSender<Outgoing>,
+    tx: tokio::sync::mpsc::Sender<Outgoing>,
 }
 
 impl crate::runtime::EmitSink for PublishSink {
@@ -1194,12 +1200,18 @@ impl crate::runtime::EmitSink for PublishSink {
             &item,
             &mut self.values,
         ) {
-            Ok(msg) => {
-                let _ = self.tx.send(Outgoing::Item(msg));
-            }
+            Ok(msg) => match self.tx.try_send(Outgoing::Item(msg)) {
+                Err(tokio::sync::mpsc::error::TrySendError::Full(event)) => {
+                    // The queue is full: wait for the publisher (this runs
+                    // on a blocking thread, never inside the async runtime).
+                    let started = std::time::Instant::now();
+                    let _ = self.tx.blocking_send(event);
+                    return started.elapsed();
+                }
+                Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
+            },
             Err(e) => tracing::error!("cannot send an item: {e}"),
         }
-        // Unbounded: a remote emitter's items queue for the publisher.
         std::time::Duration::ZERO
     }
 }
@@ -1242,7 +1254,7 @@ async fn load_run(
         components.push(Some(component));
         digests.push(locked.digest.clone());
     }
-    let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (events, rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
     tokio::spawn(publish_events(
         js.clone(),
         format!("dynhost.events.{key}.batch"),

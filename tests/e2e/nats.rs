@@ -912,3 +912,33 @@ fn resource_limits_hold_across_nats_workers() {
     );
     assert_eq!(out.op_summary("a")["http_requests"], 6);
 }
+
+/// A remote emitter can outrun its worker's publisher (whose queue holds
+/// 16,384 events; past that the step waits for it, the wait added to its
+/// time limit): 40,000 items all arrive (the coordinator acts on a step's
+/// end only once all its items are in) within a 1 s time limit.
+#[test]
+fn a_remote_emitter_of_many_items_waits_for_its_publisher_and_loses_none() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let job = TestJob::new(
+        r#"name = "many"
+[defaults]
+max_emits = 40000
+[ops.emit]
+component = "{probe}"
+dynamic = true
+limits.timeout_secs = 1
+config.emit_count = 40000
+"#,
+    );
+    let _worker = Worker::start(job.dir(), &server.url, "w", &[]);
+    let out = dynhost_within(
+        job.dir(),
+        &["run", "--json", "job.toml", "--nats", &server.url],
+        Duration::from_secs(120),
+    );
+    out.assert_code(0);
+    assert_eq!(out.step("emit")["stats"]["emitted_items"], 40000);
+}
