@@ -154,7 +154,7 @@ fn main() {
 /// (the store's writer thread included) and wall time.
 fn store_cost(trivial: &Path, n: u64) {
     use dynhost::store::{RunRecord, RunStore, SqliteStore};
-    const ROUNDS: usize = 3;
+    const ROUNDS: usize = 5;
     let dir = tempfile::tempdir().unwrap();
     let plan = job(dir.path(), &fan_job(trivial, n, ""));
     let rt = runtime(&plan, None);

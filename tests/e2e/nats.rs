@@ -156,11 +156,15 @@ inputs.s = {{ collect = "work.size" }}
     )
 }
 
-/// What a run recorded: (op, keys) of every succeeded attempt.
+/// What a run recorded: (op, keys) of every success, the steps' rows and
+/// the earlier rows a resume replaced.
 fn succeeded_attempts(job: &TestJob) -> Vec<(String, String)> {
     let conn = rusqlite::Connection::open(job.dir().join(".dynhost/runs.db")).unwrap();
     let mut stmt = conn
-        .prepare("SELECT op, keys FROM attempts WHERE status = 'succeeded' ORDER BY op, keys")
+        .prepare(
+            "SELECT op, keys FROM steps WHERE status = 'succeeded' UNION ALL
+             SELECT op, keys FROM attempts WHERE status = 'succeeded' ORDER BY op, keys",
+        )
         .unwrap();
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()

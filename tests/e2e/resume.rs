@@ -243,7 +243,8 @@ fn resume_after_sigkill_finishes_with_every_key_succeeded_exactly_once() {
     assert_eq!(resumed.output("all"), clean_result(&text));
     let mut per_step = conn
         .prepare(
-            "SELECT op, keys, count(*) FROM attempts WHERE status = 'succeeded' GROUP BY op, keys",
+            "SELECT op, keys, count(*) FROM (SELECT op, keys, status FROM steps UNION ALL
+             SELECT op, keys, status FROM attempts) WHERE status = 'succeeded' GROUP BY op, keys",
         )
         .unwrap();
     let counts: Vec<(String, String, i64)> = per_step

@@ -67,8 +67,11 @@ CREATE TABLE IF NOT EXISTS steps (
 -- about half of all the recorder's work. Resume reads `memo_key` by step.
 CREATE INDEX IF NOT EXISTS steps_memo ON steps (memo_key) WHERE memoized = 1 AND memo_key IS NOT NULL;
 
--- Every finished attempt, including failed ones that were retried or resumed.
--- An audit log, read rarely and whole: no index to keep up per step.
+-- Earlier outcomes of steps recorded again (a resume rerunning a failed
+-- step): the `steps` row each replaced. With `steps` this is every recorded
+-- outcome. An audit log, read rarely and whole: no index to keep up. (Up to
+-- schema 11 every executed step also wrote its row here as it was recorded,
+-- a tenth of the recorder's work; those rows are still here.)
 CREATE TABLE IF NOT EXISTS attempts (
     run_id      TEXT NOT NULL,
     op          TEXT NOT NULL,

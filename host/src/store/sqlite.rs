@@ -3,8 +3,8 @@
 //! transaction; each step is still whole or absent after a crash.
 
 use super::{
-    PriorStep, RunRecord, RunStatus, RunStore, RunSummary, StepRecord, StepRow, StepStatus,
-    StoreError, StoredItem, StoredOutput, Write, hash_bytes,
+    PriorStep, RunRecord, RunStatus, RunStore, RunSummary, StepRow, StoreError, StoredItem,
+    StoredOutput, Write,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use rustc_hash::FxHashMap as HashMap;
@@ -71,6 +71,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    /// Runs this handle created (not resumed): no other process has
+    /// written their rows, which spares the writer some deletes.
+    fresh_runs: Vec<String>,
 }
 
 impl SqliteStore {
@@ -96,6 +99,7 @@ impl SqliteStore {
         let store = Self {
             conn,
             path: path.to_owned(),
+            fresh_runs: Vec::new(),
         };
         store.init()?;
         Ok(store)
@@ -249,80 +253,6 @@ impl SqliteStore {
         classify(&self.path, e)
     }
 
-    fn write_step(
-        tx: &rusqlite::Transaction<'_>,
-        run_id: &str,
-        s: &StepRecord,
-        now: f64,
-    ) -> rusqlite::Result<()> {
-        let keys = keys_json(&s.keys);
-        let (output_hash, output) = match s.output.as_deref() {
-            Some(bytes) => match put_value(tx, bytes)? {
-                Stored::Inline(bytes) => (None, Some(bytes)),
-                Stored::Blob(hash) => (Some(hash), None),
-            },
-            None => (None, None),
-        };
-        let row = params![
-            run_id,
-            s.op,
-            keys,
-            s.status.as_str(),
-            s.attempts,
-            s.wall_secs,
-            s.failure_kind,
-            s.failure_message,
-            s.peak_memory_bytes as i64,
-            s.emitted_items as i64,
-            s.emitted_bytes as i64,
-            s.fuel_used.map(|f| f as i64),
-            s.input_hash,
-            output_hash,
-            s.memo_key,
-            s.stdout,
-            s.stderr,
-            s.log,
-            now,
-            s.inputs,
-            output,
-            s.metadata.as_deref(),
-            s.no_value,
-            s.position,
-            s.services,
-            s.memoized,
-        ];
-        // A plain insert first: a step recorded for the first time (every
-        // step of a new run) then costs one B-tree descent. `OR REPLACE`
-        // searches for the old row before inserting whenever delete
-        // triggers exist (ours keep `step_counts`), ~15% of each insert;
-        // only a step recorded again (resume, retry) needs it.
-        match tx.prepare_cached(INSERT_STEP)?.execute(row) {
-            Err(e) if is_duplicate(&e) => {
-                tx.prepare_cached(REPLACE_STEP)?.execute(row)?;
-            }
-            result => {
-                result?;
-            }
-        }
-        // Streamed items were written as they came, the first of them
-        // replacing any earlier attempt's; an attempt that streamed none must
-        // still drop those.
-        if !s.items_streamed || s.emitted_items == 0 {
-            write_items(tx, run_id, &s.op, &keys, 0, &s.items)?;
-        }
-        // Only ops with named outputs (and failed steps, whose earlier
-        // attempt may have set some) touch the table.
-        if !s.outputs.is_empty() || s.status == StepStatus::Failed {
-            write_outputs(tx, run_id, &s.op, &keys, &s.outputs)?;
-        }
-        if s.executed {
-            tx.prepare_cached("INSERT INTO attempts (run_id, op, keys, status, finished_at) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(
-                params![run_id, s.op, keys, s.status.as_str(), now],
-            )?;
-        }
-        Ok(())
-    }
-
     fn prior_from_row(
         &self,
         run_id: &str,
@@ -379,98 +309,6 @@ impl SqliteStore {
         })?
         .collect()
     }
-}
-
-/// Replaces a step's named plain outputs: a row for each that was set or
-/// carries metadata.
-fn write_outputs(
-    tx: &rusqlite::Transaction<'_>,
-    run_id: &str,
-    op: &str,
-    keys: &str,
-    outputs: &[StoredOutput],
-) -> rusqlite::Result<()> {
-    tx.prepare_cached("DELETE FROM outputs WHERE run_id = ?1 AND op = ?2 AND keys = ?3")?
-        .execute(params![run_id, op, keys])?;
-    for output in outputs {
-        if output.value.is_none() && output.metadata.is_none() {
-            continue;
-        }
-        let (hash, inline) = match output.value.as_deref() {
-            Some(bytes) => match put_value(tx, bytes)? {
-                Stored::Inline(bytes) => (String::new(), Some(bytes)),
-                Stored::Blob(hash) => (hash, None),
-            },
-            None => (String::new(), None),
-        };
-        tx.prepare_cached("INSERT INTO outputs (run_id, op, keys, name, value_hash, value, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?.execute(
-            params![run_id, op, keys, output.name, hash, inline, output.metadata.as_deref()],
-        )?;
-    }
-    Ok(())
-}
-
-/// Writes items from position `first_seq` on; position 0 first drops the
-/// step's earlier items (a rerun replaces them).
-fn write_items(
-    tx: &rusqlite::Transaction<'_>,
-    run_id: &str,
-    op: &str,
-    keys: &str,
-    first_seq: u64,
-    items: &[StoredItem],
-) -> rusqlite::Result<()> {
-    if first_seq == 0 {
-        tx.prepare_cached("DELETE FROM items WHERE run_id = ?1 AND op = ?2 AND keys = ?3")?
-            .execute(params![run_id, op, keys])?;
-    }
-    for (seq, item) in (first_seq..).zip(items) {
-        let (hash, inline) = match put_value(tx, &item.value)? {
-            Stored::Inline(bytes) => (String::new(), Some(bytes)),
-            Stored::Blob(hash) => (hash, None),
-        };
-        tx.prepare_cached("INSERT OR REPLACE INTO items (run_id, op, keys, output, seq, key, value_hash, value, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?.execute(
-            params![run_id, op, keys, item.output, seq as i64, item.key, hash, inline, item.metadata.as_deref()],
-        )?;
-    }
-    Ok(())
-}
-
-/// The columns of a `steps` row and their parameters, as [`SqliteStore::write_step`] binds them.
-macro_rules! step_columns {
-    () => {
-        "(run_id, op, keys, status, attempts, wall_secs, failure_kind, failure_message,
-    peak_memory_bytes, emitted_items, emitted_bytes, fuel_used, input_hash, output_hash, memo_key,
-    stdout, stderr, log, finished_at, inputs, output, metadata, no_value, position, services, memoized)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-    ?21, ?22, ?23, ?24, ?25, ?26)"
-    };
-}
-const INSERT_STEP: &str = concat!("INSERT INTO steps ", step_columns!());
-const REPLACE_STEP: &str = concat!("INSERT OR REPLACE INTO steps ", step_columns!());
-
-/// Whether `e` is an insert refused because the row's key exists.
-fn is_duplicate(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _)
-        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
-}
-
-/// Where a value went.
-enum Stored<'a> {
-    /// Small: into the row itself.
-    Inline(&'a [u8]),
-    /// Into `blobs`, under this hash.
-    Blob(String),
-}
-
-fn put_value<'a>(tx: &rusqlite::Transaction<'_>, bytes: &'a [u8]) -> rusqlite::Result<Stored<'a>> {
-    if bytes.len() <= INLINE_MAX {
-        return Ok(Stored::Inline(bytes));
-    }
-    let hash = hash_bytes(bytes);
-    tx.prepare_cached("INSERT OR IGNORE INTO blobs (hash, bytes) VALUES (?1, ?2)")?
-        .execute(params![hash, bytes])?;
-    Ok(Stored::Blob(hash))
 }
 
 /// The columns [`step_row`] reads, from `steps s LEFT JOIN blobs b`;
@@ -588,6 +426,15 @@ fn classify(path: &Path, e: &rusqlite::Error) -> StoreError {
 
 impl RunStore for SqliteStore {
     fn begin_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
+        let existed = self
+            .conn
+            .query_row("SELECT 1 FROM runs WHERE id = ?1", [&run.id], |_| Ok(()))
+            .optional()
+            .map_err(|e| self.error(&e))?
+            .is_some();
+        if !existed {
+            self.fresh_runs.push(run.id.clone());
+        }
         self.conn
             .execute(
                 "INSERT INTO runs (id, job, job_file, job_hash, started_at, status, owner, resumed_at, active_secs, config, plan)
@@ -631,12 +478,12 @@ impl RunStore for SqliteStore {
                 Write::Items(_) => {}
             }
         }
+        let fresh = self.fresh_runs.iter().any(|r| r == run_id);
+        let mut writer = write::Writer::new(&tx, run_id, now, fresh);
         for write in writes {
             match write {
-                Write::Step(step) => Self::write_step(&tx, run_id, step, now),
-                Write::Items(items) => write_items(
-                    &tx,
-                    run_id,
+                Write::Step(step) => writer.step(step),
+                Write::Items(items) => writer.items(
                     &items.op,
                     &keys_json(&items.keys),
                     items.first_seq,
@@ -652,6 +499,7 @@ impl RunStore for SqliteStore {
             }
             .map_err(|e| classify(&path, &e))?;
         }
+        drop(writer);
         let steps: i64 = counted.iter().map(|(_, _, n)| n).sum();
         let count = || -> rusqlite::Result<()> {
             for (op, status, n) in &counted {
@@ -858,6 +706,7 @@ impl RunStore for SqliteStore {
 
 pub(crate) mod browse;
 pub(crate) mod read;
+mod write;
 
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,7 @@
 //! upgrades from version 1, and damaged files.
 
 use super::*;
-use crate::store::StepStatus;
+use crate::store::{StepRecord, StepStatus};
 
 fn item(key: &str, value: &[u8]) -> StoredItem {
     StoredItem {
@@ -531,4 +531,192 @@ fn step_counts_and_pages_follow_replaced_and_tolerated_steps() {
     // The run's start and each commit (its steps, its tolerated marks)
     // are events, in order.
     assert_eq!(store.cursor().unwrap(), 1 + 1 + 2);
+}
+
+fn begin(store: &mut SqliteStore, id: &str) {
+    store
+        .begin_run(&RunRecord {
+            id: id.into(),
+            job: "j".into(),
+            job_file: "job.toml".into(),
+            job_hash: "h".into(),
+            config: "{}".into(),
+            plan: String::new(),
+        })
+        .unwrap();
+}
+
+/// Items go in several rows per statement: batches longer and shorter than
+/// one statement, small and blob values and metadata all come back in
+/// emission order, each with its own value.
+#[test]
+fn many_streamed_items_come_back_in_order_with_their_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
+    begin(&mut store, "r1");
+    let value = |i: usize| -> Vec<u8> {
+        if i.is_multiple_of(3) {
+            format!("{i:0>80}").into_bytes() // over INLINE_MAX: a blob
+        } else {
+            i.to_string().into_bytes()
+        }
+    };
+    let stored = |i: usize| StoredItem {
+        output: if i.is_multiple_of(2) { "even" } else { "odd" }.into(),
+        key: format!("k{i}"),
+        value: Arc::from(value(i)),
+        metadata: i.is_multiple_of(5).then(|| Arc::from(format!("[{i}]").as_str())),
+    };
+    // 37 items (two statements of 16 and five single rows), then 3 more.
+    let mut first = 0;
+    for len in [37, 3] {
+        let items = (first..first + len).map(stored).collect();
+        store
+            .record(
+                "r1",
+                &[Write::Items(super::super::ItemsRecord {
+                    op: "emit".into(),
+                    keys: vec![],
+                    first_seq: first as u64,
+                    items,
+                })],
+            )
+            .unwrap();
+        first += len;
+    }
+    let mut done = record("emit", "", StepStatus::Succeeded);
+    done.keys = vec![];
+    done.items = vec![];
+    done.items_streamed = true;
+    done.emitted_items = 40;
+    store.record("r1", &[Write::Step(Box::new(done))]).unwrap();
+    let prior = store.successes("r1").unwrap();
+    // Read back per output, in emission order within each.
+    let mut got: Vec<(String, String, Vec<u8>, Option<String>)> = prior[0]
+        .items
+        .iter()
+        .map(|i| {
+            (
+                i.output.clone(),
+                i.key.clone(),
+                i.value.to_vec(),
+                i.metadata.as_deref().map(str::to_owned),
+            )
+        })
+        .collect();
+    let mut want: Vec<_> = (0..40)
+        .map(|i| {
+            let s = stored(i);
+            (
+                s.output,
+                s.key,
+                s.value.to_vec(),
+                s.metadata.as_deref().map(str::to_owned),
+            )
+        })
+        .collect();
+    want.sort_by_key(|(output, key, ..)| (output.clone(), key[1..].parse::<u32>().unwrap()));
+    assert_eq!(got.len(), 40);
+    let order: Vec<_> = got
+        .iter()
+        .map(|(o, k, ..)| (o.clone(), k.clone()))
+        .collect();
+    got.sort_by_key(|(output, key, ..)| (output.clone(), key[1..].parse::<u32>().unwrap()));
+    assert_eq!(got, want);
+    assert_eq!(
+        order,
+        want.iter()
+            .map(|(o, k, ..)| (o.clone(), k.clone()))
+            .collect::<Vec<_>>(),
+        "items come back in emission order"
+    );
+}
+
+/// A new run's first attempt of a step skips the delete of old items; a
+/// retry in the same run, or the same run resumed by another handle, still
+/// drops the items an earlier attempt streamed.
+#[test]
+fn items_of_an_earlier_attempt_are_dropped_in_new_and_resumed_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    let streamed = |keys: &[&str]| {
+        Write::Items(super::super::ItemsRecord {
+            op: "emit".into(),
+            keys: vec![],
+            first_seq: 0,
+            items: keys.iter().map(|k| item(k, k.as_bytes())).collect(),
+        })
+    };
+    let done = |attempts: u32| {
+        let mut r = record("emit", "", StepStatus::Succeeded);
+        r.keys = vec![];
+        r.items = vec![];
+        r.items_streamed = true;
+        r.emitted_items = 0;
+        r.attempts = attempts;
+        Write::Step(Box::new(r))
+    };
+    let items = |store: &SqliteStore| -> i64 { one(store, "SELECT count(*) FROM items") };
+    // A new run: attempt 1 streams and fails, attempt 2 emits nothing.
+    let mut store = SqliteStore::open(&path).unwrap();
+    begin(&mut store, "r1");
+    store.record("r1", &[streamed(&["a", "b"])]).unwrap();
+    store.record("r1", &[done(2)]).unwrap();
+    assert_eq!(items(&store), 0, "the retry dropped attempt 1's items");
+    // The same run resumed by another process: its attempt 1 (of this
+    // process) emits nothing, but the killed process had streamed items.
+    store.record("r1", &[streamed(&["c"])]).unwrap();
+    drop(store);
+    let mut store = SqliteStore::open(&path).unwrap();
+    begin(&mut store, "r1");
+    store.record("r1", &[done(1)]).unwrap();
+    assert_eq!(
+        items(&store),
+        0,
+        "the resume dropped the killed run's items"
+    );
+}
+
+/// A step recorded again (a resume rerunning it) replaces its row; the row
+/// it replaced is kept in `attempts`, so every outcome is on record.
+#[test]
+fn a_replaced_step_keeps_its_earlier_outcome_in_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
+    begin(&mut store, "r1");
+    store
+        .record(
+            "r1",
+            &[
+                Write::Step(Box::new(record("a", "k1", StepStatus::Failed))),
+                Write::Step(Box::new(record("a", "k2", StepStatus::Succeeded))),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        one::<i64>(&store, "SELECT count(*) FROM attempts"),
+        0,
+        "a step's first outcome is its row"
+    );
+    store
+        .record(
+            "r1",
+            &[Write::Step(Box::new(record(
+                "a",
+                "k1",
+                StepStatus::Succeeded,
+            )))],
+        )
+        .unwrap();
+    let earlier: (String, String, String) = store
+        .conn
+        .query_row("SELECT op, keys, status FROM attempts", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!(earlier, ("a".into(), r#"["k1"]"#.into(), "failed".into()));
+    assert_eq!(
+        one::<String>(&store, r#"SELECT status FROM steps WHERE keys = '["k1"]'"#),
+        "succeeded"
+    );
 }

@@ -1,0 +1,295 @@
+//! Writing one commit of finished steps and streamed items.
+//!
+//! A million-key run writes a million step rows and a million item rows, so
+//! the per-row work here is what recording costs (issue 15, goal 4). Each
+//! statement is prepared once per commit, not looked up by its SQL text per
+//! row (hashing that text was a tenth of the writer's time); items go in
+//! [`ITEMS_PER_INSERT`] rows per statement; and a new run's first attempt
+//! of a step skips the delete of items it cannot have.
+
+use super::INLINE_MAX;
+use crate::store::{StepRecord, StepStatus, StoredItem, StoredOutput, hash_bytes};
+use rusqlite::{CachedStatement, Connection, params};
+
+/// Items per multi-row insert: each execution of a statement has a fixed
+/// cost (binding the run, op and keys, stepping, resetting) that 16 rows
+/// share; more rows gained nothing measurable.
+const ITEMS_PER_INSERT: usize = 16;
+
+/// Columns of an `items` row bound per item (after `run_id, op, keys`).
+const ITEM_COLUMNS: usize = 6;
+
+/// The columns of a `steps` row and their parameters, as [`Writer::step`] binds them.
+macro_rules! step_columns {
+    () => {
+        "(run_id, op, keys, status, attempts, wall_secs, failure_kind, failure_message,
+    peak_memory_bytes, emitted_items, emitted_bytes, fuel_used, input_hash, output_hash, memo_key,
+    stdout, stderr, log, finished_at, inputs, output, metadata, no_value, position, services, memoized)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
+    ?21, ?22, ?23, ?24, ?25, ?26)"
+    };
+}
+const INSERT_STEP: &str = concat!("INSERT INTO steps ", step_columns!());
+const REPLACE_STEP: &str = concat!("INSERT OR REPLACE INTO steps ", step_columns!());
+
+/// One commit's writes for one run, with the statements every row needs
+/// prepared on first use and held until the commit.
+pub(super) struct Writer<'c> {
+    conn: &'c Connection,
+    run_id: &'c str,
+    now: f64,
+    /// The run was created by this store handle: no earlier process wrote
+    /// any of its rows.
+    fresh_run: bool,
+    insert_step: Option<CachedStatement<'c>>,
+    item: Option<CachedStatement<'c>>,
+    items: Option<CachedStatement<'c>>,
+    blob: Option<CachedStatement<'c>>,
+}
+
+/// `slot`'s statement, prepared from `sql` the first time.
+fn prepared<'s, 'c>(
+    conn: &'c Connection,
+    slot: &'s mut Option<CachedStatement<'c>>,
+    sql: &str,
+) -> rusqlite::Result<&'s mut CachedStatement<'c>> {
+    if slot.is_none() {
+        *slot = Some(conn.prepare_cached(sql)?);
+    }
+    Ok(slot.as_mut().expect("just prepared"))
+}
+
+impl<'c> Writer<'c> {
+    /// `conn` is inside the commit's transaction.
+    pub fn new(conn: &'c Connection, run_id: &'c str, now: f64, fresh_run: bool) -> Self {
+        Self {
+            conn,
+            run_id,
+            now,
+            fresh_run,
+            insert_step: None,
+            item: None,
+            items: None,
+            blob: None,
+        }
+    }
+
+    /// Writes a finished step whole: its row, its items (unless streamed)
+    /// and its named outputs; a row it replaces goes to `attempts`.
+    pub fn step(&mut self, s: &StepRecord) -> rusqlite::Result<()> {
+        let keys = super::keys_json(&s.keys);
+        let (output_hash, output) = match s.output.as_deref() {
+            Some(bytes) => match self.put_value(bytes)? {
+                Stored::Inline(bytes) => (None, Some(bytes)),
+                Stored::Blob(hash) => (Some(hash), None),
+            },
+            None => (None, None),
+        };
+        let row = params![
+            self.run_id,
+            s.op,
+            keys,
+            s.status.as_str(),
+            s.attempts,
+            s.wall_secs,
+            s.failure_kind,
+            s.failure_message,
+            s.peak_memory_bytes as i64,
+            s.emitted_items as i64,
+            s.emitted_bytes as i64,
+            s.fuel_used.map(|f| f as i64),
+            s.input_hash,
+            output_hash,
+            s.memo_key,
+            s.stdout,
+            s.stderr,
+            s.log,
+            self.now,
+            s.inputs,
+            output,
+            s.metadata.as_deref(),
+            s.no_value,
+            s.position,
+            s.services,
+            s.memoized,
+        ];
+        // A plain insert first: a step recorded for the first time (every
+        // step of a new run) then costs one B-tree descent. `OR REPLACE`
+        // searches for the old row before inserting whenever delete
+        // triggers exist (ours keep `step_counts`), ~15% of each insert;
+        // only a step recorded again (resume, retry) needs it.
+        match prepared(self.conn, &mut self.insert_step, INSERT_STEP)?.execute(row) {
+            Err(e) if is_duplicate(&e) => {
+                // The row replaced is an earlier attempt's outcome (a
+                // resume rerunning it): it goes to `attempts`.
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO attempts (run_id, op, keys, status, finished_at)
+                         SELECT run_id, op, keys, status, finished_at FROM steps
+                         WHERE run_id = ?1 AND op = ?2 AND keys = ?3",
+                    )?
+                    .execute(params![self.run_id, s.op, keys])?;
+                self.conn.prepare_cached(REPLACE_STEP)?.execute(row)?;
+            }
+            result => {
+                result?;
+            }
+        }
+        // Streamed items were written as they came, the first of them
+        // replacing any earlier attempt's; an attempt that streamed none
+        // must still drop those, unless there can be none: the first
+        // attempt of a step in a run this handle created (only an earlier
+        // attempt, or an earlier process's, could have left items).
+        if !s.items_streamed {
+            self.items(&s.op, &keys, 0, &s.items)?;
+        } else if s.emitted_items == 0 && !(self.fresh_run && s.attempts <= 1) {
+            self.clear_items(&s.op, &keys)?;
+        }
+        // Only ops with named outputs (and failed steps, whose earlier
+        // attempt may have set some) touch the table.
+        if !s.outputs.is_empty() || s.status == StepStatus::Failed {
+            self.outputs(&s.op, &keys, &s.outputs)?;
+        }
+        Ok(())
+    }
+
+    fn clear_items(&self, op: &str, keys: &str) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM items WHERE run_id = ?1 AND op = ?2 AND keys = ?3")?
+            .execute(params![self.run_id, op, keys])
+            .map(|_| ())
+    }
+
+    /// Writes items from position `first_seq` on; position 0 first drops the
+    /// step's earlier items (a rerun replaces them).
+    pub fn items(
+        &mut self,
+        op: &str,
+        keys: &str,
+        first_seq: u64,
+        items: &[StoredItem],
+    ) -> rusqlite::Result<()> {
+        if first_seq == 0 {
+            self.clear_items(op, keys)?;
+        }
+        let mut seq = first_seq;
+        let mut rest = items;
+        while !rest.is_empty() {
+            let rows = if rest.len() >= ITEMS_PER_INSERT {
+                ITEMS_PER_INSERT
+            } else {
+                1
+            };
+            let (chunk, after) = rest.split_at(rows);
+            // Blob values first: `put_value` runs its own statement.
+            let mut stored = [const { None }; ITEMS_PER_INSERT];
+            for (slot, item) in stored.iter_mut().zip(chunk) {
+                *slot = Some(self.put_value(&item.value)?);
+            }
+            let (slot, sql) = if rows == 1 {
+                (&mut self.item, items_sql(1))
+            } else {
+                (&mut self.items, items_sql(ITEMS_PER_INSERT))
+            };
+            let stmt = prepared(self.conn, slot, sql)?;
+            stmt.raw_bind_parameter(1, self.run_id)?;
+            stmt.raw_bind_parameter(2, op)?;
+            stmt.raw_bind_parameter(3, keys)?;
+            for (row, (item, value)) in chunk.iter().zip(&stored).enumerate() {
+                let at = 4 + row * ITEM_COLUMNS;
+                let (hash, inline) = match value {
+                    Some(Stored::Inline(bytes)) => ("", Some(*bytes)),
+                    Some(Stored::Blob(hash)) => (hash.as_str(), None),
+                    None => ("", None),
+                };
+                stmt.raw_bind_parameter(at, item.output.as_str())?;
+                stmt.raw_bind_parameter(at + 1, seq as i64)?;
+                stmt.raw_bind_parameter(at + 2, item.key.as_str())?;
+                stmt.raw_bind_parameter(at + 3, hash)?;
+                stmt.raw_bind_parameter(at + 4, inline)?;
+                stmt.raw_bind_parameter(at + 5, item.metadata.as_deref())?;
+                seq += 1;
+            }
+            stmt.raw_execute()?;
+            rest = after;
+        }
+        Ok(())
+    }
+
+    /// Replaces a step's named plain outputs: a row for each that was set or
+    /// carries metadata.
+    fn outputs(&mut self, op: &str, keys: &str, outputs: &[StoredOutput]) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM outputs WHERE run_id = ?1 AND op = ?2 AND keys = ?3")?
+            .execute(params![self.run_id, op, keys])?;
+        for output in outputs {
+            if output.value.is_none() && output.metadata.is_none() {
+                continue;
+            }
+            let (hash, inline) = match output.value.as_deref() {
+                Some(bytes) => match self.put_value(bytes)? {
+                    Stored::Inline(bytes) => (String::new(), Some(bytes)),
+                    Stored::Blob(hash) => (hash, None),
+                },
+                None => (String::new(), None),
+            };
+            self.conn.prepare_cached("INSERT INTO outputs (run_id, op, keys, name, value_hash, value, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?.execute(
+                params![self.run_id, op, keys, output.name, hash, inline, output.metadata.as_deref()],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Where a value goes: small ones into their row, others once into
+    /// `blobs` by their hash.
+    fn put_value<'v>(&mut self, bytes: &'v [u8]) -> rusqlite::Result<Stored<'v>> {
+        if bytes.len() <= INLINE_MAX {
+            return Ok(Stored::Inline(bytes));
+        }
+        let hash = hash_bytes(bytes);
+        prepared(
+            self.conn,
+            &mut self.blob,
+            "INSERT OR IGNORE INTO blobs (hash, bytes) VALUES (?1, ?2)",
+        )?
+        .execute(params![hash, bytes])?;
+        Ok(Stored::Blob(hash))
+    }
+}
+
+/// The insert of `rows` items (1 or [`ITEMS_PER_INSERT`]) sharing
+/// `run_id, op, keys` (`?1`–`?3`), built once.
+fn items_sql(rows: usize) -> &'static str {
+    static ONE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static MANY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let slot = if rows == 1 { &ONE } else { &MANY };
+    slot.get_or_init(|| build_items_sql(rows))
+}
+
+fn build_items_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|row| {
+            let at = 4 + row * ITEM_COLUMNS;
+            let columns: Vec<String> = (at..at + ITEM_COLUMNS).map(|i| format!("?{i}")).collect();
+            format!("(?1, ?2, ?3, {})", columns.join(", "))
+        })
+        .collect();
+    format!(
+        "INSERT OR REPLACE INTO items (run_id, op, keys, output, seq, key, value_hash, value, metadata) VALUES {}",
+        values.join(", ")
+    )
+}
+
+/// Whether `e` is an insert refused because the row's key exists.
+fn is_duplicate(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+/// Where a value went.
+enum Stored<'a> {
+    /// Small: into the row itself.
+    Inline(&'a [u8]),
+    /// Into `blobs`, under this hash.
+    Blob(String),
+}
