@@ -41,8 +41,9 @@ pub(crate) struct Coordinator<'p> {
     pub(super) recorder: Option<Recorder>,
     /// Stored successes that may stand in for steps.
     pub(super) reuse: Reuse<'p>,
-    /// Per op and input, where the input comes from (for `show`).
-    input_sources: Vec<Vec<String>>,
+    /// Per op and input, the start of its summary for `show`: its name
+    /// and where it comes from ([`record::input_heads`]).
+    input_heads: Vec<Vec<String>>,
     /// Per started step, until it is recorded: what its record says about
     /// its inputs (one map, one entry per step).
     hashes: FxHashMap<StepId, record::Hashes>,
@@ -89,7 +90,7 @@ impl<'p> Coordinator<'p> {
                 storage.record_reused,
                 storage.lookup,
             ),
-            input_sources: record::input_sources(plan),
+            input_heads: record::input_heads(plan),
             hashes: FxHashMap::default(),
             items_written: FxHashMap::default(),
             backlog: VecDeque::new(),
@@ -312,7 +313,7 @@ impl<'p> Coordinator<'p> {
             let summary = self
                 .recorder
                 .is_some()
-                .then(|| record::describe_inputs(op, &self.input_sources[step.op], &inputs));
+                .then(|| record::describe_inputs(&self.input_heads[step.op], &inputs));
             self.hashes.insert(
                 step.clone(),
                 record::Hashes {

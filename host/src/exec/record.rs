@@ -287,87 +287,71 @@ const INLINE_INPUT: usize = crate::store::INLINE_MAX;
 /// name, where it came from, its size, and small values whole (as hex) or
 /// larger ones by hash, so `show` can print every input without the plan.
 ///
-/// `sources[i]` says where `op`'s input `i` comes from ([`input_sources`]).
-pub(crate) fn describe_inputs(op: &PlannedOp, sources: &[String], inputs: &[InputData]) -> String {
-    let list: Vec<InputSummary<'_>> = op
-        .inputs
-        .iter()
-        .zip(sources)
-        .zip(inputs)
-        .map(|((input, from), data)| {
-            let mut summary = InputSummary {
-                name: &input.name,
-                from,
-                kind: "single",
-                bytes: None,
-                hex: None,
-                sha256: None,
-                items: None,
-                failed: None,
-            };
-            match data {
-                // A small value is kept whole; a larger one by the hash it
-                // is stored under (hashing a small one too cost every mapped
-                // step a SHA-256 and 80 bytes of its row).
-                InputData::Single(bytes) if bytes.len() <= INLINE_INPUT => {
-                    summary.bytes = Some(bytes.len());
-                    summary.hex = Some(crate::runtime::cache::hex(bytes));
-                }
-                InputData::Single(bytes) => {
-                    summary.bytes = Some(bytes.len());
-                    summary.sha256 = Some(crate::store::hash_bytes(bytes));
-                }
-                InputData::Collected { items, failed } => {
-                    summary.kind = "collected";
-                    summary.items = Some(items.len());
-                    summary.failed = Some(failed.len());
-                }
+/// `heads[i]` is the start of input `i`'s object ([`input_heads`]). Written
+/// by hand into one string: this runs for every recorded step, and serde
+/// (escaping the same names and sources again, a hex string per value)
+/// showed in the coordinator's profile.
+pub(crate) fn describe_inputs(heads: &[String], inputs: &[InputData]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(heads.iter().map(|h| h.len() + 48).sum::<usize>() + 2);
+    out.push('[');
+    for (i, (head, data)) in heads.iter().zip(inputs).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(head);
+        // Writing to a String cannot fail.
+        let _ = match data {
+            // A small value is kept whole; a larger one by the hash it is
+            // stored under (hashing a small one too cost every mapped step
+            // a SHA-256 and 80 bytes of its row).
+            InputData::Single(bytes) if bytes.len() <= INLINE_INPUT => {
+                let _ = write!(out, r#""kind":"single","bytes":{},"hex":""#, bytes.len());
+                crate::runtime::cache::push_hex(&mut out, bytes);
+                write!(out, r#""}}"#)
             }
-            summary
-        })
-        .collect();
-    serde_json::to_string(&list).unwrap_or_default()
+            InputData::Single(bytes) => write!(
+                out,
+                r#""kind":"single","bytes":{},"sha256":"{}"}}"#,
+                bytes.len(),
+                crate::store::hash_bytes(bytes)
+            ),
+            InputData::Collected { items, failed } => write!(
+                out,
+                r#""kind":"collected","items":{},"failed":{}}}"#,
+                items.len(),
+                failed.len()
+            ),
+        };
+    }
+    out.push(']');
+    out
 }
 
-/// One input in [`describe_inputs`]'s JSON, written straight from this
-/// struct: this runs for every recorded step, and a `serde_json::Value`
-/// map per input showed in the coordinator's profile.
-#[derive(serde::Serialize)]
-struct InputSummary<'a> {
-    name: &'a str,
-    from: &'a str,
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bytes: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    hex: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sha256: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    items: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    failed: Option<usize>,
-}
-
-/// Per op, where each input comes from (`item of `emit.result``), for
-/// [`describe_inputs`]: the same for every step of the op.
-pub(crate) fn input_sources(plan: &Plan) -> Vec<Vec<String>> {
+/// Per op, per input, the start of its object in [`describe_inputs`]'s
+/// JSON: `{"name":…,"from":…,` with where it comes from (`item of
+/// `emit.result``), the same for every step of the op.
+pub(crate) fn input_heads(plan: &Plan) -> Vec<Vec<String>> {
     use crate::plan::{CollectTarget, Source};
     let name = |id: usize| plan.ops[id].name.as_str();
+    let json = |text: &str| serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned());
     plan.ops
         .iter()
         .map(|op| {
             op.inputs
                 .iter()
-                .map(|input| match &input.source {
-                    Source::Value(v) => format!("value of `{}`", v.label(plan)),
-                    Source::Item(d) => format!("item of `{}.{}`", name(d.op), d.output),
-                    Source::Collect(CollectTarget::Values(v), _) => {
-                        format!("collect of `{}`", v.label(plan))
-                    }
-                    Source::Collect(CollectTarget::Items(d), _) => {
-                        format!("collect of `{}.{}`", name(d.op), d.output)
-                    }
+                .map(|input| {
+                    let from = match &input.source {
+                        Source::Value(v) => format!("value of `{}`", v.label(plan)),
+                        Source::Item(d) => format!("item of `{}.{}`", name(d.op), d.output),
+                        Source::Collect(CollectTarget::Values(v), _) => {
+                            format!("collect of `{}`", v.label(plan))
+                        }
+                        Source::Collect(CollectTarget::Items(d), _) => {
+                            format!("collect of `{}.{}`", name(d.op), d.output)
+                        }
+                    };
+                    format!(r#"{{"name":{},"from":{},"#, json(&input.name), json(&from))
                 })
                 .collect()
         })
@@ -618,6 +602,42 @@ mod tests {
         fn memoized(&self, _: &str) -> Result<Option<PriorStep>, StoreError> {
             Ok(None)
         }
+    }
+
+    /// The hand-written input summary is JSON that says per input its
+    /// name, source, kind and size, small values whole and large ones by
+    /// hash, whatever the names hold.
+    #[test]
+    fn input_summaries_are_json_with_each_inputs_kind_and_size() {
+        use crate::runtime::InputData;
+        let heads = vec![
+            r#"{"name":"a \"quoted\" name","from":"item of `emit.result`","#.to_owned(),
+            r#"{"name":"big","from":"value of `load`","#.to_owned(),
+            r#"{"name":"all","from":"collect of `work`","#.to_owned(),
+        ];
+        let big = vec![1u8; INLINE_INPUT + 1];
+        let inputs = [
+            InputData::Single(Arc::from(&[0xab, 0x01][..])),
+            InputData::Single(Arc::from(big.as_slice())),
+            InputData::Collected {
+                items: Default::default(),
+                failed: Vec::new(),
+            },
+        ];
+        let summary: serde_json::Value =
+            serde_json::from_str(&describe_inputs(&heads, &inputs)).expect("valid JSON");
+        assert_eq!(
+            summary,
+            serde_json::json!([
+                {"name": "a \"quoted\" name", "from": "item of `emit.result`",
+                 "kind": "single", "bytes": 2, "hex": "ab01"},
+                {"name": "big", "from": "value of `load`", "kind": "single",
+                 "bytes": INLINE_INPUT + 1, "sha256": crate::store::hash_bytes(&big)},
+                {"name": "all", "from": "collect of `work`", "kind": "collected",
+                 "items": 0, "failed": 0},
+            ])
+        );
+        assert_eq!(describe_inputs(&[], &[]), "[]");
     }
 
     /// A store far slower than the run falls behind by a bounded time, not

@@ -565,7 +565,9 @@ fn many_streamed_items_come_back_in_order_with_their_values() {
         output: if i.is_multiple_of(2) { "even" } else { "odd" }.into(),
         key: format!("k{i}"),
         value: Arc::from(value(i)),
-        metadata: i.is_multiple_of(5).then(|| Arc::from(format!("[{i}]").as_str())),
+        metadata: i
+            .is_multiple_of(5)
+            .then(|| Arc::from(format!("[{i}]").as_str())),
     };
     // 37 items (two statements of 16 and five single rows), then 3 more.
     let mut first = 0;
@@ -718,5 +720,51 @@ fn a_replaced_step_keeps_its_earlier_outcome_in_attempts() {
     assert_eq!(
         one::<String>(&store, r#"SELECT status FROM steps WHERE keys = '["k1"]'"#),
         "succeeded"
+    );
+}
+
+/// Most steps take the shorter insert (no failure, captured output,
+/// metadata...); its row holds the same as the full insert writes.
+#[test]
+fn a_plain_steps_row_matches_the_full_inserts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
+    begin(&mut store, "r1");
+    let step = |key: &str, stdout: &str| {
+        let mut r = record("a", key, StepStatus::Succeeded);
+        r.position = Some(7);
+        r.memo_key = Some("memo".into());
+        r.memoized = true;
+        r.inputs = Some("[]".into());
+        r.wall_secs = 0.25;
+        r.peak_memory_bytes = 3;
+        r.emitted_items = 4;
+        r.emitted_bytes = 5;
+        r.attempts = 2;
+        r.stdout = stdout.into();
+        Write::Step(Box::new(r))
+    };
+    // `k2` prints: the full insert.
+    store
+        .record("r1", &[step("k1", ""), step("k2", "out")])
+        .unwrap();
+    let row = |key: &str| -> Vec<rusqlite::types::Value> {
+        store
+            .conn
+            .query_row(
+                "SELECT run_id, op, status, attempts, wall_secs, failure_kind, failure_message,
+                   peak_memory_bytes, emitted_items, emitted_bytes, fuel_used, input_hash, inputs,
+                   output_hash, output, memo_key, stderr, log, tolerated, metadata, no_value,
+                   position, services, memoized
+                 FROM steps WHERE keys = ?1",
+                [format!(r#"["{key}"]"#)],
+                |r| (0..24).map(|i| r.get(i)).collect(),
+            )
+            .unwrap()
+    };
+    assert_eq!(row("k1"), row("k2"));
+    assert_eq!(
+        one::<String>(&store, r#"SELECT stdout FROM steps WHERE keys = '["k1"]'"#),
+        ""
     );
 }
