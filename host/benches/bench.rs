@@ -194,11 +194,7 @@ fn store_cost(trivial: &Path, n: u64) {
     let mut cpu_ratios = Vec::new();
     let mut wall_ratios = Vec::new();
     for round in 1..=ROUNDS {
-        let (bare_cpu, bare_wall) = if std::env::var_os("EXP_STOREONLY").is_some() {
-            (1.0, 1.0)
-        } else {
-            measure(round, false)
-        };
+        let (bare_cpu, bare_wall) = measure(round, false);
         let (store_cpu, store_wall) = measure(round, true);
         println!(
             "   round {round}: no store {bare_cpu:.1} us/key CPU, {bare_wall:.2} s wall; \
