@@ -489,16 +489,13 @@ impl RunStore for SqliteStore {
                     items.first_seq,
                     &items.items,
                 ),
-                Write::Tolerated(steps) => steps.iter().try_for_each(|(op, keys)| {
-                    tx.prepare_cached(
-                        "UPDATE steps SET tolerated = 1 WHERE run_id = ?1 AND op = ?2 AND keys = ?3",
-                    )?
-                    .execute(params![run_id, op, keys_json(keys)])
-                    .map(|_| ())
-                }),
+                Write::Tolerated(steps) => steps
+                    .iter()
+                    .try_for_each(|(op, keys)| writer.tolerated(op, keys)),
             }
             .map_err(|e| classify(&path, &e))?;
         }
+        writer.finish().map_err(|e| classify(&path, &e))?;
         drop(writer);
         let steps: i64 = counted.iter().map(|(_, _, n)| n).sum();
         let count = || -> rusqlite::Result<()> {

@@ -768,3 +768,47 @@ fn a_plain_steps_row_matches_the_full_inserts() {
         ""
     );
 }
+
+/// Plain steps go in several rows per statement; a group holding a step
+/// recorded before falls back to one by one, that step replacing its row
+/// and the rest inserted, with the counts right.
+#[test]
+fn plain_steps_in_groups_are_all_recorded_and_a_repeat_replaces_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
+    begin(&mut store, "r1");
+    let plain = |key: String, status: StepStatus| {
+        let mut r = record("a", &key, status);
+        r.items = vec![];
+        r.items_streamed = true;
+        r.position = key[1..].parse().ok();
+        Write::Step(Box::new(r))
+    };
+    // 19 steps: two full groups and three left for the end of the commit.
+    let first: Vec<Write> = (0..19)
+        .map(|i| plain(format!("k{i}"), StepStatus::Succeeded))
+        .collect();
+    store.record("r1", &first).unwrap();
+    let count = |store: &SqliteStore, sql: &str| one::<i64>(store, sql);
+    assert_eq!(count(&store, "SELECT count(*) FROM steps"), 19);
+    // A group of 8 with `k3` again (say, the same step recorded anew).
+    let again: Vec<Write> = (16..24)
+        .map(|i| {
+            let key = if i == 16 { 3 } else { i + 3 };
+            plain(format!("k{key}"), StepStatus::Succeeded)
+        })
+        .collect();
+    store.record("r1", &again).unwrap();
+    assert_eq!(count(&store, "SELECT count(*) FROM steps"), 26);
+    assert_eq!(count(&store, "SELECT count(*) FROM attempts"), 1);
+    assert_eq!(
+        count(
+            &store,
+            r#"SELECT position FROM steps WHERE keys = '["k25"]'"#
+        ),
+        25,
+        "each row holds its own step"
+    );
+    store.finish_run("r1", RunStatus::Succeeded).unwrap();
+    assert_eq!(store.runs().unwrap()[0].succeeded, 26);
+}

@@ -30,17 +30,101 @@ macro_rules! step_columns {
     };
 }
 const INSERT_STEP: &str = concat!("INSERT INTO steps ", step_columns!());
-/// [`INSERT_STEP`] for a step that leaves the rarer columns empty (see
-/// [`Writer::insert_plain`]); the rest take their defaults.
-const INSERT_PLAIN_STEP: &str = "INSERT INTO steps (run_id, op, keys, status, attempts, wall_secs,
-    peak_memory_bytes, emitted_items, emitted_bytes, input_hash, memo_key, stdout, stderr, log,
-    finished_at, inputs, output, position, memoized)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, '', '', '', ?12, ?13, ?14, ?15, ?16)";
+/// Plain steps per multi-row insert (see [`ITEMS_PER_INSERT`]).
+const STEPS_PER_INSERT: usize = 8;
+
+/// Columns of a plain step's row bound per step ([`bind_plain`]).
+const PLAIN_COLUMNS: usize = 16;
+
+/// Whether a step leaves the rarer columns empty (failure, fuel, metadata,
+/// HTTP, captured output, a value in `blobs`): a million-key map is mostly
+/// such steps, and binding the ten columns they leave empty was a tenth of
+/// each insert.
+fn is_plain(s: &StepRecord) -> bool {
+    s.output.as_deref().is_none_or(|o| o.len() <= INLINE_MAX)
+        && s.failure_kind.is_none()
+        && s.failure_message.is_none()
+        && s.fuel_used.is_none()
+        && s.metadata.is_none()
+        && !s.no_value
+        && s.services.is_none()
+        && s.stdout.is_empty()
+        && s.stderr.is_empty()
+        && s.log.is_empty()
+}
+
+/// The insert of `rows` plain steps (1 or [`STEPS_PER_INSERT`]); the
+/// columns they leave empty take their defaults. Built once.
+fn plain_steps_sql(rows: usize) -> &'static str {
+    static ONE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static MANY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let slot = if rows == 1 { &ONE } else { &MANY };
+    slot.get_or_init(|| {
+        let values: Vec<String> = (0..rows)
+            .map(|row| {
+                let p = |i: usize| format!("?{}", row * PLAIN_COLUMNS + i);
+                format!(
+                    "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, '', '', '', {}, {}, {}, {}, {})",
+                    p(1),
+                    p(2),
+                    p(3),
+                    p(4),
+                    p(5),
+                    p(6),
+                    p(7),
+                    p(8),
+                    p(9),
+                    p(10),
+                    p(11),
+                    p(12),
+                    p(13),
+                    p(14),
+                    p(15),
+                    p(16)
+                )
+            })
+            .collect();
+        format!(
+            "INSERT INTO steps (run_id, op, keys, status, attempts, wall_secs,
+             peak_memory_bytes, emitted_items, emitted_bytes, input_hash, memo_key, stdout,
+             stderr, log, finished_at, inputs, output, position, memoized) VALUES {}",
+            values.join(", ")
+        )
+    })
+}
+
+/// Binds a plain step ([`is_plain`]) as the row whose parameters follow `at`.
+fn bind_plain(
+    stmt: &mut CachedStatement<'_>,
+    at: usize,
+    run_id: &str,
+    now: f64,
+    s: &StepRecord,
+    keys: &str,
+) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(at + 1, run_id)?;
+    stmt.raw_bind_parameter(at + 2, s.op.as_str())?;
+    stmt.raw_bind_parameter(at + 3, keys)?;
+    stmt.raw_bind_parameter(at + 4, s.status.as_str())?;
+    stmt.raw_bind_parameter(at + 5, s.attempts)?;
+    stmt.raw_bind_parameter(at + 6, s.wall_secs)?;
+    stmt.raw_bind_parameter(at + 7, s.peak_memory_bytes as i64)?;
+    stmt.raw_bind_parameter(at + 8, s.emitted_items as i64)?;
+    stmt.raw_bind_parameter(at + 9, s.emitted_bytes as i64)?;
+    stmt.raw_bind_parameter(at + 10, s.input_hash.as_deref())?;
+    stmt.raw_bind_parameter(at + 11, s.memo_key.as_deref())?;
+    stmt.raw_bind_parameter(at + 12, now)?;
+    stmt.raw_bind_parameter(at + 13, s.inputs.as_deref())?;
+    stmt.raw_bind_parameter(at + 14, s.output.as_deref())?;
+    stmt.raw_bind_parameter(at + 15, s.position)?;
+    stmt.raw_bind_parameter(at + 16, s.memoized)
+}
+
 const REPLACE_STEP: &str = concat!("INSERT OR REPLACE INTO steps ", step_columns!());
 
 /// One commit's writes for one run, with the statements every row needs
 /// prepared on first use and held until the commit.
-pub(super) struct Writer<'c> {
+pub(super) struct Writer<'c, 'w> {
     conn: &'c Connection,
     run_id: &'c str,
     now: f64,
@@ -49,6 +133,10 @@ pub(super) struct Writer<'c> {
     fresh_run: bool,
     insert_step: Option<CachedStatement<'c>>,
     plain_step: Option<CachedStatement<'c>>,
+    plain_steps: Option<CachedStatement<'c>>,
+    /// Plain steps not inserted yet (with their keys as stored), inserted
+    /// [`STEPS_PER_INSERT`] at a time.
+    pending: Vec<(&'w StepRecord, String)>,
     item: Option<CachedStatement<'c>>,
     items: Option<CachedStatement<'c>>,
     blob: Option<CachedStatement<'c>>,
@@ -66,7 +154,7 @@ fn prepared<'s, 'c>(
     Ok(slot.as_mut().expect("just prepared"))
 }
 
-impl<'c> Writer<'c> {
+impl<'c, 'w> Writer<'c, 'w> {
     /// `conn` is inside the commit's transaction.
     pub fn new(conn: &'c Connection, run_id: &'c str, now: f64, fresh_run: bool) -> Self {
         Self {
@@ -76,6 +164,8 @@ impl<'c> Writer<'c> {
             fresh_run,
             insert_step: None,
             plain_step: None,
+            plain_steps: None,
+            pending: Vec::with_capacity(STEPS_PER_INSERT),
             item: None,
             items: None,
             blob: None,
@@ -83,9 +173,96 @@ impl<'c> Writer<'c> {
     }
 
     /// Writes a finished step whole: its row, its items (unless streamed)
-    /// and its named outputs; a row it replaces goes to `attempts`.
-    pub fn step(&mut self, s: &StepRecord) -> rusqlite::Result<()> {
+    /// and its named outputs; a row it replaces goes to `attempts`. A plain
+    /// step that needs nothing else written waits to be inserted with
+    /// others ([`Self::finish`] inserts the last of them).
+    pub fn step(&mut self, s: &'w StepRecord) -> rusqlite::Result<()> {
         let keys = super::keys_json(&s.keys);
+        // Streamed items were written as they came, the first of them
+        // replacing any earlier attempt's; an attempt that streamed none
+        // must still drop those, unless there can be none: the first
+        // attempt of a step in a run this handle created (only an earlier
+        // attempt, or an earlier process's, could have left items).
+        let clear_items =
+            s.items_streamed && s.emitted_items == 0 && !(self.fresh_run && s.attempts <= 1);
+        // Only ops with named outputs (and failed steps, whose earlier
+        // attempt may have set some) touch the table.
+        let outputs = !s.outputs.is_empty() || s.status == StepStatus::Failed;
+        if is_plain(s) && s.items_streamed && !clear_items && !outputs {
+            self.pending.push((s, keys));
+            if self.pending.len() == STEPS_PER_INSERT {
+                self.insert_pending()?;
+            }
+            return Ok(());
+        }
+        self.insert_pending()?;
+        self.row(s, &keys)?;
+        if !s.items_streamed {
+            self.items(&s.op, &keys, 0, &s.items)?;
+        } else if clear_items {
+            self.clear_items(&s.op, &keys)?;
+        }
+        if outputs {
+            self.outputs(&s.op, &keys, &s.outputs)?;
+        }
+        Ok(())
+    }
+
+    /// Marks a failed or skipped step that a tolerant collect ran without.
+    pub fn tolerated(&mut self, op: &str, keys: &[String]) -> rusqlite::Result<()> {
+        self.insert_pending()?;
+        self.conn
+            .prepare_cached(
+                "UPDATE steps SET tolerated = 1 WHERE run_id = ?1 AND op = ?2 AND keys = ?3",
+            )?
+            .execute(params![self.run_id, op, super::keys_json(keys)])
+            .map(|_| ())
+    }
+
+    /// Inserts the plain steps still waiting; call before the commit.
+    pub fn finish(&mut self) -> rusqlite::Result<()> {
+        self.insert_pending()
+    }
+
+    /// Inserts the waiting plain steps: a full group in one statement, else
+    /// (or if one of them is there already) one by one.
+    fn insert_pending(&mut self) -> rusqlite::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        if pending.len() == STEPS_PER_INSERT {
+            let stmt = prepared(
+                self.conn,
+                &mut self.plain_steps,
+                plain_steps_sql(STEPS_PER_INSERT),
+            )?;
+            for (row, (s, keys)) in pending.iter().enumerate() {
+                bind_plain(stmt, row * PLAIN_COLUMNS, self.run_id, self.now, s, keys)?;
+            }
+            match stmt.raw_execute() {
+                Ok(_) => {
+                    pending.clear();
+                    self.pending = pending;
+                    return Ok(());
+                }
+                // SQLite undid the whole statement: insert them one by one,
+                // replacing the one that is there.
+                Err(e) if is_duplicate(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for (s, keys) in &pending {
+            self.row(s, keys)?;
+        }
+        pending.clear();
+        self.pending = pending;
+        Ok(())
+    }
+
+    /// Inserts a step's row, or replaces it (keeping the old one in
+    /// `attempts`) if the step was recorded before.
+    fn row(&mut self, s: &StepRecord, keys: &str) -> rusqlite::Result<()> {
         let (output_hash, output) = match s.output.as_deref() {
             Some(bytes) => match self.put_value(bytes)? {
                 Stored::Inline(bytes) => (None, Some(bytes)),
@@ -127,18 +304,10 @@ impl<'c> Writer<'c> {
         // searches for the old row before inserting whenever delete
         // triggers exist (ours keep `step_counts`), ~15% of each insert;
         // only a step recorded again (resume, retry) needs it.
-        let plain = output_hash.is_none()
-            && s.failure_kind.is_none()
-            && s.failure_message.is_none()
-            && s.fuel_used.is_none()
-            && s.metadata.is_none()
-            && !s.no_value
-            && s.services.is_none()
-            && s.stdout.is_empty()
-            && s.stderr.is_empty()
-            && s.log.is_empty();
-        let inserted = if plain {
-            self.insert_plain(s, &keys, output)
+        let inserted = if is_plain(s) {
+            let stmt = prepared(self.conn, &mut self.plain_step, plain_steps_sql(1))?;
+            bind_plain(stmt, 0, run_id, now, s, keys)?;
+            stmt.raw_execute()
         } else {
             prepared(self.conn, &mut self.insert_step, INSERT_STEP)?.execute(row)
         };
@@ -152,59 +321,12 @@ impl<'c> Writer<'c> {
                          SELECT run_id, op, keys, status, finished_at FROM steps
                          WHERE run_id = ?1 AND op = ?2 AND keys = ?3",
                     )?
-                    .execute(params![self.run_id, s.op, keys])?;
+                    .execute(params![run_id, s.op, keys])?;
                 self.conn.prepare_cached(REPLACE_STEP)?.execute(row)?;
+                Ok(())
             }
-            result => {
-                result?;
-            }
+            result => result.map(|_| ()),
         }
-        // Streamed items were written as they came, the first of them
-        // replacing any earlier attempt's; an attempt that streamed none
-        // must still drop those, unless there can be none: the first
-        // attempt of a step in a run this handle created (only an earlier
-        // attempt, or an earlier process's, could have left items).
-        if !s.items_streamed {
-            self.items(&s.op, &keys, 0, &s.items)?;
-        } else if s.emitted_items == 0 && !(self.fresh_run && s.attempts <= 1) {
-            self.clear_items(&s.op, &keys)?;
-        }
-        // Only ops with named outputs (and failed steps, whose earlier
-        // attempt may have set some) touch the table.
-        if !s.outputs.is_empty() || s.status == StepStatus::Failed {
-            self.outputs(&s.op, &keys, &s.outputs)?;
-        }
-        Ok(())
-    }
-
-    /// Inserts the row of a step with none of the rarer columns (failure,
-    /// fuel, metadata, HTTP, captured output, a value in `blobs`): a
-    /// million-key map is mostly such steps, and binding the eleven columns
-    /// they leave empty was a tenth of each insert.
-    fn insert_plain(
-        &mut self,
-        s: &StepRecord,
-        keys: &str,
-        output: Option<&[u8]>,
-    ) -> rusqlite::Result<usize> {
-        let stmt = prepared(self.conn, &mut self.plain_step, INSERT_PLAIN_STEP)?;
-        stmt.raw_bind_parameter(1, self.run_id)?;
-        stmt.raw_bind_parameter(2, s.op.as_str())?;
-        stmt.raw_bind_parameter(3, keys)?;
-        stmt.raw_bind_parameter(4, s.status.as_str())?;
-        stmt.raw_bind_parameter(5, s.attempts)?;
-        stmt.raw_bind_parameter(6, s.wall_secs)?;
-        stmt.raw_bind_parameter(7, s.peak_memory_bytes as i64)?;
-        stmt.raw_bind_parameter(8, s.emitted_items as i64)?;
-        stmt.raw_bind_parameter(9, s.emitted_bytes as i64)?;
-        stmt.raw_bind_parameter(10, s.input_hash.as_deref())?;
-        stmt.raw_bind_parameter(11, s.memo_key.as_deref())?;
-        stmt.raw_bind_parameter(12, self.now)?;
-        stmt.raw_bind_parameter(13, s.inputs.as_deref())?;
-        stmt.raw_bind_parameter(14, output)?;
-        stmt.raw_bind_parameter(15, s.position)?;
-        stmt.raw_bind_parameter(16, s.memoized)?;
-        stmt.raw_execute()
     }
 
     fn clear_items(&self, op: &str, keys: &str) -> rusqlite::Result<()> {
