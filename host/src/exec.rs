@@ -30,6 +30,7 @@ use crate::runtime::{OpComponent, Runtime, StepReport};
 use crate::store::{PriorStep, RunStore, StoreError};
 use coordinator::Coordinator;
 use record::Recorder;
+pub use record::RecorderStats;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -183,6 +184,8 @@ pub struct RunResult {
     pub store: Option<Box<dyn RunStore>>,
     /// The first error writing to the store, if any (the run itself went on).
     pub store_error: Option<StoreError>,
+    /// What recording cost, when the run was recorded.
+    pub recorder: Option<RecorderStats>,
 }
 
 /// Closes the step queue and the outboxes when dropped (no worker then waits
@@ -314,14 +317,24 @@ pub(crate) fn run_on(
                 .collect(),
         );
     }
-    let (store, store_error) = match coordinator.recorder.take().and_then(Recorder::finish) {
-        Some((store, error)) => (Some(store), error),
-        None => (None, None),
-    };
+    let (store, store_error, recorder) =
+        match coordinator.recorder.take().and_then(Recorder::finish) {
+            Some((store, error, stats)) => {
+                tracing::debug!(
+                    writes = stats.writes,
+                    commits = stats.commits,
+                    cpu_secs = stats.cpu.map(|d| d.as_secs_f64()),
+                    "run store writer finished"
+                );
+                (Some(store), error, Some(stats))
+            }
+            None => (None, None, None),
+        };
     RunResult {
         report,
         store,
         store_error,
+        recorder,
     }
 }
 

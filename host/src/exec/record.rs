@@ -19,8 +19,30 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// The store handed back after the last write, with the first write error.
-pub(crate) type Flushed = (Box<dyn RunStore>, Option<StoreError>);
+/// The store handed back after the last write, with the first write error
+/// and what the writer did.
+pub(crate) type Flushed = (Box<dyn RunStore>, Option<StoreError>, RecorderStats);
+
+/// What recording a run cost: writes, commits and the writer thread's CPU
+/// time, so the store's share of a run can be told from the workers' (a
+/// whole-process CPU ratio moves with the machine's noise).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecorderStats {
+    /// Writes queued: finished steps, batches of items, tolerated marks.
+    pub writes: u64,
+    /// Transactions they went in.
+    pub commits: u64,
+    /// The writer thread's CPU time (user and system), where the OS tells it.
+    pub cpu: Option<Duration>,
+}
+
+/// The calling thread's CPU time so far, from `/proc/thread-self/schedstat`
+/// (nanoseconds on the CPU); `None` where there is no such file.
+fn thread_cpu() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
+}
 
 /// How far the store may fall behind the run, in time: a step reported
 /// finished is committed within about twice this (its wait in the queue plus
@@ -143,6 +165,7 @@ impl Recorder {
             .spawn(move || {
                 let _closed = CloseOnExit(writer_pace.clone());
                 let mut error = None;
+                let mut stats = RecorderStats::default();
                 while let Ok(first) = rx.recv() {
                     // Let the group grow: at most one commit per GATHER,
                     // and meanwhile the coordinator's sends need not wake
@@ -157,8 +180,11 @@ impl Recorder {
                         error = Some(e);
                     }
                     writer_pace.done(group.len(), start.elapsed());
+                    stats.writes += group.len() as u64;
+                    stats.commits += 1;
                 }
-                (store, error)
+                stats.cpu = thread_cpu();
+                (store, error, stats)
             })
             .ok();
         Self {
@@ -638,6 +664,40 @@ mod tests {
             ])
         );
         assert_eq!(describe_inputs(&[], &[]), "[]");
+    }
+
+    /// The writer says what it did: every write counted, gathered into
+    /// fewer commits, and its own CPU time.
+    #[test]
+    fn the_writer_reports_its_writes_commits_and_cpu() {
+        let (tx, rx) = mpsc::channel();
+        let store = SlowStore {
+            per_write: Duration::ZERO,
+            committed: tx,
+        };
+        let recorder = Recorder::start(Box::new(store), "run".into());
+        for seq in 0..100 {
+            recorder.record_items(ItemsRecord {
+                op: "op".into(),
+                keys: Vec::new(),
+                first_seq: seq,
+                items: Vec::new(),
+            });
+        }
+        let (_, error, stats) = recorder.finish().expect("the writer ran");
+        assert!(error.is_none());
+        assert_eq!(rx.try_iter().count(), 100, "every write reached the store");
+        assert_eq!(stats.writes, 100);
+        assert!(
+            (1..100).contains(&stats.commits),
+            "writes sent at once share commits: {stats:?}"
+        );
+        if cfg!(target_os = "linux") {
+            assert!(
+                stats.cpu.is_some_and(|cpu| cpu > Duration::ZERO),
+                "{stats:?}"
+            );
+        }
     }
 
     /// A store far slower than the run falls behind by a bounded time, not
