@@ -3,9 +3,11 @@
 //! A million-key run writes a million step rows and a million item rows, so
 //! the per-row work here is what recording costs (issue 15, goal 4). Each
 //! statement is prepared once per commit, not looked up by its SQL text per
-//! row (hashing that text was a tenth of the writer's time); items go in
-//! [`ITEMS_PER_INSERT`] rows per statement; and a new run's first attempt
-//! of a step skips the delete of items it cannot have.
+//! row (hashing that text was a tenth of the writer's time); items go
+//! [`ITEMS_PER_INSERT`] rows per statement and plain steps
+//! [`STEPS_PER_INSERT`]; a new run's first attempt of a step skips the
+//! delete of items it cannot have; and only a replaced row is copied to
+//! `attempts` (a row per step there was another tenth).
 
 use super::INLINE_MAX;
 use crate::store::{StepRecord, StepStatus, StoredItem, StoredOutput, hash_bytes};
@@ -30,6 +32,7 @@ macro_rules! step_columns {
     };
 }
 const INSERT_STEP: &str = concat!("INSERT INTO steps ", step_columns!());
+
 /// Plain steps per multi-row insert (see [`ITEMS_PER_INSERT`]).
 const STEPS_PER_INSERT: usize = 8;
 
