@@ -151,9 +151,9 @@ fn main() {
 /// Benchmark 10 (issue 15, goal 4): what recording costs. The trivial
 /// fan-out with the SQLite run store (a fresh file each round, as a first
 /// run has) and without, rounds alternating; CPU of the whole process
-/// (the store's writer thread included) and wall time, and the writer
-/// thread's CPU alone (steadier than the ratio: the workers' share moves
-/// with the machine's load).
+/// (the store's writer thread included) and wall time, the writer thread's
+/// CPU alone and the coordinator's in both (steadier than the ratio: the
+/// workers' share moves with the machine's load).
 fn store_cost(trivial: &Path, n: u64) {
     use dynhost::store::{RunRecord, RunStore, SqliteStore};
     const ROUNDS: usize = 5;
@@ -184,26 +184,29 @@ fn store_cost(trivial: &Path, n: u64) {
             exec::Storage::default()
         };
         let cpu = cpu_time();
+        let coordinator = thread_cpu_time();
         let start = Instant::now();
         let result = exec::run(&plan, &rt, &components, &options(), storage, &mut |_| {});
         let wall = start.elapsed();
+        let coordinator = thread_cpu_time() - coordinator;
         let cpu = cpu_time() - cpu;
         assert!(result.report.is_success());
         assert!(result.store_error.is_none(), "{:?}", result.store_error);
         let writer = result.recorder.and_then(|r| r.cpu).map_or(0.0, per);
-        (per(cpu), wall.as_secs_f64(), writer)
+        (per(cpu), wall.as_secs_f64(), writer, per(coordinator))
     };
     println!("\n10. recording, N = {n}, {ROUNDS} rounds of no store then store (fresh store file)");
     let mut cpu_ratios = Vec::new();
     let mut wall_ratios = Vec::new();
     let mut writer_shares = Vec::new();
     for round in 1..=ROUNDS {
-        let (bare_cpu, bare_wall, _) = measure(round, false);
-        let (store_cpu, store_wall, writer_cpu) = measure(round, true);
+        let (bare_cpu, bare_wall, _, bare_coordinator) = measure(round, false);
+        let (store_cpu, store_wall, writer_cpu, store_coordinator) = measure(round, true);
         println!(
             "   round {round}: no store {bare_cpu:.1} us/key CPU, {bare_wall:.2} s wall; \
-             store {store_cpu:.1} us/key (writer thread {writer_cpu:.1}), {store_wall:.2} s; \
-             ratio CPU {:.2}, wall {:.2}",
+             store {store_cpu:.1} us/key, {store_wall:.2} s; ratio CPU {:.2}, wall {:.2}; \
+             writer thread {writer_cpu:.1} us/key, coordinator {bare_coordinator:.1} -> \
+             {store_coordinator:.1}",
             store_cpu / bare_cpu,
             store_wall / bare_wall
         );
