@@ -326,29 +326,33 @@ pub(crate) fn describe_inputs(heads: &[String], inputs: &[InputData]) -> String 
             out.push(',');
         }
         out.push_str(head);
-        // Writing to a String cannot fail.
-        let _ = match data {
+        // (Writing to a String cannot fail.)
+        match data {
             // A small value is kept whole; a larger one by the hash it is
             // stored under (hashing a small one too cost every mapped step
             // a SHA-256 and 80 bytes of its row).
             InputData::Single(bytes) if bytes.len() <= INLINE_INPUT => {
                 let _ = write!(out, r#""kind":"single","bytes":{},"hex":""#, bytes.len());
                 crate::runtime::cache::push_hex(&mut out, bytes);
-                write!(out, r#""}}"#)
+                out.push_str("\"}");
             }
-            InputData::Single(bytes) => write!(
-                out,
-                r#""kind":"single","bytes":{},"sha256":"{}"}}"#,
-                bytes.len(),
-                crate::store::hash_bytes(bytes)
-            ),
-            InputData::Collected { items, failed } => write!(
-                out,
-                r#""kind":"collected","items":{},"failed":{}}}"#,
-                items.len(),
-                failed.len()
-            ),
-        };
+            InputData::Single(bytes) => {
+                let _ = write!(
+                    out,
+                    r#""kind":"single","bytes":{},"sha256":"{}"}}"#,
+                    bytes.len(),
+                    crate::store::hash_bytes(bytes)
+                );
+            }
+            InputData::Collected { items, failed } => {
+                let _ = write!(
+                    out,
+                    r#""kind":"collected","items":{},"failed":{}}}"#,
+                    items.len(),
+                    failed.len()
+                );
+            }
+        }
     }
     out.push(']');
     out
@@ -630,40 +634,66 @@ mod tests {
         }
     }
 
-    /// The hand-written input summary is JSON that says per input its
-    /// name, source, kind and size, small values whole and large ones by
-    /// hash, whatever the names hold.
+    /// The hand-written input summary, from a plan's per-op heads, is JSON
+    /// that says per input its name, source, kind and size, small values
+    /// whole and large ones by hash.
     #[test]
     fn input_summaries_are_json_with_each_inputs_kind_and_size() {
         use crate::runtime::InputData;
-        let heads = vec![
-            r#"{"name":"a \"quoted\" name","from":"item of `emit.result`","#.to_owned(),
-            r#"{"name":"big","from":"value of `load`","#.to_owned(),
-            r#"{"name":"all","from":"collect of `work`","#.to_owned(),
-        ];
+        let (_dir, plan) = crate::exec::tests::plan(
+            r#"[ops.emit]
+component = "op.wasm"
+dynamic = true
+[ops.load]
+component = "op.wasm"
+[ops.work]
+component = "op.wasm"
+inputs.v = { map = "emit" }
+inputs.big = "load"
+[ops.all]
+component = "op.wasm"
+inputs.vs = { collect = "work" }
+"#,
+        );
+        let heads = input_heads(&plan);
+        let id = |name: &str| plan.op_id(name).unwrap();
         let big = vec![1u8; INLINE_INPUT + 1];
-        let inputs = [
-            InputData::Single(Arc::from(&[0xab, 0x01][..])),
-            InputData::Single(Arc::from(big.as_slice())),
-            InputData::Collected {
-                items: Default::default(),
-                failed: Vec::new(),
-            },
-        ];
-        let summary: serde_json::Value =
-            serde_json::from_str(&describe_inputs(&heads, &inputs)).expect("valid JSON");
+        // In the plan's order of the op's inputs.
+        let work: Vec<InputData> = plan.ops[id("work")]
+            .inputs
+            .iter()
+            .map(|input| match input.name.as_str() {
+                "v" => InputData::Single(Arc::from(&[0xab, 0x01][..])),
+                _ => InputData::Single(Arc::from(big.as_slice())),
+            })
+            .collect();
+        let by_name = |summary: serde_json::Value| -> Vec<serde_json::Value> {
+            let mut list = summary.as_array().unwrap().clone();
+            list.sort_by_key(|input| input["name"].as_str().unwrap().to_owned());
+            list
+        };
+        let parse = |text: String| -> serde_json::Value {
+            serde_json::from_str(&text).expect("valid JSON")
+        };
         assert_eq!(
-            summary,
-            serde_json::json!([
-                {"name": "a \"quoted\" name", "from": "item of `emit.result`",
+            by_name(parse(describe_inputs(&heads[id("work")], &work))),
+            by_name(serde_json::json!([
+                {"name": "v", "from": "item of `emit.result`",
                  "kind": "single", "bytes": 2, "hex": "ab01"},
                 {"name": "big", "from": "value of `load`", "kind": "single",
                  "bytes": INLINE_INPUT + 1, "sha256": crate::store::hash_bytes(&big)},
-                {"name": "all", "from": "collect of `work`", "kind": "collected",
-                 "items": 0, "failed": 0},
-            ])
+            ]))
         );
-        assert_eq!(describe_inputs(&[], &[]), "[]");
+        let all = [InputData::Collected {
+            items: Default::default(),
+            failed: Vec::new(),
+        }];
+        assert_eq!(
+            parse(describe_inputs(&heads[id("all")], &all)),
+            serde_json::json!([{"name": "vs", "from": "collect of `work`",
+                                "kind": "collected", "items": 0, "failed": 0}])
+        );
+        assert_eq!(describe_inputs(&heads[id("emit")], &[]), "[]");
     }
 
     /// The writer says what it did: every write counted, gathered into

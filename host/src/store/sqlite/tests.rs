@@ -533,6 +533,15 @@ fn step_counts_and_pages_follow_replaced_and_tolerated_steps() {
     assert_eq!(store.cursor().unwrap(), 1 + 1 + 2);
 }
 
+/// A new store in a temporary directory with run `r1` begun (by this
+/// handle: a new run).
+fn new_run() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
+    begin(&mut store, "r1");
+    (dir, store)
+}
+
 fn begin(store: &mut SqliteStore, id: &str) {
     store
         .begin_run(&RunRecord {
@@ -551,9 +560,7 @@ fn begin(store: &mut SqliteStore, id: &str) {
 /// emission order, each with its own value.
 #[test]
 fn many_streamed_items_come_back_in_order_with_their_values() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
-    begin(&mut store, "r1");
+    let (_dir, mut store) = new_run();
     let value = |i: usize| -> Vec<u8> {
         if i.is_multiple_of(3) {
             format!("{i:0>80}").into_bytes() // over INLINE_MAX: a blob
@@ -683,9 +690,7 @@ fn items_of_an_earlier_attempt_are_dropped_in_new_and_resumed_runs() {
 /// it replaced is kept in `attempts`, so every outcome is on record.
 #[test]
 fn a_replaced_step_keeps_its_earlier_outcome_in_attempts() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
-    begin(&mut store, "r1");
+    let (_dir, mut store) = new_run();
     store
         .record(
             "r1",
@@ -727,9 +732,7 @@ fn a_replaced_step_keeps_its_earlier_outcome_in_attempts() {
 /// metadata...); its row holds the same as the full insert writes.
 #[test]
 fn a_plain_steps_row_matches_the_full_inserts() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
-    begin(&mut store, "r1");
+    let (_dir, mut store) = new_run();
     let step = |key: &str, stdout: &str| {
         let mut r = record("a", key, StepStatus::Succeeded);
         r.position = Some(7);
@@ -774,9 +777,7 @@ fn a_plain_steps_row_matches_the_full_inserts() {
 /// and the rest inserted, with the counts right.
 #[test]
 fn plain_steps_in_groups_are_all_recorded_and_a_repeat_replaces_its_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
-    begin(&mut store, "r1");
+    let (_dir, mut store) = new_run();
     let plain = |key: String, status: StepStatus| {
         let mut r = record("a", &key, status);
         r.items = vec![];

@@ -21,7 +21,7 @@ const ITEMS_PER_INSERT: usize = 16;
 /// Columns of an `items` row bound per item (after `run_id, op, keys`).
 const ITEM_COLUMNS: usize = 6;
 
-/// The columns of a `steps` row and their parameters, as [`Writer::step`] binds them.
+/// The columns of a `steps` row and their parameters, as [`Writer::row`] binds them.
 macro_rules! step_columns {
     () => {
         "(run_id, op, keys, status, attempts, wall_secs, failure_kind, failure_message,
@@ -32,6 +32,7 @@ macro_rules! step_columns {
     };
 }
 const INSERT_STEP: &str = concat!("INSERT INTO steps ", step_columns!());
+const REPLACE_STEP: &str = concat!("INSERT OR REPLACE INTO steps ", step_columns!());
 
 /// Plain steps per multi-row insert (see [`ITEMS_PER_INSERT`]).
 const STEPS_PER_INSERT: usize = 8;
@@ -122,8 +123,6 @@ fn bind_plain(
     stmt.raw_bind_parameter(at + 15, s.position)?;
     stmt.raw_bind_parameter(at + 16, s.memoized)
 }
-
-const REPLACE_STEP: &str = concat!("INSERT OR REPLACE INTO steps ", step_columns!());
 
 /// One commit's writes for one run, with the statements every row needs
 /// prepared on first use and held until the commit.
