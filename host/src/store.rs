@@ -265,9 +265,9 @@ pub struct StepRecord {
     /// Fuel used, when metered.
     pub fuel_used: Option<u64>,
     /// SHA-256 over the step's inputs: a stored success is reused only for the same inputs.
-    pub input_hash: Option<String>,
+    pub input_hash: Option<Digest>,
     /// SHA-256 over component, config and inputs: what resume compares.
-    pub memo_key: Option<String>,
+    pub memo_key: Option<Digest>,
     /// The op has `cache = true`: other runs may reuse this step, so its
     /// memo key is indexed. Only such steps pay for the index (a random
     /// 64-character key per step was half of the recorder's work).
@@ -295,10 +295,25 @@ pub struct StepRecord {
     pub stderr: String,
     /// `host.log` lines.
     pub log: String,
-    /// JSON summary of the inputs: name, kind, size and hash of each.
-    pub inputs: Option<String>,
+    /// What the inputs were, for `show` and the viewer.
+    pub inputs: Option<InputSummary>,
     /// Whether this was a real execution (false when reused from a stored run).
     pub executed: bool,
+}
+
+/// What a step's inputs were: their names, sources and kinds, the same for
+/// every step of an op (so stored once per run and op), and this step's
+/// sizes and values. Read back as one JSON array ([`StepRow::inputs`]).
+#[derive(Debug, Clone)]
+pub struct InputSummary {
+    /// Per input, a JSON object with `name`, `from` (where it comes from)
+    /// and `kind` (`single` or `collected`), in a JSON array; shared by the
+    /// op's steps.
+    pub heads: Arc<str>,
+    /// Per input, in the same order: `{"hex": …}` (a small value whole),
+    /// `{"bytes": …, "sha256": …}` (a larger one by the hash it is stored
+    /// under) or `{"items": …, "failed": …}` (a collect), in a JSON array.
+    pub values: String,
 }
 
 /// Items a running step emitted, written as they arrive so that a million
@@ -361,12 +376,12 @@ pub struct PriorStep {
     /// The step's keys.
     pub keys: Vec<String>,
     /// The inputs it ran with.
-    pub input_hash: Option<String>,
+    pub input_hash: Option<Digest>,
     /// Its component, config and inputs together ([`memo key`]); `None` for
     /// steps recorded before every step had one.
     ///
     /// [`memo key`]: crate::exec
-    pub memo_key: Option<String>,
+    pub memo_key: Option<Digest>,
     /// Its value.
     pub output: Arc<[u8]>,
     /// It returned "no value" on an optional result.
@@ -503,7 +518,50 @@ pub trait RunStore: Send {
     ///
     /// # Errors
     /// A [`StoreError`] naming the store file.
-    fn memoized(&self, memo_key: &str) -> Result<Option<PriorStep>, StoreError>;
+    fn memoized(&self, memo_key: &Digest) -> Result<Option<PriorStep>, StoreError>;
+}
+
+/// A SHA-256 digest kept as its 32 bytes: a step's input hash and memo
+/// key. Stored as a 32-byte blob (stores before schema 12 hold 64 hex
+/// characters; both read back), compared as bytes: a million-step run
+/// hex-encoded two of these per step and wrote 128 characters per row.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// The digest as 64 lowercase hex characters.
+    pub fn hex(&self) -> String {
+        crate::runtime::cache::hex(&self.0)
+    }
+
+    /// A digest from 64 hex characters (either case), or `None`.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let text = text.as_bytes();
+        if text.len() != 64 {
+            return None;
+        }
+        let digit = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
+        let mut out = [0; 32];
+        for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+            *byte = digit(pair[0])? << 4 | digit(pair[1])?;
+        }
+        Some(Self(out))
+    }
+
+    /// A digest read from a store column: 32 bytes, or 64 hex characters
+    /// (written before schema 12); anything else is `None` (never matches).
+    pub(crate) fn from_column(bytes: &[u8]) -> Option<Self> {
+        match <[u8; 32]>::try_from(bytes) {
+            Ok(raw) => Some(Self(raw)),
+            Err(_) => std::str::from_utf8(bytes).ok().and_then(Self::from_hex),
+        }
+    }
+}
+
+impl std::fmt::Debug for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.hex())
+    }
 }
 
 /// SHA-256 of `bytes`, hex-encoded: how values are addressed.

@@ -14,7 +14,7 @@ use crate::key::StepName;
 use crate::plan::Plan;
 use crate::report::OpSummary;
 use crate::runtime::{FailureKind, OpFailure, StepReport, StepStats};
-use crate::store::{ItemsRecord, StoredItem};
+use crate::store::{InputSummary, ItemsRecord, StoredItem};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -41,9 +41,9 @@ pub(crate) struct Coordinator<'p> {
     pub(super) recorder: Option<Recorder>,
     /// Stored successes that may stand in for steps.
     pub(super) reuse: Reuse<'p>,
-    /// Per op and input, the start of its summary for `show`: its name
-    /// and where it comes from ([`record::input_heads`]).
-    input_heads: Vec<Vec<String>>,
+    /// Per op, its inputs' names, sources and kinds for `show`
+    /// ([`record::input_heads`]), shared by its steps' records.
+    input_heads: Vec<Arc<str>>,
     /// Per started step, until it is recorded: what its record says about
     /// its inputs (one map, one entry per step).
     hashes: FxHashMap<StepId, record::Hashes>,
@@ -310,10 +310,10 @@ impl<'p> Coordinator<'p> {
             let input = record::hash_inputs(op, &inputs);
             let memo_key = self.reuse.memo_key(step.op, &input);
             let verdict = self.reuse.decide(step, &input, &memo_key);
-            let summary = self
-                .recorder
-                .is_some()
-                .then(|| record::describe_inputs(&self.input_heads[step.op], &inputs));
+            let summary = self.recorder.is_some().then(|| InputSummary {
+                heads: self.input_heads[step.op].clone(),
+                values: record::describe_inputs(&inputs),
+            });
             self.hashes.insert(
                 step.clone(),
                 record::Hashes {

@@ -9,12 +9,12 @@ use crate::key::{KeyPath, MappingKey};
 use crate::plan::{Plan, PlannedOp};
 use crate::runtime::{InputData, StepReport};
 use crate::store::{
-    ItemsRecord, PriorStep, RunStore, StepRecord, StepStatus, StoreError, StoredItem, StoredOutput,
-    Write,
+    Digest, InputSummary, ItemsRecord, PriorStep, RunStore, StepRecord, StepStatus, StoreError,
+    StoredItem, StoredOutput, Write,
 };
 use crossbeam_channel::{Sender, unbounded};
 use rustc_hash::FxHashMap;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -226,8 +226,8 @@ impl Recorder {
 
 /// A stored success, resolved against this run's plan.
 pub(crate) struct Prior {
-    pub input_hash: Option<String>,
-    pub memo_key: Option<String>,
+    pub input_hash: Option<Digest>,
+    pub memo_key: Option<Digest>,
     pub output: Arc<[u8]>,
     pub no_value: bool,
     pub metadata: Option<Box<str>>,
@@ -275,7 +275,7 @@ pub(crate) fn prior_map(plan: &Plan, prior: Vec<PriorStep>) -> FxHashMap<StepId,
 
 /// SHA-256 over a step's inputs (`op`'s, in plan order): names, values,
 /// collected keys and failures.
-pub(crate) fn hash_inputs(op: &PlannedOp, inputs: &[InputData]) -> String {
+pub(crate) fn hash_inputs(op: &PlannedOp, inputs: &[InputData]) -> Digest {
     let mut h = Sha256::new();
     let mut field = |bytes: &[u8]| {
         h.update((bytes.len() as u64).to_le_bytes());
@@ -301,7 +301,7 @@ pub(crate) fn hash_inputs(op: &PlannedOp, inputs: &[InputData]) -> String {
             }
         }
     }
-    crate::runtime::cache::hex(&h.finalize())
+    Digest(h.finalize().into())
 }
 
 /// Inputs up to this size are kept whole in the summary; larger ones are
@@ -309,37 +309,35 @@ pub(crate) fn hash_inputs(op: &PlannedOp, inputs: &[InputData]) -> String {
 /// size is stored once, by hash).
 const INLINE_INPUT: usize = crate::store::INLINE_MAX;
 
-/// A JSON summary of a step's inputs, for `dynhost show`: per input its
-/// name, where it came from, its size, and small values whole (as hex) or
-/// larger ones by hash, so `show` can print every input without the plan.
+/// This step's part of its input summary ([`InputSummary::values`]): per
+/// input its size, and a small value whole (as hex) or a larger one by the
+/// hash it is stored under, so `show` can print every input. The names and
+/// sources are the op's ([`input_heads`]), stored once per run.
 ///
-/// `heads[i]` is the start of input `i`'s object ([`input_heads`]). Written
-/// by hand into one string: this runs for every recorded step, and serde
-/// (escaping the same names and sources again, a hex string per value)
-/// showed in the coordinator's profile.
-pub(crate) fn describe_inputs(heads: &[String], inputs: &[InputData]) -> String {
+/// Written by hand into one string: this runs for every recorded step, and
+/// serde (a hex string per value) showed in the coordinator's profile.
+pub(crate) fn describe_inputs(inputs: &[InputData]) -> String {
     use std::fmt::Write as _;
-    let mut out = String::with_capacity(heads.iter().map(|h| h.len() + 48).sum::<usize>() + 2);
+    let mut out = String::with_capacity(2 + inputs.len() * 24);
     out.push('[');
-    for (i, (head, data)) in heads.iter().zip(inputs).enumerate() {
+    for (i, data) in inputs.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(head);
         // (Writing to a String cannot fail.)
         match data {
-            // A small value is kept whole; a larger one by the hash it is
-            // stored under (hashing a small one too cost every mapped step
-            // a SHA-256 and 80 bytes of its row).
+            // A small value is kept whole (its size is the hex's half); a
+            // larger one by the hash it is stored under (hashing a small
+            // one too cost every mapped step a SHA-256 and 80 bytes).
             InputData::Single(bytes) if bytes.len() <= INLINE_INPUT => {
-                let _ = write!(out, r#""kind":"single","bytes":{},"hex":""#, bytes.len());
+                out.push_str(r#"{"hex":""#);
                 crate::runtime::cache::push_hex(&mut out, bytes);
                 out.push_str("\"}");
             }
             InputData::Single(bytes) => {
                 let _ = write!(
                     out,
-                    r#""kind":"single","bytes":{},"sha256":"{}"}}"#,
+                    r#"{{"bytes":{},"sha256":"{}"}}"#,
                     bytes.len(),
                     crate::store::hash_bytes(bytes)
                 );
@@ -347,7 +345,7 @@ pub(crate) fn describe_inputs(heads: &[String], inputs: &[InputData]) -> String 
             InputData::Collected { items, failed } => {
                 let _ = write!(
                     out,
-                    r#""kind":"collected","items":{},"failed":{}}}"#,
+                    r#"{{"items":{},"failed":{}}}"#,
                     items.len(),
                     failed.len()
                 );
@@ -358,32 +356,36 @@ pub(crate) fn describe_inputs(heads: &[String], inputs: &[InputData]) -> String 
     out
 }
 
-/// Per op, per input, the start of its object in [`describe_inputs`]'s
-/// JSON: `{"name":…,"from":…,` with where it comes from (`item of
-/// `emit.result``), the same for every step of the op.
-pub(crate) fn input_heads(plan: &Plan) -> Vec<Vec<String>> {
+/// Per op, its inputs' names, sources (`item of `emit.result``) and kinds
+/// as a JSON array ([`InputSummary::heads`]): the same for every step of
+/// the op, so built once and stored once per run.
+pub(crate) fn input_heads(plan: &Plan) -> Vec<Arc<str>> {
     use crate::plan::{CollectTarget, Source};
     let name = |id: usize| plan.ops[id].name.as_str();
-    let json = |text: &str| serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned());
     plan.ops
         .iter()
         .map(|op| {
-            op.inputs
+            let heads: Vec<serde_json::Value> = op
+                .inputs
                 .iter()
                 .map(|input| {
-                    let from = match &input.source {
-                        Source::Value(v) => format!("value of `{}`", v.label(plan)),
-                        Source::Item(d) => format!("item of `{}.{}`", name(d.op), d.output),
+                    let (from, kind) = match &input.source {
+                        Source::Value(v) => (format!("value of `{}`", v.label(plan)), "single"),
+                        Source::Item(d) => {
+                            (format!("item of `{}.{}`", name(d.op), d.output), "single")
+                        }
                         Source::Collect(CollectTarget::Values(v), _) => {
-                            format!("collect of `{}`", v.label(plan))
+                            (format!("collect of `{}`", v.label(plan)), "collected")
                         }
-                        Source::Collect(CollectTarget::Items(d), _) => {
-                            format!("collect of `{}.{}`", name(d.op), d.output)
-                        }
+                        Source::Collect(CollectTarget::Items(d), _) => (
+                            format!("collect of `{}.{}`", name(d.op), d.output),
+                            "collected",
+                        ),
                     };
-                    format!(r#"{{"name":{},"from":{},"#, json(&input.name), json(&from))
+                    serde_json::json!({"name": input.name, "from": from, "kind": kind})
                 })
-                .collect()
+                .collect();
+            Arc::from(serde_json::Value::from(heads).to_string())
         })
         .collect()
 }
@@ -398,35 +400,43 @@ impl MemoPrefix {
     pub fn new(component_hash: &str, config_json: &str) -> Self {
         let mut h = Sha256::new();
         for part in [component_hash, config_json] {
-            feed(&mut h, part);
+            feed(&mut h, part.as_bytes());
         }
         Self(h)
     }
 
     /// The memoization key of a step with inputs `input_hash`: component,
     /// config and inputs.
-    pub fn key(&self, input_hash: &str) -> String {
+    pub fn key(&self, input_hash: &Digest) -> Digest {
         let mut h = self.0.clone();
-        feed(&mut h, input_hash);
-        crate::runtime::cache::hex(&h.finalize())
+        // The input hash goes in as the hex text it was before schema 12,
+        // so memo keys stored then still match.
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0; 64];
+        for (pair, b) in hex.chunks_exact_mut(2).zip(input_hash.0) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0xf)];
+        }
+        feed(&mut h, &hex);
+        Digest(h.finalize().into())
     }
 }
 
 /// One length-prefixed part of a hash, so parts cannot run into each other.
-fn feed(h: &mut Sha256, part: &str) {
+fn feed(h: &mut Sha256, part: &[u8]) {
     h.update((part.len() as u64).to_le_bytes());
-    h.update(part.as_bytes());
+    h.update(part);
 }
 
 /// What a started step's record says about its inputs, kept from its start
 /// to its record.
 pub(crate) struct Hashes {
     /// SHA-256 over the inputs ([`hash_inputs`]).
-    pub input: String,
+    pub input: Digest,
     /// The memo key: component, config and inputs ([`MemoPrefix::key`]).
-    pub memo_key: String,
+    pub memo_key: Digest,
     /// The summary `show` prints ([`describe_inputs`]), when recording.
-    pub summary: Option<String>,
+    pub summary: Option<InputSummary>,
 }
 
 /// What to store for a step: its outcome, accounting, output and items.
@@ -629,14 +639,14 @@ mod tests {
         fn successes(&self, _: &str) -> Result<Vec<PriorStep>, StoreError> {
             Ok(Vec::new())
         }
-        fn memoized(&self, _: &str) -> Result<Option<PriorStep>, StoreError> {
+        fn memoized(&self, _: &Digest) -> Result<Option<PriorStep>, StoreError> {
             Ok(None)
         }
     }
 
-    /// The hand-written input summary, from a plan's per-op heads, is JSON
-    /// that says per input its name, source, kind and size, small values
-    /// whole and large ones by hash.
+    /// An op's input heads say per input its name, source and kind; a
+    /// step's hand-written part its values in the same order, small ones
+    /// whole and large ones by hash; both are JSON.
     #[test]
     fn input_summaries_are_json_with_each_inputs_kind_and_size() {
         use crate::runtime::InputData;
@@ -657,43 +667,53 @@ inputs.vs = { collect = "work" }
         );
         let heads = input_heads(&plan);
         let id = |name: &str| plan.op_id(name).unwrap();
+        let parse =
+            |text: &str| -> serde_json::Value { serde_json::from_str(text).expect("valid JSON") };
         let big = vec![1u8; INLINE_INPUT + 1];
         // In the plan's order of the op's inputs.
-        let work: Vec<InputData> = plan.ops[id("work")]
-            .inputs
+        let work_inputs = &plan.ops[id("work")].inputs;
+        let work: Vec<InputData> = work_inputs
             .iter()
             .map(|input| match input.name.as_str() {
                 "v" => InputData::Single(Arc::from(&[0xab, 0x01][..])),
                 _ => InputData::Single(Arc::from(big.as_slice())),
             })
             .collect();
-        let by_name = |summary: serde_json::Value| -> Vec<serde_json::Value> {
-            let mut list = summary.as_array().unwrap().clone();
-            list.sort_by_key(|input| input["name"].as_str().unwrap().to_owned());
-            list
+        let expected = |name: &str| match name {
+            "v" => (
+                serde_json::json!({"name": "v", "from": "item of `emit.result`", "kind": "single"}),
+                serde_json::json!({"hex": "ab01"}),
+            ),
+            _ => (
+                serde_json::json!({"name": "big", "from": "value of `load`", "kind": "single"}),
+                serde_json::json!({"bytes": INLINE_INPUT + 1,
+                                   "sha256": crate::store::hash_bytes(&big)}),
+            ),
         };
-        let parse = |text: String| -> serde_json::Value {
-            serde_json::from_str(&text).expect("valid JSON")
-        };
+        let (want_heads, want_values): (Vec<_>, Vec<_>) =
+            work_inputs.iter().map(|i| expected(&i.name)).unzip();
         assert_eq!(
-            by_name(parse(describe_inputs(&heads[id("work")], &work))),
-            by_name(serde_json::json!([
-                {"name": "v", "from": "item of `emit.result`",
-                 "kind": "single", "bytes": 2, "hex": "ab01"},
-                {"name": "big", "from": "value of `load`", "kind": "single",
-                 "bytes": INLINE_INPUT + 1, "sha256": crate::store::hash_bytes(&big)},
-            ]))
+            parse(&heads[id("work")]),
+            serde_json::Value::from(want_heads)
+        );
+        assert_eq!(
+            parse(&describe_inputs(&work)),
+            serde_json::Value::from(want_values)
         );
         let all = [InputData::Collected {
             items: Default::default(),
             failed: Vec::new(),
         }];
         assert_eq!(
-            parse(describe_inputs(&heads[id("all")], &all)),
-            serde_json::json!([{"name": "vs", "from": "collect of `work`",
-                                "kind": "collected", "items": 0, "failed": 0}])
+            parse(&heads[id("all")]),
+            serde_json::json!([{"name": "vs", "from": "collect of `work`", "kind": "collected"}])
         );
-        assert_eq!(describe_inputs(&heads[id("emit")], &[]), "[]");
+        assert_eq!(
+            parse(&describe_inputs(&all)),
+            serde_json::json!([{"items": 0, "failed": 0}])
+        );
+        assert_eq!(&*heads[id("emit")], "[]");
+        assert_eq!(describe_inputs(&[]), "[]");
     }
 
     /// The writer says what it did: every write counted, gathered into

@@ -7,7 +7,7 @@
 use super::record::{self, MemoPrefix, Prior};
 use super::scheduler::StepId;
 use crate::plan::Plan;
-use crate::store::RunStore;
+use crate::store::{Digest, RunStore};
 use rustc_hash::FxHashMap;
 
 /// What to do with a step about to run.
@@ -80,18 +80,18 @@ impl<'p> Reuse<'p> {
 
     /// The memo key of a step of op `op` whose inputs hash to `input_hash`:
     /// component, config and inputs.
-    pub fn memo_key(&self, op: usize, input_hash: &str) -> String {
+    pub fn memo_key(&self, op: usize, input_hash: &Digest) -> Digest {
         self.memo_prefixes[op].key(input_hash)
     }
 
     /// Decides for `step`, whose inputs hash to `input_hash` (memo key `key`).
-    pub fn decide(&mut self, step: &StepId, input_hash: &str, key: &str) -> Verdict {
+    pub fn decide(&mut self, step: &StepId, input_hash: &Digest, key: &Digest) -> Verdict {
         match self.prior.get(step) {
-            Some(prior) if prior.memo_key.as_deref() == Some(key) => {
+            Some(prior) if prior.memo_key.as_ref() == Some(key) => {
                 let prior = self.prior.remove(step).expect("just matched");
                 return self.reused(step, prior, self.record_reused);
             }
-            Some(prior) if prior.input_hash.as_deref() == Some(input_hash) => {
+            Some(prior) if prior.input_hash.as_ref() == Some(input_hash) => {
                 self.changed[step.op] += 1;
                 self.prior.remove(step);
             }
@@ -111,7 +111,7 @@ impl<'p> Reuse<'p> {
     }
 
     /// A success of any run with memo key `key` (for `cache = true` ops).
-    fn memoized(&self, key: &str) -> Option<Prior> {
+    fn memoized(&self, key: &Digest) -> Option<Prior> {
         let found = self
             .lookup
             .as_ref()

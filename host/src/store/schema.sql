@@ -1,4 +1,4 @@
--- dynhost run store, schema version 10 (3 added `runs.owner`: `pid:start`
+-- dynhost run store, schema version 12 (3 added `runs.owner`: `pid:start`
 -- of the process working on a running run, so a dead one shows as interrupted;
 -- 4 added `runs.resumed_at` and `runs.active_secs`, the run's running time
 -- summed over resumes, and `steps.tolerated`, set on failed or skipped steps
@@ -6,7 +6,9 @@
 -- `steps.metadata`, `steps.no_value` and `items.metadata`; 7 added `runs.plan`;
 -- 8 added `outputs`; 9 added `steps.position`, `step_counts` and `events`
 -- for the web viewer; 10 added `steps.services`; 11 added `steps.memoized`
--- and indexes memo keys of those steps only). Keys are JSON arrays of mapping keys
+-- and indexes memo keys of those steps only; 12 added `op_inputs` and
+-- `steps.input_heads`, and writes `input_hash` and `memo_key` as 32-byte
+-- blobs, hex text before). Keys are JSON arrays of mapping keys
 -- (outermost first, `[]` outside any map). Values of up to 64 bytes are kept
 -- inline (`steps.output`, `items.value`; the hash column is then NULL or '');
 -- larger ones live once in `blobs`, addressed by their SHA-256. Version 1
@@ -46,7 +48,7 @@ CREATE TABLE IF NOT EXISTS steps (
     emitted_bytes     INTEGER NOT NULL,
     fuel_used         INTEGER,
     input_hash        TEXT,
-    inputs            TEXT,             -- JSON: name, kind and size of each input
+    inputs            TEXT,             -- JSON: size and value of each input (with name, source and kind before schema 12)
     output_hash       TEXT,             -- SHA-256 of a value in `blobs`, or NULL
     output            BLOB,             -- the value itself, when small
     memo_key          TEXT,
@@ -60,12 +62,26 @@ CREATE TABLE IF NOT EXISTS steps (
     position          INTEGER,          -- the step's item among its emitter's, from 0
     services          TEXT,             -- JSON: HTTP requests/bytes and time waited for limits, when any
     memoized          INTEGER NOT NULL DEFAULT 1, -- the op had `cache = true` (rows before schema 11: 1)
+    input_heads       INTEGER,          -- `op_inputs.id`: names and sources of `inputs` (schema 12 on)
     PRIMARY KEY (run_id, op, keys)
 ) WITHOUT ROWID;
 -- What `cache = true` looks up. Only memoized steps are indexed: an index
 -- entry per step, at a random place in the B-tree, cost a trivial fan-out
 -- about half of all the recorder's work. Resume reads `memo_key` by step.
 CREATE INDEX IF NOT EXISTS steps_memo ON steps (memo_key) WHERE memoized = 1 AND memo_key IS NOT NULL;
+
+-- Schema 12: each op's inputs (a JSON array of name, source and kind), once
+-- per run and op (a new row if a resumed job changed them). A step's
+-- `inputs` holds only its own sizes and values, joined to these by
+-- `steps.input_heads`: the same 70 bytes in each of a million rows were a
+-- tenth of the recorder's work.
+CREATE TABLE IF NOT EXISTS op_inputs (
+    id     INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    op     TEXT NOT NULL,
+    heads  TEXT NOT NULL,
+    UNIQUE (run_id, op, heads)
+);
 
 -- Earlier outcomes of steps recorded again (a resume rerunning a failed
 -- step): the `steps` row each replaced. With `steps` this is every recorded

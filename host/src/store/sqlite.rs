@@ -3,7 +3,7 @@
 //! transaction; each step is still whole or absent after a crash.
 
 use super::{
-    PriorStep, RunRecord, RunStatus, RunStore, RunSummary, StepRow, StoreError, StoredItem,
+    Digest, PriorStep, RunRecord, RunStatus, RunStore, RunSummary, StepRow, StoreError, StoredItem,
     StoredOutput, Write,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// The schema this build writes. Older versions are upgraded in place; a
 /// newer one is refused (it was written by a newer dynhost).
-const SCHEMA_VERSION: u32 = 11;
+const SCHEMA_VERSION: u32 = 12;
 
 /// `MIGRATIONS[i]` upgrades a store of version `i + 1` to `i + 2`; the last
 /// one reaches [`SCHEMA_VERSION`].
@@ -57,6 +57,11 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize - 1] = [
     // true` still finds them; schema.sql then creates the narrower index.
     "ALTER TABLE steps ADD COLUMN memoized INTEGER NOT NULL DEFAULT 1;
      DROP INDEX IF EXISTS steps_memo;",
+    // 12: each op's input names and sources once per run (`op_inputs`,
+    // from schema.sql); a step's `inputs` keeps only its own values.
+    // Hashes are written as 32-byte blobs from here on (a TEXT column
+    // keeps a blob as it is; rows written before keep their hex text).
+    "ALTER TABLE steps ADD COLUMN input_heads INTEGER;",
 ];
 
 /// Values up to this size are stored in their row rather than in `blobs`: a
@@ -187,6 +192,11 @@ impl SqliteStore {
     }
 
     fn configure(&self) -> rusqlite::Result<()> {
+        let ps: i64 = std::env::var("XPAGE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4096);
+        self.conn.pragma_update(None, "page_size", ps)?;
         self.conn.pragma_update(None, "journal_mode", "WAL")?;
         // With WAL, NORMAL still keeps every committed transaction whole after
         // a crash of this process; only an OS crash may lose the last commits.
@@ -198,7 +208,8 @@ impl SqliteStore {
         // Checkpoint every 64 MiB of WAL instead of 4 MiB: the hot B-tree
         // pages a long run rewrites in every transaction are then copied
         // into the database once per checkpoint, not once per few commits.
-        self.conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", 16384 * 4096 / ps)?;
         // Delete triggers (the step counts) fire for rows that INSERT OR
         // REPLACE removes only with this on.
         self.conn.pragma_update(None, "recursive_triggers", "ON")?;
@@ -258,7 +269,7 @@ impl SqliteStore {
         run_id: &str,
         op: String,
         keys: String,
-        (input_hash, memo_key): (Option<String>, Option<String>),
+        (input_hash, memo_key): (Option<Digest>, Option<Digest>),
         (output, no_value, metadata): (Vec<u8>, bool, Option<String>),
     ) -> rusqlite::Result<PriorStep> {
         let mut stmt = self.conn.prepare_cached(
@@ -323,7 +334,8 @@ fn step_columns(logs: bool) -> String {
     format!(
         "s.op, s.keys, s.status, s.attempts, s.wall_secs, s.failure_kind, s.failure_message,
          s.peak_memory_bytes, s.emitted_items, s.emitted_bytes, s.fuel_used,
-         length(coalesce(s.output, b.bytes)), {captured}, s.inputs, s.tolerated, s.metadata, s.no_value, s.services"
+         length(coalesce(s.output, b.bytes)), {captured}, s.inputs, s.tolerated, s.metadata, s.no_value, s.services,
+         (SELECT h.heads FROM op_inputs h WHERE h.id = s.input_heads)"
     )
 }
 
@@ -351,12 +363,61 @@ fn step_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<StepRow> {
         stdout: r.get(12)?,
         stderr: r.get(13)?,
         log: r.get(14)?,
-        inputs: r.get(15)?,
+        inputs: inputs_json(r.get(15)?, r.get::<Option<String>>(20)?.as_deref()),
         tolerated: r.get::<i64>(16)? != 0,
         metadata: r.get(17)?,
         no_value: r.get(18)?,
         services: r.get(19)?,
     })
+}
+
+/// A step's input summary as `show` and the viewer read it: per input its
+/// name, source and kind (the op's `heads`, stored once per run since
+/// schema 12) with this step's size and value. Rows written before carry
+/// it all in `inputs`; a summary that does not parse is shown as stored.
+fn inputs_json(values: Option<String>, heads: Option<&str>) -> Option<String> {
+    use serde_json::Value;
+    let values = values?;
+    let Some(heads) = heads else {
+        return Some(values);
+    };
+    let parse = |text: &str| match serde_json::from_str::<Value>(text) {
+        Ok(Value::Array(list)) => Some(list),
+        _ => None,
+    };
+    let (Some(mut merged), Some(own)) = (parse(heads), parse(&values)) else {
+        return Some(values);
+    };
+    for (head, own) in merged.iter_mut().zip(own) {
+        let (Value::Object(head), Value::Object(own)) = (head, own) else {
+            continue;
+        };
+        // A small value's size is its hex's half.
+        if let Some(hex) = own.get("hex").and_then(Value::as_str) {
+            head.insert("bytes".into(), Value::from(hex.len() / 2));
+        }
+        head.extend(own);
+    }
+    Some(Value::Array(merged).to_string())
+}
+
+/// A digest column (input hash, memo key): 32 bytes, or the hex text of
+/// stores before schema 12; anything else reads as none (it never matches,
+/// so the step runs again).
+fn digest(r: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Option<Digest>> {
+    use rusqlite::types::ValueRef;
+    Ok(match r.get_ref(column)? {
+        ValueRef::Blob(bytes) | ValueRef::Text(bytes) => Digest::from_column(bytes),
+        _ => None,
+    })
+}
+
+impl rusqlite::ToSql for Digest {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::Borrowed(
+            rusqlite::types::ValueRef::Blob(&self.0),
+        ))
+    }
 }
 
 /// A row read from column `at` on: `get(0)` is column `at`.
@@ -603,7 +664,7 @@ impl RunStore for SqliteStore {
             type Row = (
                 String,
                 String,
-                (Option<String>, Option<String>),
+                (Option<Digest>, Option<Digest>),
                 (Vec<u8>, bool, Option<String>),
             );
             let rows = stmt
@@ -611,7 +672,7 @@ impl RunStore for SqliteStore {
                     Ok((
                         r.get(0)?,
                         r.get(1)?,
-                        (r.get(2)?, r.get(3)?),
+                        (digest(r, 2)?, digest(r, 3)?),
                         (r.get::<_, Vec<u8>>(4)?, r.get(5)?, r.get(6)?),
                     ))
                 })?
@@ -680,20 +741,21 @@ impl RunStore for SqliteStore {
         query().map_err(|e| self.error(&e))
     }
 
-    fn memoized(&self, memo_key: &str) -> Result<Option<PriorStep>, StoreError> {
+    fn memoized(&self, memo_key: &Digest) -> Result<Option<PriorStep>, StoreError> {
         let query = || -> rusqlite::Result<Option<PriorStep>> {
+            // Stored as 32 bytes since schema 12, as hex text before.
             let row = self
                 .conn
                 .query_row(
                     "SELECT s.run_id, s.op, s.keys, s.input_hash, coalesce(s.output, b.bytes), s.no_value, s.metadata
                      FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
-                     WHERE s.memo_key = ?1 AND s.memoized = 1 AND s.status = 'succeeded' AND coalesce(s.output, b.bytes) IS NOT NULL LIMIT 1",
-                    [memo_key],
-                    |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, (r.get::<_, Vec<u8>>(4)?, r.get(5)?, r.get(6)?))),
+                     WHERE s.memo_key IN (?1, ?2) AND s.memoized = 1 AND s.status = 'succeeded' AND coalesce(s.output, b.bytes) IS NOT NULL LIMIT 1",
+                    params![memo_key, memo_key.hex()],
+                    |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, digest(r, 3)?, (r.get::<_, Vec<u8>>(4)?, r.get(5)?, r.get(6)?))),
                 )
                 .optional()?;
             row.map(|(run, op, keys, input, out)| {
-                self.prior_from_row(&run, op, keys, (input, Some(memo_key.to_owned())), out)
+                self.prior_from_row(&run, op, keys, (input, Some(*memo_key)), out)
             })
             .transpose()
         };

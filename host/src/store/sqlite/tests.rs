@@ -2,7 +2,14 @@
 //! upgrades from version 1, and damaged files.
 
 use super::*;
-use crate::store::{StepRecord, StepStatus};
+use crate::store::{InputSummary, StepRecord, StepStatus};
+
+fn summary(heads: &str, values: &str) -> InputSummary {
+    InputSummary {
+        heads: Arc::from(heads),
+        values: values.into(),
+    }
+}
 
 fn item(key: &str, value: &[u8]) -> StoredItem {
     StoredItem {
@@ -27,7 +34,7 @@ fn record(op: &str, key: &str, status: StepStatus) -> StepRecord {
         emitted_items: 1,
         emitted_bytes: 2,
         fuel_used: None,
-        input_hash: Some("in".into()),
+        input_hash: Some(Digest([1; 32])),
         memo_key: None,
         memoized: false,
         output: Some(Arc::from(&b"same"[..])),
@@ -145,7 +152,7 @@ fn a_version_1_store_is_upgraded_and_keeps_its_runs() {
              INSERT INTO runs VALUES ('old', 'j', 'job.toml', 'h', 0, 1, 'succeeded');
              INSERT INTO blobs VALUES ('h1', x'6f6c64');
              INSERT INTO steps VALUES ('old', 'emit', '[]', 'succeeded', 1, 0, NULL, NULL, 0, 1, 3,
-               NULL, 'in', NULL, 'h1', 'memo-old', '', '', '', 1);
+               NULL, 'in', NULL, 'h1', 'abababababababababababababababababababababababababababababababab', '', '', '', 1);
              INSERT INTO items VALUES ('old', 'emit', '[]', 'result', 0, 'a', 'h1');",
         )
         .unwrap();
@@ -169,7 +176,7 @@ fn a_version_1_store_is_upgraded_and_keeps_its_runs() {
         .unwrap();
     assert_eq!(store.successes("old").unwrap().len(), 2);
     assert!(
-        store.memoized("memo-old").unwrap().is_some(),
+        store.memoized(&Digest([0xab; 32])).unwrap().is_some(),
         "a step stored before schema 11 is still found by `cache = true`"
     );
     let version: String = one(
@@ -179,32 +186,136 @@ fn a_version_1_store_is_upgraded_and_keeps_its_runs() {
     assert_eq!(version, SCHEMA_VERSION.to_string());
 }
 
+/// A step's input summary reads back whole (name, source and kind from
+/// its op's heads, stored once per run and op; size and value its own), in
+/// both the plain and the full insert; heads that change (a resumed job
+/// renamed an input) get a row of their own and earlier steps keep theirs.
+#[test]
+fn input_summaries_read_back_whole_with_heads_stored_once_per_op() {
+    let (_dir, mut store) = new_run();
+    let heads: Arc<str> =
+        Arc::from(r#"[{"name":"v","from":"item of `e.result`","kind":"single"}]"#);
+    let step = |key: &str, hex: &str, stdout: &str| {
+        let mut r = record("a", key, StepStatus::Succeeded);
+        r.inputs = Some(InputSummary {
+            heads: heads.clone(),
+            values: format!(r#"[{{"hex":"{hex}"}}]"#),
+        });
+        r.stdout = stdout.into();
+        Write::Step(Box::new(r))
+    };
+    // Two commits, a plain step and one with output (the full insert).
+    store
+        .record("r1", &[step("k1", "3031", ""), step("k2", "ff", "out")])
+        .unwrap();
+    store.record("r1", &[step("k3", "", "")]).unwrap();
+    assert_eq!(one::<i64>(&store, "SELECT count(*) FROM op_inputs"), 1);
+    let read = |store: &SqliteStore, key: &str| -> serde_json::Value {
+        let row = store.step("r1", "a", &[key.to_owned()]).unwrap().unwrap();
+        serde_json::from_str(row.inputs.as_deref().unwrap()).unwrap()
+    };
+    let whole = |bytes: usize, hex: &str, name: &str| {
+        serde_json::json!([{"name": name, "from": "item of `e.result`", "kind": "single",
+                            "bytes": bytes, "hex": hex}])
+    };
+    assert_eq!(read(&store, "k1"), whole(2, "3031", "v"));
+    assert_eq!(read(&store, "k2"), whole(1, "ff", "v"));
+    assert_eq!(read(&store, "k3"), whole(0, "", "v"));
+    let listed = store.steps("r1").unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(listed[0].inputs.as_deref().unwrap()).unwrap(),
+        whole(2, "3031", "v")
+    );
+    // The same op with other heads: a new row; k1 keeps the old heads.
+    let renamed: Arc<str> =
+        Arc::from(r#"[{"name":"w","from":"item of `e.result`","kind":"single"}]"#);
+    let mut r = record("a", "k4", StepStatus::Succeeded);
+    r.inputs = Some(InputSummary {
+        heads: renamed,
+        values: r#"[{"hex":"00"}]"#.into(),
+    });
+    store.record("r1", &[Write::Step(Box::new(r))]).unwrap();
+    assert_eq!(one::<i64>(&store, "SELECT count(*) FROM op_inputs"), 2);
+    assert_eq!(read(&store, "k4"), whole(1, "00", "w"));
+    assert_eq!(read(&store, "k1"), whole(2, "3031", "v"));
+    // A row from before schema 12 (the whole summary in `inputs`) reads as stored.
+    store
+        .conn
+        .execute(
+            r#"UPDATE steps SET input_heads = NULL, inputs = '[{"name":"old"}]' WHERE keys = '["k1"]'"#,
+            [],
+        )
+        .unwrap();
+    assert_eq!(read(&store, "k1"), serde_json::json!([{"name": "old"}]));
+}
+
+/// Stores before schema 12 hold input hashes and memo keys as hex text:
+/// resume and `cache = true` lookups still read and match them.
+#[test]
+fn hashes_stored_as_hex_text_before_schema_12_still_match() {
+    let (_dir, mut store) = new_run();
+    let mut step = record("a", "k1", StepStatus::Succeeded);
+    step.memoized = true;
+    store.record("r1", &[Write::Step(Box::new(step))]).unwrap();
+    let (input, memo) = (Digest([0x3c; 32]), Digest([0xd4; 32]));
+    store
+        .conn
+        .execute(
+            "UPDATE steps SET input_hash = ?1, memo_key = ?2",
+            params![input.hex(), memo.hex().to_uppercase()],
+        )
+        .unwrap();
+    let prior = store.successes("r1").unwrap();
+    assert_eq!(prior[0].input_hash, Some(input));
+    assert_eq!(prior[0].memo_key, Some(memo));
+    store
+        .conn
+        .execute("UPDATE steps SET memo_key = ?1", [memo.hex()])
+        .unwrap();
+    let found = store
+        .memoized(&memo)
+        .unwrap()
+        .expect("found by its hex key");
+    assert_eq!(found.input_hash, Some(input));
+    // Something that is neither reads as no hash: the step runs again.
+    store
+        .conn
+        .execute("UPDATE steps SET input_hash = 'in', memo_key = x'0102'", [])
+        .unwrap();
+    let prior = store.successes("r1").unwrap();
+    assert_eq!((prior[0].input_hash, prior[0].memo_key), (None, None));
+}
+
 /// Only steps of `cache = true` ops are found by memo key (and only they
 /// are in the index); every step keeps its memo key for resume.
 #[test]
 fn only_memoized_steps_are_found_by_memo_key() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
+    let (m1, m2) = (Digest([0xa1; 32]), Digest([0xa2; 32]));
     let mut cached = record("a", "k1", StepStatus::Succeeded);
-    cached.memo_key = Some("m1".into());
+    cached.memo_key = Some(m1);
     cached.memoized = true;
     let mut plain = record("b", "k1", StepStatus::Succeeded);
-    plain.memo_key = Some("m2".into());
+    plain.memo_key = Some(m2);
     store
         .record(
             "r",
             &[Write::Step(Box::new(cached)), Write::Step(Box::new(plain))],
         )
         .unwrap();
-    let found = store.memoized("m1").unwrap().expect("memoized step found");
+    let found = store.memoized(&m1).unwrap().expect("memoized step found");
     assert_eq!(found.op, "a");
-    assert!(store.memoized("m2").unwrap().is_none());
+    assert_eq!(found.memo_key, Some(m1));
+    assert_eq!(found.input_hash, Some(Digest([1; 32])));
+    assert!(store.memoized(&m2).unwrap().is_none());
     let prior = store.successes("r").unwrap();
     let b = prior.iter().find(|p| p.op == "b").unwrap();
+    assert_eq!(b.memo_key, Some(m2), "resume still compares it");
+    // Kept as 32 bytes, not 64 hex characters.
     assert_eq!(
-        b.memo_key.as_deref(),
-        Some("m2"),
-        "resume still compares it"
+        one::<Vec<u8>>(&store, "SELECT memo_key FROM steps WHERE op = 'b'"),
+        m2.0
     );
     let index: String = one(
         &store,
@@ -214,7 +325,7 @@ fn only_memoized_steps_are_found_by_memo_key() {
     let plan: String = store
         .conn
         .query_row(
-            "EXPLAIN QUERY PLAN SELECT 1 FROM steps s WHERE s.memo_key = 'm1' AND s.memoized = 1",
+            "EXPLAIN QUERY PLAN SELECT 1 FROM steps s WHERE s.memo_key IN (x'a1', 'a1') AND s.memoized = 1",
             [],
             |r| r.get(3),
         )
@@ -736,9 +847,9 @@ fn a_plain_steps_row_matches_the_full_inserts() {
     let step = |key: &str, stdout: &str| {
         let mut r = record("a", key, StepStatus::Succeeded);
         r.position = Some(7);
-        r.memo_key = Some("memo".into());
+        r.memo_key = Some(Digest([7; 32]));
         r.memoized = true;
-        r.inputs = Some("[]".into());
+        r.inputs = Some(summary("[]", "[]"));
         r.wall_secs = 0.25;
         r.peak_memory_bytes = 3;
         r.emitted_items = 4;
@@ -758,10 +869,10 @@ fn a_plain_steps_row_matches_the_full_inserts() {
                 "SELECT run_id, op, status, attempts, wall_secs, failure_kind, failure_message,
                    peak_memory_bytes, emitted_items, emitted_bytes, fuel_used, input_hash, inputs,
                    output_hash, output, memo_key, stderr, log, tolerated, metadata, no_value,
-                   position, services, memoized
+                   position, services, memoized, input_heads
                  FROM steps WHERE keys = ?1",
                 [format!(r#"["{key}"]"#)],
-                |r| (0..24).map(|i| r.get(i)).collect(),
+                |r| (0..25).map(|i| r.get(i)).collect(),
             )
             .unwrap()
     };

@@ -11,7 +11,8 @@
 
 use super::INLINE_MAX;
 use crate::store::{StepRecord, StepStatus, StoredItem, StoredOutput, hash_bytes};
-use rusqlite::{CachedStatement, Connection, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
+use std::sync::Arc;
 
 /// Items per multi-row insert: each execution of a statement has a fixed
 /// cost (binding the run, op and keys, stepping, resetting) that 16 rows
@@ -26,9 +27,10 @@ macro_rules! step_columns {
     () => {
         "(run_id, op, keys, status, attempts, wall_secs, failure_kind, failure_message,
     peak_memory_bytes, emitted_items, emitted_bytes, fuel_used, input_hash, output_hash, memo_key,
-    stdout, stderr, log, finished_at, inputs, output, metadata, no_value, position, services, memoized)
+    stdout, stderr, log, finished_at, inputs, output, metadata, no_value, position, services, memoized,
+    input_heads)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-    ?21, ?22, ?23, ?24, ?25, ?26)"
+    ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
     };
 }
 const INSERT_STEP: &str = concat!("INSERT INTO steps ", step_columns!());
@@ -38,7 +40,7 @@ const REPLACE_STEP: &str = concat!("INSERT OR REPLACE INTO steps ", step_columns
 const STEPS_PER_INSERT: usize = 8;
 
 /// Columns of a plain step's row bound per step ([`bind_plain`]).
-const PLAIN_COLUMNS: usize = 16;
+const PLAIN_COLUMNS: usize = 17;
 
 /// Whether a step leaves the rarer columns empty (failure, fuel, metadata,
 /// HTTP, captured output, a value in `blobs`): a million-key map is mostly
@@ -68,7 +70,7 @@ fn plain_steps_sql(rows: usize) -> &'static str {
             .map(|row| {
                 let p = |i: usize| format!("?{}", row * PLAIN_COLUMNS + i);
                 format!(
-                    "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, '', '', '', {}, {}, {}, {}, {})",
+                    "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, '', '', '', {}, {}, {}, {}, {}, {})",
                     p(1),
                     p(2),
                     p(3),
@@ -84,14 +86,15 @@ fn plain_steps_sql(rows: usize) -> &'static str {
                     p(13),
                     p(14),
                     p(15),
-                    p(16)
+                    p(16),
+                    p(17)
                 )
             })
             .collect();
         format!(
             "INSERT INTO steps (run_id, op, keys, status, attempts, wall_secs,
              peak_memory_bytes, emitted_items, emitted_bytes, input_hash, memo_key, stdout,
-             stderr, log, finished_at, inputs, output, position, memoized) VALUES {}",
+             stderr, log, finished_at, inputs, output, position, memoized, input_heads) VALUES {}",
             values.join(", ")
         )
     })
@@ -103,8 +106,7 @@ fn bind_plain(
     at: usize,
     run_id: &str,
     now: f64,
-    s: &StepRecord,
-    keys: &str,
+    (s, keys, heads): (&StepRecord, &str, Option<i64>),
 ) -> rusqlite::Result<()> {
     stmt.raw_bind_parameter(at + 1, run_id)?;
     stmt.raw_bind_parameter(at + 2, s.op.as_str())?;
@@ -115,13 +117,14 @@ fn bind_plain(
     stmt.raw_bind_parameter(at + 7, s.peak_memory_bytes as i64)?;
     stmt.raw_bind_parameter(at + 8, s.emitted_items as i64)?;
     stmt.raw_bind_parameter(at + 9, s.emitted_bytes as i64)?;
-    stmt.raw_bind_parameter(at + 10, s.input_hash.as_deref())?;
-    stmt.raw_bind_parameter(at + 11, s.memo_key.as_deref())?;
+    stmt.raw_bind_parameter(at + 10, s.input_hash.as_ref())?;
+    stmt.raw_bind_parameter(at + 11, s.memo_key.as_ref())?;
     stmt.raw_bind_parameter(at + 12, now)?;
-    stmt.raw_bind_parameter(at + 13, s.inputs.as_deref())?;
+    stmt.raw_bind_parameter(at + 13, s.inputs.as_ref().map(|i| i.values.as_str()))?;
     stmt.raw_bind_parameter(at + 14, s.output.as_deref())?;
     stmt.raw_bind_parameter(at + 15, s.position)?;
-    stmt.raw_bind_parameter(at + 16, s.memoized)
+    stmt.raw_bind_parameter(at + 16, s.memoized)?;
+    stmt.raw_bind_parameter(at + 17, heads)
 }
 
 /// One commit's writes for one run, with the statements every row needs
@@ -136,9 +139,11 @@ pub(super) struct Writer<'c, 'w> {
     insert_step: Option<CachedStatement<'c>>,
     plain_step: Option<CachedStatement<'c>>,
     plain_steps: Option<CachedStatement<'c>>,
-    /// Plain steps not inserted yet (with their keys as stored), inserted
-    /// [`STEPS_PER_INSERT`] at a time.
-    pending: Vec<(&'w StepRecord, String)>,
+    /// Plain steps not inserted yet (with their keys as stored and their
+    /// `op_inputs` id), inserted [`STEPS_PER_INSERT`] at a time.
+    pending: Vec<(&'w StepRecord, String, Option<i64>)>,
+    /// The `op_inputs` ids looked up in this commit, by op and heads.
+    heads: Vec<(&'w str, Arc<str>, i64)>,
     item: Option<CachedStatement<'c>>,
     items: Option<CachedStatement<'c>>,
     blob: Option<CachedStatement<'c>>,
@@ -168,6 +173,7 @@ impl<'c, 'w> Writer<'c, 'w> {
             plain_step: None,
             plain_steps: None,
             pending: Vec::with_capacity(STEPS_PER_INSERT),
+            heads: Vec::new(),
             item: None,
             items: None,
             blob: None,
@@ -190,15 +196,16 @@ impl<'c, 'w> Writer<'c, 'w> {
         // Only ops with named outputs (and failed steps, whose earlier
         // attempt may have set some) touch the table.
         let outputs = !s.outputs.is_empty() || s.status == StepStatus::Failed;
+        let heads = self.heads_id(s)?;
         if is_plain(s) && s.items_streamed && !clear_items && !outputs {
-            self.pending.push((s, keys));
+            self.pending.push((s, keys, heads));
             if self.pending.len() == STEPS_PER_INSERT {
                 self.insert_pending()?;
             }
             return Ok(());
         }
         self.insert_pending()?;
-        self.row(s, &keys)?;
+        self.row(s, &keys, heads)?;
         if !s.items_streamed {
             self.items(&s.op, &keys, 0, &s.items)?;
         } else if clear_items {
@@ -239,8 +246,14 @@ impl<'c, 'w> Writer<'c, 'w> {
                 &mut self.plain_steps,
                 plain_steps_sql(STEPS_PER_INSERT),
             )?;
-            for (row, (s, keys)) in pending.iter().enumerate() {
-                bind_plain(stmt, row * PLAIN_COLUMNS, self.run_id, self.now, s, keys)?;
+            for (row, (s, keys, heads)) in pending.iter().enumerate() {
+                bind_plain(
+                    stmt,
+                    row * PLAIN_COLUMNS,
+                    self.run_id,
+                    self.now,
+                    (s, keys, *heads),
+                )?;
             }
             match stmt.raw_execute() {
                 Ok(_) => {
@@ -254,8 +267,8 @@ impl<'c, 'w> Writer<'c, 'w> {
                 Err(e) => return Err(e),
             }
         }
-        for (s, keys) in &pending {
-            self.row(s, keys)?;
+        for (s, keys, heads) in &pending {
+            self.row(s, keys, *heads)?;
         }
         pending.clear();
         self.pending = pending;
@@ -264,7 +277,7 @@ impl<'c, 'w> Writer<'c, 'w> {
 
     /// Inserts a step's row, or replaces it (keeping the old one in
     /// `attempts`) if the step was recorded before.
-    fn row(&mut self, s: &StepRecord, keys: &str) -> rusqlite::Result<()> {
+    fn row(&mut self, s: &StepRecord, keys: &str, heads: Option<i64>) -> rusqlite::Result<()> {
         let (output_hash, output) = match s.output.as_deref() {
             Some(bytes) => match self.put_value(bytes)? {
                 Stored::Inline(bytes) => (None, Some(bytes)),
@@ -293,13 +306,14 @@ impl<'c, 'w> Writer<'c, 'w> {
             s.stderr,
             s.log,
             now,
-            s.inputs,
+            s.inputs.as_ref().map(|i| i.values.as_str()),
             output,
             s.metadata.as_deref(),
             s.no_value,
             s.position,
             s.services,
             s.memoized,
+            heads,
         ];
         // A plain insert first: a step recorded for the first time (every
         // step of a new run) then costs one B-tree descent. `OR REPLACE`
@@ -308,7 +322,7 @@ impl<'c, 'w> Writer<'c, 'w> {
         // only a step recorded again (resume, retry) needs it.
         let inserted = if is_plain(s) {
             let stmt = prepared(self.conn, &mut self.plain_step, plain_steps_sql(1))?;
-            bind_plain(stmt, 0, run_id, now, s, keys)?;
+            bind_plain(stmt, 0, run_id, now, (s, keys, heads))?;
             stmt.raw_execute()
         } else {
             prepared(self.conn, &mut self.insert_step, INSERT_STEP)?.execute(row)
@@ -329,6 +343,40 @@ impl<'c, 'w> Writer<'c, 'w> {
             }
             result => result.map(|_| ()),
         }
+    }
+
+    /// The `op_inputs` row of `s`'s op and input heads: looked up (or
+    /// added) once per op in a commit.
+    fn heads_id(&mut self, s: &'w StepRecord) -> rusqlite::Result<Option<i64>> {
+        let Some(heads) = s.inputs.as_ref().map(|i| &i.heads) else {
+            return Ok(None);
+        };
+        let known = self
+            .heads
+            .iter()
+            .find(|(op, h, _)| *op == s.op.as_str() && (Arc::ptr_eq(h, heads) || **h == **heads));
+        if let Some((_, _, id)) = known {
+            return Ok(Some(*id));
+        }
+        let args = params![self.run_id, s.op, &**heads];
+        let found: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT id FROM op_inputs WHERE run_id = ?1 AND op = ?2 AND heads = ?3",
+            )?
+            .query_row(args, |r| r.get(0))
+            .optional()?;
+        let id = match found {
+            Some(id) => id,
+            None => self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO op_inputs (run_id, op, heads) VALUES (?1, ?2, ?3) RETURNING id",
+                )?
+                .query_row(args, |r| r.get(0))?,
+        };
+        self.heads.push((&s.op, heads.clone(), id));
+        Ok(Some(id))
     }
 
     fn clear_items(&self, op: &str, keys: &str) -> rusqlite::Result<()> {
