@@ -192,11 +192,6 @@ impl SqliteStore {
     }
 
     fn configure(&self) -> rusqlite::Result<()> {
-        let ps: i64 = std::env::var("XPAGE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(4096);
-        self.conn.pragma_update(None, "page_size", ps)?;
         self.conn.pragma_update(None, "journal_mode", "WAL")?;
         // With WAL, NORMAL still keeps every committed transaction whole after
         // a crash of this process; only an OS crash may lose the last commits.
@@ -208,8 +203,7 @@ impl SqliteStore {
         // Checkpoint every 64 MiB of WAL instead of 4 MiB: the hot B-tree
         // pages a long run rewrites in every transaction are then copied
         // into the database once per checkpoint, not once per few commits.
-        self.conn
-            .pragma_update(None, "wal_autocheckpoint", 16384 * 4096 / ps)?;
+        self.conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
         // Delete triggers (the step counts) fire for rows that INSERT OR
         // REPLACE removes only with this on.
         self.conn.pragma_update(None, "recursive_triggers", "ON")?;
