@@ -536,16 +536,7 @@ impl Digest {
 
     /// A digest from 64 hex characters (either case), or `None`.
     pub fn from_hex(text: &str) -> Option<Self> {
-        let text = text.as_bytes();
-        if text.len() != 64 {
-            return None;
-        }
-        let digit = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
-        let mut out = [0; 32];
-        for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
-            *byte = digit(pair[0])? << 4 | digit(pair[1])?;
-        }
-        Some(Self(out))
+        unhex(text)?.try_into().ok().map(Self)
     }
 
     /// A digest read from a store column: 32 bytes, or 64 hex characters
@@ -562,6 +553,19 @@ impl std::fmt::Debug for Digest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.hex())
     }
+}
+
+/// The bytes of hex text (either case; as the store writes hashes and small
+/// input values), or `None` for anything else.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
+    let text = text.as_bytes();
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    text.chunks_exact(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect()
 }
 
 /// SHA-256 of `bytes`, hex-encoded: how values are addressed.

@@ -1,7 +1,7 @@
 //! `dynhost runs`, `show` and `logs`: reading the run store.
 
 use dynhost::runtime::metadata;
-use dynhost::store::{RunStore, SqliteStore, StepRow};
+use dynhost::store::{RunStore, SqliteStore, StepRow, unhex};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
@@ -458,13 +458,6 @@ fn print_value(out: &mut impl Write, label: &str, bytes: &[u8], full: bool) -> s
             Ok(())
         }
     }
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 pub fn logs(store: &SqliteStore, run: &str, step: &str) -> anyhow::Result<ExitCode> {

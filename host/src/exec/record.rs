@@ -411,11 +411,10 @@ impl MemoPrefix {
         let mut h = self.0.clone();
         // The input hash goes in as the hex text it was before schema 12,
         // so memo keys stored then still match.
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        // (On the stack: this runs for every step.)
         let mut hex = [0; 64];
         for (pair, b) in hex.chunks_exact_mut(2).zip(input_hash.0) {
-            pair[0] = DIGITS[usize::from(b >> 4)];
-            pair[1] = DIGITS[usize::from(b & 0xf)];
+            pair.copy_from_slice(&crate::runtime::cache::hex_pair(b));
         }
         feed(&mut h, &hex);
         Digest(h.finalize().into())

@@ -41,12 +41,16 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// Appends `bytes` in lowercase hex to `out`.
 pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     out.reserve(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    for &b in bytes {
+        out.extend(hex_pair(b).map(char::from));
     }
+}
+
+/// The two lowercase hex digits of `b`.
+pub(crate) fn hex_pair(b: u8) -> [u8; 2] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]]
 }
 
 /// A directory of compiled components.

@@ -284,6 +284,12 @@ fn hashes_stored_as_hex_text_before_schema_12_still_match() {
         .unwrap();
     let prior = store.successes("r1").unwrap();
     assert_eq!((prior[0].input_hash, prior[0].memo_key), (None, None));
+    // The decoding itself: either case, whole pairs of hex digits only.
+    assert_eq!(crate::store::unhex("0aFf"), Some(vec![0x0a, 0xff]));
+    for bad in ["abc", "zz", "+f"] {
+        assert_eq!(crate::store::unhex(bad), None, "{bad}");
+    }
+    assert_eq!(Digest::from_hex(&input.hex()[..62]), None);
 }
 
 /// Only steps of `cache = true` ops are found by memo key (and only they
