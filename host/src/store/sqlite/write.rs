@@ -12,7 +12,7 @@
 use super::INLINE_MAX;
 use crate::store::{StepRecord, StepStatus, StoredItem, StoredOutput, hash_bytes};
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Items per multi-row insert: each execution of a statement has a fixed
 /// cost (binding the run, op and keys, stepping, resetting) that 16 rows
@@ -60,44 +60,32 @@ fn is_plain(s: &StepRecord) -> bool {
 }
 
 /// The insert of `rows` plain steps (1 or [`STEPS_PER_INSERT`]); the
-/// columns they leave empty take their defaults. Built once.
+/// columns they leave empty take their defaults, the captured output is
+/// empty. Built once.
 fn plain_steps_sql(rows: usize) -> &'static str {
-    static ONE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    static MANY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let slot = if rows == 1 { &ONE } else { &MANY };
-    slot.get_or_init(|| {
-        let values: Vec<String> = (0..rows)
-            .map(|row| {
-                let p = |i: usize| format!("?{}", row * PLAIN_COLUMNS + i);
-                format!(
-                    "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, '', '', '', {}, {}, {}, {}, {}, {})",
-                    p(1),
-                    p(2),
-                    p(3),
-                    p(4),
-                    p(5),
-                    p(6),
-                    p(7),
-                    p(8),
-                    p(9),
-                    p(10),
-                    p(11),
-                    p(12),
-                    p(13),
-                    p(14),
-                    p(15),
-                    p(16),
-                    p(17)
-                )
-            })
-            .collect();
+    static SQL: [OnceLock<String>; 2] = [OnceLock::new(), OnceLock::new()];
+    SQL[usize::from(rows > 1)].get_or_init(|| {
         format!(
             "INSERT INTO steps (run_id, op, keys, status, attempts, wall_secs,
-             peak_memory_bytes, emitted_items, emitted_bytes, input_hash, memo_key, stdout,
-             stderr, log, finished_at, inputs, output, position, memoized, input_heads) VALUES {}",
-            values.join(", ")
+             peak_memory_bytes, emitted_items, emitted_bytes, input_hash, memo_key,
+             finished_at, inputs, output, position, memoized, input_heads,
+             stdout, stderr, log) VALUES {}",
+            value_rows(rows, "", 1, PLAIN_COLUMNS, ", '', '', ''")
         )
     })
+}
+
+/// `rows` rows of a multi-row `VALUES`: each `(lead ?i … tail)` with its
+/// own `columns` parameters, numbered from `first`.
+fn value_rows(rows: usize, lead: &str, first: usize, columns: usize, tail: &str) -> String {
+    let rows: Vec<String> = (0..rows)
+        .map(|row| {
+            let at = first + row * columns;
+            let params: Vec<String> = (at..at + columns).map(|i| format!("?{i}")).collect();
+            format!("({lead}{}{tail})", params.join(", "))
+        })
+        .collect();
+    rows.join(", ")
 }
 
 /// Binds a plain step ([`is_plain`]) as the row whose parameters follow `at`.
@@ -486,24 +474,13 @@ impl<'c, 'w> Writer<'c, 'w> {
 /// The insert of `rows` items (1 or [`ITEMS_PER_INSERT`]) sharing
 /// `run_id, op, keys` (`?1`–`?3`), built once.
 fn items_sql(rows: usize) -> &'static str {
-    static ONE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    static MANY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let slot = if rows == 1 { &ONE } else { &MANY };
-    slot.get_or_init(|| build_items_sql(rows))
-}
-
-fn build_items_sql(rows: usize) -> String {
-    let values: Vec<String> = (0..rows)
-        .map(|row| {
-            let at = 4 + row * ITEM_COLUMNS;
-            let columns: Vec<String> = (at..at + ITEM_COLUMNS).map(|i| format!("?{i}")).collect();
-            format!("(?1, ?2, ?3, {})", columns.join(", "))
-        })
-        .collect();
-    format!(
-        "INSERT OR REPLACE INTO items (run_id, op, keys, output, seq, key, value_hash, value, metadata) VALUES {}",
-        values.join(", ")
-    )
+    static SQL: [OnceLock<String>; 2] = [OnceLock::new(), OnceLock::new()];
+    SQL[usize::from(rows > 1)].get_or_init(|| {
+        format!(
+            "INSERT OR REPLACE INTO items (run_id, op, keys, output, seq, key, value_hash, value, metadata) VALUES {}",
+            value_rows(rows, "?1, ?2, ?3, ", 4, ITEM_COLUMNS, "")
+        )
+    })
 }
 
 /// Whether `e` is an insert refused because the row's key exists.
