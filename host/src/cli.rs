@@ -69,6 +69,26 @@ enum Command {
     /// settings (started in the background by `run --fast-compile`).
     #[command(hide = true)]
     TierUp(TierUpArgs),
+    /// Run the steps a `run --processes` coordinator writes to stdin, one
+    /// at a time, writing their items and ends to stdout (started by it).
+    #[command(hide = true)]
+    WorkerProcess(WorkerProcessArgs),
+}
+
+/// `dynhost worker-process`.
+#[derive(Debug, Args)]
+struct WorkerProcessArgs {
+    /// The runtime settings, as JSON.
+    #[arg(long)]
+    runtime: String,
+    /// The run.
+    #[arg(long)]
+    run_id: String,
+    /// The directory of large values, shared with the coordinator.
+    #[arg(long)]
+    values: PathBuf,
+    /// The run's locked plan (JSON).
+    plan: PathBuf,
 }
 
 /// `dynhost tier-up`.
@@ -225,6 +245,14 @@ struct ExecArgs {
     /// background into the cache, and used by later runs once it is there.
     #[arg(long)]
     fast_compile: bool,
+    /// Run steps in N worker processes of dynhost instead of threads of
+    /// this one: faster for Python and JavaScript ops (whose fresh
+    /// instances write many pages; threads sharing one address space pay
+    /// for each other's page faults), slower for small Rust or C ops (each
+    /// step crosses a pipe). `--max-concurrent` then does not apply.
+    #[arg(long, value_name = "N", conflicts_with = "nats",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    processes: Option<u32>,
     #[command(flatten)]
     config: ConfigArgs,
     #[command(flatten)]
@@ -499,6 +527,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tier::compile(&args.runtime, &args.components)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::WorkerProcess(args) => {
+            let config: RuntimeConfig = serde_json::from_str(&args.runtime)?;
+            dynhost::procs::serve(
+                &config,
+                &args.run_id,
+                &args.values,
+                &args.plan,
+                std::io::stdin().lock(),
+                std::io::stdout(),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Worker(args) => {
             let mut nats = args
                 .nats
@@ -689,7 +729,7 @@ fn execute(
         Some(n) => n as usize,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let (runtime, tier_up) = tier::choose(
+    let (runtime, chosen, tier_up) = tier::choose(
         &runtime_config(plan, max_concurrent, args.no_cache, args.fast_compile),
         plan,
     )?;
@@ -742,8 +782,21 @@ fn execute(
         shared_limits,
     };
     let watch = interrupt::watch(runtime.interrupter())?;
-    let result = match args.nats.options() {
-        Some(nats) => dynhost::nats::run(
+    let result = match (args.nats.options(), args.processes) {
+        (None, Some(count)) => dynhost::procs::run(
+            plan,
+            &components,
+            &options,
+            storage,
+            &mut |event| view.on_event(event),
+            &run.plan,
+            &dynhost::procs::ProcessOptions {
+                exe: std::env::current_exe()?,
+                count: count as usize,
+                runtime: chosen,
+            },
+        )?,
+        (Some(nats), _) => dynhost::nats::run(
             plan,
             &runtime,
             &components,
@@ -755,7 +808,7 @@ fn execute(
                 locked_plan: &run.plan,
             },
         )?,
-        None => dynhost::exec::run(
+        (None, None) => dynhost::exec::run(
             plan,
             &runtime,
             &components,

@@ -25,6 +25,7 @@ pub mod graph;
 pub mod key;
 pub mod nats;
 pub mod plan;
+pub mod procs;
 pub mod report;
 pub mod resume;
 pub mod runtime;

@@ -1107,6 +1107,7 @@ async fn run_step_msg(
         let request = msg
             .request(&context.plan, &mut values)
             .map_err(|e| e.to_string())?;
+        let (step, attempt) = (request.step.clone(), request.attempt);
         let report = match (refusal, component) {
             (Some(reason), _) => StepReport::failed(OpFailure::new(FailureKind::Host, reason)),
             (None, None) => StepReport::failed(OpFailure::new(
@@ -1117,8 +1118,8 @@ async fn run_step_msg(
                 let sink = Box::new(PublishSink {
                     run_id: job.run_id.clone(),
                     context: context.clone(),
-                    step: request.step.clone(),
-                    attempt: request.attempt,
+                    step: step.clone(),
+                    attempt,
                     seq: 0,
                     values: Values {
                         store: values.store.clone(),
@@ -1126,26 +1127,21 @@ async fn run_step_msg(
                     },
                     tx: item_tx,
                 });
-                let op = &context.plan.ops[request.step.op];
-                let name: Arc<str> = Arc::from(op.name.as_str());
-                let input_names: Vec<String> = op.inputs.iter().map(|i| i.name.clone()).collect();
-                let call = crate::runtime::StepCall {
-                    run_id: &job.run_id,
-                    op: &name,
-                    keys: &request.step.keys,
-                    config_json: &op.config_json,
-                    input_names: &input_names,
-                };
-                context
-                    .runtime
-                    .run_step(&component, &op.policy, &call, request.inputs, sink)
+                crate::procs::run_request(
+                    &context.runtime,
+                    &context.plan,
+                    &component,
+                    &job.run_id,
+                    request,
+                    sink,
+                )
             }
         };
         FinishedMsg::new(
             &job.run_id,
             &context.plan,
-            &request.step,
-            request.attempt,
+            &step,
+            attempt,
             &report,
             &mut values,
         )

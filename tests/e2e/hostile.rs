@@ -74,7 +74,18 @@ inputs.prev = "op"
 
 #[test]
 fn hostile_keys_fail_alone_with_typed_reasons() {
-    let out = hostile_job().run(&[]);
+    hostile_keys_fail_alone(&[]);
+}
+
+/// The same suite with every step in a worker process (`run --processes`):
+/// the sandbox, limits and reasons are the child's, and must be the same.
+#[test]
+fn hostile_keys_fail_alone_in_worker_processes_too() {
+    hostile_keys_fail_alone(&["--processes", "2"]);
+}
+
+fn hostile_keys_fail_alone(args: &[&str]) {
+    let out = hostile_job().run(args);
     out.assert_code(1);
     for (key, kind, detail) in HOSTILE {
         let step = out.step(&format!("op[{key}]"));

@@ -19,6 +19,7 @@ mod limits;
 mod mapping;
 mod nats;
 mod outputs;
+mod processes;
 mod progress;
 mod resume;
 mod sandbox;

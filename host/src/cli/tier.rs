@@ -14,12 +14,14 @@ use std::process::{Command, Stdio};
 /// the one `config` asks for. With it, the optimised runtime when every
 /// component's optimised code is already cached, else the baseline one plus
 /// the optimised config for [`start_background`] once the run is over.
+/// Also returns the config of the runtime chosen (worker processes build
+/// the same).
 pub(super) fn choose(
     config: &RuntimeConfig,
     plan: &Plan,
-) -> anyhow::Result<(Runtime, Option<RuntimeConfig>)> {
+) -> anyhow::Result<(Runtime, RuntimeConfig, Option<RuntimeConfig>)> {
     if !config.fast_compile || config.cache_dir.is_none() {
-        return Ok((Runtime::new(config)?, None));
+        return Ok((Runtime::new(config)?, config.clone(), None));
     }
     let optimised = RuntimeConfig {
         fast_compile: false,
@@ -28,10 +30,10 @@ pub(super) fn choose(
     let runtime = Runtime::new(&optimised)?;
     if plan.ops.iter().all(|op| runtime.is_cached(&op.component)) {
         note!("--fast-compile: optimised code of every op is cached; running that");
-        return Ok((runtime, None));
+        return Ok((runtime, optimised, None));
     }
     drop(runtime);
-    Ok((Runtime::new(config)?, Some(optimised)))
+    Ok((Runtime::new(config)?, config.clone(), Some(optimised)))
 }
 
 /// Starts `dynhost tier-up` on the plan's components, detached: its own

@@ -1,0 +1,722 @@
+//! Worker processes on this machine (`dynhost run --processes N`): a run's
+//! steps go to N child `dynhost` processes over pipes instead of to threads
+//! of this one.
+//!
+//! Why: a step of an interpreter op (Python, JavaScript) writes hundreds of
+//! copy-on-write pages of its fresh instance's memory image. Threads share
+//! one address space, so each such fault on one worker flushes the TLB of
+//! every CPU running another (an inter-processor interrupt; on a virtual
+//! machine a VM exit per fault). Processes share no address space: their
+//! faults flush nothing elsewhere. Measured on the Python template op (2,000
+//! keys, 2 CPUs): 2 worker threads 3.4 s wall, 6.6 s CPU; 2 worker
+//! processes 1.7 s wall, 3.1 s CPU (README, issue 15 goal 2). A trivial Rust
+//! op has no such faults and pays the pipe instead, so threads stay the
+//! default.
+//!
+//! The messages are `exec::wire`'s (those of the NATS workers), one JSON
+//! object per line: steps down a child's stdin, batches of items and ends up
+//! its stdout. Values over [`wire::INLINE_MAX`] go through files named by
+//! their digest in a directory both sides see. Every child loads the run's
+//! locked plan and runs a step only with the component the plan names by
+//! digest; it runs one step at a time, in its own sandbox as on a thread.
+
+use crate::exec::transport::{Events, StepEvent, StepRequest, Transport, Woke};
+use crate::exec::wire::{self, BlobStore, EventBatchMsg, FinishedMsg, ItemMsg, StepMsg};
+use crate::exec::{RunEvent, RunOptions, RunResult, StepId, Storage};
+use crate::plan::Plan;
+use crate::plan::lock::Locked;
+use crate::runtime::{
+    EmitSink, FailureKind, OpComponent, OpFailure, Runtime, RuntimeConfig, StepCall, StepReport,
+};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Why worker processes could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcsError {
+    /// A child could not be started.
+    #[error("cannot start worker process `{exe}`: {reason}")]
+    Spawn {
+        /// The program.
+        exe: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The directory for values and the plan could not be made.
+    #[error("cannot prepare worker processes: {0}")]
+    Setup(String),
+    /// A child was given something it cannot use.
+    #[error("worker process: {0}")]
+    Serve(String),
+}
+
+/// How to start the children.
+#[derive(Debug, Clone)]
+pub struct ProcessOptions {
+    /// The `dynhost` binary (the CLI passes its own path).
+    pub exe: PathBuf,
+    /// How many.
+    pub count: usize,
+    /// The runtime each builds (`max_instances` is set to 1: a child runs
+    /// one step at a time).
+    pub runtime: RuntimeConfig,
+}
+
+/// Steps handed to one child and not yet ended, at most: its next steps wait
+/// in its pipe, so it never idles while the coordinator catches up.
+const QUEUED_PER_CHILD: usize = 8;
+
+/// Items a child gathers into one line before it writes them (and at most
+/// [`LINE_BYTES`]); a step's end goes out at once with what is gathered.
+const ITEMS_PER_LINE: usize = 512;
+const LINE_BYTES: usize = 512 << 10;
+
+/// Values over [`wire::INLINE_MAX`], as files named by their SHA-256.
+pub struct DirBlobs {
+    dir: PathBuf,
+}
+
+impl DirBlobs {
+    fn path(&self, digest: &str) -> Result<PathBuf, String> {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("`{digest}` is not a value digest"));
+        }
+        Ok(self.dir.join(hex))
+    }
+}
+
+impl BlobStore for DirBlobs {
+    fn put(&mut self, bytes: &[u8]) -> Result<String, String> {
+        let digest = format!("sha256:{}", crate::store::hash_bytes(bytes));
+        let path = self.path(&digest)?;
+        if !path.exists() {
+            // Whole or not at all: the other side may read it at once.
+            let mut file = tempfile::NamedTempFile::new_in(&self.dir).map_err(|e| e.to_string())?;
+            file.write_all(bytes).map_err(|e| e.to_string())?;
+            file.persist(&path).map_err(|e| e.to_string())?;
+        }
+        Ok(digest)
+    }
+
+    fn get(&mut self, digest: &str) -> Result<Vec<u8>, String> {
+        let path = self.path(digest)?;
+        std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// Runs every step of `plan` in `options.count` child processes; this
+/// process coordinates (scheduling, store, progress) as for a local run.
+/// `locked_plan` is the plan with components by digest (what the children run).
+///
+/// # Errors
+/// [`ProcsError`] if the children cannot be started.
+pub fn run(
+    plan: &Plan,
+    components: &[OpComponent],
+    options: &RunOptions,
+    storage: Storage,
+    observer: &mut dyn FnMut(RunEvent<'_>),
+    locked_plan: &str,
+    processes: &ProcessOptions,
+) -> Result<RunResult, ProcsError> {
+    let dir = tempfile::Builder::new()
+        .prefix("dynhost-procs-")
+        .tempdir()
+        .map_err(|e| ProcsError::Setup(e.to_string()))?;
+    let mut transport = Children::start(
+        plan,
+        components,
+        options,
+        locked_plan,
+        processes,
+        dir.path(),
+    )?;
+    let hashes: Vec<&str> = components.iter().map(|c| c.hash.as_str()).collect();
+    let result = crate::exec::run_on(plan, &hashes, options, storage, observer, &mut transport);
+    drop(transport);
+    Ok(result)
+}
+
+/// What a child's reader thread saw.
+enum Line {
+    /// One line of events.
+    Events(Vec<u8>),
+    /// Its stdout closed: the child exited.
+    Closed,
+}
+
+/// One child.
+struct Worker {
+    child: Child,
+    /// Lines to write to its stdin, by its writer thread (a write may wait
+    /// for the child to read, which must not hold up the coordinator).
+    stdin: Option<crossbeam_channel::Sender<Vec<u8>>>,
+    /// Steps handed to it and not yet ended, with their attempts.
+    running: Vec<(StepId, u32)>,
+    alive: bool,
+}
+
+/// The transport over the children.
+struct Children<'p> {
+    plan: &'p Plan,
+    run_id: String,
+    digests: Vec<String>,
+    blobs: DirBlobs,
+    workers: Vec<Worker>,
+    lines: crossbeam_channel::Receiver<(usize, Line)>,
+    /// Ends made here (a child died with steps), reported at the next wait.
+    made: Vec<StepEvent>,
+    stopped: bool,
+}
+
+impl<'p> Children<'p> {
+    fn start(
+        plan: &'p Plan,
+        components: &[OpComponent],
+        options: &RunOptions,
+        locked_plan: &str,
+        processes: &ProcessOptions,
+        dir: &Path,
+    ) -> Result<Self, ProcsError> {
+        let plan_file = dir.join("plan.json");
+        std::fs::write(&plan_file, locked_plan).map_err(|e| ProcsError::Setup(e.to_string()))?;
+        let runtime = serde_json::to_string(&RuntimeConfig {
+            max_instances: 1,
+            ..processes.runtime.clone()
+        })
+        .map_err(|e| ProcsError::Setup(e.to_string()))?;
+        let (tx, lines) = crossbeam_channel::unbounded();
+        let mut workers = Vec::with_capacity(processes.count);
+        for index in 0..processes.count.max(1) {
+            workers.push(spawn(
+                processes, &runtime, options, dir, &plan_file, index, &tx,
+            )?);
+        }
+        Ok(Self {
+            plan,
+            run_id: options.run_id.clone(),
+            digests: components
+                .iter()
+                .map(|c| format!("sha256:{}", c.hash))
+                .collect(),
+            blobs: DirBlobs {
+                dir: dir.to_path_buf(),
+            },
+            workers,
+            lines,
+            made: Vec::new(),
+            stopped: false,
+        })
+    }
+
+    /// Takes one line of a child's events; a step's end frees its place.
+    fn take(&mut self, index: usize, line: Line, events: &mut Events) {
+        match line {
+            Line::Events(bytes) => {
+                let batch: EventBatchMsg = match wire::decode(&bytes) {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        tracing::warn!("ignoring a line of worker process {index}: {e}");
+                        return;
+                    }
+                };
+                for item in batch.items {
+                    match item.event(self.plan, &mut self.blobs) {
+                        Ok(event) => events.push(event),
+                        Err(e) => tracing::warn!("ignoring an item: {e}"),
+                    }
+                }
+                for end in batch.finished {
+                    match end.event(self.plan, &mut self.blobs) {
+                        Ok(event) => {
+                            if let StepEvent::Finished { step, attempt, .. } = &event {
+                                let running = &mut self.workers[index].running;
+                                if let Some(at) =
+                                    running.iter().position(|(s, a)| s == step && a == attempt)
+                                {
+                                    running.swap_remove(at);
+                                }
+                            }
+                            events.push(event);
+                        }
+                        Err(e) => tracing::warn!("ignoring a step's end: {e}"),
+                    }
+                }
+            }
+            Line::Closed => self.died(index),
+        }
+    }
+
+    /// A child is gone: the steps it had fail (a retry policy runs them
+    /// again elsewhere), and it gets no more.
+    fn died(&mut self, index: usize) {
+        let worker = &mut self.workers[index];
+        if !worker.alive {
+            return;
+        }
+        worker.alive = false;
+        worker.stdin = None;
+        if self.stopped {
+            return;
+        }
+        let status = worker
+            .child
+            .wait()
+            .map_or_else(|e| e.to_string(), |s| s.to_string());
+        let pid = worker.child.id();
+        for (step, attempt) in worker.running.drain(..) {
+            self.made.push(StepEvent::Finished {
+                step,
+                attempt,
+                report: Box::new(StepReport::failed(OpFailure::new(
+                    FailureKind::Host,
+                    format!(
+                        "worker process {pid} ended ({status}) while running this step; the other steps went on; run `dynhost resume` to run it again"
+                    ),
+                ))),
+            });
+        }
+    }
+}
+
+/// Starts child `index`, with a thread writing its stdin and one reading
+/// its stdout.
+fn spawn(
+    processes: &ProcessOptions,
+    runtime: &str,
+    options: &RunOptions,
+    dir: &Path,
+    plan_file: &Path,
+    index: usize,
+    lines: &crossbeam_channel::Sender<(usize, Line)>,
+) -> Result<Worker, ProcsError> {
+    use std::os::unix::process::CommandExt as _;
+    let spawn_error = |e: std::io::Error| ProcsError::Spawn {
+        exe: processes.exe.clone(),
+        reason: e.to_string(),
+    };
+    let mut child = Command::new(&processes.exe)
+        .arg("worker-process")
+        .arg("--runtime")
+        .arg(runtime)
+        .arg("--run-id")
+        .arg(&options.run_id)
+        .arg("--values")
+        .arg(dir)
+        .arg(plan_file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        // Its own process group: a Ctrl-C at the terminal is for the
+        // coordinator, which stops the children itself.
+        .process_group(0)
+        .spawn()
+        .map_err(spawn_error)?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        let _ = child.kill();
+        return Err(ProcsError::Setup("a child without pipes".into()));
+    };
+    let (tx, rx) = crossbeam_channel::unbounded::<Vec<u8>>();
+    let named = |what: &str| format!("dynhost-proc{index}-{what}");
+    std::thread::Builder::new()
+        .name(named("in"))
+        .spawn(move || write_lines(stdin, &rx))
+        .map_err(spawn_error)?;
+    let lines = lines.clone();
+    std::thread::Builder::new()
+        .name(named("out"))
+        .spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if lines
+                            .send((index, Line::Events(std::mem::take(&mut line))))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = lines.send((index, Line::Closed));
+        })
+        .map_err(spawn_error)?;
+    Ok(Worker {
+        child,
+        stdin: Some(tx),
+        running: Vec::new(),
+        alive: true,
+    })
+}
+
+/// Writes lines to a child until the coordinator drops the sender or the
+/// child stops reading.
+fn write_lines(stdin: ChildStdin, rx: &crossbeam_channel::Receiver<Vec<u8>>) {
+    let mut out = BufWriter::new(stdin);
+    while let Ok(line) = rx.recv() {
+        if out.write_all(&line).is_err() {
+            return;
+        }
+        // Write what is queued together; flush before waiting for more.
+        if rx.is_empty() && out.flush().is_err() {
+            return;
+        }
+    }
+}
+
+impl Transport for Children<'_> {
+    fn capacity(&self, _ready: usize) -> usize {
+        self.workers.iter().filter(|w| w.alive).count().max(1) * QUEUED_PER_CHILD
+    }
+
+    fn submit(&mut self, steps: Vec<StepRequest>) {
+        for request in steps {
+            let op = request.step.op;
+            let Some(index) = (0..self.workers.len())
+                .filter(|&i| self.workers[i].alive)
+                .min_by_key(|&i| self.workers[i].running.len())
+            else {
+                self.made.push(StepEvent::Finished {
+                    step: request.step,
+                    attempt: request.attempt,
+                    report: Box::new(StepReport::failed(OpFailure::new(
+                        FailureKind::Host,
+                        "every worker process has ended (see the messages above); run `dynhost resume` to run this step again",
+                    ))),
+                });
+                continue;
+            };
+            let mut line = match StepMsg::new(
+                &self.run_id,
+                self.plan,
+                &self.digests[op],
+                &request,
+                &mut self.blobs,
+            ) {
+                Ok(msg) => wire::encode(&msg),
+                Err(e) => {
+                    self.made.push(StepEvent::Finished {
+                        step: request.step,
+                        attempt: request.attempt,
+                        report: Box::new(StepReport::failed(OpFailure::new(
+                            FailureKind::Host,
+                            format!("cannot hand the step to a worker process: {e}"),
+                        ))),
+                    });
+                    continue;
+                }
+            };
+            line.push(b'\n');
+            let worker = &mut self.workers[index];
+            worker.running.push((request.step, request.attempt));
+            if let Some(stdin) = &worker.stdin {
+                // A closed channel means the writer saw the child go; its
+                // reader reports that, and this step with it.
+                let _ = stdin.send(line);
+            }
+        }
+    }
+
+    fn wait(&mut self, timeout: Duration, events: &mut Events) -> Woke {
+        let mut looked = !self.made.is_empty();
+        for event in self.made.drain(..) {
+            events.push(event);
+        }
+        let first = if looked || timeout.is_zero() {
+            self.lines.try_recv().ok()
+        } else {
+            match self
+                .lines
+                .recv_timeout(timeout.min(Duration::from_secs(3600)))
+            {
+                Ok(line) => Some(line),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => return Woke::Looked,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Woke::Closed,
+            }
+        };
+        let mut next = first;
+        while let Some((index, line)) = next {
+            looked = true;
+            self.take(index, line, events);
+            next = self.lines.try_recv().ok();
+        }
+        for event in self.made.drain(..) {
+            events.push(event);
+        }
+        if looked || !timeout.is_zero() {
+            Woke::Looked
+        } else {
+            Woke::Quiet
+        }
+    }
+
+    fn stop(&mut self) -> usize {
+        self.stopped = true;
+        for worker in &mut self.workers {
+            worker.stdin = None;
+            let _ = worker.child.kill();
+        }
+        // Steps that were running are not waited for: an interrupted run
+        // records none of them, and `resume` runs them again.
+        usize::MAX
+    }
+}
+
+impl Drop for Children<'_> {
+    fn drop(&mut self) {
+        for worker in &mut self.workers {
+            // End of input: a child finishes its step and exits.
+            worker.stdin = None;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for worker in &mut self.workers {
+            loop {
+                match worker.child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() >= deadline => {
+                        let _ = worker.child.kill();
+                        let _ = worker.child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        }
+    }
+}
+
+/// The child's side (`dynhost worker-process`): reads the locked plan, loads
+/// its components, then runs the steps that arrive on `input`, one at a
+/// time, writing their items and ends to `output`, until `input` ends.
+///
+/// # Errors
+/// [`ProcsError::Serve`] if the plan or a component cannot be loaded, or
+/// `output` cannot be written.
+pub fn serve(
+    config: &RuntimeConfig,
+    run_id: &str,
+    values: &Path,
+    plan_file: &Path,
+    input: impl BufRead,
+    output: impl Write + Send + 'static,
+) -> Result<(), ProcsError> {
+    let serve_error = |e: String| ProcsError::Serve(e);
+    let text = std::fs::read(plan_file)
+        .map_err(|e| serve_error(format!("{}: {e}", plan_file.display())))?;
+    let locked = Locked::from_json(&text).map_err(serve_error)?;
+    let plan = Arc::new(locked.plan);
+    let runtime = Runtime::new(config).map_err(|e| serve_error(e.to_string()))?;
+    let mut loaded: HashMap<PathBuf, OpComponent> = HashMap::new();
+    let mut components = Vec::with_capacity(plan.ops.len());
+    for (op, lock) in plan.ops.iter().zip(&locked.components) {
+        let component = match loaded.get(&op.component) {
+            Some(component) => component.clone(),
+            None => {
+                let component = runtime
+                    .load(&op.component)
+                    .map_err(|e| serve_error(e.to_string()))?;
+                loaded.insert(op.component.clone(), component.clone());
+                component
+            }
+        };
+        // A file changed since the coordinator loaded it is not the plan's.
+        let same = lock.digest == format!("sha256:{}", component.hash);
+        components.push(same.then_some(component));
+    }
+    let out = Arc::new(Mutex::new(Gather {
+        out: BufWriter::new(Box::new(output)),
+        items: Vec::new(),
+        bytes: 0,
+    }));
+    let mut blobs = DirBlobs {
+        dir: values.to_path_buf(),
+    };
+    for line in input.split(b'\n') {
+        let line = line.map_err(|e| serve_error(e.to_string()))?;
+        if line.is_empty() {
+            continue;
+        }
+        let msg: StepMsg = wire::decode(&line).map_err(|e| serve_error(e.to_string()))?;
+        let request = msg
+            .request(&plan, &mut blobs)
+            .map_err(|e| serve_error(e.to_string()))?;
+        let (step, attempt) = (request.step.clone(), request.attempt);
+        let report = match &components[step.op] {
+            None => StepReport::failed(OpFailure::new(
+                FailureKind::Host,
+                format!(
+                    "the component of `{}` changed since the run started; run again",
+                    plan.ops[step.op].name
+                ),
+            )),
+            Some(component) => {
+                let sink = Box::new(ItemSink {
+                    run_id: run_id.to_owned(),
+                    plan: plan.clone(),
+                    step: step.clone(),
+                    attempt,
+                    seq: 0,
+                    blobs: DirBlobs {
+                        dir: values.to_path_buf(),
+                    },
+                    out: out.clone(),
+                });
+                run_request(&runtime, &plan, component, run_id, request, sink)
+            }
+        };
+        let end = FinishedMsg::new(run_id, &plan, &step, attempt, &report, &mut blobs)
+            .map_err(serve_error)?;
+        let mut gather = out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        gather
+            .write(Some(wire::encode(&end)))
+            .map_err(|e| serve_error(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Runs one decoded step with `component`.
+pub(crate) fn run_request(
+    runtime: &Runtime,
+    plan: &Plan,
+    component: &OpComponent,
+    run_id: &str,
+    request: StepRequest,
+    sink: Box<dyn EmitSink>,
+) -> StepReport {
+    let op = &plan.ops[request.step.op];
+    let name: Arc<str> = Arc::from(op.name.as_str());
+    let input_names: Vec<String> = op.inputs.iter().map(|i| i.name.clone()).collect();
+    let call = StepCall {
+        run_id,
+        op: &name,
+        keys: &request.step.keys,
+        config_json: &op.config_json,
+        input_names: &input_names,
+    };
+    runtime.run_step(component, &op.policy, &call, request.inputs, sink)
+}
+
+/// A child's output: items gathered into a line until it is full or a step ends.
+struct Gather {
+    out: BufWriter<Box<dyn Write + Send>>,
+    items: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+impl Gather {
+    /// Writes the gathered items and `end` (if any) as one line.
+    fn write(&mut self, end: Option<Vec<u8>>) -> std::io::Result<()> {
+        let ends: Vec<Vec<u8>> = end.into_iter().collect();
+        let mut line = wire::batch(&[("items", &self.items), ("finished", &ends)]);
+        line.push(b'\n');
+        self.items.clear();
+        self.bytes = 0;
+        self.out.write_all(&line)?;
+        self.out.flush()
+    }
+}
+
+/// Writes a running step's items to the child's output.
+struct ItemSink {
+    run_id: String,
+    plan: Arc<Plan>,
+    step: StepId,
+    attempt: u32,
+    seq: u64,
+    blobs: DirBlobs,
+    out: Arc<Mutex<Gather>>,
+}
+
+impl EmitSink for ItemSink {
+    fn emit(
+        &mut self,
+        output: usize,
+        key: crate::key::MappingKey,
+        value: Vec<u8>,
+        metadata: Option<Box<str>>,
+    ) -> Duration {
+        let item = crate::exec::worker::Emitted {
+            step: self.step.clone(),
+            output,
+            key,
+            value,
+            metadata,
+        };
+        let seq = self.seq;
+        self.seq += 1;
+        match ItemMsg::new(
+            &self.run_id,
+            &self.plan,
+            self.attempt,
+            seq,
+            &item,
+            &mut self.blobs,
+        ) {
+            Ok(msg) => {
+                let mut gather = self
+                    .out
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let msg = wire::encode(&msg);
+                gather.bytes += msg.len();
+                gather.items.push(msg);
+                if gather.items.len() >= ITEMS_PER_LINE || gather.bytes >= LINE_BYTES {
+                    // The coordinator's reader may be slow to take it: that
+                    // wait is the host's, not the op's.
+                    let started = Instant::now();
+                    if let Err(e) = gather.write(None) {
+                        tracing::error!("cannot write items: {e}");
+                    }
+                    return started.elapsed();
+                }
+            }
+            Err(e) => tracing::error!("cannot send an item: {e}"),
+        }
+        Duration::ZERO
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_pass_through_files_named_by_their_digest_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut blobs = DirBlobs {
+            dir: dir.path().to_path_buf(),
+        };
+        let value = vec![7u8; 100 << 10];
+        let digest = blobs.put(&value).unwrap();
+        assert_eq!(
+            digest,
+            format!("sha256:{}", crate::store::hash_bytes(&value))
+        );
+        // Stored once, read back whole by the other side.
+        assert_eq!(blobs.put(&value).unwrap(), digest);
+        assert_eq!(blobs.get(&digest).unwrap(), value);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A digest that is not one never becomes a path.
+        for bad in [
+            "sha256:../../etc/passwd",
+            "sha256:",
+            "plan.json",
+            &"a".repeat(65),
+        ] {
+            assert!(blobs.get(bad).is_err(), "{bad}");
+        }
+        let missing = format!("sha256:{}", "0".repeat(64));
+        assert!(blobs.get(&missing).unwrap_err().contains("No such file"));
+    }
+}

@@ -1,0 +1,170 @@
+//! Issue 15, goal 2: `run --processes N` runs every step in N child
+//! `dynhost worker-process`es instead of threads (interpreter ops fault
+//! their fresh instances' pages, and threads pay for each other's faults).
+//! A run must come out as it does on threads, and a child that dies fails
+//! only the steps it had.
+
+use crate::support::{TestJob, command, dynhost};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// `emit` emits `keys` items (values: milliseconds for `work` to sleep);
+/// `work` runs per key, with key `k3` returning 100 KiB (more than travels
+/// inline on the wire); `all` collects.
+fn job(keys: usize, sleep_ms: u64) -> String {
+    let emit: Vec<String> = (0..keys)
+        .map(|i| format!("{{ key = \"k{i}\", value = {sleep_ms} }}"))
+        .collect();
+    format!(
+        r#"name = "processes"
+[ops.emit]
+component = "{{probe}}"
+dynamic = true
+config.emit = [{}]
+[ops.work]
+component = "{{probe}}"
+inputs.v = {{ map = "emit" }}
+config.sleep_ms_input = "v"
+config.on_key = {{ k3 = "return_kib:100" }}
+[ops.all]
+component = "{{probe}}"
+inputs.vs = {{ collect = "work" }}
+"#,
+        emit.join(", ")
+    )
+}
+
+/// (op, status) of every step a run recorded.
+fn recorded(job: &TestJob) -> Vec<(String, String)> {
+    let conn = rusqlite::Connection::open(job.dir().join(".dynhost/runs.db")).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT op, status FROM steps ORDER BY op, keys")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn a_run_in_worker_processes_equals_the_run_on_threads() {
+    let threads = TestJob::new(&job(12, 0));
+    let here = threads.run(&[]);
+    here.assert_code(0);
+    let processes = TestJob::new(&job(12, 0));
+    let there = processes.run(&["--processes", "2"]);
+    there.assert_code(0);
+    assert_eq!(there.output("all"), here.output("all"));
+    // The large value came through whole.
+    let items = there.output("all")["inputs"]["vs"]["items"].clone();
+    let k3 = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i[0] == serde_json::json!(["k3"]))
+        .expect("k3 collected");
+    assert!(k3[1].as_str().unwrap().len() > 100 << 10, "{}", &k3[1]);
+    // Each step ran in a fresh instance, and was recorded once.
+    for item in items.as_array().unwrap() {
+        if item[0] != serde_json::json!(["k3"]) {
+            assert_eq!(item[1]["counter"], 1, "{item}");
+        }
+    }
+    let steps = recorded(&processes);
+    assert_eq!(steps.len(), 1 + 12 + 1, "{steps:?}");
+    assert!(
+        steps.iter().all(|(_, status)| status == "succeeded"),
+        "{steps:?}"
+    );
+}
+
+/// The pids of the processes whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`; comm may hold spaces, so split after `)`.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_killed_worker_process_fails_only_its_steps_and_resume_runs_them() {
+    let job = TestJob::new(&job(8, 700));
+    let run = command(
+        job.dir(),
+        &["run", "--json", "job.toml", "--processes", "2"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start the run");
+    // Both children up, then killed (SIGKILL) while they hold `work` steps:
+    // each takes 0.7 s, so the first child's 4 are not done within 1 s.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let children = loop {
+        let children = children_of(run.id());
+        if children.len() == 2 {
+            break children;
+        }
+        assert!(Instant::now() < deadline, "no worker processes started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(1000));
+    let doomed = children.iter().min().unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &doomed.to_string()])
+        .status()
+        .unwrap();
+    let out = crate::support::wait_within(run, Duration::from_secs(120), "the run");
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let failed: Vec<String> = out
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "step_finished" && e["status"] == "failed")
+        .map(|e| {
+            let message = e["failure"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("worker process") && message.contains("dynhost resume"),
+                "{e}"
+            );
+            e["step"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let succeeded = out.steps_with("step_finished").len() - failed.len();
+    assert!(!failed.is_empty(), "no step failed:\n{}", out.stdout);
+    // The other child's steps finished (emit, and some of `work`).
+    assert!(succeeded >= 2, "{}", out.stdout);
+    // Nothing finished is lost: resume runs just the failed keys.
+    let resumed = dynhost(job.dir(), &["resume", "--json", "latest"]);
+    resumed.assert_code(0);
+    let ran: Vec<String> = resumed
+        .steps_with("step_started")
+        .into_iter()
+        .filter(|s| s.starts_with("work["))
+        .collect();
+    let mut expected: Vec<String> = failed;
+    expected.sort();
+    let mut ran_sorted = ran.clone();
+    ran_sorted.sort();
+    assert_eq!(ran_sorted, expected, "resume ran {ran:?}");
+    assert_eq!(
+        resumed.output("all")["inputs"]["vs"]["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
+}
