@@ -245,13 +245,15 @@ struct ExecArgs {
     /// background into the cache, and used by later runs once it is there.
     #[arg(long)]
     fast_compile: bool,
-    /// Run steps in N worker processes of dynhost instead of threads of
-    /// this one: faster for Python and JavaScript ops (whose fresh
-    /// instances write many pages; threads sharing one address space pay
-    /// for each other's page faults), slower for small Rust or C ops (each
-    /// step crosses a pipe). `--max-concurrent` then does not apply.
+    /// Run every op's steps in N worker processes of dynhost instead of
+    /// threads of this one; 0: every op on threads. By default, ops whose
+    /// component embeds an interpreter (Python, JavaScript: 8 MB or more)
+    /// run in one worker process per `--max-concurrent`: their fresh
+    /// instances write many pages, and threads sharing one address space
+    /// pay for each other's page faults. Small ops are faster on threads
+    /// (a step in a process crosses a pipe).
     #[arg(long, value_name = "N", conflicts_with = "nats",
-          value_parser = clap::value_parser!(u32).range(1..=1024))]
+          value_parser = clap::value_parser!(u32).range(0..=1024))]
     processes: Option<u32>,
     #[command(flatten)]
     config: ConfigArgs,
@@ -782,9 +784,22 @@ fn execute(
         shared_limits,
     };
     let watch = interrupt::watch(runtime.interrupter())?;
-    let result = match (args.nats.options(), args.processes) {
-        (None, Some(count)) => dynhost::procs::run(
+    let in_processes = match args.processes {
+        Some(0) => None,
+        Some(count) => Some((count as usize, vec![true; plan.ops.len()])),
+        // Worker processes pay off with two or more workers (one has no
+        // other CPU to disturb) and a compile cache (without one, each child
+        // would compile the interpreter again).
+        None if args.nats.nats.is_none() && max_concurrent > 1 && chosen.cache_dir.is_some() => {
+            let ops = dynhost::procs::interpreter_ops(plan);
+            ops.contains(&true).then_some((max_concurrent, ops))
+        }
+        None => None,
+    };
+    let result = match (args.nats.options(), in_processes) {
+        (None, Some((count, ops))) => dynhost::procs::run(
             plan,
+            &runtime,
             &components,
             &options,
             storage,
@@ -792,7 +807,8 @@ fn execute(
             &run.plan,
             &dynhost::procs::ProcessOptions {
                 exe: std::env::current_exe()?,
-                count: count as usize,
+                count,
+                ops,
                 runtime: chosen,
             },
         )?,

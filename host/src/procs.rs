@@ -61,6 +61,9 @@ pub struct ProcessOptions {
     pub exe: PathBuf,
     /// How many.
     pub count: usize,
+    /// Per op (plan order): whether its steps run in the children; the
+    /// others run on this process's threads.
+    pub ops: Vec<bool>,
     /// The runtime each builds (`max_instances` is set to 1: a child runs
     /// one step at a time).
     pub runtime: RuntimeConfig,
@@ -109,14 +112,31 @@ impl BlobStore for DirBlobs {
     }
 }
 
-/// Runs every step of `plan` in `options.count` child processes; this
-/// process coordinates (scheduling, store, progress) as for a local run.
-/// `locked_plan` is the plan with components by digest (what the children run).
+/// Component files at least this large embed an interpreter (componentize-py
+/// ~18 MB, componentize-js ~12 MB; compiled Rust and C ops are well under
+/// 1 MB): their fresh instances are the ones that fault many pages.
+pub const INTERPRETER_BYTES: u64 = 8 << 20;
+
+/// Per op: whether its component is an interpreter's (see
+/// [`INTERPRETER_BYTES`]), whose steps run faster in worker processes.
+pub fn interpreter_ops(plan: &Plan) -> Vec<bool> {
+    plan.ops
+        .iter()
+        .map(|op| std::fs::metadata(&op.component).is_ok_and(|m| m.len() >= INTERPRETER_BYTES))
+        .collect()
+}
+
+/// Runs the steps of `processes.ops` in `processes.count` child processes,
+/// the others on `runtime` here; this process coordinates (scheduling,
+/// store, progress) as for a local run. `locked_plan` is the plan with
+/// components by digest (what the children run).
 ///
 /// # Errors
 /// [`ProcsError`] if the children cannot be started.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     plan: &Plan,
+    runtime: &Runtime,
     components: &[OpComponent],
     options: &RunOptions,
     storage: Storage,
@@ -136,8 +156,21 @@ pub fn run(
         processes,
         dir.path(),
     )?;
-    let hashes: Vec<&str> = components.iter().map(|c| c.hash.as_str()).collect();
-    let result = crate::exec::run_on(plan, &hashes, options, storage, observer, &mut transport);
+    let result = if processes.ops.iter().all(|in_child| *in_child) {
+        let hashes: Vec<&str> = components.iter().map(|c| c.hash.as_str()).collect();
+        crate::exec::run_on(plan, &hashes, options, storage, observer, &mut transport)
+    } else {
+        let here = processes.ops.iter().map(|in_child| !in_child).collect();
+        crate::exec::run_split(
+            plan,
+            runtime,
+            components,
+            options,
+            storage,
+            observer,
+            Some((&mut transport, here)),
+        )
+    };
     drop(transport);
     Ok(result)
 }

@@ -168,3 +168,91 @@ fn a_killed_worker_process_fails_only_its_steps_and_resume_runs_them() {
         8
     );
 }
+
+/// The probe, grown past `procs::INTERPRETER_BYTES` (8 MiB) by a custom
+/// section: the size of a component that embeds an interpreter.
+fn write_padded_probe(job: &TestJob) {
+    let mut bytes = std::fs::read(crate::support::probe()).unwrap();
+    let name = b"padding";
+    let payload = 8 << 20;
+    let mut size = name.len() + 1 + payload;
+    bytes.push(0); // a custom section
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        if size == 0 {
+            bytes.push(byte);
+            break;
+        }
+        bytes.push(byte | 0x80);
+    }
+    bytes.push(name.len() as u8);
+    bytes.extend_from_slice(name);
+    bytes.resize(bytes.len() + payload, 0);
+    std::fs::write(job.dir().join("big.wasm"), bytes).unwrap();
+}
+
+/// How many `dynhost worker-process` children the run had at once, at most.
+fn most_worker_processes(job: &TestJob, args: &[&str]) -> (usize, crate::support::CliOutput) {
+    let mut all = vec!["run", "--json", "job.toml", "--max-concurrent", "2"];
+    all.extend_from_slice(args);
+    let mut run = command(job.dir(), &all)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the run");
+    let pid = run.id();
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while run.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the run did not end");
+        let workers = children_of(pid)
+            .into_iter()
+            .filter(|child| {
+                std::fs::read(format!("/proc/{child}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("worker-process"))
+            })
+            .count();
+        most = most.max(workers);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = crate::support::wait_within(run, Duration::from_secs(10), "the run");
+    (most, out)
+}
+
+#[test]
+fn interpreter_sized_ops_run_in_worker_processes_by_default_and_small_ones_on_threads() {
+    // Without `k3`'s 100 KiB value: the run's stdout is read only at its
+    // end, so it must fit in the pipe.
+    let toml = |work: &str| {
+        job(4, 500)
+            .replace(
+                "[ops.work]\ncomponent = \"{probe}\"",
+                &format!("[ops.work]\ncomponent = \"{work}\""),
+            )
+            .replace("config.on_key = { k3 = \"return_kib:100\" }\n", "")
+    };
+    let big = TestJob::new(&toml("big.wasm"));
+    write_padded_probe(&big);
+    let (most, out) = most_worker_processes(&big, &[]);
+    out.assert_code(0);
+    assert_eq!(
+        most, 2,
+        "the 8 MiB op's steps did not run in two worker processes"
+    );
+    assert_eq!(
+        out.output("all")["inputs"]["vs"]["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    // `--processes 0` keeps it on threads; a small component never leaves them.
+    let (most, out) = most_worker_processes(&big, &["--processes", "0"]);
+    out.assert_code(0);
+    assert_eq!(most, 0);
+    let small = TestJob::new(&toml("{probe}"));
+    let (most, out) = most_worker_processes(&small, &[]);
+    out.assert_code(0);
+    assert_eq!(most, 0);
+}
