@@ -28,7 +28,7 @@ use crate::plan::lock::Locked;
 use crate::runtime::{
     EmitSink, FailureKind, OpComponent, OpFailure, Runtime, RuntimeConfig, StepCall, StepReport,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -189,18 +189,44 @@ struct Worker {
     /// Lines to write to its stdin, by its writer thread (a write may wait
     /// for the child to read, which must not hold up the coordinator).
     stdin: Option<crossbeam_channel::Sender<Vec<u8>>>,
-    /// Steps handed to it and not yet ended, with their attempts.
-    running: Vec<(StepId, u32)>,
+    /// Steps handed to it and not yet ended, in the order it runs them: the
+    /// first is the one running.
+    held: VecDeque<Held>,
     alive: bool,
 }
+
+/// A step handed to a child, with its line, to hand it to another if the
+/// child dies before starting it.
+struct Held {
+    step: StepId,
+    attempt: u32,
+    line: Vec<u8>,
+}
+
+/// What starting a child takes (again, when one dies).
+struct Spawner {
+    processes: ProcessOptions,
+    /// The runtime config as JSON.
+    runtime: String,
+    run_id: String,
+    dir: PathBuf,
+    plan_file: PathBuf,
+    lines: crossbeam_channel::Sender<(usize, Line)>,
+}
+
+/// Children started in place of dead ones, at most, per child of the run: a
+/// child killed now and then (the OOM killer) is replaced, one that dies
+/// at every start is not retried for ever.
+const RESPAWNS_PER_CHILD: usize = 3;
 
 /// The transport over the children.
 struct Children<'p> {
     plan: &'p Plan,
-    run_id: String,
     digests: Vec<String>,
     blobs: DirBlobs,
+    spawner: Spawner,
     workers: Vec<Worker>,
+    respawns_left: usize,
     lines: crossbeam_channel::Receiver<(usize, Line)>,
     /// Ends made here (a child died with steps), reported at the next wait.
     made: Vec<StepEvent>,
@@ -224,15 +250,20 @@ impl<'p> Children<'p> {
         })
         .map_err(|e| ProcsError::Setup(e.to_string()))?;
         let (tx, lines) = crossbeam_channel::unbounded();
-        let mut workers = Vec::with_capacity(processes.count);
-        for index in 0..processes.count.max(1) {
-            workers.push(spawn(
-                processes, &runtime, options, dir, &plan_file, index, &tx,
-            )?);
-        }
+        let spawner = Spawner {
+            processes: processes.clone(),
+            runtime,
+            run_id: options.run_id.clone(),
+            dir: dir.to_path_buf(),
+            plan_file,
+            lines: tx,
+        };
+        let count = processes.count.max(1);
+        let workers = (0..count)
+            .map(|index| spawner.spawn(index))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             plan,
-            run_id: options.run_id.clone(),
             digests: components
                 .iter()
                 .map(|c| format!("sha256:{}", c.hash))
@@ -240,7 +271,9 @@ impl<'p> Children<'p> {
             blobs: DirBlobs {
                 dir: dir.to_path_buf(),
             },
+            spawner,
             workers,
+            respawns_left: count * RESPAWNS_PER_CHILD,
             lines,
             made: Vec::new(),
             stopped: false,
@@ -268,11 +301,12 @@ impl<'p> Children<'p> {
                     match end.event(self.plan, &mut self.blobs) {
                         Ok(event) => {
                             if let StepEvent::Finished { step, attempt, .. } = &event {
-                                let running = &mut self.workers[index].running;
-                                if let Some(at) =
-                                    running.iter().position(|(s, a)| s == step && a == attempt)
+                                let held = &mut self.workers[index].held;
+                                if let Some(at) = held
+                                    .iter()
+                                    .position(|h| h.step == *step && h.attempt == *attempt)
                                 {
-                                    running.swap_remove(at);
+                                    held.remove(at);
                                 }
                             }
                             events.push(event);
@@ -285,8 +319,9 @@ impl<'p> Children<'p> {
         }
     }
 
-    /// A child is gone: the steps it had fail (a retry policy runs them
-    /// again elsewhere), and it gets no more.
+    /// A child is gone: the step it was running fails (a retry policy runs
+    /// it again), the ones waiting in its pipe go to the other children, and
+    /// another child takes its place (up to [`RESPAWNS_PER_CHILD`] each).
     fn died(&mut self, index: usize) {
         let worker = &mut self.workers[index];
         if !worker.alive {
@@ -302,93 +337,143 @@ impl<'p> Children<'p> {
             .wait()
             .map_or_else(|e| e.to_string(), |s| s.to_string());
         let pid = worker.child.id();
-        for (step, attempt) in worker.running.drain(..) {
-            self.made.push(StepEvent::Finished {
-                step,
-                attempt,
-                report: Box::new(StepReport::failed(OpFailure::new(
-                    FailureKind::Host,
-                    format!(
-                        "worker process {pid} ended ({status}) while running this step; the other steps went on; run `dynhost resume` to run it again"
-                    ),
-                ))),
-            });
+        let mut held = std::mem::take(&mut worker.held);
+        if let Some(running) = held.pop_front() {
+            self.fail(
+                running.step,
+                running.attempt,
+                format!(
+                    "worker process {pid} ended ({status}) while running this step; the other steps went on; run `dynhost resume` to run it again"
+                ),
+            );
         }
+        if self.respawns_left > 0 {
+            self.respawns_left -= 1;
+            match self.spawner.spawn(index) {
+                Ok(worker) => {
+                    tracing::warn!(
+                        "worker process {pid} ended ({status}); started another in its place"
+                    );
+                    self.workers[index] = worker;
+                }
+                Err(e) => tracing::warn!("worker process {pid} ended ({status}): {e}"),
+            }
+        }
+        for step in held {
+            self.hand(step);
+        }
+    }
+
+    /// A step's end made here, as a host failure.
+    fn fail(&mut self, step: StepId, attempt: u32, reason: String) {
+        self.made.push(StepEvent::Finished {
+            step,
+            attempt,
+            report: Box::new(StepReport::failed(OpFailure::new(
+                FailureKind::Host,
+                reason,
+            ))),
+        });
+    }
+
+    /// Hands a step to the live child holding the fewest.
+    fn hand(&mut self, step: Held) {
+        let Some(worker) = self
+            .workers
+            .iter_mut()
+            .filter(|w| w.alive)
+            .min_by_key(|w| w.held.len())
+        else {
+            self.fail(
+                step.step,
+                step.attempt,
+                "every worker process has ended (see the messages above); run `dynhost resume` to run this step again".into(),
+            );
+            return;
+        };
+        if let Some(stdin) = &worker.stdin {
+            // A closed channel means the writer saw the child go; its
+            // reader reports that, and this step with it.
+            let _ = stdin.send(step.line.clone());
+        }
+        worker.held.push_back(step);
     }
 }
 
-/// Starts child `index`, with a thread writing its stdin and one reading
-/// its stdout.
-fn spawn(
-    processes: &ProcessOptions,
-    runtime: &str,
-    options: &RunOptions,
-    dir: &Path,
-    plan_file: &Path,
-    index: usize,
-    lines: &crossbeam_channel::Sender<(usize, Line)>,
-) -> Result<Worker, ProcsError> {
-    use std::os::unix::process::CommandExt as _;
-    let spawn_error = |e: std::io::Error| ProcsError::Spawn {
-        exe: processes.exe.clone(),
-        reason: e.to_string(),
-    };
-    let mut child = Command::new(&processes.exe)
-        .arg("worker-process")
-        .arg("--runtime")
-        .arg(runtime)
-        .arg("--run-id")
-        .arg(&options.run_id)
-        .arg("--values")
-        .arg(dir)
-        .arg(plan_file)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        // Its own process group: a Ctrl-C at the terminal is for the
-        // coordinator, which stops the children itself.
-        .process_group(0)
-        .spawn()
-        .map_err(spawn_error)?;
-    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-        let _ = child.kill();
-        return Err(ProcsError::Setup("a child without pipes".into()));
-    };
-    let (tx, rx) = crossbeam_channel::unbounded::<Vec<u8>>();
-    let named = |what: &str| format!("dynhost-proc{index}-{what}");
-    std::thread::Builder::new()
-        .name(named("in"))
-        .spawn(move || write_lines(stdin, &rx))
-        .map_err(spawn_error)?;
-    let lines = lines.clone();
-    std::thread::Builder::new()
-        .name(named("out"))
-        .spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                match reader.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        if lines
-                            .send((index, Line::Events(std::mem::take(&mut line))))
-                            .is_err()
-                        {
-                            return;
+impl Spawner {
+    /// Starts child `index`, with a thread writing its stdin and one
+    /// reading its stdout.
+    fn spawn(&self, index: usize) -> Result<Worker, ProcsError> {
+        let Self {
+            processes,
+            runtime,
+            run_id,
+            dir,
+            plan_file,
+            lines,
+        } = self;
+        use std::os::unix::process::CommandExt as _;
+        let spawn_error = |e: std::io::Error| ProcsError::Spawn {
+            exe: processes.exe.clone(),
+            reason: e.to_string(),
+        };
+        let mut child = Command::new(&processes.exe)
+            .arg("worker-process")
+            .arg("--runtime")
+            .arg(runtime)
+            .arg("--run-id")
+            .arg(run_id)
+            .arg("--values")
+            .arg(dir)
+            .arg(plan_file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            // Its own process group: a Ctrl-C at the terminal is for the
+            // coordinator, which stops the children itself.
+            .process_group(0)
+            .spawn()
+            .map_err(spawn_error)?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            return Err(ProcsError::Setup("a child without pipes".into()));
+        };
+        let (tx, rx) = crossbeam_channel::unbounded::<Vec<u8>>();
+        let named = |what: &str| format!("dynhost-proc{index}-{what}");
+        std::thread::Builder::new()
+            .name(named("in"))
+            .spawn(move || write_lines(stdin, &rx))
+            .map_err(spawn_error)?;
+        let lines = lines.clone();
+        std::thread::Builder::new()
+            .name(named("out"))
+            .spawn(move || {
+                let mut reader = BufReader::new(stdout);
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match reader.read_until(b'\n', &mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            if lines
+                                .send((index, Line::Events(std::mem::take(&mut line))))
+                                .is_err()
+                            {
+                                return;
+                            }
                         }
                     }
                 }
-            }
-            let _ = lines.send((index, Line::Closed));
+                let _ = lines.send((index, Line::Closed));
+            })
+            .map_err(spawn_error)?;
+        Ok(Worker {
+            child,
+            stdin: Some(tx),
+            held: VecDeque::new(),
+            alive: true,
         })
-        .map_err(spawn_error)?;
-    Ok(Worker {
-        child,
-        stdin: Some(tx),
-        running: Vec::new(),
-        alive: true,
-    })
+    }
 }
 
 /// Writes lines to a child until the coordinator drops the sender or the
@@ -414,47 +499,27 @@ impl Transport for Children<'_> {
     fn submit(&mut self, steps: Vec<StepRequest>) {
         for request in steps {
             let op = request.step.op;
-            let Some(index) = (0..self.workers.len())
-                .filter(|&i| self.workers[i].alive)
-                .min_by_key(|&i| self.workers[i].running.len())
-            else {
-                self.made.push(StepEvent::Finished {
-                    step: request.step,
-                    attempt: request.attempt,
-                    report: Box::new(StepReport::failed(OpFailure::new(
-                        FailureKind::Host,
-                        "every worker process has ended (see the messages above); run `dynhost resume` to run this step again",
-                    ))),
-                });
-                continue;
-            };
-            let mut line = match StepMsg::new(
-                &self.run_id,
+            match StepMsg::new(
+                &self.spawner.run_id,
                 self.plan,
                 &self.digests[op],
                 &request,
                 &mut self.blobs,
             ) {
-                Ok(msg) => wire::encode(&msg),
-                Err(e) => {
-                    self.made.push(StepEvent::Finished {
+                Ok(msg) => {
+                    let mut line = wire::encode(&msg);
+                    line.push(b'\n');
+                    self.hand(Held {
                         step: request.step,
                         attempt: request.attempt,
-                        report: Box::new(StepReport::failed(OpFailure::new(
-                            FailureKind::Host,
-                            format!("cannot hand the step to a worker process: {e}"),
-                        ))),
+                        line,
                     });
-                    continue;
                 }
-            };
-            line.push(b'\n');
-            let worker = &mut self.workers[index];
-            worker.running.push((request.step, request.attempt));
-            if let Some(stdin) = &worker.stdin {
-                // A closed channel means the writer saw the child go; its
-                // reader reports that, and this step with it.
-                let _ = stdin.send(line);
+                Err(e) => self.fail(
+                    request.step,
+                    request.attempt,
+                    format!("cannot hand the step to a worker process: {e}"),
+                ),
             }
         }
     }
