@@ -613,23 +613,11 @@ pub fn serve(
     let locked = Locked::from_json(&text).map_err(serve_error)?;
     let plan = Arc::new(locked.plan);
     let runtime = Runtime::new(config).map_err(|e| serve_error(e.to_string()))?;
-    let mut loaded: HashMap<PathBuf, OpComponent> = HashMap::new();
-    let mut components = Vec::with_capacity(plan.ops.len());
-    for (op, lock) in plan.ops.iter().zip(&locked.components) {
-        let component = match loaded.get(&op.component) {
-            Some(component) => component.clone(),
-            None => {
-                let component = runtime
-                    .load(&op.component)
-                    .map_err(|e| serve_error(e.to_string()))?;
-                loaded.insert(op.component.clone(), component.clone());
-                component
-            }
-        };
-        // A file changed since the coordinator loaded it is not the plan's.
-        let same = lock.digest == format!("sha256:{}", component.hash);
-        components.push(same.then_some(component));
-    }
+    // Each op's component, loaded at its first step here (a child starts
+    // sooner, and loads nothing for the ops that run on threads), or why
+    // it cannot run. Ops sharing a file share its load.
+    let mut components: Vec<Option<Result<OpComponent, String>>> = vec![None; plan.ops.len()];
+    let mut by_file: HashMap<PathBuf, Result<OpComponent, String>> = HashMap::new();
     let out = Arc::new(Mutex::new(Gather {
         out: BufWriter::new(Box::new(output)),
         items: Vec::new(),
@@ -648,15 +636,29 @@ pub fn serve(
             .request(&plan, &mut blobs)
             .map_err(|e| serve_error(e.to_string()))?;
         let (step, attempt) = (request.step.clone(), request.attempt);
-        let report = match &components[step.op] {
-            None => StepReport::failed(OpFailure::new(
-                FailureKind::Host,
-                format!(
-                    "the component of `{}` changed since the run started; run again",
-                    plan.ops[step.op].name
-                ),
-            )),
-            Some(component) => {
+        let component = components[step.op].get_or_insert_with(|| {
+            let op = &plan.ops[step.op];
+            let loaded = by_file
+                .entry(op.component.clone())
+                .or_insert_with(|| runtime.load(&op.component).map_err(|e| e.to_string()));
+            match loaded {
+                Err(e) => Err(format!("a worker process cannot load it: {e}")),
+                // A file changed since the coordinator loaded it is not the plan's.
+                Ok(component)
+                    if locked.components[step.op].digest
+                        != format!("sha256:{}", component.hash) =>
+                {
+                    Err(format!(
+                        "the component of `{}` changed since the run started; run again",
+                        op.name
+                    ))
+                }
+                Ok(component) => Ok(component.clone()),
+            }
+        });
+        let report = match component {
+            Err(reason) => StepReport::failed(OpFailure::new(FailureKind::Host, reason.clone())),
+            Ok(component) => {
                 let sink = Box::new(ItemSink {
                     run_id: run_id.to_owned(),
                     plan: plan.clone(),

@@ -100,15 +100,18 @@ fn children_of(parent: u32) -> Vec<u32> {
     found
 }
 
-#[test]
-fn a_killed_worker_process_fails_only_its_running_step_and_resume_runs_it() {
-    let job = TestJob::new(&job(8, 700));
+/// Runs `job` with `--processes 2` and kills one child with SIGKILL while
+/// both run their second `work` step (each takes 0.7 s and each child holds
+/// 4), after `before_kill`. Returns the exit code, stderr and the
+/// `step_finished` events.
+fn kill_a_child_mid_run(
+    job: &TestJob,
+    before_kill: impl FnOnce(),
+) -> (i32, String, Vec<serde_json::Value>) {
     let mut run = Running::start(
         job.dir(),
         &["run", "--json", "job.toml", "--processes", "2"],
     );
-    // Each `work` step takes 0.7 s and each child holds 4: once the first
-    // ends, and 0.3 s more, both children run their second.
     let mut lines = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
@@ -122,6 +125,7 @@ fn a_killed_worker_process_fails_only_its_running_step_and_resume_runs_it() {
         }
     }
     std::thread::sleep(Duration::from_millis(300));
+    before_kill();
     let children = worker_processes(run.pid());
     assert_eq!(children.len(), 2, "{children:?}");
     std::process::Command::new("kill")
@@ -132,18 +136,24 @@ fn a_killed_worker_process_fails_only_its_running_step_and_resume_runs_it() {
         lines.push(line);
     }
     let code = run.wait(Duration::from_secs(120));
-    let stderr = run.stderr();
-    assert_eq!(code, 1, "{stderr}");
-    let ended: Vec<serde_json::Value> = lines
+    let ended = lines
         .iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|e| e["event"] == "step_finished")
         .collect();
+    (code, run.stderr(), ended)
+}
+
+#[test]
+fn a_killed_worker_process_fails_only_its_running_step_and_resume_runs_it() {
+    let job = TestJob::new(&job(8, 700));
+    let (code, stderr, ended) = kill_a_child_mid_run(&job, || {});
+    assert_eq!(code, 1, "{stderr}");
     let failed: Vec<&serde_json::Value> =
         ended.iter().filter(|e| e["status"] == "failed").collect();
     // Only the step it was running fails; the ones waiting in its pipe ran
     // elsewhere, and another child took its place.
-    assert_eq!(failed.len(), 1, "{lines:#?}");
+    assert_eq!(failed.len(), 1, "{ended:#?}");
     let message = failed[0]["failure"]["message"].as_str().unwrap();
     assert!(
         message.contains("worker process") && message.contains("dynhost resume"),
@@ -153,7 +163,7 @@ fn a_killed_worker_process_fails_only_its_running_step_and_resume_runs_it() {
         .iter()
         .filter(|e| e["status"] == "succeeded" && e["op"] == "work")
         .count();
-    assert_eq!(work_ok, 7, "{lines:#?}");
+    assert_eq!(work_ok, 7, "{ended:#?}");
     assert!(stderr.contains("started another in its place"), "{stderr}");
     // Nothing finished is lost: resume runs just the failed key.
     let resumed = dynhost(job.dir(), &["resume", "--json", "latest"]);
@@ -171,6 +181,41 @@ fn a_killed_worker_process_fails_only_its_running_step_and_resume_runs_it() {
             .len(),
         8
     );
+}
+
+/// A child started after the component file changed runs nothing of it:
+/// the run's locked plan names the component by digest.
+#[test]
+fn a_worker_process_refuses_a_component_changed_since_the_run_started() {
+    let job = TestJob::new(&job(8, 700).replace(
+        "[ops.work]\ncomponent = \"{probe}\"",
+        "[ops.work]\ncomponent = \"work.wasm\"",
+    ));
+    std::fs::copy(crate::support::probe(), job.dir().join("work.wasm")).unwrap();
+    let (code, stderr, ended) = kill_a_child_mid_run(&job, || {
+        // A rebuilt op: other bytes in the same file.
+        let mut bytes = std::fs::read(job.dir().join("work.wasm")).unwrap();
+        bytes.extend_from_slice(&[0, 6, 4]);
+        bytes.extend_from_slice(b"edit1");
+        std::fs::write(job.dir().join("work.wasm"), bytes).unwrap();
+    });
+    assert_eq!(code, 1, "{stderr}");
+    let refused: Vec<&serde_json::Value> = ended
+        .iter()
+        .filter(|e| {
+            e["failure"]["message"].as_str().is_some_and(|m| {
+                m.contains("the component of `work` changed since the run started")
+            })
+        })
+        .collect();
+    // The steps that were waiting in the killed child's pipe, and went to
+    // its replacement (the least loaded child).
+    assert!(!refused.is_empty(), "{ended:#?}");
+    let work_ok = ended
+        .iter()
+        .filter(|e| e["status"] == "succeeded" && e["op"] == "work")
+        .count();
+    assert!(work_ok >= 2, "{ended:#?}");
 }
 
 /// The `dynhost worker-process` children of `parent`.
