@@ -614,8 +614,9 @@ pub fn serve(
     let plan = Arc::new(locked.plan);
     let runtime = Runtime::new(config).map_err(|e| serve_error(e.to_string()))?;
     // Each op's component, loaded at its first step here (a child starts
-    // sooner, and loads nothing for the ops that run on threads), or why
-    // it cannot run. Ops sharing a file share its load.
+    // sooner, and loads nothing for the ops that run on threads) as the
+    // locked plan names it, by digest, or why it cannot run. Ops sharing a
+    // file share its load.
     let mut components: Vec<Option<Result<OpComponent, String>>> = vec![None; plan.ops.len()];
     let mut by_file: HashMap<PathBuf, Result<OpComponent, String>> = HashMap::new();
     let out = Arc::new(Mutex::new(Gather {
@@ -638,23 +639,19 @@ pub fn serve(
         let (step, attempt) = (request.step.clone(), request.attempt);
         let component = components[step.op].get_or_insert_with(|| {
             let op = &plan.ops[step.op];
-            let loaded = by_file
+            let digest = &locked.components[step.op].digest;
+            let hash = digest.strip_prefix("sha256:").unwrap_or(digest);
+            by_file
                 .entry(op.component.clone())
-                .or_insert_with(|| runtime.load(&op.component).map_err(|e| e.to_string()));
-            match loaded {
-                Err(e) => Err(format!("a worker process cannot load it: {e}")),
-                // A file changed since the coordinator loaded it is not the plan's.
-                Ok(component)
-                    if locked.components[step.op].digest
-                        != format!("sha256:{}", component.hash) =>
-                {
-                    Err(format!(
-                        "the component of `{}` changed since the run started; run again",
-                        op.name
-                    ))
-                }
-                Ok(component) => Ok(component.clone()),
-            }
+                .or_insert_with(|| {
+                    runtime.load_locked(&op.component, hash).map_err(|e| {
+                        format!(
+                            "a worker process cannot load `{}`'s component: {e}",
+                            op.name
+                        )
+                    })
+                })
+                .clone()
         });
         let report = match component {
             Err(reason) => StepReport::failed(OpFailure::new(FailureKind::Host, reason.clone())),

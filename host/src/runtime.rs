@@ -84,6 +84,14 @@ pub enum RuntimeError {
         /// The missing or mismatched import or export.
         reason: String,
     },
+    /// The file no longer holds the bytes a run was started with.
+    #[error(
+        "`{path}` changed since the run started (it was rebuilt?), and its compiled form is not cached; run again"
+    )]
+    Changed {
+        /// The component.
+        path: PathBuf,
+    },
 }
 
 /// How to size the engine.
@@ -441,13 +449,50 @@ impl Runtime {
                 functions,
             });
         }
-        let version = signature::op_version(&self.engine, &component);
+        self.prepare(path, &component, hash)
+    }
+
+    /// The component whose file had SHA-256 `hash` (hex) when a run's plan
+    /// was locked: its compiled form from the cache, without reading
+    /// `path` (so a worker process runs what the run started with, as the
+    /// run's threads do, even if the file was rebuilt since), else `path`
+    /// loaded and checked against `hash`.
+    ///
+    /// # Errors
+    /// As [`Runtime::load`], and [`RuntimeError::Changed`] when `path` no
+    /// longer holds those bytes.
+    pub fn load_locked(&self, path: &Path, hash: &str) -> Result<OpComponent, RuntimeError> {
+        if let Some(component) = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.cached(&self.engine, hash))
+        {
+            return self.prepare(path, &component, hash.to_owned());
+        }
+        let component = self.load(path)?;
+        if component.hash != hash {
+            return Err(RuntimeError::Changed {
+                path: path.to_owned(),
+            });
+        }
+        Ok(component)
+    }
+
+    /// Checks a compiled component against the dynhost world and finds its
+    /// `run`.
+    fn prepare(
+        &self,
+        path: &Path,
+        component: &Component,
+        hash: String,
+    ) -> Result<OpComponent, RuntimeError> {
+        let version = signature::op_version(&self.engine, component);
         let wrong = |e: wasmtime::Error| RuntimeError::WrongWorld {
             path: path.to_owned(),
             version: version.as_str(),
             reason: error_chain(&e),
         };
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(wrong)?;
+        let instance_pre = self.linker.instantiate_pre(component).map_err(wrong)?;
         // bindgen's check that every export of the world is there.
         match version {
             signature::Version::V1 => {
@@ -462,7 +507,7 @@ impl Runtime {
             version: version.as_str(),
             reason,
         };
-        signature::check_run(&self.engine, &component, version).map_err(world_error)?;
+        signature::check_run(&self.engine, component, version).map_err(world_error)?;
         let run = call::RunExport::find(instance_pre, version).ok_or_else(|| {
             world_error(format!(
                 "it has no `run` in its `dynhost:op/op@{}` export",

@@ -100,18 +100,18 @@ fn children_of(parent: u32) -> Vec<u32> {
     found
 }
 
-/// Runs `job` with `--processes 2` and kills one child with SIGKILL while
+/// Runs `job` with `--processes 2` and `extra` arguments, and kills one child with SIGKILL while
 /// both run their second `work` step (each takes 0.7 s and each child holds
 /// 4), after `before_kill`. Returns the exit code, stderr and the
 /// `step_finished` events.
 fn kill_a_child_mid_run(
     job: &TestJob,
+    extra: &[&str],
     before_kill: impl FnOnce(),
 ) -> (i32, String, Vec<serde_json::Value>) {
-    let mut run = Running::start(
-        job.dir(),
-        &["run", "--json", "job.toml", "--processes", "2"],
-    );
+    let mut args = vec!["run", "--json", "job.toml", "--processes", "2"];
+    args.extend_from_slice(extra);
+    let mut run = Running::start(job.dir(), &args);
     let mut lines = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
@@ -147,7 +147,7 @@ fn kill_a_child_mid_run(
 #[test]
 fn a_killed_worker_process_fails_only_its_running_step_and_resume_runs_it() {
     let job = TestJob::new(&job(8, 700));
-    let (code, stderr, ended) = kill_a_child_mid_run(&job, || {});
+    let (code, stderr, ended) = kill_a_child_mid_run(&job, &[], || {});
     assert_eq!(code, 1, "{stderr}");
     let failed: Vec<&serde_json::Value> =
         ended.iter().filter(|e| e["status"] == "failed").collect();
@@ -183,39 +183,54 @@ fn a_killed_worker_process_fails_only_its_running_step_and_resume_runs_it() {
     );
 }
 
-/// A child started after the component file changed runs nothing of it:
-/// the run's locked plan names the component by digest.
+/// An op rebuilt while its run runs: a child started since (in place of a
+/// dead one) runs the code the run started with, from the compile cache,
+/// as the run's threads would; without a cache it refuses the new bytes
+/// rather than run what the run's locked plan does not name.
 #[test]
-fn a_worker_process_refuses_a_component_changed_since_the_run_started() {
-    let job = TestJob::new(&job(8, 700).replace(
-        "[ops.work]\ncomponent = \"{probe}\"",
-        "[ops.work]\ncomponent = \"work.wasm\"",
-    ));
-    std::fs::copy(crate::support::probe(), job.dir().join("work.wasm")).unwrap();
-    let (code, stderr, ended) = kill_a_child_mid_run(&job, || {
-        // A rebuilt op: other bytes in the same file.
+fn a_replacement_worker_process_runs_the_locked_component_or_refuses_a_rebuilt_one() {
+    let rebuilt_job = || {
+        let job = TestJob::new(&job(8, 700).replace(
+            "[ops.work]\ncomponent = \"{probe}\"",
+            "[ops.work]\ncomponent = \"work.wasm\"",
+        ));
+        std::fs::copy(crate::support::probe(), job.dir().join("work.wasm")).unwrap();
+        job
+    };
+    let rebuild = |job: &TestJob| {
+        // Other bytes in the same file.
         let mut bytes = std::fs::read(job.dir().join("work.wasm")).unwrap();
         bytes.extend_from_slice(&[0, 6, 4]);
         bytes.extend_from_slice(b"edit1");
         std::fs::write(job.dir().join("work.wasm"), bytes).unwrap();
-    });
-    assert_eq!(code, 1, "{stderr}");
-    let refused: Vec<&serde_json::Value> = ended
-        .iter()
-        .filter(|e| {
-            e["failure"]["message"].as_str().is_some_and(|m| {
-                m.contains("the component of `work` changed since the run started")
+    };
+    let refused = |ended: &[serde_json::Value]| {
+        ended
+            .iter()
+            .filter(|e| {
+                e["failure"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("changed since the run started"))
             })
-        })
-        .collect();
-    // The steps that were waiting in the killed child's pipe, and went to
-    // its replacement (the least loaded child).
-    assert!(!refused.is_empty(), "{ended:#?}");
+            .count()
+    };
+    let cached = rebuilt_job();
+    let (code, stderr, ended) = kill_a_child_mid_run(&cached, &[], || rebuild(&cached));
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(refused(&ended), 0, "{ended:#?}");
     let work_ok = ended
         .iter()
         .filter(|e| e["status"] == "succeeded" && e["op"] == "work")
         .count();
-    assert!(work_ok >= 2, "{ended:#?}");
+    assert_eq!(work_ok, 7, "{ended:#?}");
+
+    let uncached = rebuilt_job();
+    let (code, stderr, ended) =
+        kill_a_child_mid_run(&uncached, &["--no-cache"], || rebuild(&uncached));
+    assert_eq!(code, 1, "{stderr}");
+    // The steps that were waiting in the killed child's pipe went to its
+    // replacement (the least loaded child), which refused them.
+    assert!(refused(&ended) >= 1, "{ended:#?}");
 }
 
 /// The `dynhost worker-process` children of `parent`.

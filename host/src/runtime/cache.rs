@@ -78,6 +78,20 @@ impl CompileCache {
         is_private(&self.dir) && entry.is_file() && is_private(&entry)
     }
 
+    /// The cached compiled form of the component with this hash, if there
+    /// is a usable one: no source bytes needed.
+    pub fn cached(&self, engine: &Engine, hash: &str) -> Option<Component> {
+        if !self.contains(engine, hash) {
+            return None;
+        }
+        let entry = self.entry(engine, hash);
+        deserialize(engine, &entry)
+            .inspect_err(|e| {
+                tracing::warn!(path = %entry.display(), "ignoring unusable compile cache entry: {e}")
+            })
+            .ok()
+    }
+
     /// Loads `bytes` as a component, from the cache when possible. A cache
     /// that cannot be read or written only costs a compile.
     pub fn load(
