@@ -1015,11 +1015,11 @@ fn polyglot() {
             &options(),
             exec::Storage::default(),
             &mut |_| {},
-            &locked,
             &dynhost::procs::ProcessOptions {
                 exe: PathBuf::from(env!("CARGO_BIN_EXE_dynhost")),
                 count: cores(),
                 ops: vec![true; plan.ops.len()],
+                locked_plan: locked,
                 runtime: runtime_config(&plan, Some(cache.path().to_path_buf()), false),
             },
         )

@@ -804,11 +804,11 @@ fn execute(
             &options,
             storage,
             &mut |event| view.on_event(event),
-            &run.plan,
             &dynhost::procs::ProcessOptions {
                 exe: std::env::current_exe()?,
                 count,
                 ops,
+                locked_plan: run.plan.clone(),
                 runtime: chosen,
             },
         )?,

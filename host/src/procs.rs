@@ -64,6 +64,9 @@ pub struct ProcessOptions {
     /// Per op (plan order): whether its steps run in the children; the
     /// others run on this process's threads.
     pub ops: Vec<bool>,
+    /// The run's locked plan as JSON (components by digest): what the
+    /// children run.
+    pub locked_plan: String,
     /// The runtime each builds (`max_instances` is set to 1: a child runs
     /// one step at a time).
     pub runtime: RuntimeConfig,
@@ -128,12 +131,10 @@ pub fn interpreter_ops(plan: &Plan) -> Vec<bool> {
 
 /// Runs the steps of `processes.ops` in `processes.count` child processes,
 /// the others on `runtime` here; this process coordinates (scheduling,
-/// store, progress) as for a local run. `locked_plan` is the plan with
-/// components by digest (what the children run).
+/// store, progress) as for a local run.
 ///
 /// # Errors
 /// [`ProcsError`] if the children cannot be started.
-#[allow(clippy::too_many_arguments)]
 pub fn run(
     plan: &Plan,
     runtime: &Runtime,
@@ -141,21 +142,13 @@ pub fn run(
     options: &RunOptions,
     storage: Storage,
     observer: &mut dyn FnMut(RunEvent<'_>),
-    locked_plan: &str,
     processes: &ProcessOptions,
 ) -> Result<RunResult, ProcsError> {
     let dir = tempfile::Builder::new()
         .prefix("dynhost-procs-")
         .tempdir()
         .map_err(|e| ProcsError::Setup(e.to_string()))?;
-    let mut transport = Children::start(
-        plan,
-        components,
-        options,
-        locked_plan,
-        processes,
-        dir.path(),
-    )?;
+    let mut transport = Children::start(plan, components, options, processes, dir.path())?;
     let result = if processes.ops.iter().all(|in_child| *in_child) {
         let hashes: Vec<&str> = components.iter().map(|c| c.hash.as_str()).collect();
         crate::exec::run_on(plan, &hashes, options, storage, observer, &mut transport)
@@ -238,12 +231,12 @@ impl<'p> Children<'p> {
         plan: &'p Plan,
         components: &[OpComponent],
         options: &RunOptions,
-        locked_plan: &str,
         processes: &ProcessOptions,
         dir: &Path,
     ) -> Result<Self, ProcsError> {
         let plan_file = dir.join("plan.json");
-        std::fs::write(&plan_file, locked_plan).map_err(|e| ProcsError::Setup(e.to_string()))?;
+        std::fs::write(&plan_file, &processes.locked_plan)
+            .map_err(|e| ProcsError::Setup(e.to_string()))?;
         let runtime = serde_json::to_string(&RuntimeConfig {
             max_instances: 1,
             ..processes.runtime.clone()
