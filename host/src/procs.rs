@@ -585,13 +585,14 @@ impl Drop for Children<'_> {
     }
 }
 
-/// The child's side (`dynhost worker-process`): reads the locked plan, loads
-/// its components, then runs the steps that arrive on `input`, one at a
-/// time, writing their items and ends to `output`, until `input` ends.
+/// The child's side (`dynhost worker-process`): reads the locked plan, then
+/// runs the steps that arrive on `input`, one at a time, writing their
+/// items and ends to `output`, until `input` ends. An op's component is
+/// loaded at its first step (one that cannot be loaded fails its steps).
 ///
 /// # Errors
-/// [`ProcsError::Serve`] if the plan or a component cannot be loaded, or
-/// `output` cannot be written.
+/// [`ProcsError::Serve`] if the plan cannot be read, a line is not a step
+/// of it, or `output` cannot be written.
 pub fn serve(
     config: &RuntimeConfig,
     run_id: &str,
