@@ -325,3 +325,47 @@ fn interpreter_sized_ops_run_in_worker_processes_by_default_and_small_ones_on_th
     out.assert_code(0);
     assert_eq!(most, 0);
 }
+
+#[test]
+fn worker_processes_refuse_nats_and_a_missing_plan_clearly() {
+    let job = TestJob::new(&job(2, 0));
+    let both = dynhost(
+        job.dir(),
+        &[
+            "run",
+            "job.toml",
+            "--processes",
+            "2",
+            "--nats",
+            "nats://127.0.0.1:1",
+        ],
+    );
+    assert_eq!(both.code, 2, "{}", both.stderr);
+    assert!(
+        both.stderr.contains("--processes") && both.stderr.contains("--nats"),
+        "{}",
+        both.stderr
+    );
+    // The hidden child command, started by hand with a plan that is not there.
+    let alone = dynhost(
+        job.dir(),
+        &[
+            "worker-process",
+            "--runtime",
+            r#"{"max_instances":1,"max_memory_bytes":1048576,"cache_dir":null,"max_wasm_stack_bytes":1048576,"enable_fuel":false,"fast_compile":false}"#,
+            "--run-id",
+            "r",
+            "--values",
+            ".",
+            "missing-plan.json",
+        ],
+    );
+    assert_eq!(alone.code, 2, "{}", alone.stderr);
+    assert!(
+        alone
+            .stderr
+            .contains("worker process: missing-plan.json: No such file"),
+        "{}",
+        alone.stderr
+    );
+}
