@@ -695,6 +695,8 @@ pub struct WorkerOptions {
 /// One run as a worker knows it: its plan, runtime and loaded components.
 struct RunContext {
     plan: Plan,
+    /// Each op's call strings, made once per run.
+    strings: Vec<crate::exec::worker::OpStrings>,
     runtime: Runtime,
     components: Vec<Option<OpComponent>>,
     digests: Vec<String>,
@@ -1116,23 +1118,22 @@ async fn run_step_msg(
             )),
             (None, Some(component)) => {
                 let sink = Box::new(PublishSink {
-                    run_id: job.run_id.clone(),
                     context: context.clone(),
-                    step: step.clone(),
-                    attempt,
-                    seq: 0,
+                    items: wire::ItemNumbers::new(&job.run_id, step.clone(), attempt),
                     values: Values {
                         store: values.store.clone(),
                         handle: values.handle.clone(),
                     },
                     tx: item_tx,
                 });
-                crate::procs::run_request(
+                crate::exec::worker::run_one(
                     &context.runtime,
                     &context.plan,
+                    &context.strings,
                     &component,
                     &job.run_id,
-                    request,
+                    &step,
+                    request.inputs,
                     sink,
                 )
             }
@@ -1161,11 +1162,8 @@ async fn run_step_msg(
 
 /// Sends a running step's items to the publisher task.
 struct PublishSink {
-    run_id: String,
     context: Arc<RunContext>,
-    step: crate::exec::StepId,
-    attempt: u32,
-    seq: u64,
+    items: wire::ItemNumbers,
     values: Values,
     tx: tokio::sync::mpsc::Sender<Outgoing>,
 }
@@ -1178,22 +1176,12 @@ impl crate::runtime::EmitSink for PublishSink {
         value: Vec<u8>,
         metadata: Option<Box<str>>,
     ) -> std::time::Duration {
-        let item = crate::exec::worker::Emitted {
-            step: self.step.clone(),
+        match self.items.message(
+            &self.context.plan,
             output,
             key,
             value,
             metadata,
-        };
-        let seq = self.seq;
-        self.seq += 1;
-        let plan = &self.context.plan;
-        match ItemMsg::new(
-            &self.run_id,
-            plan,
-            self.attempt,
-            seq,
-            &item,
             &mut self.values,
         ) {
             Ok(msg) => match self.tx.try_send(Outgoing::Item(msg)) {
@@ -1257,6 +1245,7 @@ async fn load_run(
         rx,
     ));
     Ok(RunContext {
+        strings: crate::exec::worker::OpStrings::of(&plan),
         plan,
         runtime,
         components,

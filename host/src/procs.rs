@@ -21,12 +21,13 @@
 //! digest; it runs one step at a time, in its own sandbox as on a thread.
 
 use crate::exec::transport::{Events, StepEvent, StepRequest, Transport, Woke};
-use crate::exec::wire::{self, BlobStore, EventBatchMsg, FinishedMsg, ItemMsg, StepMsg};
+use crate::exec::wire::{self, BlobStore, EventBatchMsg, FinishedMsg, StepMsg};
+use crate::exec::worker::{OpStrings, run_one};
 use crate::exec::{RunEvent, RunOptions, RunResult, StepId, Storage};
 use crate::plan::Plan;
 use crate::plan::lock::Locked;
 use crate::runtime::{
-    EmitSink, FailureKind, OpComponent, OpFailure, Runtime, RuntimeConfig, StepCall, StepReport,
+    EmitSink, FailureKind, OpComponent, OpFailure, Runtime, RuntimeConfig, StepReport,
 };
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -606,6 +607,7 @@ pub fn serve(
         .map_err(|e| serve_error(format!("{}: {e}", plan_file.display())))?;
     let locked = Locked::from_json(&text).map_err(serve_error)?;
     let plan = Arc::new(locked.plan);
+    let strings = OpStrings::of(&plan);
     let runtime = Runtime::new(config).map_err(|e| serve_error(e.to_string()))?;
     // Each op's component, loaded at its first step here (a child starts
     // sooner, and loads nothing for the ops that run on threads) as the
@@ -651,17 +653,23 @@ pub fn serve(
             Err(reason) => StepReport::failed(OpFailure::new(FailureKind::Host, reason.clone())),
             Ok(component) => {
                 let sink = Box::new(ItemSink {
-                    run_id: run_id.to_owned(),
                     plan: plan.clone(),
-                    step: step.clone(),
-                    attempt,
-                    seq: 0,
+                    items: wire::ItemNumbers::new(run_id, step.clone(), attempt),
                     blobs: DirBlobs {
                         dir: values.to_path_buf(),
                     },
                     out: out.clone(),
                 });
-                run_request(&runtime, &plan, component, run_id, request, sink)
+                run_one(
+                    &runtime,
+                    &plan,
+                    &strings,
+                    component,
+                    run_id,
+                    &step,
+                    request.inputs,
+                    sink,
+                )
             }
         };
         let end = FinishedMsg::new(run_id, &plan, &step, attempt, &report, &mut blobs)
@@ -674,28 +682,6 @@ pub fn serve(
             .map_err(|e| serve_error(e.to_string()))?;
     }
     Ok(())
-}
-
-/// Runs one decoded step with `component`.
-pub(crate) fn run_request(
-    runtime: &Runtime,
-    plan: &Plan,
-    component: &OpComponent,
-    run_id: &str,
-    request: StepRequest,
-    sink: Box<dyn EmitSink>,
-) -> StepReport {
-    let op = &plan.ops[request.step.op];
-    let name: Arc<str> = Arc::from(op.name.as_str());
-    let input_names: Vec<String> = op.inputs.iter().map(|i| i.name.clone()).collect();
-    let call = StepCall {
-        run_id,
-        op: &name,
-        keys: &request.step.keys,
-        config_json: &op.config_json,
-        input_names: &input_names,
-    };
-    runtime.run_step(component, &op.policy, &call, request.inputs, sink)
 }
 
 /// A child's output: items gathered into a line until it is full or a step ends.
@@ -720,11 +706,8 @@ impl Gather {
 
 /// Writes a running step's items to the child's output.
 struct ItemSink {
-    run_id: String,
     plan: Arc<Plan>,
-    step: StepId,
-    attempt: u32,
-    seq: u64,
+    items: wire::ItemNumbers,
     blobs: DirBlobs,
     out: Arc<Mutex<Gather>>,
 }
@@ -737,23 +720,10 @@ impl EmitSink for ItemSink {
         value: Vec<u8>,
         metadata: Option<Box<str>>,
     ) -> Duration {
-        let item = crate::exec::worker::Emitted {
-            step: self.step.clone(),
-            output,
-            key,
-            value,
-            metadata,
-        };
-        let seq = self.seq;
-        self.seq += 1;
-        match ItemMsg::new(
-            &self.run_id,
-            &self.plan,
-            self.attempt,
-            seq,
-            &item,
-            &mut self.blobs,
-        ) {
+        match self
+            .items
+            .message(&self.plan, output, key, value, metadata, &mut self.blobs)
+        {
             Ok(msg) => {
                 let mut gather = self
                     .out

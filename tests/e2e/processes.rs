@@ -4,8 +4,7 @@
 //! A run must come out as it does on threads, and a child that dies fails
 //! only the steps it had.
 
-use crate::support::{Running, TestJob, command, dynhost};
-use std::process::Stdio;
+use crate::support::{Running, TestJob, dynhost};
 use std::time::{Duration, Instant};
 
 /// `emit` emits `keys` items (values: milliseconds for `work` to sleep);
@@ -52,8 +51,9 @@ fn a_run_in_worker_processes_equals_the_run_on_threads() {
     let here = threads.run(&[]);
     here.assert_code(0);
     let processes = TestJob::new(&job(12, 0));
-    let there = processes.run(&["--processes", "2"]);
+    let (children, there) = most_worker_processes(&processes, &["--processes", "2"]);
     there.assert_code(0);
+    assert_eq!(children, 2, "the steps did not run in worker processes");
     assert_eq!(there.output("all"), here.output("all"));
     // The large value came through whole.
     let items = there.output("all")["inputs"]["vs"]["items"].clone();
@@ -159,10 +159,7 @@ fn a_killed_worker_process_fails_only_its_running_step_and_resume_runs_it() {
         message.contains("worker process") && message.contains("dynhost resume"),
         "{message}"
     );
-    let work_ok = ended
-        .iter()
-        .filter(|e| e["status"] == "succeeded" && e["op"] == "work")
-        .count();
+    let work_ok = succeeded(&ended, "work");
     assert_eq!(work_ok, 7, "{ended:#?}");
     assert!(stderr.contains("started another in its place"), "{stderr}");
     // Nothing finished is lost: resume runs just the failed key.
@@ -218,10 +215,7 @@ fn a_replacement_worker_process_runs_the_locked_component_or_refuses_a_rebuilt_o
     let (code, stderr, ended) = kill_a_child_mid_run(&cached, &[], || rebuild(&cached));
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(refused(&ended), 0, "{ended:#?}");
-    let work_ok = ended
-        .iter()
-        .filter(|e| e["status"] == "succeeded" && e["op"] == "work")
-        .count();
+    let work_ok = succeeded(&ended, "work");
     assert_eq!(work_ok, 7, "{ended:#?}");
 
     let uncached = rebuilt_job();
@@ -231,6 +225,14 @@ fn a_replacement_worker_process_runs_the_locked_component_or_refuses_a_rebuilt_o
     // The steps that were waiting in the killed child's pipe went to its
     // replacement (the least loaded child), which refused them.
     assert!(refused(&ended) >= 1, "{ended:#?}");
+}
+
+/// How many steps of `op` the `step_finished` events say succeeded.
+fn succeeded(ended: &[serde_json::Value], op: &str) -> usize {
+    ended
+        .iter()
+        .filter(|e| e["status"] == "succeeded" && e["op"] == op)
+        .count()
 }
 
 /// The `dynhost worker-process` children of `parent`.
@@ -267,39 +269,50 @@ fn write_padded_probe(job: &TestJob) {
     std::fs::write(job.dir().join("big.wasm"), bytes).unwrap();
 }
 
-/// How many `dynhost worker-process` children the run had at once, at most.
+/// Runs `dynhost run --json job.toml --max-concurrent 2 ARGS…`, and says
+/// how many `dynhost worker-process` children it had at once, at most.
 fn most_worker_processes(job: &TestJob, args: &[&str]) -> (usize, crate::support::CliOutput) {
     let mut all = vec!["run", "--json", "job.toml", "--max-concurrent", "2"];
     all.extend_from_slice(args);
-    let mut run = command(job.dir(), &all)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the run");
-    let pid = run.id();
-    let mut most = 0;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while run.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the run did not end");
-        let workers = worker_processes(pid).len();
-        most = most.max(workers);
-        std::thread::sleep(Duration::from_millis(10));
+    let mut run = Running::start(job.dir(), &all);
+    let pid = run.pid();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (most, code) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(worker_processes(pid).len());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            most
+        });
+        let code = run.wait(Duration::from_secs(120));
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (watcher.join().unwrap(), code)
+    });
+    let mut stdout = String::new();
+    while let Some((_, line)) = run.next_line(Duration::from_secs(10)) {
+        stdout.push_str(&line);
+        stdout.push('\n');
     }
-    let out = crate::support::wait_within(run, Duration::from_secs(10), "the run");
-    (most, out)
+    let stderr = run.stderr();
+    (
+        most,
+        crate::support::CliOutput {
+            code,
+            stdout,
+            stderr,
+        },
+    )
 }
 
 #[test]
 fn interpreter_sized_ops_run_in_worker_processes_by_default_and_small_ones_on_threads() {
-    // Without `k3`'s 100 KiB value: the run's stdout is read only at its
-    // end, so it must fit in the pipe.
     let toml = |work: &str| {
-        job(4, 500)
-            .replace(
-                "[ops.work]\ncomponent = \"{probe}\"",
-                &format!("[ops.work]\ncomponent = \"{work}\""),
-            )
-            .replace("config.on_key = { k3 = \"return_kib:100\" }\n", "")
+        job(4, 500).replace(
+            "[ops.work]\ncomponent = \"{probe}\"",
+            &format!("[ops.work]\ncomponent = \"{work}\""),
+        )
     };
     let big = TestJob::new(&toml("big.wasm"));
     write_padded_probe(&big);

@@ -469,6 +469,52 @@ impl StepMsg {
     }
 }
 
+/// A running step's items as messages, numbered as they are emitted: what
+/// the item sink of a NATS worker or of a worker process holds.
+pub struct ItemNumbers {
+    run_id: String,
+    step: StepId,
+    attempt: u32,
+    seq: u64,
+}
+
+impl ItemNumbers {
+    /// For `attempt` of `step`, from its first item.
+    pub fn new(run_id: &str, step: StepId, attempt: u32) -> Self {
+        Self {
+            run_id: run_id.to_owned(),
+            step,
+            attempt,
+            seq: 0,
+        }
+    }
+
+    /// The next item's message.
+    ///
+    /// # Errors
+    /// The blob store's.
+    pub fn message(
+        &mut self,
+        plan: &Plan,
+        output: usize,
+        key: MappingKey,
+        value: Vec<u8>,
+        metadata: Option<Box<str>>,
+        store: &mut dyn BlobStore,
+    ) -> Result<ItemMsg, String> {
+        let item = Emitted {
+            step: self.step.clone(),
+            output,
+            key,
+            value,
+            metadata,
+        };
+        let seq = self.seq;
+        self.seq += 1;
+        ItemMsg::new(&self.run_id, plan, self.attempt, seq, &item, store)
+    }
+}
+
 impl ItemMsg {
     /// The message for an item emitted by `attempt`.
     ///

@@ -398,11 +398,57 @@ impl EmitSink for QueueSink {
     }
 }
 
-/// The strings of one op's calls, copied per worker (see [`StepCall`]).
-struct OpStrings {
+/// The strings of one op's calls, made once per worker (see [`StepCall`]),
+/// not per step.
+pub(crate) struct OpStrings {
     name: Arc<str>,
     config: String,
     input_names: Vec<String>,
+}
+
+impl OpStrings {
+    /// Every op's, in plan order.
+    pub fn of(plan: &Plan) -> Vec<Self> {
+        plan.ops
+            .iter()
+            .map(|op| OpStrings {
+                name: Arc::from(op.name.as_str()),
+                config: op.config_json.clone(),
+                input_names: op.inputs.iter().map(|i| i.name.clone()).collect(),
+            })
+            .collect()
+    }
+}
+
+/// Runs `step` of `plan` with `component` (a worker thread, a worker
+/// process or a NATS worker): a panic in the host fails the step alone.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one step's whole context, borrowed"
+)]
+pub(crate) fn run_one(
+    runtime: &Runtime,
+    plan: &Plan,
+    strings: &[OpStrings],
+    component: &OpComponent,
+    run_id: &str,
+    step: &StepId,
+    inputs: Inputs,
+    sink: Box<dyn EmitSink>,
+) -> StepReport {
+    let strings = &strings[step.op];
+    let call = StepCall {
+        run_id,
+        op: &strings.name,
+        keys: &step.keys,
+        config_json: &strings.config,
+        input_names: &strings.input_names,
+    };
+    let policy = &plan.ops[step.op].policy;
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        runtime.run_step(component, policy, &call, inputs, sink)
+    }))
+    .unwrap_or_else(|panic| host_panic(&panic))
 }
 
 /// What a worker thread is given.
@@ -425,15 +471,7 @@ pub(crate) fn work(cx: WorkerContext<'_>, ring: Ringer) {
         queue,
         outbox,
     } = cx;
-    let ops: Vec<OpStrings> = plan
-        .ops
-        .iter()
-        .map(|op| OpStrings {
-            name: Arc::from(op.name.as_str()),
-            config: op.config_json.clone(),
-            input_names: op.inputs.iter().map(|i| i.name.clone()).collect(),
-        })
-        .collect();
+    let ops = OpStrings::of(plan);
     let sender = Arc::new(Sender { outbox, ring });
     while let Some((request, waiting)) = queue.pop() {
         let StepRequest {
@@ -441,26 +479,22 @@ pub(crate) fn work(cx: WorkerContext<'_>, ring: Ringer) {
             attempt,
             inputs,
         } = request;
-        let op = &plan.ops[step.op];
-        let strings = &ops[step.op];
         let sink = Box::new(QueueSink {
-            step: (!op.dynamic_outputs.is_empty()).then(|| step.clone()),
+            step: (!plan.ops[step.op].dynamic_outputs.is_empty()).then(|| step.clone()),
             attempt,
             seq: 0,
             sender: sender.clone(),
         });
-        let call = StepCall {
+        let report = run_one(
+            runtime,
+            plan,
+            &ops,
+            &components[step.op],
             run_id,
-            op: &strings.name,
-            keys: &step.keys,
-            config_json: &strings.config,
-            input_names: &strings.input_names,
-        };
-        let component = &components[step.op];
-        let report = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            runtime.run_step(component, &op.policy, &call, inputs, sink)
-        }))
-        .unwrap_or_else(|panic| host_panic(&panic));
+            &step,
+            inputs,
+            sink,
+        );
         let event = StepEvent::Finished {
             step,
             attempt,
