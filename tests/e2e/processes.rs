@@ -382,3 +382,48 @@ fn worker_processes_refuse_nats_and_a_missing_plan_clearly() {
         alone.stderr
     );
 }
+
+/// Children that keep dying are replaced 3 times each, not for ever: then
+/// the steps left fail, and the run ends.
+#[test]
+fn worker_processes_are_replaced_three_times_then_the_rest_fails() {
+    let job = TestJob::new(&job(20, 300));
+    let mut run = Running::start(
+        job.dir(),
+        &["run", "--json", "job.toml", "--processes", "1"],
+    );
+    let mut killed = Vec::new();
+    for _ in 0..4 {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let child = loop {
+            if let Some(child) = worker_processes(run.pid())
+                .into_iter()
+                .find(|c| !killed.contains(c))
+            {
+                break child;
+            }
+            assert!(Instant::now() < deadline, "no replacement after {killed:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        std::process::Command::new("kill")
+            .args(["-9", &child.to_string()])
+            .status()
+            .unwrap();
+        killed.push(child);
+    }
+    let code = run.wait(Duration::from_secs(120));
+    let stderr = run.stderr();
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("started another in its place").count(),
+        3,
+        "{stderr}"
+    );
+    let mut out = String::new();
+    while let Some((_, line)) = run.next_line(Duration::from_secs(10)) {
+        out.push_str(&line);
+    }
+    assert!(out.contains("every worker process has ended"), "{out}");
+    assert!(worker_processes(run.pid()).is_empty());
+}
