@@ -162,13 +162,16 @@ fn store_cost(trivial: &Path, n: u64) {
     let rt = runtime(&plan, None);
     let components = dynhost::load_components(&rt, &plan).unwrap();
     let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
-    let measure = |round: usize, recorded: bool| {
+    let measure = |recorded: bool| {
         let store_dir = tempfile::tempdir().unwrap();
         let storage = if recorded {
             let mut store = SqliteStore::open(&store_dir.path().join("runs.db")).unwrap();
             store
                 .begin_run(&RunRecord {
-                    id: format!("bench-{round}"),
+                    // The id the run records under, as the CLI does: a run
+                    // the store did not begin takes the slow path a resume
+                    // takes (each step's old items deleted, rows one by one).
+                    id: options().run_id,
                     job: "bench".into(),
                     job_file: "job.toml".into(),
                     job_hash: "h".into(),
@@ -192,6 +195,14 @@ fn store_cost(trivial: &Path, n: u64) {
         let cpu = cpu_time() - cpu;
         assert!(result.report.is_success());
         assert!(result.store_error.is_none(), "{:?}", result.store_error);
+        if let Some(store) = &result.store {
+            let run = store.run(&options().run_id).unwrap();
+            assert_eq!(
+                run.succeeded,
+                n + 2,
+                "every step recorded under the run begun"
+            );
+        }
         let writer = result.recorder.and_then(|r| r.cpu).map_or(0.0, per);
         (per(cpu), wall.as_secs_f64(), writer, per(coordinator))
     };
@@ -200,8 +211,8 @@ fn store_cost(trivial: &Path, n: u64) {
     let mut wall_ratios = Vec::new();
     let mut writer_shares = Vec::new();
     for round in 1..=ROUNDS {
-        let (bare_cpu, bare_wall, _, bare_coordinator) = measure(round, false);
-        let (store_cpu, store_wall, writer_cpu, store_coordinator) = measure(round, true);
+        let (bare_cpu, bare_wall, _, bare_coordinator) = measure(false);
+        let (store_cpu, store_wall, writer_cpu, store_coordinator) = measure(true);
         println!(
             "   round {round}: no store {bare_cpu:.1} us/key CPU, {bare_wall:.2} s wall; \
              store {store_cpu:.1} us/key, {store_wall:.2} s; ratio CPU {:.2}, wall {:.2}; \
