@@ -26,13 +26,13 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Configured as the `dynhost` binary configures it for a run
-/// (`host/src/main.rs`: freed memory goes back to the OS at once; option 15
-/// is mimalloc 3.x's `mi_option_purge_delay`).
+/// Configured as the `dynhost` binary configures it (`host/src/main.rs`:
+/// blocks over 64 MiB are mapped for themselves and unmapped when freed;
+/// option 45 is mimalloc 3.x's `mi_option_arena_max_object_size`, in KiB).
 #[expect(unsafe_code, reason = "mi_option_set only stores an option value")]
 fn configure_allocator() {
     // SAFETY: an option index mimalloc defines and a value it documents.
-    unsafe { libmimalloc_sys::mi_option_set(15, 0) };
+    unsafe { libmimalloc_sys::mi_option_set(45, 64 << 10) };
 }
 
 mod bare {

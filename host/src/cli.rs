@@ -736,7 +736,6 @@ fn execute(
         plan,
     )?;
     let components = dynhost::load_components_with(&runtime, plan, &mut say_compiling)?;
-    let _purge = crate::return_freed_memory_at_once();
     let run = &RunRecord {
         plan: dynhost::plan::lock::lock(plan, &components).to_json(),
         ..run.clone()

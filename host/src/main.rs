@@ -13,52 +13,38 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_purge_delay` in mimalloc 3.x's `mi_option_e` (the crate
-/// exports no constant for it in 3.x).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+/// `mi_option_arena_max_object_size` in mimalloc 3.x's `mi_option_e` (the
+/// crate exports no constant for it in 3.x); its value is in KiB.
+const MI_OPTION_ARENA_MAX_OBJECT_SIZE: libmimalloc_sys::mi_option_t = 45;
 
-/// Until the guard is dropped, freed memory goes back to the OS at once, not
-/// a second (ten seconds for its arenas) later. Held while a run runs,
-/// after its components are loaded: a large run frees big buffers just
-/// before it needs as much again elsewhere (a collect's packed input is
-/// freed as the guest builds its own copy of it; an emitter's bookkeeping
-/// as its keys' steps start), and delayed, both were resident at once: a
-/// 10,000,000-key fan-out and collect peaked at 2.44 GB, 1.98 GB with this,
-/// at no cost in speed the benchmarks could see. Compiling is another
-/// matter: Cranelift and Winch free and reallocate all the time, and an
-/// immediate purge cost a Python component's baseline compile ~15% more
-/// CPU, so the delay is back when the run ends (`run --watch` compiles
-/// again) (README, issue 15 goal 7).
-pub(crate) fn return_freed_memory_at_once() -> PurgeAtOnce {
-    let before = purge_delay(0);
-    PurgeAtOnce(before)
-}
+/// Blocks larger than this (64 MiB) are mapped from the OS for themselves.
+const LARGEST_ARENA_BLOCK_KIB: std::ffi::c_long = 64 << 10;
 
-/// See [`return_freed_memory_at_once`]; restores the delay it replaced.
-pub(crate) struct PurgeAtOnce(std::ffi::c_long);
-
-impl Drop for PurgeAtOnce {
-    fn drop(&mut self) {
-        purge_delay(self.0);
-    }
-}
-
-/// Sets mimalloc's purge delay (milliseconds; 0: at once); returns the old one.
-#[expect(
-    unsafe_code,
-    reason = "mi_option_get/set only read and store an option value"
-)]
-fn purge_delay(millis: std::ffi::c_long) -> std::ffi::c_long {
-    // SAFETY: an option index mimalloc defines and values it documents; no
+/// Large blocks go back to the OS the moment they are freed; small ones are
+/// kept for reuse as mimalloc does by default (its purge delay, 10 ms).
+///
+/// A large run frees big buffers just before it needs as much again
+/// elsewhere (a collect's packed input is freed as the guest builds its own
+/// copy of it; an emitter's bookkeeping as its keys' steps start). Kept for
+/// the purge delay, both were resident at once: a 10,000,000-key fan-out
+/// and collect peaked at 2.44 GB (2.30 GB with a 100 ms delay). Mapped for
+/// themselves, such blocks are unmapped at `free`: 1.95 GB. The earlier way
+/// to that peak, a purge delay of 0 while a run ran, also returned every
+/// freed 64 KiB page at once: the next allocation faulted fresh, zeroed
+/// pages in, and each purge flushed the TLBs of every thread. That cost a
+/// recorded run's coordinator ~0.7 us per key and a baseline compile of a
+/// Python op ~15% more CPU (README, issue 15 goals 4 and 7).
+#[expect(unsafe_code, reason = "mi_option_set only stores an option value")]
+fn return_large_blocks_at_once() {
+    // SAFETY: an option index mimalloc defines and a value it documents; no
     // memory is touched.
     unsafe {
-        let before = libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY);
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, millis);
-        before
+        libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_MAX_OBJECT_SIZE, LARGEST_ARENA_BLOCK_KIB);
     }
 }
 
 fn main() -> ExitCode {
+    return_large_blocks_at_once();
     let cli = cli::Cli::parse();
     match cli::run(cli) {
         Ok(code) => code,
@@ -102,36 +88,41 @@ mod tests {
         kib * 1024
     }
 
+    /// Touches every page of `buffer`, checks the sum, and returns the
+    /// resident memory while it is held.
+    fn held_rss(buffer: &[u8]) -> u64 {
+        let pages = buffer
+            .iter()
+            .step_by(4096)
+            .map(|&b| u64::from(b))
+            .sum::<u64>();
+        assert_eq!(pages, buffer.len().div_ceil(4096) as u64);
+        rss_bytes()
+    }
+
     #[test]
-    fn freed_memory_goes_back_to_the_os_at_once() {
-        let purge = super::return_freed_memory_at_once();
+    fn large_blocks_go_back_to_the_os_at_once_small_ones_are_reused() {
+        super::return_large_blocks_at_once();
         let size = 256 << 20;
         let buffer = vec![1u8; size];
-        let held = rss_bytes();
-        assert_eq!(
-            buffer
-                .iter()
-                .step_by(4096)
-                .map(|&b| u64::from(b))
-                .sum::<u64>(),
-            (size / 4096) as u64
-        );
+        let held = held_rss(&buffer);
         drop(buffer);
         let after = rss_bytes();
         assert!(
             held.saturating_sub(after) > 200 << 20,
-            "RSS {held} -> {after} bytes after freeing 256 MiB"
+            "RSS {held} -> {after} bytes after freeing a 256 MiB block"
         );
-        // Once the guard is gone, freed memory is kept a while again.
-        drop(purge);
-        let buffer = vec![2u8; size];
+        // 64 blocks of 1 MiB, freed: kept for reuse, not unmapped.
+        let small: Vec<Vec<u8>> = (0..64).map(|_| vec![1u8; 1 << 20]).collect();
+        small.iter().for_each(|b| {
+            held_rss(b);
+        });
         let held = rss_bytes();
-        assert_eq!(buffer[size - 1], 2);
-        drop(buffer);
+        drop(small);
         let after = rss_bytes();
         assert!(
-            held.saturating_sub(after) < 64 << 20,
-            "RSS {held} -> {after} bytes: purged at once after the guard was dropped"
+            held.saturating_sub(after) < 48 << 20,
+            "RSS {held} -> {after} bytes: small blocks were returned at once"
         );
     }
 }
