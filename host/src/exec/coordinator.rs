@@ -26,6 +26,18 @@ use std::time::{Duration, Instant};
 /// starve while the coordinator turns them all into steps.
 const EMIT_CHUNK: usize = 1024;
 
+/// Room an empty backlog keeps for the next fan-out; beyond it the ring is
+/// given back (a fan-out of millions leaves a large empty ring behind, ~48
+/// bytes a key, for the rest of the run).
+const BACKLOG_KEPT: usize = 1 << 16;
+
+/// Frees `backlog`'s ring once it is empty and larger than [`BACKLOG_KEPT`].
+fn release_if_drained<T>(backlog: &mut VecDeque<T>) {
+    if backlog.is_empty() && backlog.capacity() > BACKLOG_KEPT {
+        *backlog = VecDeque::new();
+    }
+}
+
 /// The longest wait between retries, however many there were.
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(3600);
 
@@ -528,10 +540,7 @@ impl<'p> Coordinator<'p> {
             };
             self.scheduler.map_item(item);
         }
-        // A fan-out of millions leaves a large empty ring behind.
-        if self.backlog.is_empty() && self.backlog.capacity() > 1 << 16 {
-            self.backlog = VecDeque::new();
-        }
+        release_if_drained(&mut self.backlog);
     }
 
     /// Adds an emitted item to the batch of its step that goes to the store;
@@ -665,4 +674,25 @@ fn add_stats(op: &mut OpSummary, s: &StepStats) {
     op.http_sent_bytes += s.http_sent_bytes;
     op.http_received_bytes += s.http_received_bytes;
     op.waited += s.waited;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drained_backlog_gives_a_large_ring_back_and_keeps_a_small_one() {
+        let mut large: VecDeque<u64> = (0..BACKLOG_KEPT as u64 * 2).collect();
+        release_if_drained(&mut large);
+        assert!(large.capacity() > BACKLOG_KEPT, "not drained yet: kept");
+        large.clear();
+        release_if_drained(&mut large);
+        assert_eq!(large.capacity(), 0, "a drained large ring is freed");
+
+        let mut small: VecDeque<u64> = (0..1000).collect();
+        small.clear();
+        let room = small.capacity();
+        release_if_drained(&mut small);
+        assert_eq!(small.capacity(), room, "a small ring is kept for reuse");
+    }
 }
