@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 const EMIT_CHUNK: usize = 1024;
 
 /// Room an empty backlog keeps for the next fan-out; beyond it the ring is
-/// given back (a fan-out of millions leaves a large empty ring behind, ~48
-/// bytes a key, for the rest of the run).
+/// given back (a fan-out of millions would otherwise keep its large empty
+/// ring for the rest of the run).
 const BACKLOG_KEPT: usize = 1 << 16;
 
 /// Frees `backlog`'s ring once it is empty and larger than [`BACKLOG_KEPT`].
