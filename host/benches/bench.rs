@@ -26,15 +26,6 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Configured as the `dynhost` binary configures it (`host/src/main.rs`:
-/// blocks over 64 MiB are mapped for themselves and unmapped when freed;
-/// option 45 is mimalloc 3.x's `mi_option_arena_max_object_size`, in KiB).
-#[expect(unsafe_code, reason = "mi_option_set only stores an option value")]
-fn configure_allocator() {
-    // SAFETY: an option index mimalloc defines and a value it documents.
-    unsafe { libmimalloc_sys::mi_option_set(45, 64 << 10) };
-}
-
 mod bare {
     // The trivial op is built against the first WIT (0.1.0).
     wasmtime::component::bindgen!({
@@ -54,7 +45,7 @@ mod bare_async {
 }
 
 fn main() {
-    configure_allocator();
+    dynhost::allocator::return_large_blocks_at_once();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")

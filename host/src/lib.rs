@@ -17,6 +17,7 @@
 //! - [`exec`]: scheduling and concurrency; the only module with threads.
 //! - [`report`]: the run's outcome as data. The library never prints.
 
+pub mod allocator;
 pub mod build;
 pub mod componentize;
 mod error;

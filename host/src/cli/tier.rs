@@ -30,15 +30,20 @@ pub(super) fn choose(
     let runtime = Runtime::new(&optimised)?;
     // Each file once: the template's three ops share one 19 MB component,
     // and each check reads and hashes it.
-    let mut components: Vec<&Path> = plan.ops.iter().map(|op| op.component.as_path()).collect();
-    components.sort();
-    components.dedup();
-    if components.iter().all(|c| runtime.is_cached(c)) {
+    if component_files(plan).iter().all(|c| runtime.is_cached(c)) {
         note!("--fast-compile: optimised code of every op is cached; running that");
         return Ok((runtime, optimised, None));
     }
     drop(runtime);
     Ok((Runtime::new(config)?, config.clone(), Some(optimised)))
+}
+
+/// The plan's component files, each once (ops may share one).
+fn component_files(plan: &Plan) -> Vec<&Path> {
+    let mut files: Vec<&Path> = plan.ops.iter().map(|op| op.component.as_path()).collect();
+    files.sort();
+    files.dedup();
+    files
 }
 
 /// Starts `dynhost tier-up` on the plan's components, detached: its own
@@ -47,9 +52,7 @@ pub(super) fn choose(
 /// start costs only the optimised code, so it is reported and ignored.
 pub(super) fn start_background(optimised: &RuntimeConfig, plan: &Plan) {
     use std::os::unix::process::CommandExt as _;
-    let mut components: Vec<&Path> = plan.ops.iter().map(|op| op.component.as_path()).collect();
-    components.sort();
-    components.dedup();
+    let components = component_files(plan);
     let started = std::env::current_exe()
         .map_err(anyhow::Error::from)
         .and_then(|exe| {
