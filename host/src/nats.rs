@@ -1184,19 +1184,29 @@ impl crate::runtime::EmitSink for PublishSink {
             metadata,
             &mut self.values,
         ) {
-            Ok(msg) => match self.tx.try_send(Outgoing::Item(msg)) {
-                Err(tokio::sync::mpsc::error::TrySendError::Full(event)) => {
-                    // The queue is full: wait for the publisher (this runs
-                    // on a blocking thread, never inside the async runtime).
-                    let started = std::time::Instant::now();
-                    let _ = self.tx.blocking_send(event);
-                    return started.elapsed();
-                }
-                Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
-            },
+            Ok(msg) => return send_or_wait(&self.tx, Outgoing::Item(msg)),
             Err(e) => tracing::error!("cannot send an item: {e}"),
         }
         std::time::Duration::ZERO
+    }
+}
+
+/// Queues `event` for the publisher; when the queue ([`EVENT_QUEUE`]) is
+/// full, waits for room and returns how long (the step's time limit is
+/// extended by it, as for a local worker's full channel). Runs on a
+/// blocking thread, never inside the async runtime. A closed queue (the
+/// publisher stopped) drops the event; the step's end then fails to send
+/// too, and the worker reports that.
+fn send_or_wait<T>(tx: &tokio::sync::mpsc::Sender<T>, event: T) -> std::time::Duration {
+    match tx.try_send(event) {
+        Err(tokio::sync::mpsc::error::TrySendError::Full(event)) => {
+            let started = std::time::Instant::now();
+            let _ = tx.blocking_send(event);
+            started.elapsed()
+        }
+        Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+            std::time::Duration::ZERO
+        }
     }
 }
 
@@ -1252,4 +1262,43 @@ async fn load_run(
         digests,
         events,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::send_or_wait;
+    use std::time::Duration;
+
+    /// A full queue holds the emitting step until the publisher takes an
+    /// event, and says how long it waited; nothing is dropped or queued
+    /// past the bound.
+    #[test]
+    fn a_full_event_queue_waits_for_the_publisher() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<u32>(2);
+        assert_eq!(send_or_wait(&tx, 1), Duration::ZERO);
+        assert_eq!(send_or_wait(&tx, 2), Duration::ZERO);
+        let publisher = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            // The third event is not queued past the bound meanwhile.
+            let queued = rx.len();
+            let got: Vec<u32> = (0..3).map(|_| rx.blocking_recv().unwrap()).collect();
+            (queued, got)
+        });
+        let waited = send_or_wait(&tx, 3);
+        assert!(
+            waited >= Duration::from_millis(150),
+            "waited only {waited:?} for room"
+        );
+        let (queued, got) = publisher.join().unwrap();
+        assert_eq!(queued, 2, "events queued past the bound");
+        assert_eq!(got, [1, 2, 3], "an event was lost or reordered");
+    }
+
+    /// A stopped publisher does not block the step.
+    #[test]
+    fn a_closed_event_queue_does_not_block() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<u32>(1);
+        drop(rx);
+        assert_eq!(send_or_wait(&tx, 1), Duration::ZERO);
+    }
 }

@@ -113,3 +113,42 @@ fn lower_priority() {
         libc::nice(10);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// A plan whose three ops share one file and a fourth has its own lists
+    /// two files: `--fast-compile` checks (reads and hashes) each once, and
+    /// the background compile is given each once.
+    #[test]
+    fn component_files_lists_each_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["shared.wasm", "own.wasm"] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        let job = dir.path().join("job.toml");
+        std::fs::write(
+            &job,
+            r#"name = "t"
+[ops.emit]
+component = "shared.wasm"
+dynamic = true
+[ops.work]
+component = "shared.wasm"
+inputs.v = { map = "emit" }
+[ops.all]
+component = "shared.wasm"
+inputs.vs = { collect = "work" }
+[ops.other]
+component = "own.wasm"
+"#,
+        )
+        .unwrap();
+        let plan = dynhost::load_plan(&job).unwrap();
+        assert_eq!(plan.ops.len(), 4);
+        let files: Vec<String> = super::component_files(&plan)
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(files, ["own.wasm", "shared.wasm"]);
+    }
+}
