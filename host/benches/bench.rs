@@ -45,7 +45,7 @@ mod bare_async {
 }
 
 fn main() {
-    dynhost::allocator::return_large_blocks_at_once();
+    dynhost::allocator::configure();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")

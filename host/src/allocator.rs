@@ -6,6 +6,9 @@
 /// crate exports no constant for it in 3.x); its value is in KiB.
 const MI_OPTION_ARENA_MAX_OBJECT_SIZE: libmimalloc_sys::mi_option_t = 45;
 
+/// `mi_option_allow_thp` in the same enum (two before the one above).
+const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
+
 /// Blocks larger than this (64 MiB) are mapped from the OS for themselves.
 const LARGEST_ARENA_BLOCK_KIB: std::ffi::c_long = 64 << 10;
 
@@ -24,10 +27,62 @@ const LARGEST_ARENA_BLOCK_KIB: std::ffi::c_long = 64 << 10;
 /// recorded run's coordinator ~0.7 us per key and a baseline compile of a
 /// Python op ~15% more CPU (README, issue 15 goals 4 and 7).
 #[expect(unsafe_code, reason = "mi_option_set only stores an option value")]
-pub fn return_large_blocks_at_once() {
+fn return_large_blocks_at_once() {
     // SAFETY: an option index mimalloc defines and a value it documents; no
     // memory is touched.
     unsafe {
         libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_MAX_OBJECT_SIZE, LARGEST_ARENA_BLOCK_KIB);
     }
+}
+
+/// No transparent huge pages for this process.
+///
+/// mimalloc asks for huge pages on its arenas (`MADV_HUGEPAGE`), so the
+/// first touch of any 2 MiB of them has the kernel zero all 2 MiB, and
+/// memory purged after its delay is zeroed again when touched. The
+/// coordinator touches a little of much memory (per-key records, growing
+/// tables): on the trivial fan-out that zeroing was ~40% of its time and
+/// it sat on the run's serial part (the emitter's items, the collect). Off:
+/// coordinator 2.1 → 0.9 µs/key, the trivial fan-out 1.32 → 1.19 times
+/// bare wasmtime (72 paired rounds; README, issue 15). The option stops
+/// new requests; `PR_SET_THP_DISABLE` also covers the arenas mimalloc made
+/// before `main` (and every other mapping of the process). Child processes
+/// inherit the flag; `dynhost build` gives it back to the user's build
+/// commands.
+#[expect(
+    unsafe_code,
+    reason = "mi_option_set stores an option value; prctl changes only this process's THP flag"
+)]
+fn no_transparent_huge_pages() {
+    // SAFETY: as above; neither touches memory. A kernel without the
+    // prctl returns an error, which changes nothing.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0);
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
+/// The allocator's settings for a run ([`return_large_blocks_at_once`],
+/// [`no_transparent_huge_pages`]): the `dynhost` binary and the benchmarks
+/// call this first thing in `main`.
+pub fn configure() {
+    return_large_blocks_at_once();
+    no_transparent_huge_pages();
+}
+
+/// Lets a child process (a user's build command) have transparent huge
+/// pages again: the flag [`configure`] sets is inherited across `exec`.
+/// For `CommandExt::pre_exec`: one system call, safe after `fork`. Never
+/// fails: a kernel that refuses leaves the child as it was, which is no
+/// reason not to build.
+pub fn allow_transparent_huge_pages_in_child() -> std::io::Result<()> {
+    #[expect(
+        unsafe_code,
+        reason = "prctl changes only the calling process's THP flag"
+    )]
+    // SAFETY: as above; async-signal-safe (a bare system call).
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0);
+    }
+    Ok(())
 }

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    dynhost::allocator::return_large_blocks_at_once();
+    dynhost::allocator::configure();
     let cli = cli::Cli::parse();
     match cli::run(cli) {
         Ok(code) => code,
@@ -43,19 +43,25 @@ fn closed_pipe(error: &anyhow::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    /// This process's resident memory, from `/proc/self/status`.
-    fn rss_bytes() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").expect("status");
-        let line = status
+    /// A size in bytes from the `field:` line of `/proc/self/<file>`
+    /// (which the kernel gives in KiB).
+    fn proc_bytes(file: &str, field: &str) -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/self/{file}")).expect(file);
+        let line = text
             .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .expect("VmRSS");
+            .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
+            .expect(field);
         let kib: u64 = line
             .split_whitespace()
             .nth(1)
             .and_then(|n| n.parse().ok())
             .expect("a number");
         kib * 1024
+    }
+
+    /// This process's resident memory.
+    fn rss_bytes() -> u64 {
+        proc_bytes("status", "VmRSS")
     }
 
     /// Reads every page of `buffer` (so all of it is resident) and checks it.
@@ -70,7 +76,7 @@ mod tests {
 
     #[test]
     fn large_blocks_go_back_to_the_os_at_once_small_ones_are_reused() {
-        dynhost::allocator::return_large_blocks_at_once();
+        dynhost::allocator::configure();
         let size = 256 << 20;
         let buffer = vec![1u8; size];
         touch(&buffer);
@@ -90,6 +96,33 @@ mod tests {
         assert!(
             held.saturating_sub(after) < 48 << 20,
             "RSS {held} -> {after} bytes: small blocks were returned at once"
+        );
+    }
+
+    /// This process's anonymous memory in transparent huge pages.
+    fn huge_page_bytes() -> u64 {
+        proc_bytes("smaps_rollup", "AnonHugePages")
+    }
+
+    /// Memory the allocator hands out after `configure` is faulted in by
+    /// 4 KiB pages, not 2 MiB ones zeroed whole. (mimalloc asks for huge
+    /// pages on its arenas: on a kernel whose THP setting is `madvise` or
+    /// `always` this fails without the setting; with THP `never` it holds
+    /// either way.)
+    #[test]
+    fn allocations_get_no_transparent_huge_pages() {
+        dynhost::allocator::configure();
+        let before = huge_page_bytes();
+        // Under the 64 MiB the arenas serve, in 1 MiB blocks as the
+        // coordinator's tables grow.
+        let blocks: Vec<Vec<u8>> = (0..48).map(|_| vec![1u8; 1 << 20]).collect();
+        blocks.iter().for_each(|b| touch(b));
+        let after = huge_page_bytes();
+        assert_eq!(
+            after.saturating_sub(before),
+            0,
+            "{} bytes of new huge pages",
+            after.saturating_sub(before)
         );
     }
 }

@@ -41,6 +41,37 @@ fn a_failing_build_is_a_bad_input_error() {
     );
 }
 
+/// dynhost turns transparent huge pages off for itself (its allocator's
+/// 2 MiB pages were zeroed whole for a few bytes each) but not for the
+/// user's build commands, which inherit the flag unless dynhost gives it
+/// back: the build records its own setting and dynhost's (its parent).
+#[test]
+fn builds_keep_transparent_huge_pages_that_dynhost_turns_off_for_itself() {
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    let Some(ours) = ours.lines().find(|l| l.starts_with("THP_enabled:")) else {
+        eprintln!("SKIPPED: this kernel does not report THP_enabled");
+        return;
+    };
+    let job = TestJob::new(
+        "name = \"thp\"\n[ops.a]\ncomponent = \"a.wasm\"\nbuild = \"grep THP_enabled /proc/$PPID/status > dynhost; grep THP_enabled /proc/self/status > own\"\n",
+    );
+    let out = dynhost(job.dir(), &["build", "job.toml"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let read = |name: &str| {
+        let text = std::fs::read_to_string(job.dir().join(name)).unwrap();
+        text.split_whitespace()
+            .last()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(read("dynhost"), "0", "dynhost kept transparent huge pages");
+    assert_eq!(
+        read("own"),
+        ours.split_whitespace().last().unwrap(),
+        "the build command did not get the caller's setting back"
+    );
+}
+
 /// Two builds at once take turns (one lock per user), so a run never loads
 /// a component another build is half-way through writing: each build here
 /// writes its start, waits, writes its end, and the two never interleave.
