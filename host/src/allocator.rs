@@ -47,20 +47,28 @@ fn return_large_blocks_at_once() {
 /// bare wasmtime (72 paired rounds; README, issue 15). The option stops
 /// new requests; `PR_SET_THP_DISABLE` also covers the arenas mimalloc made
 /// before `main` (and every other mapping of the process). Child processes
-/// inherit the flag; `dynhost build` gives it back to the user's build
-/// commands.
+/// inherit the flag; `dynhost build` gives the user's build commands the
+/// setting dynhost was started with.
 #[expect(
     unsafe_code,
-    reason = "mi_option_set stores an option value; prctl changes only this process's THP flag"
+    reason = "mi_option_set stores an option value; prctl reads or changes only this process's THP flag"
 )]
 fn no_transparent_huge_pages() {
     // SAFETY: as above; neither touches memory. A kernel without the
     // prctl returns an error, which changes nothing.
     unsafe {
+        // What dynhost was started with, for its children (once: a second
+        // call would read back its own setting).
+        STARTED_WITH_THP_DISABLED
+            .get_or_init(|| libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1);
         libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0);
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }
+
+/// Whether the process that started dynhost had transparent huge pages
+/// off already (`PR_GET_THP_DISABLE` before [`configure`] changed it).
+static STARTED_WITH_THP_DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 /// The allocator's settings for a run ([`return_large_blocks_at_once`],
 /// [`no_transparent_huge_pages`]): the `dynhost` binary and the benchmarks
@@ -70,19 +78,26 @@ pub fn configure() {
     no_transparent_huge_pages();
 }
 
-/// Lets a child process (a user's build command) have transparent huge
-/// pages again: the flag [`configure`] sets is inherited across `exec`.
-/// For `CommandExt::pre_exec`: one system call, safe after `fork`. Never
-/// fails: a kernel that refuses leaves the child as it was, which is no
-/// reason not to build.
-pub fn allow_transparent_huge_pages_in_child() -> std::io::Result<()> {
+/// Gives a child process (a user's build command) the transparent huge
+/// page setting dynhost was started with: the flag [`configure`] sets is
+/// inherited across `exec`. For `CommandExt::pre_exec`: one system call,
+/// safe after `fork`. Never fails: a kernel that refuses leaves the child
+/// as it was, which is no reason not to build.
+pub fn restore_transparent_huge_pages_in_child() -> std::io::Result<()> {
+    let disabled = STARTED_WITH_THP_DISABLED.get().copied().unwrap_or(false);
     #[expect(
         unsafe_code,
         reason = "prctl changes only the calling process's THP flag"
     )]
     // SAFETY: as above; async-signal-safe (a bare system call).
     unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_THP_DISABLE,
+            std::ffi::c_ulong::from(disabled),
+            0,
+            0,
+            0,
+        );
     }
     Ok(())
 }

@@ -55,7 +55,7 @@ pub fn build_components(
         if let Some(exe) = dynhost_exe {
             sh.env("DYNHOST", exe);
         }
-        allow_huge_pages(&mut sh);
+        restore_huge_pages(&mut sh);
         let status = sh
             .arg("-c")
             .arg(command)
@@ -74,17 +74,17 @@ pub fn build_components(
 }
 
 /// The user's build command runs as it would from their shell: with the
-/// transparent huge pages this process turned off for itself
-/// ([`crate::allocator::configure`]), a flag children inherit.
+/// transparent huge page setting dynhost was started with, not the one it
+/// set for itself ([`crate::allocator::configure`]), a flag children inherit.
 #[expect(
     unsafe_code,
     reason = "pre_exec runs one async-signal-safe system call in the child"
 )]
-fn allow_huge_pages(command: &mut Command) {
+fn restore_huge_pages(command: &mut Command) {
     use std::os::unix::process::CommandExt as _;
     // SAFETY: the hook only calls prctl, which is safe between fork and exec.
     unsafe {
-        command.pre_exec(crate::allocator::allow_transparent_huge_pages_in_child);
+        command.pre_exec(crate::allocator::restore_transparent_huge_pages_in_child);
     }
 }
 

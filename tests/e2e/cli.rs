@@ -42,21 +42,20 @@ fn a_failing_build_is_a_bad_input_error() {
 }
 
 /// dynhost turns transparent huge pages off for itself (its allocator's
-/// 2 MiB pages were zeroed whole for a few bytes each) but not for the
-/// user's build commands, which inherit the flag unless dynhost gives it
-/// back: the build records its own setting and dynhost's (its parent).
+/// 2 MiB pages were zeroed whole for a few bytes each) but gives the
+/// user's build commands, which inherit the flag, the setting dynhost was
+/// started with: the build records its own setting and dynhost's (its
+/// parent), once started with huge pages allowed and once without.
 #[test]
-fn builds_keep_transparent_huge_pages_that_dynhost_turns_off_for_itself() {
+fn builds_keep_the_transparent_huge_pages_setting_dynhost_was_started_with() {
     let ours = std::fs::read_to_string("/proc/self/status").unwrap();
-    let Some(ours) = ours.lines().find(|l| l.starts_with("THP_enabled:")) else {
+    if !ours.lines().any(|l| l.starts_with("THP_enabled:")) {
         eprintln!("SKIPPED: this kernel does not report THP_enabled");
         return;
-    };
+    }
     let job = TestJob::new(
         "name = \"thp\"\n[ops.a]\ncomponent = \"a.wasm\"\nbuild = \"grep THP_enabled /proc/$PPID/status > dynhost; grep THP_enabled /proc/self/status > own\"\n",
     );
-    let out = dynhost(job.dir(), &["build", "job.toml"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
     let read = |name: &str| {
         let text = std::fs::read_to_string(job.dir().join(name)).unwrap();
         text.split_whitespace()
@@ -64,12 +63,38 @@ fn builds_keep_transparent_huge_pages_that_dynhost_turns_off_for_itself() {
             .unwrap_or_default()
             .to_owned()
     };
-    assert_eq!(read("dynhost"), "0", "dynhost kept transparent huge pages");
-    assert_eq!(
-        read("own"),
-        ours.split_whitespace().last().unwrap(),
-        "the build command did not get the caller's setting back"
-    );
+    for started_with in ["1", "0"] {
+        let mut build = command(job.dir(), &["build", "job.toml"]);
+        set_thp_enabled(&mut build, started_with == "1");
+        let out = output(build);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert_eq!(read("dynhost"), "0", "dynhost kept transparent huge pages");
+        assert_eq!(
+            read("own"),
+            started_with,
+            "the build command did not get the setting dynhost was started with"
+        );
+    }
+}
+
+/// Starts `command` with transparent huge pages allowed or not.
+#[expect(
+    unsafe_code,
+    reason = "pre_exec runs one async-signal-safe system call in the child"
+)]
+fn set_thp_enabled(command: &mut std::process::Command, enabled: bool) {
+    use std::os::unix::process::CommandExt as _;
+    let disable = std::ffi::c_ulong::from(!enabled);
+    // SAFETY: prctl is a bare system call, safe between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_THP_DISABLE, disable, 0, 0, 0) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
 }
 
 /// Two builds at once take turns (one lock per user), so a run never loads

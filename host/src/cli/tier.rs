@@ -126,23 +126,16 @@ mod tests {
             std::fs::write(dir.path().join(name), b"").unwrap();
         }
         let job = dir.path().join("job.toml");
-        std::fs::write(
-            &job,
-            r#"name = "t"
-[ops.emit]
-component = "shared.wasm"
-dynamic = true
-[ops.work]
-component = "shared.wasm"
-inputs.v = { map = "emit" }
-[ops.all]
-component = "shared.wasm"
-inputs.vs = { collect = "work" }
-[ops.other]
-component = "own.wasm"
-"#,
-        )
-        .unwrap();
+        let mut toml = String::from("name = \"t\"\n");
+        for (op, file) in [
+            ("a", "shared"),
+            ("b", "shared"),
+            ("c", "shared"),
+            ("d", "own"),
+        ] {
+            toml.push_str(&format!("[ops.{op}]\ncomponent = \"{file}.wasm\"\n"));
+        }
+        std::fs::write(&job, toml).unwrap();
         let plan = dynhost::load_plan(&job).unwrap();
         assert_eq!(plan.ops.len(), 4);
         let files: Vec<String> = super::component_files(&plan)
