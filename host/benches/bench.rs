@@ -186,6 +186,9 @@ fn store_cost(trivial: &Path, n: u64) {
         let cpu = cpu_time() - cpu;
         assert!(result.report.is_success());
         assert!(result.store_error.is_none(), "{:?}", result.store_error);
+        // Reading every step back, twice: the first read writes the run's
+        // packed steps as rows (a cost moved out of the run, not removed).
+        let mut reads = None;
         if let Some(store) = &result.store {
             let run = store.run(&options().run_id).unwrap();
             assert_eq!(
@@ -193,22 +196,36 @@ fn store_cost(trivial: &Path, n: u64) {
                 n + 2,
                 "every step recorded under the run begun"
             );
+            let read = || {
+                let start = Instant::now();
+                assert_eq!(store.steps(&options().run_id).unwrap().len() as u64, n + 2);
+                start.elapsed().as_secs_f64()
+            };
+            reads = Some((read(), read()));
         }
         let writer = result.recorder.and_then(|r| r.cpu).map_or(0.0, per);
-        (per(cpu), wall.as_secs_f64(), writer, per(coordinator))
+        (
+            per(cpu),
+            wall.as_secs_f64(),
+            writer,
+            per(coordinator),
+            reads,
+        )
     };
     println!("\n10. recording, N = {n}, {ROUNDS} rounds of no store then store (fresh store file)");
     let mut cpu_ratios = Vec::new();
     let mut wall_ratios = Vec::new();
     let mut writer_shares = Vec::new();
     for round in 1..=ROUNDS {
-        let (bare_cpu, bare_wall, _, bare_coordinator) = measure(false);
-        let (store_cpu, store_wall, writer_cpu, store_coordinator) = measure(true);
+        let (bare_cpu, bare_wall, _, bare_coordinator, _) = measure(false);
+        let (store_cpu, store_wall, writer_cpu, store_coordinator, reads) = measure(true);
+        let (first_read, second_read) = reads.unwrap_or_default();
         println!(
             "   round {round}: no store {bare_cpu:.1} us/key CPU, {bare_wall:.2} s wall; \
              store {store_cpu:.1} us/key, {store_wall:.2} s; ratio CPU {:.2}, wall {:.2}; \
              writer thread {writer_cpu:.1} us/key, coordinator {bare_coordinator:.1} -> \
-             {store_coordinator:.1}",
+             {store_coordinator:.1}; after the run, reading every step: first {first_read:.2} s \
+             (unpacks packed steps), again {second_read:.2} s",
             store_cpu / bare_cpu,
             store_wall / bare_wall
         );

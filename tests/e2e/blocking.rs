@@ -136,9 +136,7 @@ fn succeeded_rows(job: &TestJob, op: &str, min: u64, within: Duration) -> u64 {
     let deadline = std::time::Instant::now() + within;
     let mut rows = 0;
     while std::time::Instant::now() < deadline {
-        if let Ok(conn) =
-            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        {
+        if let Some(conn) = crate::support::try_store_sql(&db) {
             rows = conn
                 .query_row(
                     "SELECT count(*) FROM steps WHERE op = ?1 AND status = 'succeeded'",

@@ -449,3 +449,51 @@ fn show_prints_small_and_large_inputs_whole() {
     assert!(large.stdout.contains(&long), "{}", large.stdout);
     assert!(!large.stdout.contains("sha256 ?"), "{}", large.stdout);
 }
+
+/// Issue 15, goal 4: a new run's plain successes are recorded packed (no
+/// `steps` row each while it runs); the first `show` writes them out as
+/// rows, and every value reads back, in emission order.
+#[test]
+fn packed_steps_of_a_run_read_back_whole_through_show() {
+    let trivial = crate::support::guest("trivial").display().to_string();
+    let job = TestJob::new(&format!(
+        r#"name = "packed"
+[defaults]
+max_emits = 300
+[ops.emit]
+component = "{trivial}"
+dynamic = true
+config = {{ emit = 300 }}
+[ops.work]
+component = "{trivial}"
+inputs.v = {{ map = "emit" }}
+"#
+    ));
+    job.run(&[]).assert_code(0);
+    let db = job.dir().join(".dynhost/runs.db");
+    let count = |sql: &str| -> i64 {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    };
+    assert!(
+        count("SELECT count(*) FROM step_packs") >= 3,
+        "300 plain steps recorded in packs"
+    );
+    let rows_before = count("SELECT count(*) FROM steps WHERE op = 'work'");
+    assert!(rows_before < 300, "{rows_before} rows before any read");
+
+    let show = crate::support::dynhost(job.dir(), &["show", "latest", "work"]);
+    show.assert_code(0);
+    assert_eq!(
+        order_of_keys(&show.stdout),
+        (0..300).collect::<Vec<u32>>(),
+        "{}",
+        show.stdout
+    );
+    // The trivial op returns its input: the emitter's value `i` for `k{i}`.
+    assert!(show.stdout.contains("work[k299] = 299"), "{}", show.stdout);
+    assert_eq!(count("SELECT count(*) FROM step_packs"), 0);
+    assert_eq!(count("SELECT count(*) FROM steps WHERE op = 'work'"), 300);
+    let runs = crate::support::dynhost(job.dir(), &["runs"]);
+    assert!(runs.stdout.contains(" 301 "), "{}", runs.stdout);
+}

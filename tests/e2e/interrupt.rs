@@ -171,11 +171,7 @@ fn a_kill_loses_at_most_a_moment_of_finished_work() {
         finished.len()
     );
 
-    let conn = rusqlite::Connection::open_with_flags(
-        job.dir().join(".dynhost/runs.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    let conn = crate::support::store_sql(&job.dir().join(".dynhost/runs.db"));
     let mut query = conn
         .prepare("SELECT keys FROM steps WHERE op = 'work' AND status = 'succeeded'")
         .unwrap();

@@ -159,7 +159,7 @@ inputs.s = {{ collect = "work.size" }}
 /// What a run recorded: (op, keys) of every success, the steps' rows and
 /// the earlier rows a resume replaced.
 fn succeeded_attempts(job: &TestJob) -> Vec<(String, String)> {
-    let conn = rusqlite::Connection::open(job.dir().join(".dynhost/runs.db")).unwrap();
+    let conn = crate::support::store_sql(&job.dir().join(".dynhost/runs.db"));
     let mut stmt = conn
         .prepare(
             "SELECT op, keys FROM steps WHERE status = 'succeeded' UNION ALL

@@ -35,7 +35,7 @@ inputs.vs = {{ collect = "work" }}
 
 /// (op, status) of every step a run recorded.
 fn recorded(job: &TestJob) -> Vec<(String, String)> {
-    let conn = rusqlite::Connection::open(job.dir().join(".dynhost/runs.db")).unwrap();
+    let conn = crate::support::store_sql(&job.dir().join(".dynhost/runs.db"));
     let mut stmt = conn
         .prepare("SELECT op, status FROM steps ORDER BY op, keys")
         .unwrap();

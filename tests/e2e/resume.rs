@@ -213,7 +213,7 @@ fn resume_after_sigkill_finishes_with_every_key_succeeded_exactly_once() {
     let db = job.dir().join(".dynhost/runs.db");
     let deadline = Instant::now() + Duration::from_secs(60);
     let succeeded = || -> i64 {
-        let Ok(conn) = rusqlite::Connection::open(&db) else {
+        let Some(conn) = crate::support::try_store_sql(&db) else {
             return 0;
         };
         conn.query_row(
@@ -241,6 +241,7 @@ fn resume_after_sigkill_finishes_with_every_key_succeeded_exactly_once() {
     let resumed = dynhost(job.dir(), &["resume", &run, "--json"]);
     resumed.assert_code(0);
     assert_eq!(resumed.output("all"), clean_result(&text));
+    let conn = crate::support::store_sql(&db);
     let mut per_step = conn
         .prepare(
             "SELECT op, keys, count(*) FROM (SELECT op, keys, status FROM steps UNION ALL

@@ -398,3 +398,23 @@ pub fn wait_within(
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
+
+/// The run store at `db` for SQL, every packed step first written out as
+/// its `steps` row (a new run packs its plain successes until something
+/// reads them); `None` while the file is not there or cannot be unpacked
+/// yet (a run holding the write lock).
+pub fn try_store_sql(db: &Path) -> Option<rusqlite::Connection> {
+    if !db.exists() {
+        return None;
+    }
+    dynhost::store::SqliteStore::open(db)
+        .ok()?
+        .unpack_all()
+        .ok()?;
+    rusqlite::Connection::open(db).ok()
+}
+
+/// [`try_store_sql`] for a store that must be there.
+pub fn store_sql(db: &Path) -> rusqlite::Connection {
+    try_store_sql(db).unwrap_or_else(|| panic!("cannot open or unpack {}", db.display()))
+}

@@ -1,4 +1,4 @@
--- dynhost run store, schema version 12 (3 added `runs.owner`: `pid:start`
+-- dynhost run store, schema version 13 (3 added `runs.owner`: `pid:start`
 -- of the process working on a running run, so a dead one shows as interrupted;
 -- 4 added `runs.resumed_at` and `runs.active_secs`, the run's running time
 -- summed over resumes, and `steps.tolerated`, set on failed or skipped steps
@@ -8,7 +8,7 @@
 -- for the web viewer; 10 added `steps.services`; 11 added `steps.memoized`
 -- and indexes memo keys of those steps only; 12 added `op_inputs` and
 -- `steps.input_heads`, and writes `input_hash` and `memo_key` as 32-byte
--- blobs, hex text before). Keys are JSON arrays of mapping keys
+-- blobs, hex text before; 13 added `step_packs`). Keys are JSON arrays of mapping keys
 -- (outermost first, `[]` outside any map). Values of up to 64 bytes are kept
 -- inline (`steps.output`, `items.value`; the hash column is then NULL or '');
 -- larger ones live once in `blobs`, addressed by their SHA-256. Version 1
@@ -82,6 +82,21 @@ CREATE TABLE IF NOT EXISTS op_inputs (
     heads  TEXT NOT NULL,
     UNIQUE (run_id, op, heads)
 );
+
+-- Schema 13: plain successes of a new run, many to a row (postcard-encoded
+-- columns of each, see `store/sqlite/pack.rs`), until the first read of
+-- the run writes them as `steps` rows and drops the pack. A `steps` row cost
+-- SQLite ~2.3 µs to insert, most of what recording a trivial step cost;
+-- readers that must not wait for that (a resume's start) read packs as they
+-- are. Rowid order is write order: appending costs no B-tree search.
+CREATE TABLE IF NOT EXISTS step_packs (
+    id          INTEGER PRIMARY KEY,
+    run_id      TEXT NOT NULL,
+    op          TEXT NOT NULL,
+    finished_at REAL NOT NULL,
+    steps       BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS step_packs_run ON step_packs (run_id);
 
 -- Earlier outcomes of steps recorded again (a resume rerunning a failed
 -- step): the `steps` row each replaced. With `steps` this is every recorded

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// The schema this build writes. Older versions are upgraded in place; a
 /// newer one is refused (it was written by a newer dynhost).
-const SCHEMA_VERSION: u32 = 12;
+const SCHEMA_VERSION: u32 = 13;
 
 /// `MIGRATIONS[i]` upgrades a store of version `i + 1` to `i + 2`; the last
 /// one reaches [`SCHEMA_VERSION`].
@@ -62,6 +62,9 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize - 1] = [
     // Hashes are written as 32-byte blobs from here on (a TEXT column
     // keeps a blob as it is; rows written before keep their hex text).
     "ALTER TABLE steps ADD COLUMN input_heads INTEGER;",
+    // 13: `step_packs` (from schema.sql). A store of this version is refused
+    // by older builds, which would not see packed steps.
+    "",
 ];
 
 /// Values up to this size are stored in their row rather than in `blobs`: a
@@ -249,6 +252,55 @@ impl SqliteStore {
             .map(|_| ())
     }
 
+    /// Writes `run_id`'s packed steps (see [`pack`]) as `steps` rows, so a
+    /// query of `steps` sees every step of the run. Each reader of `steps`
+    /// calls this first; it costs one index probe once a run has none.
+    ///
+    /// A few packs per transaction: the viewer reads runs while they run,
+    /// and the run's recorder must not wait long for the write lock (it
+    /// gives up after [`BUSY_TIMEOUT`]); each pack still becomes its rows
+    /// at once. Only packs there when this starts: a read of a running run
+    /// never chases its recorder.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file (for example when another
+    /// process holds the write lock too long).
+    pub fn unpack(&self, run_id: &str) -> Result<(), StoreError> {
+        const PACKS_PER_COMMIT: usize = 64;
+        let Some(last) = pack::last_pack(&self.conn, run_id).map_err(|e| self.error(&e))? else {
+            return Ok(());
+        };
+        let write = || -> rusqlite::Result<usize> {
+            let tx = rusqlite::Transaction::new_unchecked(
+                &self.conn,
+                rusqlite::TransactionBehavior::Immediate,
+            )?;
+            let unpacked = pack::unpack(&tx, run_id, (Some(PACKS_PER_COMMIT), last))?;
+            tx.commit()?;
+            Ok(unpacked)
+        };
+        while write().map_err(|e| self.error(&e))? == PACKS_PER_COMMIT {}
+        Ok(())
+    }
+
+    /// [`Self::unpack`] for every run: what a tool reading the file with SQL
+    /// (not through this type) calls first.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    pub fn unpack_all(&self) -> Result<(), StoreError> {
+        let runs = || -> rusqlite::Result<Vec<String>> {
+            self.conn
+                .prepare("SELECT DISTINCT run_id FROM step_packs")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        };
+        for run in runs().map_err(|e| self.error(&e))? {
+            self.unpack(&run)?;
+        }
+        Ok(())
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -315,6 +367,15 @@ impl SqliteStore {
         .collect()
     }
 }
+
+/// A stored success as [`RunStore::successes`] reads it: op, keys, input
+/// hash and memo key, value, "no value" and metadata.
+type SuccessRow = (
+    String,
+    String,
+    (Option<Digest>, Option<Digest>),
+    (Vec<u8>, bool, Option<String>),
+);
 
 /// The columns [`step_row`] reads, from `steps s LEFT JOIN blobs b`;
 /// without the captured output (empty strings) unless `logs`, for pages
@@ -534,6 +595,11 @@ impl RunStore for SqliteStore {
             }
         }
         let fresh = self.fresh_runs.iter().any(|r| r == run_id);
+        // A run recorded into again (a resume) first gets its packed steps
+        // as rows, so a step run again replaces its row as any other.
+        if !fresh {
+            pack::unpack(&tx, run_id, (None, i64::MAX)).map_err(|e| classify(&path, &e))?;
+        }
         let mut writer = write::Writer::new(&tx, run_id, now, fresh);
         for write in writes {
             match write {
@@ -637,6 +703,7 @@ impl RunStore for SqliteStore {
     }
 
     fn steps(&self, run_id: &str) -> Result<Vec<StepRow>, StoreError> {
+        self.unpack(run_id)?;
         let query = || -> rusqlite::Result<Vec<StepRow>> {
             let mut stmt = self.conn.prepare(&format!(
                 "SELECT {} FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
@@ -655,12 +722,6 @@ impl RunStore for SqliteStore {
                  FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
                  WHERE s.run_id = ?1 AND s.status = 'succeeded' AND coalesce(s.output, b.bytes) IS NOT NULL",
             )?;
-            type Row = (
-                String,
-                String,
-                (Option<Digest>, Option<Digest>),
-                (Vec<u8>, bool, Option<String>),
-            );
             let rows = stmt
                 .query_map([run_id], |r| {
                     Ok((
@@ -670,7 +731,14 @@ impl RunStore for SqliteStore {
                         (r.get::<_, Vec<u8>>(4)?, r.get(5)?, r.get(6)?),
                     ))
                 })?
-                .collect::<rusqlite::Result<Vec<Row>>>()?;
+                .collect::<rusqlite::Result<Vec<SuccessRow>>>()?;
+            // Packed steps are read as they are (unpacking 100,000 would
+            // delay the resume's first step by a quarter of a second); they
+            // go first, so a row of the same step, newer, wins.
+            let rows = pack::successes(&self.conn, run_id)?
+                .into_iter()
+                .chain(rows)
+                .collect::<Vec<SuccessRow>>();
             // Every item and named output of the run in one pass each
             // (not two queries per step: a 100,000-step resume spent
             // seconds in them before its first step ran).
@@ -758,6 +826,7 @@ impl RunStore for SqliteStore {
 }
 
 pub(crate) mod browse;
+mod pack;
 pub(crate) mod read;
 mod write;
 

@@ -80,6 +80,7 @@ impl SqliteStore {
         filter: &StepFilter,
         limit: usize,
     ) -> Result<StepPage, StoreError> {
+        self.unpack(run_id)?;
         // Four shapes, each reading one bounded index range (no index is
         // kept on `steps` for this: the emission order is the `items` table's
         // own key, so recording a step costs nothing more):
@@ -227,6 +228,7 @@ impl SqliteStore {
         op: &str,
         keys: &[String],
     ) -> Result<Option<StepRow>, StoreError> {
+        self.unpack(run_id)?;
         let query = || -> rusqlite::Result<Option<StepRow>> {
             self.conn
                 .prepare_cached(&format!(

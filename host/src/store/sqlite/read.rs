@@ -28,6 +28,7 @@ impl SqliteStore {
     /// # Errors
     /// A [`StoreError`] naming the store file.
     pub fn op_values(&self, run_id: &str, op: &str) -> Result<Vec<StepValue>, StoreError> {
+        self.unpack(run_id)?;
         let query = || -> rusqlite::Result<Vec<StepValue>> {
             let mut stmt = self.conn.prepare(
                 "SELECT s.keys, s.status, coalesce(s.output, b.bytes), s.failure_kind, s.failure_message
@@ -158,6 +159,7 @@ impl SqliteStore {
         op: &str,
         keys: &[String],
     ) -> Result<Option<Arc<[u8]>>, StoreError> {
+        self.unpack(run_id)?;
         self.conn
             .query_row(
                 "SELECT coalesce(s.output, b.bytes) FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash

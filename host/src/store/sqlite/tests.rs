@@ -119,8 +119,14 @@ fn blob_count(store: &SqliteStore) -> i64 {
     one(store, "SELECT count(*) FROM blobs")
 }
 
-/// The first column of the one row `sql` returns.
+/// The first column of the one row `sql` returns, packed steps unpacked first.
 fn one<T: rusqlite::types::FromSql>(store: &SqliteStore, sql: &str) -> T {
+    store.unpack_all().unwrap();
+    raw(store, sql)
+}
+
+/// [`one`] as the file holds it now (packs left as they are).
+fn raw<T: rusqlite::types::FromSql>(store: &SqliteStore, sql: &str) -> T {
     store.conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
@@ -868,6 +874,7 @@ fn a_plain_steps_row_matches_the_full_inserts() {
     store
         .record("r1", &[step("k1", ""), step("k2", "out")])
         .unwrap();
+    store.unpack_all().unwrap();
     let row = |key: &str| -> Vec<rusqlite::types::Value> {
         store
             .conn
@@ -889,12 +896,24 @@ fn a_plain_steps_row_matches_the_full_inserts() {
     );
 }
 
-/// Plain steps go in several rows per statement; a group holding a step
-/// recorded before falls back to one by one, that step replacing its row
-/// and the rest inserted, with the counts right.
+/// Plain steps go in several rows per statement (a resumed run) or many to
+/// a pack (a new run); a step recorded again replaces its row (in a group,
+/// which falls back to one by one; or when its packs are unpacked), the rest
+/// all recorded, with the counts right either way.
 #[test]
 fn plain_steps_in_groups_are_all_recorded_and_a_repeat_replaces_its_row() {
-    let (_dir, mut store) = new_run();
+    for resumed in [true, false] {
+        plain_steps_recorded_twice(resumed);
+    }
+}
+
+fn plain_steps_recorded_twice(resumed: bool) {
+    let (dir, mut store) = new_run();
+    if resumed {
+        // Another handle recording into an existing run: rows at once.
+        store = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
+        begin(&mut store, "r1");
+    }
     let plain = |key: String, status: StepStatus| {
         let mut r = record("a", &key, status);
         r.items = vec![];
@@ -907,8 +926,10 @@ fn plain_steps_in_groups_are_all_recorded_and_a_repeat_replaces_its_row() {
         .map(|i| plain(format!("k{i}"), StepStatus::Succeeded))
         .collect();
     store.record("r1", &first).unwrap();
-    let count = |store: &SqliteStore, sql: &str| one::<i64>(store, sql);
-    assert_eq!(count(&store, "SELECT count(*) FROM steps"), 19);
+    let count = |store: &SqliteStore, sql: &str| raw::<i64>(store, sql);
+    let (rows, packs) = if resumed { (19, 0) } else { (0, 1) };
+    assert_eq!(count(&store, "SELECT count(*) FROM steps"), rows);
+    assert_eq!(count(&store, "SELECT count(*) FROM step_packs"), packs);
     // A group of 8 with `k3` again (say, the same step recorded anew).
     let again: Vec<Write> = (16..24)
         .map(|i| {
@@ -917,6 +938,8 @@ fn plain_steps_in_groups_are_all_recorded_and_a_repeat_replaces_its_row() {
         })
         .collect();
     store.record("r1", &again).unwrap();
+    store.unpack("r1").unwrap();
+    assert_eq!(count(&store, "SELECT count(*) FROM step_packs"), 0);
     assert_eq!(count(&store, "SELECT count(*) FROM steps"), 26);
     assert_eq!(count(&store, "SELECT count(*) FROM attempts"), 1);
     assert_eq!(
@@ -929,4 +952,212 @@ fn plain_steps_in_groups_are_all_recorded_and_a_repeat_replaces_its_row() {
     );
     store.finish_run("r1", RunStatus::Succeeded).unwrap();
     assert_eq!(store.runs().unwrap()[0].succeeded, 26);
+}
+
+/// A plain success of op `a` at position `i` (key `k{i}`), as a map step
+/// that streamed no items records it.
+fn plain_success(i: usize) -> StepRecord {
+    let mut r = record("a", &format!("k{i}"), StepStatus::Succeeded);
+    r.items = vec![];
+    r.items_streamed = true;
+    r.emitted_items = 0;
+    r.emitted_bytes = 0;
+    r.position = Some(i as u32);
+    r.input_hash = Some(Digest([i as u8; 32]));
+    r.memo_key = Some(Digest([9; 32]));
+    r.inputs = Some(summary(r#"[{"name":"v"}]"#, r#"[{"hex":"01"}]"#));
+    r.output = Some(Arc::from(format!("v{i}").as_bytes()));
+    r.wall_secs = 0.5 + i as f64;
+    r
+}
+
+fn writes(steps: impl IntoIterator<Item = StepRecord>) -> Vec<Write> {
+    steps
+        .into_iter()
+        .map(|s| Write::Step(Box::new(s)))
+        .collect()
+}
+
+/// A new run's plain successes go [`pack::PACK_STEPS`] to a `step_packs`
+/// row, no `steps` row while it runs (counted all the same); the first read
+/// writes each as exactly the row a resumed run writes for it, and drops
+/// the packs.
+#[test]
+fn plain_successes_of_a_new_run_are_packed_until_read_and_unpack_to_the_same_rows() {
+    let n = pack::PACK_STEPS + 3;
+    let (dir, mut store) = new_run();
+    store
+        .record("r1", &writes((0..n).map(plain_success)))
+        .unwrap();
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM steps"), 0);
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 2);
+    assert_eq!(store.run("r1").unwrap().succeeded, n as u64);
+    // The same steps recorded into a run this handle did not create: rows.
+    begin(&mut store, "r2");
+    let mut other = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
+    begin(&mut other, "r2");
+    other
+        .record("r2", &writes((0..n).map(plain_success)))
+        .unwrap();
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM steps"), n as i64);
+
+    let read = store.steps("r1").unwrap();
+    assert_eq!(read.len(), n, "every step read back");
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 0);
+    let columns = "op, keys, status, attempts, wall_secs, failure_kind, failure_message,
+        peak_memory_bytes, emitted_items, emitted_bytes, fuel_used, input_hash, inputs, output_hash,
+        output, memo_key, stdout, stderr, log, tolerated, metadata, no_value, position, services,
+        memoized, (SELECT heads FROM op_inputs h WHERE h.id = input_heads)";
+    let rows = |run: &str| -> Vec<Vec<rusqlite::types::Value>> {
+        let sql = format!("SELECT {columns} FROM steps WHERE run_id = ?1 ORDER BY keys");
+        let mut stmt = store.conn.prepare(&sql).unwrap();
+        stmt.query_map([run], |r| (0..26).map(|i| r.get(i)).collect())
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    let (r1, r2) = (rows("r1"), rows("r2"));
+    assert_eq!(r1.len(), n);
+    for (a, b) in r1.iter().zip(&r2) {
+        assert!(a == b, "unpacked {a:?}\nas a row {b:?}");
+    }
+    let k5 = read.iter().find(|s| s.keys == ["k5"]).unwrap();
+    assert_eq!((k5.wall_secs, k5.output_bytes), (5.5, Some(2)));
+    assert_eq!(
+        store
+            .step_output("r1", "a", &["k7".into()])
+            .unwrap()
+            .as_deref(),
+        Some(&b"v7"[..])
+    );
+    assert_eq!(
+        store.run("r1").unwrap().succeeded,
+        n as u64,
+        "the counts stay"
+    );
+}
+
+/// A resume reads packed successes as they are (their values and hashes,
+/// the packs left in place); recording into the run again first writes
+/// them as rows, so a rerun step replaces its row as any other.
+#[test]
+fn a_resume_reads_packed_successes_and_a_rerun_replaces_its_packed_row() {
+    let (dir, mut store) = new_run();
+    store
+        .record("r1", &writes((0..10).map(plain_success)))
+        .unwrap();
+    let mut prior = store.successes("r1").unwrap();
+    prior.sort_by_key(|p| p.keys.clone());
+    assert_eq!(prior.len(), 10);
+    let k3 = prior.iter().find(|p| p.keys == ["k3"]).unwrap();
+    assert_eq!(&*k3.output, b"v3");
+    assert_eq!(k3.input_hash, Some(Digest([3; 32])));
+    assert_eq!(k3.memo_key, Some(Digest([9; 32])));
+    assert_eq!(
+        raw::<i64>(&store, "SELECT count(*) FROM step_packs"),
+        1,
+        "read, not unpacked"
+    );
+
+    let mut resumed = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
+    begin(&mut resumed, "r1");
+    let mut rerun = plain_success(3);
+    rerun.output = Some(Arc::from(&b"new"[..]));
+    resumed.record("r1", &writes([rerun])).unwrap();
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 0);
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM steps"), 10);
+    assert_eq!(
+        raw::<i64>(&store, "SELECT count(*) FROM attempts"),
+        1,
+        "the packed outcome kept"
+    );
+    assert_eq!(
+        store
+            .step_output("r1", "a", &["k3".into()])
+            .unwrap()
+            .as_deref(),
+        Some(&b"new"[..])
+    );
+    assert_eq!(store.run("r1").unwrap().succeeded, 10);
+}
+
+/// Only steps nothing else touches are packed: failed, `cache = true`,
+/// later attempts and steps with captured output or items get rows.
+#[test]
+fn only_plain_first_successes_of_uncached_ops_are_packed() {
+    let (_dir, mut store) = new_run();
+    let mut failed = plain_success(0);
+    failed.status = StepStatus::Failed;
+    failed.failure_kind = Some("trap".into());
+    let mut cached = plain_success(1);
+    cached.memoized = true;
+    let mut retried = plain_success(2);
+    retried.attempts = 2;
+    let mut printed = plain_success(3);
+    printed.stdout = "hi".into();
+    let mut emitted = plain_success(4);
+    emitted.items_streamed = false;
+    emitted.items = vec![item("x", b"v")];
+    let steps = [failed, cached, retried, printed, emitted, plain_success(5)];
+    store.record("r1", &writes(steps)).unwrap();
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM steps"), 5);
+    assert_eq!(
+        raw::<i64>(
+            &store,
+            r#"SELECT count(*) FROM steps WHERE keys = '["k5"]'"#
+        ),
+        0
+    );
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 1);
+}
+
+/// A damaged pack is an error naming the store, the run and the pack, for
+/// readers and for a resume; nothing panics.
+#[test]
+fn a_pack_that_does_not_decode_is_reported_with_the_store_and_run() {
+    let (_dir, store) = {
+        let (dir, mut store) = new_run();
+        store
+            .record("r1", &writes((0..3).map(plain_success)))
+            .unwrap();
+        (dir, store)
+    };
+    store
+        .conn
+        .execute("UPDATE step_packs SET steps = x'ff'", [])
+        .unwrap();
+    for err in [
+        store.steps("r1").unwrap_err(),
+        store.successes("r1").unwrap_err(),
+    ] {
+        let text = err.to_string();
+        assert!(
+            text.contains("runs.db")
+                && text.contains("run `r1`")
+                && text.contains("does not decode"),
+            "{text}"
+        );
+    }
+}
+
+/// More packs than one unpacking commit takes: every step still arrives,
+/// in several short transactions (a recorder of a running run waits for
+/// the write lock only that long).
+#[test]
+fn a_read_unpacks_many_packs_in_several_commits() {
+    let (_dir, mut store) = new_run();
+    let n = pack::PACK_STEPS * 65 + 1;
+    store
+        .record("r1", &writes((0..n).map(plain_success)))
+        .unwrap();
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 66);
+    let events_before = raw::<i64>(&store, "SELECT count(*) FROM events");
+    assert_eq!(store.op_values("r1", "a").unwrap().len(), n);
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 0);
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM steps"), n as i64);
+    assert_eq!(
+        raw::<i64>(&store, "SELECT count(*) FROM events"),
+        events_before,
+        "unpacking is not a new event: the viewer's cursor does not move"
+    );
 }

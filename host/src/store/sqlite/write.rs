@@ -10,6 +10,7 @@
 //! `attempts` (a row per step there was another tenth).
 
 use super::INLINE_MAX;
+use super::pack::{self, Bytes, PACK_STEPS, Plain};
 use crate::store::{StepRecord, StepStatus, StoredItem, StoredOutput, hash_bytes};
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 use std::sync::{Arc, OnceLock};
@@ -62,7 +63,7 @@ fn is_plain(s: &StepRecord) -> bool {
 /// The insert of `rows` plain steps (1 or [`STEPS_PER_INSERT`]); the
 /// columns they leave empty take their defaults, the captured output is
 /// empty. Built once.
-fn plain_steps_sql(rows: usize) -> &'static str {
+pub(super) fn plain_steps_sql(rows: usize) -> &'static str {
     static SQL: [OnceLock<String>; 2] = [OnceLock::new(), OnceLock::new()];
     SQL[usize::from(rows > 1)].get_or_init(|| {
         format!(
@@ -73,6 +74,12 @@ fn plain_steps_sql(rows: usize) -> &'static str {
             value_rows(rows, "", 1, PLAIN_COLUMNS, ", '', '', ''")
         )
     })
+}
+
+/// [`plain_steps_sql`] for one step that replaces the row of its step.
+pub(super) fn replace_plain_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| plain_steps_sql(1).replacen("INSERT", "INSERT OR REPLACE", 1))
 }
 
 /// `rows` rows of a multi-row `VALUES`: each `(lead ?i … tail)` with its
@@ -88,31 +95,51 @@ fn value_rows(rows: usize, lead: &str, first: usize, columns: usize, tail: &str)
     rows.join(", ")
 }
 
-/// Binds a plain step ([`is_plain`]) as the row whose parameters follow `at`.
-fn bind_plain(
+/// The varying columns of a plain step ([`is_plain`]) whose keys are stored as `keys`.
+fn plain<'a>(s: &'a StepRecord, keys: &'a str, heads: Option<i64>) -> Plain<'a> {
+    Plain {
+        keys,
+        attempts: s.attempts,
+        wall_secs: s.wall_secs,
+        peak_memory_bytes: s.peak_memory_bytes,
+        emitted_items: s.emitted_items,
+        emitted_bytes: s.emitted_bytes,
+        input_hash: s.input_hash.map(|d| d.0),
+        memo_key: s.memo_key.map(|d| d.0),
+        inputs: s.inputs.as_ref().map(|i| i.values.as_str()),
+        output: s.output.as_deref().map(Bytes),
+        position: s.position,
+        input_heads: heads,
+        memoized: s.memoized,
+    }
+}
+
+/// Binds a plain step of `op` as the row whose parameters follow `at`
+/// (packed steps are bound the same way when they are unpacked).
+pub(super) fn bind_plain(
     stmt: &mut CachedStatement<'_>,
     at: usize,
     run_id: &str,
     now: f64,
-    (s, keys, heads): (&StepRecord, &str, Option<i64>),
+    (op, status, s): (&str, &str, &Plain<'_>),
 ) -> rusqlite::Result<()> {
     stmt.raw_bind_parameter(at + 1, run_id)?;
-    stmt.raw_bind_parameter(at + 2, s.op.as_str())?;
-    stmt.raw_bind_parameter(at + 3, keys)?;
-    stmt.raw_bind_parameter(at + 4, s.status.as_str())?;
+    stmt.raw_bind_parameter(at + 2, op)?;
+    stmt.raw_bind_parameter(at + 3, s.keys)?;
+    stmt.raw_bind_parameter(at + 4, status)?;
     stmt.raw_bind_parameter(at + 5, s.attempts)?;
     stmt.raw_bind_parameter(at + 6, s.wall_secs)?;
     stmt.raw_bind_parameter(at + 7, s.peak_memory_bytes as i64)?;
     stmt.raw_bind_parameter(at + 8, s.emitted_items as i64)?;
     stmt.raw_bind_parameter(at + 9, s.emitted_bytes as i64)?;
-    stmt.raw_bind_parameter(at + 10, s.input_hash.as_ref())?;
-    stmt.raw_bind_parameter(at + 11, s.memo_key.as_ref())?;
+    stmt.raw_bind_parameter(at + 10, s.input_hash.as_ref().map(<[u8; 32]>::as_slice))?;
+    stmt.raw_bind_parameter(at + 11, s.memo_key.as_ref().map(<[u8; 32]>::as_slice))?;
     stmt.raw_bind_parameter(at + 12, now)?;
-    stmt.raw_bind_parameter(at + 13, s.inputs.as_ref().map(|i| i.values.as_str()))?;
-    stmt.raw_bind_parameter(at + 14, s.output.as_deref())?;
+    stmt.raw_bind_parameter(at + 13, s.inputs)?;
+    stmt.raw_bind_parameter(at + 14, s.output.map(|b| b.0))?;
     stmt.raw_bind_parameter(at + 15, s.position)?;
     stmt.raw_bind_parameter(at + 16, s.memoized)?;
-    stmt.raw_bind_parameter(at + 17, heads)
+    stmt.raw_bind_parameter(at + 17, s.input_heads)
 }
 
 /// One commit's writes for one run, with the statements every row needs
@@ -127,15 +154,22 @@ pub(super) struct Writer<'c, 'w> {
     insert_step: Option<CachedStatement<'c>>,
     plain_step: Option<CachedStatement<'c>>,
     plain_steps: Option<CachedStatement<'c>>,
-    /// Plain steps not inserted yet (with their keys as stored and their
-    /// `op_inputs` id), inserted [`STEPS_PER_INSERT`] at a time.
-    pending: Vec<(&'w StepRecord, String, Option<i64>)>,
+    /// Plain steps not inserted yet, inserted [`STEPS_PER_INSERT`] at a time.
+    pending: Vec<Waiting<'w>>,
     /// The `op_inputs` ids looked up in this commit, by op and heads.
     heads: Vec<(&'w str, Arc<str>, i64)>,
+    /// Plain successes of a run this handle created, by op, written
+    /// [`PACK_STEPS`] to a `step_packs` row ([`pack`]).
+    packs: Vec<(&'w str, Vec<Waiting<'w>>)>,
+    pack_insert: Option<CachedStatement<'c>>,
     item: Option<CachedStatement<'c>>,
     items: Option<CachedStatement<'c>>,
     blob: Option<CachedStatement<'c>>,
 }
+
+/// A plain step waiting to be written, with its keys as stored and its
+/// `op_inputs` id.
+type Waiting<'w> = (&'w StepRecord, String, Option<i64>);
 
 /// `slot`'s statement, prepared from `sql` the first time.
 fn prepared<'s, 'c>(
@@ -162,6 +196,8 @@ impl<'c, 'w> Writer<'c, 'w> {
             plain_steps: None,
             pending: Vec::with_capacity(STEPS_PER_INSERT),
             heads: Vec::new(),
+            packs: Vec::new(),
+            pack_insert: None,
             item: None,
             items: None,
             blob: None,
@@ -186,6 +222,10 @@ impl<'c, 'w> Writer<'c, 'w> {
         let outputs = !s.outputs.is_empty() || s.status == StepStatus::Failed;
         let heads = self.heads_id(s)?;
         if is_plain(s) && s.items_streamed && !clear_items && !outputs {
+            if self.fresh_run && s.attempts <= 1 && s.status == StepStatus::Succeeded && !s.memoized
+            {
+                return self.pack(s, keys, heads);
+            }
             self.pending.push((s, keys, heads));
             if self.pending.len() == STEPS_PER_INSERT {
                 self.insert_pending()?;
@@ -216,9 +256,55 @@ impl<'c, 'w> Writer<'c, 'w> {
             .map(|_| ())
     }
 
-    /// Inserts the plain steps still waiting; call before the commit.
+    /// Writes the plain steps still waiting; call before the commit.
     pub fn finish(&mut self) -> rusqlite::Result<()> {
+        for at in 0..self.packs.len() {
+            self.write_pack(at)?;
+        }
         self.insert_pending()
+    }
+
+    /// Adds a packable step to its op's pack, writing the pack when full.
+    fn pack(
+        &mut self,
+        s: &'w StepRecord,
+        keys: String,
+        heads: Option<i64>,
+    ) -> rusqlite::Result<()> {
+        let at = match self.packs.iter().position(|(op, _)| *op == s.op) {
+            Some(at) => at,
+            None => {
+                self.packs.push((&s.op, Vec::with_capacity(PACK_STEPS)));
+                self.packs.len() - 1
+            }
+        };
+        self.packs[at].1.push((s, keys, heads));
+        if self.packs[at].1.len() == PACK_STEPS {
+            self.write_pack(at)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the `at`th op's waiting packable steps as one `step_packs` row.
+    fn write_pack(&mut self, at: usize) -> rusqlite::Result<()> {
+        let (op, steps) = &self.packs[at];
+        if steps.is_empty() {
+            return Ok(());
+        }
+        let plain: Vec<Plain<'_>> = steps
+            .iter()
+            .map(|(s, keys, heads)| plain(s, keys, *heads))
+            .collect();
+        let blob = pack::encode(&plain);
+        let op = *op;
+        prepared(
+            self.conn,
+            &mut self.pack_insert,
+            "INSERT INTO step_packs (run_id, op, finished_at, steps) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![self.run_id, op, self.now, blob])?;
+        self.packs[at].1.clear();
+        Ok(())
     }
 
     /// Inserts the waiting plain steps: a full group in one statement, else
@@ -235,12 +321,14 @@ impl<'c, 'w> Writer<'c, 'w> {
                 plain_steps_sql(STEPS_PER_INSERT),
             )?;
             for (row, (s, keys, heads)) in pending.iter().enumerate() {
+                let status = s.status.as_str();
+                let step = plain(s, keys, *heads);
                 bind_plain(
                     stmt,
                     row * PLAIN_COLUMNS,
                     self.run_id,
                     self.now,
-                    (s, keys, *heads),
+                    (&s.op, status, &step),
                 )?;
             }
             match stmt.raw_execute() {
@@ -310,7 +398,8 @@ impl<'c, 'w> Writer<'c, 'w> {
         // only a step recorded again (resume, retry) needs it.
         let inserted = if is_plain(s) {
             let stmt = prepared(self.conn, &mut self.plain_step, plain_steps_sql(1))?;
-            bind_plain(stmt, 0, run_id, now, (s, keys, heads))?;
+            let step = plain(s, keys, heads);
+            bind_plain(stmt, 0, run_id, now, (&s.op, s.status.as_str(), &step))?;
             stmt.raw_execute()
         } else {
             prepared(self.conn, &mut self.insert_step, INSERT_STEP)?.execute(row)
@@ -484,7 +573,7 @@ fn items_sql(rows: usize) -> &'static str {
 }
 
 /// Whether `e` is an insert refused because the row's key exists.
-fn is_duplicate(e: &rusqlite::Error) -> bool {
+pub(super) fn is_duplicate(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _)
         if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
 }

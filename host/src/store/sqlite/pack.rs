@@ -1,0 +1,217 @@
+//! Packed plain steps (schema 13): a new run's plain successes go into
+//! `step_packs`, many to a row, and become `steps` rows when something
+//! first reads the run.
+//!
+//! Why: a `steps` row costs SQLite itself ~2.3 µs to insert, whatever we
+//! bind (measured with the `sqlite3` shell alone), which kept recording a
+//! million-key fan-out at 1.22× its unrecorded wall time (issue 15, goal 4).
+//! One row per [`PACK_STEPS`] steps costs a fraction of that per step. The
+//! rows are written once either way; packing moves that cost out of the run
+//! to the first read of it (`show`, `results`, the viewer), which reads every
+//! row anyway. What a run needs while it runs or resumes reads packs
+//! directly ([`SqliteStore::successes`](super::SqliteStore)), so a resume
+//! starts as fast as before.
+//!
+//! Only steps whose row nothing else touches are packed: succeeded, first
+//! attempt, in a run this handle created (no earlier row can exist), not
+//! `cache = true` (the memo index must see them), with nothing in the rarer
+//! columns ([`super::write`]'s plain steps). Counts (`step_counts`) and
+//! events are written for them as for any step.
+
+use super::SuccessRow;
+use crate::store::Digest;
+use rusqlite::{Connection, params};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Plain steps per `step_packs` row: 128 steps of a trivial map are ~12 KiB,
+/// and per-row costs are then under a tenth of the rest.
+pub(super) const PACK_STEPS: usize = 128;
+
+/// The columns of a plain step's row that vary (the rest are defaults, and
+/// `status` is `succeeded` in a pack). Encoded with postcard (already in
+/// the build through wasmtime): compact, no schema to keep in SQL.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub(super) struct Plain<'a> {
+    pub keys: &'a str,
+    pub attempts: u32,
+    pub wall_secs: f64,
+    pub peak_memory_bytes: u64,
+    pub emitted_items: u64,
+    pub emitted_bytes: u64,
+    pub input_hash: Option<[u8; 32]>,
+    pub memo_key: Option<[u8; 32]>,
+    pub inputs: Option<&'a str>,
+    #[serde(borrow)]
+    pub output: Option<Bytes<'a>>,
+    pub position: Option<u32>,
+    pub input_heads: Option<i64>,
+    pub memoized: bool,
+}
+
+/// Bytes encoded as one byte string (serde's `[u8]` is a sequence).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Bytes<'a>(pub &'a [u8]);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Bytes<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'de [u8]>::deserialize(d).map(Bytes)
+    }
+}
+
+/// One pack's row.
+pub(super) fn encode(steps: &[Plain<'_>]) -> Vec<u8> {
+    postcard::to_allocvec(steps).expect("encoding into a Vec cannot fail")
+}
+
+/// The steps of a pack row, or why it does not decode (a corrupt store).
+pub(super) fn decode(bytes: &[u8]) -> Result<Vec<Plain<'_>>, postcard::Error> {
+    postcard::from_bytes(bytes)
+}
+
+/// Writes the steps of `run_id`'s first `packs` packs (all: `None`) up to
+/// id `up_to` as their `steps` rows and drops those packs; returns how many
+/// packs there were. Call inside a write transaction.
+///
+/// A step recorded twice (a fresh run does not do that today; kept safe
+/// anyway) keeps its later outcome, as if both had been rows: the other
+/// goes to `attempts` and leaves the counts. Packs are unpacked in the
+/// order they were written, and a pack wins a tie with a row.
+pub(super) fn unpack(
+    conn: &Connection,
+    run_id: &str,
+    (packs, up_to): (Option<usize>, i64),
+) -> rusqlite::Result<usize> {
+    let limit = packs.map_or(-1, |n| n as i64);
+    let mut select = conn.prepare_cached(
+        "SELECT id, op, finished_at, steps FROM step_packs WHERE run_id = ?1 AND id <= ?3
+         ORDER BY id LIMIT ?2",
+    )?;
+    let mut insert = conn.prepare_cached(super::write::plain_steps_sql(1))?;
+    let mut rows = select.query(params![run_id, limit, up_to])?;
+    let mut unpacked = Vec::new();
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let op: String = row.get(1)?;
+        let finished_at: f64 = row.get(2)?;
+        let steps = decoded(row, 3, run_id)?;
+        for step in &steps {
+            super::write::bind_plain(
+                &mut insert,
+                0,
+                run_id,
+                finished_at,
+                (&op, "succeeded", step),
+            )?;
+            match insert.raw_execute() {
+                Ok(_) => {}
+                Err(e) if super::write::is_duplicate(&e) => {
+                    recorded_twice(conn, run_id, (&op, step), finished_at)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unpacked.push(id);
+    }
+    drop(rows);
+    // After the scan: SQLite leaves a scan of a table changed under it undefined.
+    let mut delete = conn.prepare_cached("DELETE FROM step_packs WHERE id = ?1")?;
+    for id in &unpacked {
+        delete.execute([id])?;
+    }
+    Ok(unpacked.len())
+}
+
+/// A packed step that has a row already: the later of the two stays.
+fn recorded_twice(
+    conn: &Connection,
+    run_id: &str,
+    (op, step): (&str, &Plain<'_>),
+    finished_at: f64,
+) -> rusqlite::Result<()> {
+    let at = params![run_id, op, step.keys];
+    let row_finished: f64 = conn
+        .prepare_cached(
+            "SELECT finished_at FROM steps WHERE run_id = ?1 AND op = ?2 AND keys = ?3",
+        )?
+        .query_row(at, |r| r.get(0))?;
+    if finished_at >= row_finished {
+        // The row goes to `attempts`; the delete trigger takes it out of
+        // the counts as for any replaced row.
+        conn.prepare_cached(
+            "INSERT INTO attempts (run_id, op, keys, status, finished_at)
+             SELECT run_id, op, keys, status, finished_at FROM steps
+             WHERE run_id = ?1 AND op = ?2 AND keys = ?3",
+        )?
+        .execute(at)?;
+        let mut replace = conn.prepare_cached(super::write::replace_plain_sql())?;
+        super::write::bind_plain(
+            &mut replace,
+            0,
+            run_id,
+            finished_at,
+            (op, "succeeded", step),
+        )?;
+        return replace.raw_execute().map(|_| ());
+    }
+    conn.prepare_cached(
+        "INSERT INTO attempts (run_id, op, keys, status, finished_at) VALUES (?1, ?2, ?3, 'succeeded', ?4)",
+    )?
+    .execute(params![run_id, op, step.keys, finished_at])?;
+    conn.prepare_cached(
+        "UPDATE step_counts SET n = n - 1
+         WHERE run_id = ?1 AND op = ?2 AND status = 'succeeded' AND tolerated = 0",
+    )?
+    .execute(params![run_id, op])
+    .map(|_| ())
+}
+
+/// The id of `run_id`'s last pack, if it has any (one index probe).
+pub(super) fn last_pack(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT max(id) FROM step_packs WHERE run_id = ?1")?
+        .query_row([run_id], |r| r.get(0))
+}
+
+/// The packed steps of `run_id` with a value, as
+/// [`RunStore::successes`](crate::store::RunStore::successes) reads them.
+pub(super) fn successes(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<SuccessRow>> {
+    let mut packs =
+        conn.prepare_cached("SELECT id, op, steps FROM step_packs WHERE run_id = ?1 ORDER BY id")?;
+    let mut rows = packs.query([run_id])?;
+    let mut found = Vec::new();
+    while let Some(row) = rows.next()? {
+        let op: String = row.get(1)?;
+        for step in decoded(row, 2, run_id)? {
+            if let Some(output) = step.output {
+                found.push((
+                    op.clone(),
+                    step.keys.to_owned(),
+                    (step.input_hash.map(Digest), step.memo_key.map(Digest)),
+                    (output.0.to_vec(), false, None),
+                ));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The steps of the pack in column `column` of `row` (column 0 is its id).
+fn decoded<'r>(
+    row: &'r rusqlite::Row<'_>,
+    column: usize,
+    run_id: &str,
+) -> rusqlite::Result<Vec<Plain<'r>>> {
+    let id: i64 = row.get(0)?;
+    decode(row.get_ref(column)?.as_blob()?).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Blob,
+            format!("step pack {id} of run `{run_id}` does not decode: {e}").into(),
+        )
+    })
+}
