@@ -14,7 +14,7 @@ const HOSTILE: &[(&str, &str, &str)] = &[
     (
         "emit_flood",
         "output-limit",
-        "`max_emits` limit of 100000 items",
+        "`max_emits` limit of 20000 items",
     ),
     (
         "huge_emit",
@@ -56,7 +56,7 @@ component = "{{probe}}"
 dynamic = true
 inputs.v = {{ map = "emit" }}
 config.on_key = {{ {} }}
-limits = {{ timeout_secs = 3, memory_mib = 128, max_output_bytes = 8388608, max_log_bytes = 65536 }}
+limits = {{ timeout_secs = 3, memory_mib = 128, max_output_bytes = 8388608, max_log_bytes = 65536, max_emits = 20000 }}
 [ops.flood]
 component = "{{probe}}"
 inputs.v = {{ map = "emit" }}
