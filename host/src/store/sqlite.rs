@@ -72,6 +72,10 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize - 1] = [
 /// more than the value, and a million-key run writes two values per key.
 pub(crate) const INLINE_MAX: usize = 64;
 
+/// Packed steps turned into rows per transaction ([`SqliteStore::unpack`],
+/// and each commit of a resumed run): 64 packs of 128 steps, tens of ms.
+const PACKS_PER_COMMIT: usize = 64;
+
 /// How long to wait for another process's write lock before reporting it.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -266,7 +270,6 @@ impl SqliteStore {
     /// A [`StoreError`] naming the store file (for example when another
     /// process holds the write lock too long).
     pub fn unpack(&self, run_id: &str) -> Result<(), StoreError> {
-        const PACKS_PER_COMMIT: usize = 64;
         let Some(last) = pack::last_pack(&self.conn, run_id).map_err(|e| self.error(&e))? else {
             return Ok(());
         };
@@ -275,7 +278,7 @@ impl SqliteStore {
                 &self.conn,
                 rusqlite::TransactionBehavior::Immediate,
             )?;
-            let unpacked = pack::unpack(&tx, run_id, (Some(PACKS_PER_COMMIT), last))?;
+            let unpacked = pack::unpack(&tx, run_id, (PACKS_PER_COMMIT, last))?;
             tx.commit()?;
             Ok(unpacked)
         };
@@ -595,10 +598,14 @@ impl RunStore for SqliteStore {
             }
         }
         let fresh = self.fresh_runs.iter().any(|r| r == run_id);
-        // A run recorded into again (a resume) first gets its packed steps
-        // as rows, so a step run again replaces its row as any other.
+        // A run recorded into again (a resume) gets its packed steps as rows,
+        // a few packs per commit: all at once would hold a resumed
+        // million-step run's first commit (and so its coordinator) for
+        // seconds. A step run again before its pack is unpacked keeps its
+        // newer row when the pack is (see `pack::unpack`).
         if !fresh {
-            pack::unpack(&tx, run_id, (None, i64::MAX)).map_err(|e| classify(&path, &e))?;
+            pack::unpack(&tx, run_id, (PACKS_PER_COMMIT, i64::MAX))
+                .map_err(|e| classify(&path, &e))?;
         }
         let mut writer = write::Writer::new(&tx, run_id, now, fresh);
         for write in writes {

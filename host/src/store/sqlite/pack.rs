@@ -74,9 +74,12 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Vec<Plain<'_>>, postcard::Error> {
     postcard::from_bytes(bytes)
 }
 
-/// Writes the steps of `run_id`'s first `packs` packs (all: `None`) up to
+/// Writes the steps of `run_id`'s first `packs` packs up to
 /// id `up_to` as their `steps` rows and drops those packs; returns how many
 /// packs there were. Call inside a write transaction.
+///
+/// A step of a resumed run may be recorded again before its pack is
+/// unpacked; its row is then newer than the pack and stays.
 ///
 /// A step recorded twice (a fresh run does not do that today; kept safe
 /// anyway) keeps its later outcome, as if both had been rows: the other
@@ -85,9 +88,9 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Vec<Plain<'_>>, postcard::Error> {
 pub(super) fn unpack(
     conn: &Connection,
     run_id: &str,
-    (packs, up_to): (Option<usize>, i64),
+    (packs, up_to): (usize, i64),
 ) -> rusqlite::Result<usize> {
-    let limit = packs.map_or(-1, |n| n as i64);
+    let limit = packs as i64;
     let mut select = conn.prepare_cached(
         "SELECT id, op, finished_at, steps FROM step_packs WHERE run_id = ?1 AND id <= ?3
          ORDER BY id LIMIT ?2",

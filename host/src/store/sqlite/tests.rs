@@ -1161,3 +1161,33 @@ fn a_read_unpacks_many_packs_in_several_commits() {
         "unpacking is not a new event: the viewer's cursor does not move"
     );
 }
+
+/// A resumed run unpacks a few packs per commit; a step run again before
+/// its pack is unpacked keeps its newer row when the pack is, the packed
+/// outcome going to `attempts` and out of the counts.
+#[test]
+fn a_rerun_recorded_before_its_pack_is_unpacked_keeps_its_newer_row() {
+    let (dir, mut store) = new_run();
+    let n = pack::PACK_STEPS * (PACKS_PER_COMMIT + 2);
+    store
+        .record("r1", &writes((0..n).map(plain_success)))
+        .unwrap();
+    let mut resumed = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
+    begin(&mut resumed, "r1");
+    // The last step is in the last pack, which the first commit leaves.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let mut rerun = plain_success(n - 1);
+    rerun.output = Some(Arc::from(&b"new"[..]));
+    resumed.record("r1", &writes([rerun])).unwrap();
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 2);
+    let key = [format!("k{}", n - 1)];
+    assert_eq!(
+        store.step_output("r1", "a", &key).unwrap().as_deref(),
+        Some(&b"new"[..]),
+        "the rerun's row, not the older packed outcome"
+    );
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 0);
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM steps"), n as i64);
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM attempts"), 1);
+    assert_eq!(store.run("r1").unwrap().succeeded, n as u64);
+}
