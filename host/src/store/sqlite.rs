@@ -740,12 +740,19 @@ impl RunStore for SqliteStore {
                 })?
                 .collect::<rusqlite::Result<Vec<SuccessRow>>>()?;
             // Packed steps are read as they are (unpacking 100,000 would
-            // delay the resume's first step by a quarter of a second); they
-            // go first, so a row of the same step, newer, wins.
-            let rows = pack::successes(&self.conn, run_id)?
-                .into_iter()
-                .chain(rows)
-                .collect::<Vec<SuccessRow>>();
+            // delay the resume's first step by a quarter of a second). A
+            // step with a row too was recorded again after it was packed (a
+            // resume stopped before unpacking it): the row is its outcome.
+            let mut packed = pack::successes(&self.conn, run_id)?;
+            if !packed.is_empty() {
+                let recorded: std::collections::HashSet<(String, String)> = self
+                    .conn
+                    .prepare("SELECT op, keys FROM steps WHERE run_id = ?1")?
+                    .query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                packed.retain(|(op, keys, ..)| !recorded.contains(&(op.clone(), keys.clone())));
+            }
+            let rows = packed.into_iter().chain(rows).collect::<Vec<SuccessRow>>();
             // Every item and named output of the run in one pass each
             // (not two queries per step: a 100,000-step resume spent
             // seconds in them before its first step ran).

@@ -1180,7 +1180,12 @@ fn a_rerun_recorded_before_its_pack_is_unpacked_keeps_its_newer_row() {
     rerun.output = Some(Arc::from(&b"new"[..]));
     resumed.record("r1", &writes([rerun])).unwrap();
     assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 2);
+    // A resume stopped here and resumed again reads the step once: its row.
     let key = [format!("k{}", n - 1)];
+    let prior = store.successes("r1").unwrap();
+    assert_eq!(prior.len(), n, "each step once");
+    let last = prior.iter().find(|p| p.keys == key).unwrap();
+    assert_eq!(&*last.output, b"new");
     assert_eq!(
         store.step_output("r1", "a", &key).unwrap().as_deref(),
         Some(&b"new"[..]),
