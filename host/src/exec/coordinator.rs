@@ -129,6 +129,9 @@ impl<'p> Coordinator<'p> {
     ) {
         let mut events = Events::default();
         loop {
+            if let Some(recorder) = &self.recorder {
+                recorder.tick();
+            }
             self.report_skipped(observer);
             if !self.stopping
                 && self
@@ -174,6 +177,10 @@ impl<'p> Coordinator<'p> {
             };
             if let Some(due) = next_retry {
                 wait = wait.min(due.saturating_duration_since(Instant::now()));
+            }
+            // What finished so far goes to the store before the wait.
+            if let Some(recorder) = &self.recorder {
+                recorder.flush();
             }
             if transport.wait(wait, &mut events) == Woke::Closed {
                 return;
@@ -558,7 +565,12 @@ impl<'p> Coordinator<'p> {
                     item.step.clone(),
                     ItemsRecord {
                         op: op.name.clone(),
-                        keys: item.step.keys.iter().map(ToString::to_string).collect(),
+                        keys: item
+                            .step
+                            .keys
+                            .iter()
+                            .map(|k| k.as_str().to_owned())
+                            .collect(),
                         first_seq: self.items_written.get(&item.step).copied().unwrap_or(0),
                         items: Vec::new(),
                     },
@@ -568,7 +580,7 @@ impl<'p> Coordinator<'p> {
         };
         batch.items.push(StoredItem {
             output: output.clone(),
-            key: item.key.to_string(),
+            key: item.key.as_str().to_owned(),
             value: Arc::from(item.value.as_slice()),
             metadata: item.metadata.as_deref().map(Arc::from),
         });

@@ -86,6 +86,13 @@ pub struct SqliteStore {
     /// Runs this handle created (not resumed): no other process has
     /// written their rows, which spares the writer some deletes.
     fresh_runs: Vec<String>,
+    /// Copies the WAL into the database beside this handle's commits, from
+    /// the first commit of recorded writes on ([`checkpoint`]).
+    checkpointer: Option<checkpoint::Checkpointer>,
+    /// Whether starting it was tried (a handle that only reads never is).
+    checkpointer_tried: bool,
+    /// WAL pages at which a commit asks for a checkpoint.
+    checkpoint_pages: i32,
 }
 
 impl SqliteStore {
@@ -112,6 +119,9 @@ impl SqliteStore {
             conn,
             path: path.to_owned(),
             fresh_runs: Vec::new(),
+            checkpointer: None,
+            checkpointer_tried: false,
+            checkpoint_pages: checkpoint::CHECKPOINT_PAGES,
         };
         store.init()?;
         Ok(store)
@@ -210,7 +220,10 @@ impl SqliteStore {
         // Checkpoint every 64 MiB of WAL instead of 4 MiB: the hot B-tree
         // pages a long run rewrites in every transaction are then copied
         // into the database once per checkpoint, not once per few commits.
-        self.conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
+        // A handle that records runs hands its checkpoints to a thread of
+        // their own on its first commit ([`checkpoint`]).
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", checkpoint::CHECKPOINT_PAGES)?;
         // Delete triggers (the step counts) fire for rows that INSERT OR
         // REPLACE removes only with this on.
         self.conn.pragma_update(None, "recursive_triggers", "ON")?;
@@ -567,6 +580,11 @@ impl RunStore for SqliteStore {
     }
 
     fn record(&mut self, run_id: &str, writes: &[Write]) -> Result<(), StoreError> {
+        if !self.checkpointer_tried {
+            self.checkpointer_tried = true;
+            self.checkpointer =
+                checkpoint::Checkpointer::start(&mut self.conn, &self.path, self.checkpoint_pages);
+        }
         let path = self.path.clone();
         // Immediate: the write lock is taken (or waited for) at BEGIN. A
         // deferred transaction that reads before it writes fails at once,
@@ -840,6 +858,7 @@ impl RunStore for SqliteStore {
 }
 
 pub(crate) mod browse;
+mod checkpoint;
 mod pack;
 pub(crate) mod read;
 mod write;

@@ -1196,3 +1196,93 @@ fn a_rerun_recorded_before_its_pack_is_unpacked_keeps_its_newer_row() {
     assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM attempts"), 1);
     assert_eq!(store.run("r1").unwrap().succeeded, n as u64);
 }
+
+/// A recording handle's commits ask its checkpointer thread to copy the WAL
+/// into the database (instead of copying it themselves): the WAL stays
+/// small however much is written, and everything reads back.
+#[test]
+fn the_checkpointer_thread_keeps_the_wal_small_while_a_run_records() {
+    let (dir, mut store) = new_run();
+    store.checkpoint_pages = 16;
+    let value = |i: usize| format!("{i:0>60}").into_bytes();
+    let batches = 200;
+    let per_batch = 100;
+    for b in 0..batches {
+        let items = (0..per_batch)
+            .map(|i| {
+                let i = b * per_batch + i;
+                StoredItem {
+                    output: "result".into(),
+                    key: format!("k{i}"),
+                    value: Arc::from(value(i)),
+                    metadata: None,
+                }
+            })
+            .collect();
+        store
+            .record(
+                "r1",
+                &[Write::Items(crate::store::ItemsRecord {
+                    op: "emit".into(),
+                    keys: vec![],
+                    first_seq: (b * per_batch) as u64,
+                    items,
+                })],
+            )
+            .unwrap();
+    }
+    let checkpointer = store
+        .checkpointer
+        .as_ref()
+        .expect("started on first record");
+    // (Its passes may trail the commits that asked for them a moment.)
+    for _ in 0..200 {
+        if checkpointer.passes() > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(checkpointer.passes() > 0, "the thread checkpointed");
+    let wal = std::fs::metadata(dir.path().join("runs.db-wal"))
+        .unwrap()
+        .len();
+    let db = std::fs::metadata(dir.path().join("runs.db")).unwrap().len();
+    assert!(
+        wal < db / 4,
+        "the WAL ({wal} bytes) was copied into the database ({db} bytes) as it grew"
+    );
+    let total: i64 = one(&store, "SELECT count(*) FROM items");
+    assert_eq!(total, (batches * per_batch) as i64);
+    let last: Vec<u8> = one(&store, "SELECT value FROM items ORDER BY seq DESC LIMIT 1");
+    assert_eq!(last, value(batches * per_batch - 1));
+}
+
+/// Packs are encoded with a buffer of our own (see `pack::encode`): the
+/// bytes are postcard's, so packs written before it still decode.
+#[test]
+fn packs_encode_to_postcards_own_bytes() {
+    let keys: Vec<String> = (0..5).map(|i| format!(r#"["k{i}"]"#)).collect();
+    let output = [7u8; 20];
+    let steps: Vec<pack::Plain<'_>> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, keys)| pack::Plain {
+            keys,
+            attempts: 1,
+            wall_secs: 0.25 * i as f64,
+            peak_memory_bytes: 1 << (10 + i),
+            emitted_items: i as u64,
+            emitted_bytes: 300 * i as u64,
+            input_hash: Some([i as u8; 32]),
+            memo_key: (i % 2 == 0).then_some([9; 32]),
+            inputs: Some(r#"[{"hex":"01"}]"#),
+            output: Some(pack::Bytes(&output[..i * 4])),
+            position: Some(i as u32 * 1000),
+            input_heads: Some(3),
+            memoized: false,
+        })
+        .collect();
+    let ours = pack::encode(&steps);
+    assert_eq!(ours, postcard::to_allocvec(&steps).unwrap());
+    assert_eq!(pack::decode(&ours).unwrap(), steps);
+}
