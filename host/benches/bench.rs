@@ -142,9 +142,11 @@ fn main() {
 /// Benchmark 10 (issue 15, goal 4): what recording costs. The trivial
 /// fan-out with the SQLite run store (a fresh file each round, as a first
 /// run has) and without, rounds alternating; CPU of the whole process
-/// (the store's writer thread included) and wall time, the writer thread's
-/// CPU alone and the coordinator's in both (steadier than the ratio: the
-/// workers' share moves with the machine's load).
+/// (the store's threads included) and wall time, the CPU of the store's
+/// writer and checkpointer threads alone and the coordinator's in both, and
+/// their sum with the coordinator's extra as the store's own share
+/// (steadier than the ratio: the workers' share moves with the machine's
+/// load).
 fn store_cost(trivial: &Path, n: u64) {
     use dynhost::store::{RunRecord, RunStore, SqliteStore};
     const ROUNDS: usize = 5;
@@ -203,11 +205,17 @@ fn store_cost(trivial: &Path, n: u64) {
             };
             reads = Some((read(), read()));
         }
+        // The checkpointer thread lives as long as the store it serves
+        // (this round's; earlier rounds' stores are gone).
+        let checkpointer = result
+            .store
+            .as_ref()
+            .map_or(0.0, |_| per(threads_cpu("dynhost-checkpo")));
         let writer = result.recorder.and_then(|r| r.cpu).map_or(0.0, per);
         (
             per(cpu),
             wall.as_secs_f64(),
-            writer,
+            writer + checkpointer,
             per(coordinator),
             reads,
         )
@@ -216,33 +224,70 @@ fn store_cost(trivial: &Path, n: u64) {
     let mut cpu_ratios = Vec::new();
     let mut wall_ratios = Vec::new();
     let mut writer_shares = Vec::new();
+    let mut own_shares = Vec::new();
     for round in 1..=ROUNDS {
         let (bare_cpu, bare_wall, _, bare_coordinator, _) = measure(false);
         let (store_cpu, store_wall, writer_cpu, store_coordinator, reads) = measure(true);
         let (first_read, second_read) = reads.unwrap_or_default();
+        // What the store itself took: its threads and the coordinator's
+        // extra work, against the whole run without it. Steadier than the
+        // ratios (the workers' CPU moves with the machine's load), but
+        // blind to what recording costs the workers (caches, memory).
+        let own = writer_cpu + (store_coordinator - bare_coordinator).max(0.0);
         println!(
             "   round {round}: no store {bare_cpu:.1} us/key CPU, {bare_wall:.2} s wall; \
              store {store_cpu:.1} us/key, {store_wall:.2} s; ratio CPU {:.2}, wall {:.2}; \
-             writer thread {writer_cpu:.1} us/key, coordinator {bare_coordinator:.1} -> \
-             {store_coordinator:.1}; after the run, reading every step: first {first_read:.2} s \
+             writer and checkpointer threads {writer_cpu:.1} us/key, coordinator \
+             {bare_coordinator:.1} -> {store_coordinator:.1}; the store's own {own:.1} us/key \
+             ({:.0}%); after the run, reading every step: first {first_read:.2} s \
              (unpacks packed steps), again {second_read:.2} s",
             store_cpu / bare_cpu,
-            store_wall / bare_wall
+            store_wall / bare_wall,
+            own / bare_cpu * 100.0
         );
         cpu_ratios.push(store_cpu / bare_cpu);
         wall_ratios.push(store_wall / bare_wall);
         writer_shares.push(writer_cpu);
+        own_shares.push(own / bare_cpu);
     }
-    cpu_ratios.sort_by(f64::total_cmp);
-    wall_ratios.sort_by(f64::total_cmp);
-    writer_shares.sort_by(f64::total_cmp);
+    for v in [
+        &mut cpu_ratios,
+        &mut wall_ratios,
+        &mut writer_shares,
+        &mut own_shares,
+    ] {
+        v.sort_by(f64::total_cmp);
+    }
     println!(
         "   store/no store, median round: CPU {:.2}, wall {:.2}   (goal <= 1.15); \
-         the store's writer thread alone: {:.1} us/key",
+         the store's writer and checkpointer threads: {:.1} us/key; the store's own CPU \
+         (those and the coordinator's extra) {:.0}% of the run without it",
         cpu_ratios[ROUNDS / 2],
         wall_ratios[ROUNDS / 2],
-        writer_shares[ROUNDS / 2]
+        writer_shares[ROUNDS / 2],
+        own_shares[ROUNDS / 2] * 100.0
     );
+}
+
+/// CPU time of this process's threads whose name starts with `prefix`
+/// (Linux: `/proc/self/task/*/comm` and `schedstat`; zero elsewhere).
+fn threads_cpu(prefix: &str) -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let mut total = Duration::ZERO;
+    for task in tasks.flatten() {
+        let path = task.path();
+        let named = std::fs::read_to_string(path.join("comm"))
+            .is_ok_and(|comm| comm.trim_end().starts_with(prefix));
+        let nanos = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse::<u64>().ok());
+        if let (true, Some(nanos)) = (named, nanos) {
+            total += Duration::from_nanos(nanos);
+        }
+    }
+    total
 }
 
 /// Typed values (issue 12): the same fan-out with the emitter's items
