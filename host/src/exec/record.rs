@@ -700,6 +700,23 @@ mod tests {
         committed: mpsc::Sender<(u64, Instant)>,
     }
 
+    /// A recorder over a [`SlowStore`] taking `per_write` a write and
+    /// gathering for `gather`, with the store's reports of its commits.
+    fn slow_recorder(
+        per_write: Duration,
+        gather: Duration,
+    ) -> (Recorder, mpsc::Receiver<(u64, Instant)>) {
+        let (tx, rx) = mpsc::channel();
+        let store = SlowStore {
+            per_write,
+            committed: tx,
+        };
+        (
+            Recorder::gathering(Box::new(store), "run".into(), gather),
+            rx,
+        )
+    }
+
     impl RunStore for SlowStore {
         fn begin_run(&mut self, _: &RunRecord) -> Result<(), StoreError> {
             Ok(())
@@ -813,15 +830,10 @@ inputs.vs = { collect = "work" }
     /// fewer commits, and its own CPU time.
     #[test]
     fn the_writer_reports_its_writes_commits_and_cpu() {
-        let (tx, rx) = mpsc::channel();
         // A store that sleeps (1 µs a write): the kernel adds a thread's
         // running time to `schedstat` when it leaves the CPU, and a writer
         // that `finish` wakes may otherwise never have left it.
-        let store = SlowStore {
-            per_write: Duration::from_micros(1),
-            committed: tx,
-        };
-        let recorder = Recorder::start(Box::new(store), "run".into());
+        let (recorder, rx) = slow_recorder(Duration::from_micros(1), GATHER);
         for seq in 0..100 {
             recorder.record_items(ItemsRecord {
                 op: "op".into(),
@@ -852,12 +864,7 @@ inputs.vs = { collect = "work" }
     /// waits it out fail this by a wide margin.
     #[test]
     fn finishing_commits_at_once_without_waiting_out_the_gather() {
-        let (tx, rx) = mpsc::channel();
-        let store = SlowStore {
-            per_write: Duration::ZERO,
-            committed: tx,
-        };
-        let recorder = Recorder::gathering(Box::new(store), "run".into(), Duration::from_secs(60));
+        let (recorder, rx) = slow_recorder(Duration::ZERO, Duration::from_secs(60));
         recorder.record_items(ItemsRecord {
             op: "op".into(),
             keys: Vec::new(),
@@ -883,12 +890,7 @@ inputs.vs = { collect = "work" }
     /// before waiting), then reaches the store.
     #[test]
     fn a_write_short_of_a_batch_is_sent_once_it_has_waited() {
-        let (tx, rx) = mpsc::channel();
-        let store = SlowStore {
-            per_write: Duration::ZERO,
-            committed: tx,
-        };
-        let recorder = Recorder::gathering(Box::new(store), "run".into(), Duration::ZERO);
+        let (recorder, rx) = slow_recorder(Duration::ZERO, Duration::ZERO);
         let items = |first_seq| ItemsRecord {
             op: "op".into(),
             keys: Vec::new(),
@@ -922,12 +924,7 @@ inputs.vs = { collect = "work" }
     /// write lagged 4 s.)
     #[test]
     fn a_slow_store_lags_by_time_not_by_queue_length() {
-        let (tx, rx) = mpsc::channel();
-        let store = SlowStore {
-            per_write: Duration::from_micros(500),
-            committed: tx,
-        };
-        let recorder = Recorder::start(Box::new(store), "run".into());
+        let (recorder, rx) = slow_recorder(Duration::from_micros(500), GATHER);
         let start = Instant::now();
         let mut sent = Vec::new();
         let mut seq = 0;

@@ -99,15 +99,21 @@ impl Checkpointer {
     pub fn passes(&self) -> u64 {
         self.shared.passes.load(Ordering::Relaxed)
     }
-}
 
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
+    /// Stops the thread and waits for it; the commits' hook stays (so only
+    /// its backstop checkpoints from then on).
+    pub fn stop(&mut self) {
         lock(&self.shared.state).stop = true;
         self.shared.wake.notify_one();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -1204,33 +1204,8 @@ fn a_rerun_recorded_before_its_pack_is_unpacked_keeps_its_newer_row() {
 fn the_checkpointer_thread_keeps_the_wal_small_while_a_run_records() {
     let (dir, mut store) = new_run();
     store.checkpoint_pages = 16;
-    let value = |i: usize| format!("{i:0>60}").into_bytes();
-    let batches = 200;
-    let per_batch = 100;
-    for b in 0..batches {
-        let items = (0..per_batch)
-            .map(|i| {
-                let i = b * per_batch + i;
-                StoredItem {
-                    output: "result".into(),
-                    key: format!("k{i}"),
-                    value: Arc::from(value(i)),
-                    metadata: None,
-                }
-            })
-            .collect();
-        store
-            .record(
-                "r1",
-                &[Write::Items(crate::store::ItemsRecord {
-                    op: "emit".into(),
-                    keys: vec![],
-                    first_seq: (b * per_batch) as u64,
-                    items,
-                })],
-            )
-            .unwrap();
-    }
+    let (batches, per_batch) = (200, 100);
+    record_item_batches(&mut store, batches, per_batch);
     let checkpointer = store
         .checkpointer
         .as_ref()
@@ -1254,7 +1229,40 @@ fn the_checkpointer_thread_keeps_the_wal_small_while_a_run_records() {
     let total: i64 = one(&store, "SELECT count(*) FROM items");
     assert_eq!(total, (batches * per_batch) as i64);
     let last: Vec<u8> = one(&store, "SELECT value FROM items ORDER BY seq DESC LIMIT 1");
-    assert_eq!(last, value(batches * per_batch - 1));
+    assert_eq!(last, item_value(batches * per_batch - 1));
+    // A handle that only reads starts none.
+    let reader = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
+    assert_eq!(reader.runs().unwrap().len(), 1);
+    assert!(
+        reader.checkpointer.is_none(),
+        "a reading handle has no thread"
+    );
+}
+
+/// A checkpointer that does not keep up (here: stopped) leaves the WAL to
+/// the backstop: a commit past four times the limit checkpoints itself, so
+/// the WAL stays bounded and nothing is lost.
+#[test]
+fn without_the_thread_a_commit_past_the_backstop_checkpoints_itself() {
+    let (dir, mut store) = new_run();
+    store.checkpoint_pages = 16;
+    // The first commit starts the thread; then it is stopped.
+    store.record("r1", &writes([plain_success(0)])).unwrap();
+    store.checkpointer.as_mut().expect("started").stop();
+    let batches = 200;
+    record_item_batches(&mut store, batches, 100);
+    assert_eq!(store.checkpointer.as_ref().unwrap().passes(), 0);
+    let wal = std::fs::metadata(dir.path().join("runs.db-wal"))
+        .unwrap()
+        .len();
+    let db = std::fs::metadata(dir.path().join("runs.db")).unwrap().len();
+    assert!(
+        wal < 512 * 1024 && db > 4 * wal,
+        "the WAL ({wal} bytes) stayed near the backstop (16 x 4 pages) and was copied \
+         into the database ({db} bytes)"
+    );
+    let total: i64 = one(&store, "SELECT count(*) FROM items");
+    assert_eq!(total, (batches * 100) as i64);
 }
 
 /// Packs are encoded with a buffer of our own (see `pack::encode`): the
@@ -1285,4 +1293,30 @@ fn packs_encode_to_postcards_own_bytes() {
     let ours = pack::encode(&steps);
     assert_eq!(ours, postcard::to_allocvec(&steps).unwrap());
     assert_eq!(pack::decode(&ours).unwrap(), steps);
+}
+
+/// Item `i`'s value in [`record_item_batches`]: 60 bytes, inline.
+fn item_value(i: usize) -> Vec<u8> {
+    format!("{i:0>60}").into_bytes()
+}
+
+/// Records `batches` commits of `per_batch` items each for run `r1`'s `emit`.
+fn record_item_batches(store: &mut SqliteStore, batches: usize, per_batch: usize) {
+    for b in 0..batches {
+        let items = (b * per_batch..(b + 1) * per_batch)
+            .map(|i| StoredItem {
+                output: "result".into(),
+                key: format!("k{i}"),
+                value: Arc::from(item_value(i)),
+                metadata: None,
+            })
+            .collect();
+        let batch = crate::store::ItemsRecord {
+            op: "emit".into(),
+            keys: vec![],
+            first_seq: (b * per_batch) as u64,
+            items,
+        };
+        store.record("r1", &[Write::Items(batch)]).unwrap();
+    }
 }
