@@ -1,4 +1,4 @@
--- dynhost run store, schema version 13 (3 added `runs.owner`: `pid:start`
+-- dynhost run store, schema version 14 (3 added `runs.owner`: `pid:start`
 -- of the process working on a running run, so a dead one shows as interrupted;
 -- 4 added `runs.resumed_at` and `runs.active_secs`, the run's running time
 -- summed over resumes, and `steps.tolerated`, set on failed or skipped steps
@@ -8,7 +8,7 @@
 -- for the web viewer; 10 added `steps.services`; 11 added `steps.memoized`
 -- and indexes memo keys of those steps only; 12 added `op_inputs` and
 -- `steps.input_heads`, and writes `input_hash` and `memo_key` as 32-byte
--- blobs, hex text before; 13 added `step_packs`). Keys are JSON arrays of mapping keys
+-- blobs, hex text before; 13 added `step_packs`, 14 `item_packs`). Keys are JSON arrays of mapping keys
 -- (outermost first, `[]` outside any map). Values of up to 64 bytes are kept
 -- inline (`steps.output`, `items.value`; the hash column is then NULL or '');
 -- larger ones live once in `blobs`, addressed by their SHA-256. Version 1
@@ -97,6 +97,24 @@ CREATE TABLE IF NOT EXISTS step_packs (
     steps       BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS step_packs_run ON step_packs (run_id);
+
+-- Schema 14: a new run's emitted items, many to a row, as `step_packs` for
+-- steps: a consecutive run of one step's items from `first_seq` on
+-- (postcard-encoded output, key, value or its hash, metadata of each),
+-- until the first read of the run writes them as `items` rows. An `items`
+-- row (the run id, op and keys repeated in each, a B-tree insert) was a
+-- third of recording a trivial fan-out. Readers a run needs while it runs
+-- or resumes read them as they are. A new attempt of the step drops them
+-- as it drops its rows: hence the index by step.
+CREATE TABLE IF NOT EXISTS item_packs (
+    id        INTEGER PRIMARY KEY,
+    run_id    TEXT NOT NULL,
+    op        TEXT NOT NULL,
+    keys      TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    items     BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS item_packs_step ON item_packs (run_id, op, keys);
 
 -- Earlier outcomes of steps recorded again (a resume rerunning a failed
 -- step): the `steps` row each replaced. With `steps` this is every recorded

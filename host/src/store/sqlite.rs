@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// The schema this build writes. Older versions are upgraded in place; a
 /// newer one is refused (it was written by a newer dynhost).
-const SCHEMA_VERSION: u32 = 13;
+const SCHEMA_VERSION: u32 = 14;
 
 /// `MIGRATIONS[i]` upgrades a store of version `i + 1` to `i + 2`; the last
 /// one reaches [`SCHEMA_VERSION`].
@@ -64,6 +64,8 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize - 1] = [
     "ALTER TABLE steps ADD COLUMN input_heads INTEGER;",
     // 13: `step_packs` (from schema.sql). A store of this version is refused
     // by older builds, which would not see packed steps.
+    "",
+    // 14: `item_packs` (from schema.sql), refused by older builds likewise.
     "",
 ];
 
@@ -283,19 +285,31 @@ impl SqliteStore {
     /// A [`StoreError`] naming the store file (for example when another
     /// process holds the write lock too long).
     pub fn unpack(&self, run_id: &str) -> Result<(), StoreError> {
-        let Some(last) = pack::last_pack(&self.conn, run_id).map_err(|e| self.error(&e))? else {
-            return Ok(());
-        };
-        let write = || -> rusqlite::Result<usize> {
-            let tx = rusqlite::Transaction::new_unchecked(
-                &self.conn,
-                rusqlite::TransactionBehavior::Immediate,
-            )?;
-            let unpacked = pack::unpack(&tx, run_id, (PACKS_PER_COMMIT, last))?;
-            tx.commit()?;
-            Ok(unpacked)
-        };
-        while write().map_err(|e| self.error(&e))? == PACKS_PER_COMMIT {}
+        type Last = fn(&Connection, &str) -> rusqlite::Result<Option<i64>>;
+        type Unpack = fn(&Connection, &str, (usize, i64)) -> rusqlite::Result<usize>;
+        let kinds: [(Last, Unpack, usize); 2] = [
+            (pack::last_pack, pack::unpack, PACKS_PER_COMMIT),
+            (
+                pack::last_item_pack,
+                pack::unpack_items,
+                pack::ITEM_PACKS_PER_COMMIT,
+            ),
+        ];
+        for (last, unpack, per_commit) in kinds {
+            let Some(last) = last(&self.conn, run_id).map_err(|e| self.error(&e))? else {
+                continue;
+            };
+            let write = || -> rusqlite::Result<usize> {
+                let tx = rusqlite::Transaction::new_unchecked(
+                    &self.conn,
+                    rusqlite::TransactionBehavior::Immediate,
+                )?;
+                let unpacked = unpack(&tx, run_id, (per_commit, last))?;
+                tx.commit()?;
+                Ok(unpacked)
+            };
+            while write().map_err(|e| self.error(&e))? == per_commit {}
+        }
         Ok(())
     }
 
@@ -307,7 +321,7 @@ impl SqliteStore {
     pub fn unpack_all(&self) -> Result<(), StoreError> {
         let runs = || -> rusqlite::Result<Vec<String>> {
             self.conn
-                .prepare("SELECT DISTINCT run_id FROM step_packs")?
+                .prepare("SELECT run_id FROM step_packs UNION SELECT run_id FROM item_packs")?
                 .query_map([], |r| r.get(0))?
                 .collect()
         };
@@ -335,19 +349,30 @@ impl SqliteStore {
         (output, no_value, metadata): (Vec<u8>, bool, Option<String>),
     ) -> rusqlite::Result<PriorStep> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT i.output, i.key, coalesce(i.value, b.bytes), i.metadata FROM items i LEFT JOIN blobs b ON b.hash = i.value_hash
+            "SELECT i.output, i.key, coalesce(i.value, b.bytes), i.metadata, i.seq FROM items i LEFT JOIN blobs b ON b.hash = i.value_hash
              WHERE i.run_id = ?1 AND i.op = ?2 AND i.keys = ?3 ORDER BY i.output, i.seq",
         )?;
-        let items = stmt
+        let mut items = stmt
             .query_map(params![run_id, op, keys], |r| {
-                Ok(StoredItem {
-                    output: r.get(0)?,
-                    key: r.get(1)?,
-                    value: Arc::from(r.get::<_, Vec<u8>>(2)?),
-                    metadata: r.get::<_, Option<String>>(3)?.map(Arc::from),
-                })
+                Ok((
+                    r.get::<_, i64>(4)?,
+                    StoredItem {
+                        output: r.get(0)?,
+                        key: r.get(1)?,
+                        value: Arc::from(r.get::<_, Vec<u8>>(2)?),
+                        metadata: r.get::<_, Option<String>>(3)?.map(Arc::from),
+                    },
+                ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
+        // Items still packed (nothing has read their run since), some of
+        // a step's perhaps (a resume unpacks a few packs per commit).
+        let packed = pack::packed_items(&self.conn, run_id, Some((&op, &keys)))?;
+        if !packed.is_empty() {
+            items.extend(packed.into_iter().flat_map(|(.., found)| found));
+            items.sort_by(|(a_seq, a), (b_seq, b)| (&a.output, a_seq).cmp(&(&b.output, b_seq)));
+        }
+        let items = items.into_iter().map(|(_, item)| item).collect();
         let outputs = self.stored_outputs(run_id, &op, &keys)?;
         Ok(PriorStep {
             op,
@@ -623,6 +648,9 @@ impl RunStore for SqliteStore {
         // newer row when the pack is (see `pack::unpack`).
         if !fresh {
             pack::unpack(&tx, run_id, (PACKS_PER_COMMIT, i64::MAX))
+                .and_then(|_| {
+                    pack::unpack_items(&tx, run_id, (pack::ITEM_PACKS_PER_COMMIT, i64::MAX))
+                })
                 .map_err(|e| classify(&path, &e))?;
         }
         let mut writer = write::Writer::new(&tx, run_id, now, fresh);
@@ -631,7 +659,7 @@ impl RunStore for SqliteStore {
                 Write::Step(step) => writer.step(step),
                 Write::Items(items) => writer.items(
                     &items.op,
-                    &keys_json(&items.keys),
+                    keys_json(&items.keys),
                     items.first_seq,
                     &items.items,
                 ),
@@ -774,23 +802,37 @@ impl RunStore for SqliteStore {
             // Every item and named output of the run in one pass each
             // (not two queries per step: a 100,000-step resume spent
             // seconds in them before its first step ran).
-            let mut items: HashMap<(String, String), Vec<StoredItem>> = HashMap::default();
+            let mut items: HashMap<(String, String), Vec<(i64, StoredItem)>> = HashMap::default();
             let mut stmt = self.conn.prepare(
-                "SELECT i.op, i.keys, i.output, i.key, coalesce(i.value, b.bytes), i.metadata
+                "SELECT i.op, i.keys, i.output, i.key, coalesce(i.value, b.bytes), i.metadata, i.seq
                  FROM items i LEFT JOIN blobs b ON b.hash = i.value_hash
                  WHERE i.run_id = ?1 ORDER BY i.op, i.keys, i.output, i.seq",
             )?;
             let mut found = stmt.query([run_id])?;
             while let Some(r) = found.next()? {
-                items
-                    .entry((r.get(0)?, r.get(1)?))
-                    .or_default()
-                    .push(StoredItem {
+                items.entry((r.get(0)?, r.get(1)?)).or_default().push((
+                    r.get(6)?,
+                    StoredItem {
                         output: r.get(2)?,
                         key: r.get(3)?,
                         value: Arc::from(r.get::<_, Vec<u8>>(4)?),
                         metadata: r.get::<_, Option<String>>(5)?.map(Arc::from),
+                    },
+                ));
+            }
+            // Packed items, read as they are (as packed steps above); a
+            // step's may be partly rows (a resume unpacks a few packs per
+            // commit), so its items are put back in order.
+            let packed = pack::packed_items(&self.conn, run_id, None)?;
+            if !packed.is_empty() {
+                for (op, keys, found) in packed {
+                    items.entry((op, keys)).or_default().extend(found);
+                }
+                for step in items.values_mut() {
+                    step.sort_by(|(a_seq, a), (b_seq, b)| {
+                        (&a.output, a_seq).cmp(&(&b.output, b_seq))
                     });
+                }
             }
             let mut outputs: HashMap<(String, String), Vec<StoredOutput>> = HashMap::default();
             let mut stmt = self.conn.prepare(
@@ -814,7 +856,10 @@ impl RunStore for SqliteStore {
                 .map(
                     |(op, keys, (input_hash, memo_key), (output, no_value, metadata))| {
                         let at = (op, keys);
-                        let step_items = items.remove(&at).unwrap_or_default();
+                        let step_items = items
+                            .remove(&at)
+                            .map(|i| i.into_iter().map(|(_, item)| item).collect())
+                            .unwrap_or_default();
                         let step_outputs = outputs.remove(&at).unwrap_or_default();
                         let (op, keys) = at;
                         PriorStep {

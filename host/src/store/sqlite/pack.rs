@@ -19,8 +19,9 @@
 //! events are written for them as for any step.
 
 use super::SuccessRow;
+use super::write::ITEMS_PER_INSERT;
 use crate::store::Digest;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Plain steps per `step_packs` row: 128 steps of a trivial map are ~12 KiB,
@@ -102,6 +103,7 @@ impl postcard::ser_flavors::Flavor for Out {
 }
 
 /// The steps of a pack row, or why it does not decode (a corrupt store).
+#[cfg(test)]
 pub(super) fn decode(bytes: &[u8]) -> Result<Vec<Plain<'_>>, postcard::Error> {
     postcard::from_bytes(bytes)
 }
@@ -134,7 +136,7 @@ pub(super) fn unpack(
         let id: i64 = row.get(0)?;
         let op: String = row.get(1)?;
         let finished_at: f64 = row.get(2)?;
-        let steps = decoded(row, 3, run_id)?;
+        let steps = decoded::<Plain<'_>>(row, 3, ("step", run_id))?;
         for step in &steps {
             super::write::bind_plain(
                 &mut insert,
@@ -221,7 +223,7 @@ pub(super) fn successes(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec
     let mut found = Vec::new();
     while let Some(row) = rows.next()? {
         let op: String = row.get(1)?;
-        for step in decoded(row, 2, run_id)? {
+        for step in decoded::<Plain<'_>>(row, 2, ("step", run_id))? {
             if let Some(output) = step.output {
                 found.push((
                     op.clone(),
@@ -235,18 +237,168 @@ pub(super) fn successes(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec
     Ok(found)
 }
 
-/// The steps of the pack in column `column` of `row` (column 0 is its id).
-fn decoded<'r>(
+/// The steps or items (`kind`) of the pack in column `column` of `row`
+/// (column 0 is its id), or an error naming the pack (a corrupt store).
+fn decoded<'r, T: Deserialize<'r>>(
     row: &'r rusqlite::Row<'_>,
     column: usize,
-    run_id: &str,
-) -> rusqlite::Result<Vec<Plain<'r>>> {
+    (kind, run_id): (&str, &str),
+) -> rusqlite::Result<Vec<T>> {
     let id: i64 = row.get(0)?;
-    decode(row.get_ref(column)?.as_blob()?).map_err(|e| {
+    postcard::from_bytes(row.get_ref(column)?.as_blob()?).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(
             column,
             rusqlite::types::Type::Blob,
-            format!("step pack {id} of run `{run_id}` does not decode: {e}").into(),
+            format!("{kind} pack {id} of run `{run_id}` does not decode: {e}").into(),
         )
     })
+}
+
+/// Items per `item_packs` row at most: a trivial fan-out's emitter sends
+/// ~1,000 items per commit; a pack that size is ~30 KiB.
+pub(super) const PACK_ITEMS: usize = 1024;
+
+/// Item packs turned into rows per transaction (up to [`PACK_ITEMS`] rows
+/// each; tens of ms, as [`super::PACKS_PER_COMMIT`] step packs).
+pub(super) const ITEM_PACKS_PER_COMMIT: usize = 8;
+
+/// One emitted item in an `item_packs` row: its position is the pack's
+/// `first_seq` plus its place in the pack.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub(super) struct PackedItem<'a> {
+    pub output: &'a str,
+    pub key: &'a str,
+    /// The SHA-256 of a value kept in `blobs`, or empty.
+    pub value_hash: &'a str,
+    /// The value itself, when small.
+    #[serde(borrow)]
+    pub value: Option<Bytes<'a>>,
+    pub metadata: Option<&'a str>,
+}
+
+/// One item pack's row.
+pub(super) fn encode_items(items: &[PackedItem<'_>]) -> Vec<u8> {
+    // A trivial item (output name, key, small value) takes ~30 bytes.
+    let out = Out(Vec::with_capacity(items.len() * 40 + 8));
+    postcard::serialize_with_flavor(items, out).expect("encoding into a Vec cannot fail")
+}
+
+/// The id of the last item pack written to the store (any run): unpacking
+/// stops there, so a reader never chases a running run's recorder.
+pub(super) fn last_item_pack(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<i64>> {
+    let any: Option<i64> = conn
+        .prepare_cached("SELECT 1 FROM item_packs WHERE run_id = ?1 LIMIT 1")?
+        .query_row([run_id], |r| r.get(0))
+        .optional()?;
+    if any.is_none() {
+        return Ok(None);
+    }
+    conn.prepare_cached("SELECT max(id) FROM item_packs")?
+        .query_row([], |r| r.get(0))
+}
+
+/// Writes `run_id`'s first `packs` item packs up to id `up_to` as `items`
+/// rows and drops them; returns how many there were. Call inside a write
+/// transaction. Rows and packs of one step never hold the same position
+/// (a new attempt drops both before writing), so the order does not
+/// matter; they go step by step, as the index has them.
+pub(super) fn unpack_items(
+    conn: &Connection,
+    run_id: &str,
+    (packs, up_to): (usize, i64),
+) -> rusqlite::Result<usize> {
+    let mut select = conn.prepare_cached(
+        "SELECT id, op, keys, first_seq, items FROM item_packs
+         WHERE run_id = ?1 AND id <= ?2 ORDER BY op, keys, id LIMIT ?3",
+    )?;
+    let mut insert = conn.prepare_cached(super::write::items_sql(1))?;
+    let mut inserts = conn.prepare_cached(super::write::items_sql(ITEMS_PER_INSERT))?;
+    let mut rows = select.query(params![run_id, up_to, packs as i64])?;
+    let mut unpacked = Vec::new();
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let op: String = row.get(1)?;
+        let keys: String = row.get(2)?;
+        let first_seq: i64 = row.get(3)?;
+        let items = decoded::<PackedItem<'_>>(row, 4, ("item", run_id))?;
+        // As the writer writes rows: many to a statement.
+        let (full, rest) = items.split_at(items.len() / ITEMS_PER_INSERT * ITEMS_PER_INSERT);
+        for (at, chunk) in full.chunks(ITEMS_PER_INSERT).enumerate() {
+            let seq = first_seq + (at * ITEMS_PER_INSERT) as i64;
+            super::write::bind_items(&mut inserts, run_id, (&op, &keys), seq, chunk)?;
+            inserts.raw_execute()?;
+        }
+        for (at, item) in rest.iter().enumerate() {
+            let seq = first_seq + (full.len() + at) as i64;
+            let one = std::slice::from_ref(item);
+            super::write::bind_items(&mut insert, run_id, (&op, &keys), seq, one)?;
+            insert.raw_execute()?;
+        }
+        unpacked.push(id);
+    }
+    drop(rows);
+    let mut delete = conn.prepare_cached("DELETE FROM item_packs WHERE id = ?1")?;
+    for id in &unpacked {
+        delete.execute([id])?;
+    }
+    Ok(unpacked.len())
+}
+
+/// The items of one pack: the emitting step (op, keys as stored), and
+/// each item with its position.
+pub(super) type ItemPackRow = (String, String, Vec<(i64, crate::store::StoredItem)>);
+
+/// The packed items of `run_id`, or of one of its steps (`step`: op and
+/// keys as stored), with values (a value in `blobs` read from there).
+pub(super) fn packed_items(
+    conn: &Connection,
+    run_id: &str,
+    step: Option<(&str, &str)>,
+) -> rusqlite::Result<Vec<ItemPackRow>> {
+    let (sql, op, keys) = match step {
+        Some((op, keys)) => (
+            "SELECT id, op, keys, first_seq, items FROM item_packs
+             WHERE run_id = ?1 AND op = ?2 AND keys = ?3",
+            Some(op),
+            Some(keys),
+        ),
+        None => (
+            "SELECT id, op, keys, first_seq, items FROM item_packs
+             WHERE run_id = ?1 AND ?2 IS NULL AND ?3 IS NULL",
+            None,
+            None,
+        ),
+    };
+    let mut select = conn.prepare_cached(sql)?;
+    let mut blob = conn.prepare_cached("SELECT bytes FROM blobs WHERE hash = ?1")?;
+    let mut rows = select.query(params![run_id, op, keys])?;
+    let mut found = Vec::new();
+    while let Some(row) = rows.next()? {
+        let op: String = row.get(1)?;
+        let keys: String = row.get(2)?;
+        let first_seq: i64 = row.get(3)?;
+        let decoded = decoded::<PackedItem<'_>>(row, 4, ("item", run_id))?;
+        let mut items = Vec::with_capacity(decoded.len());
+        for (at, item) in decoded.into_iter().enumerate() {
+            let value: std::sync::Arc<[u8]> = match item.value {
+                Some(bytes) => bytes.0.into(),
+                // A value whose blob is gone fails the read, as a row's
+                // does (a corrupt store; nothing is dropped silently).
+                None => blob
+                    .query_row([item.value_hash], |r| r.get::<_, Vec<u8>>(0))?
+                    .into(),
+            };
+            items.push((
+                first_seq + at as i64,
+                crate::store::StoredItem {
+                    output: item.output.to_owned(),
+                    key: item.key.to_owned(),
+                    value,
+                    metadata: item.metadata.map(std::sync::Arc::from),
+                },
+            ));
+        }
+        found.push((op, keys, items));
+    }
+    Ok(found)
 }

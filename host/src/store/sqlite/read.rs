@@ -121,6 +121,7 @@ impl SqliteStore {
         op: &str,
         keys: &[String],
     ) -> Result<Vec<(String, String, String)>, StoreError> {
+        self.unpack(run_id)?;
         let query = || -> rusqlite::Result<Vec<(String, String, String)>> {
             let mut stmt = self.conn.prepare(
                 "SELECT output, key, metadata FROM items

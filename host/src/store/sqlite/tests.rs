@@ -1320,3 +1320,207 @@ fn record_item_batches(store: &mut SqliteStore, batches: usize, per_batch: usize
         store.record("r1", &[Write::Items(batch)]).unwrap();
     }
 }
+
+/// A streamed batch of `emit`'s items (`[]` keys) from `first_seq` on.
+fn emitted(first_seq: u64, items: Vec<StoredItem>) -> Write {
+    Write::Items(crate::store::ItemsRecord {
+        op: "emit".into(),
+        keys: vec![],
+        first_seq,
+        items,
+    })
+}
+
+/// `emit` (no keys) succeeded, its items streamed.
+fn emit_done() -> Write {
+    let mut r = record("emit", "", StepStatus::Succeeded);
+    r.keys = vec![];
+    r.items = vec![];
+    r.items_streamed = true;
+    r.emitted_items = 5;
+    Write::Step(Box::new(r))
+}
+
+/// (output, key, value, metadata) of each item, to compare reads.
+fn item_fields(items: &[StoredItem]) -> Vec<(String, String, Vec<u8>, Option<String>)> {
+    items
+        .iter()
+        .map(|i| {
+            let metadata = i.metadata.as_deref().map(str::to_owned);
+            (i.output.clone(), i.key.clone(), i.value.to_vec(), metadata)
+        })
+        .collect()
+}
+
+/// A new run's streamed items go to `item_packs`, a row per step and commit,
+/// none to `items`; a resume reads them packed, the first read of the run
+/// writes them as the rows a resumed run writes (same positions, values,
+/// blobs and metadata) and drops the packs.
+#[test]
+fn items_of_a_new_run_are_packed_until_read_and_unpack_to_the_same_rows() {
+    let big = vec![5u8; INLINE_MAX + 10];
+    let mut with_metadata = item("b", b"vb");
+    with_metadata.metadata = Some(Arc::from(r#"[{"label":"x"}]"#));
+    let mut other = item("o", b"vo");
+    other.output = "other".into();
+    let first = vec![item("a", b"va"), with_metadata, item("big", &big)];
+    let second = vec![other, item("c", b"vc")];
+    let (dir, mut store) = new_run();
+    store.record("r1", &[emitted(0, first.clone())]).unwrap();
+    store
+        .record("r1", &[emitted(3, second.clone()), emit_done()])
+        .unwrap();
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM items"), 0);
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM item_packs"), 2);
+    // As a resume reads them: packed, by output, in emission order.
+    let expected = item_fields(&[
+        second[0].clone(),
+        first[0].clone(),
+        first[1].clone(),
+        first[2].clone(),
+        second[1].clone(),
+    ]);
+    let emit = |store: &SqliteStore| {
+        let prior = store.successes("r1").unwrap();
+        let emit = prior.into_iter().find(|p| p.op == "emit").unwrap();
+        item_fields(&emit.items)
+    };
+    assert_eq!(emit(&store), expected);
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM items"), 0);
+    // The same writes into a run this handle did not create: rows.
+    let path = dir.path().join("runs.db");
+    let mut rows = SqliteStore::open(&path).unwrap();
+    begin(&mut rows, "r2");
+    drop(rows);
+    let mut rows = SqliteStore::open(&path).unwrap();
+    begin(&mut rows, "r2");
+    rows.record("r2", &[emitted(0, first), emitted(3, second), emit_done()])
+        .unwrap();
+    let row_count = "SELECT count(*) FROM items WHERE run_id = 'r2'";
+    assert_eq!(raw::<i64>(&rows, row_count), 5);
+    // Reading r1 (here: its metadata) writes its rows, equal to r2's.
+    let metadata = store.item_metadata("r1", "emit", &[]).unwrap();
+    assert_eq!(
+        metadata,
+        [(
+            "result".to_owned(),
+            "b".to_owned(),
+            r#"[{"label":"x"}]"#.to_owned()
+        )]
+    );
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM item_packs"), 0);
+    let columns = "output, seq, key, value_hash, value, metadata";
+    let table = |run: &str| -> Vec<String> {
+        store
+            .conn
+            .prepare(&format!(
+                "SELECT quote({}) FROM items WHERE run_id = ?1 ORDER BY output, seq",
+                columns.replace(", ", ") || quote(")
+            ))
+            .unwrap()
+            .query_map([run], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    assert_eq!(table("r1").len(), 5);
+    assert_eq!(table("r1"), table("r2"));
+    assert_eq!(emit(&store), expected);
+    assert_eq!(
+        blob_count(&store),
+        1,
+        "the large value went to `blobs` once"
+    );
+}
+
+/// A new attempt of a step (its items from position 0 again) drops the
+/// earlier attempt's items, packed or still waiting in the same commit.
+#[test]
+fn a_new_attempt_drops_the_packed_and_waiting_items_of_the_last() {
+    let (_dir, mut store) = new_run();
+    store
+        .record("r1", &[emitted(0, vec![item("a", b"1"), item("b", b"2")])])
+        .unwrap();
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM item_packs"), 1);
+    store
+        .record(
+            "r1",
+            &[
+                emitted(0, vec![item("c", b"3")]),
+                emitted(1, vec![item("d", b"4")]),
+                emitted(0, vec![item("e", b"5")]),
+                emit_done(),
+            ],
+        )
+        .unwrap();
+    let prior = store.successes("r1").unwrap();
+    let emit = prior.iter().find(|p| p.op == "emit").unwrap();
+    let keys: Vec<&str> = emit.items.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(keys, ["e"], "only the last attempt's items");
+    assert_eq!(one::<i64>(&store, "SELECT count(*) FROM items"), 1);
+}
+
+/// `cache = true` reuses a step of another run with its items, which that
+/// run may still hold packed.
+#[test]
+fn a_memoized_step_is_found_with_its_packed_items() {
+    let (_dir, mut store) = new_run();
+    let key = Digest([4; 32]);
+    let Write::Step(mut done) = emit_done() else {
+        unreachable!()
+    };
+    done.memoized = true;
+    done.memo_key = Some(key);
+    let batch = vec![item("a", b"1"), item("b", &[6u8; INLINE_MAX + 1])];
+    store
+        .record("r1", &[emitted(0, batch.clone()), Write::Step(done)])
+        .unwrap();
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM items"), 0);
+    let found = store.memoized(&key).unwrap().expect("found");
+    assert_eq!(item_fields(&found.items), item_fields(&batch));
+}
+
+/// A resumed run turns a few packs into rows per commit, so a step's items
+/// may be part rows and part packs when the run is read: they read back
+/// whole and in order.
+#[test]
+fn items_part_unpacked_by_a_resume_read_back_whole_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    begin(&mut store, "r1");
+    let packs = pack::ITEM_PACKS_PER_COMMIT + 3;
+    let n = packs * 10;
+    // One commit per pack, ten items each, the output alternating.
+    for p in 0..packs {
+        let batch = (p * 10..(p + 1) * 10)
+            .map(|i| {
+                let mut it = item(&format!("k{i}"), &item_value(i));
+                if i % 2 == 1 {
+                    it.output = "odd".into();
+                }
+                it
+            })
+            .collect();
+        store
+            .record("r1", &[emitted((p * 10) as u64, batch)])
+            .unwrap();
+    }
+    store.record("r1", &[emit_done()]).unwrap();
+    drop(store);
+    let mut store = SqliteStore::open(&path).unwrap();
+    begin(&mut store, "r1");
+    store.record("r1", &writes([plain_success(0)])).unwrap();
+    let rows: i64 = raw(&store, "SELECT count(*) FROM items");
+    let left: i64 = raw(&store, "SELECT count(*) FROM item_packs");
+    assert_eq!((rows, left), ((pack::ITEM_PACKS_PER_COMMIT * 10) as i64, 3));
+    let prior = store.successes("r1").unwrap();
+    let emit = prior.iter().find(|p| p.op == "emit").unwrap();
+    let keys: Vec<String> = emit.items.iter().map(|i| i.key.clone()).collect();
+    let odd = (0..n).filter(|i| i % 2 == 1);
+    let expected: Vec<String> = odd
+        .chain((0..n).filter(|i| i % 2 == 0))
+        .map(|i| format!("k{i}"))
+        .collect();
+    assert_eq!(keys, expected, "by output, then in emission order");
+}

@@ -10,15 +10,16 @@
 //! `attempts` (a row per step there was another tenth).
 
 use super::INLINE_MAX;
-use super::pack::{self, Bytes, PACK_STEPS, Plain};
+use super::pack::{self, Bytes, PACK_ITEMS, PACK_STEPS, PackedItem, Plain};
 use crate::store::{StepRecord, StepStatus, StoredItem, StoredOutput, hash_bytes};
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, OnceLock};
 
 /// Items per multi-row insert: each execution of a statement has a fixed
 /// cost (binding the run, op and keys, stepping, resetting) that 16 rows
 /// share; more rows gained nothing measurable.
-const ITEMS_PER_INSERT: usize = 16;
+pub(super) const ITEMS_PER_INSERT: usize = 16;
 
 /// Columns of an `items` row bound per item (after `run_id, op, keys`).
 const ITEM_COLUMNS: usize = 6;
@@ -165,6 +166,18 @@ pub(super) struct Writer<'c, 'w> {
     item: Option<CachedStatement<'c>>,
     items: Option<CachedStatement<'c>>,
     blob: Option<CachedStatement<'c>>,
+    /// Items of a run this handle created, by emitting step (keys as
+    /// stored, then op), written up to [`PACK_ITEMS`] to an `item_packs`
+    /// row ([`pack`]).
+    item_packs: FxHashMap<String, Vec<(&'w str, ItemPack<'w>)>>,
+    item_pack_insert: Option<CachedStatement<'c>>,
+}
+
+/// A step's items waiting to be written as one `item_packs` row.
+struct ItemPack<'w> {
+    /// The position of the first.
+    first_seq: u64,
+    items: Vec<&'w StoredItem>,
 }
 
 /// A plain step waiting to be written, with its keys as stored and its
@@ -201,6 +214,8 @@ impl<'c, 'w> Writer<'c, 'w> {
             item: None,
             items: None,
             blob: None,
+            item_packs: FxHashMap::default(),
+            item_pack_insert: None,
         }
     }
 
@@ -235,7 +250,7 @@ impl<'c, 'w> Writer<'c, 'w> {
         self.insert_pending()?;
         self.row(s, &keys, heads)?;
         if !s.items_streamed {
-            self.items(&s.op, &keys, 0, &s.items)?;
+            self.items(&s.op, keys.clone(), 0, &s.items)?;
         } else if clear_items {
             self.clear_items(&s.op, &keys)?;
         }
@@ -256,10 +271,19 @@ impl<'c, 'w> Writer<'c, 'w> {
             .map(|_| ())
     }
 
-    /// Writes the plain steps still waiting; call before the commit.
+    /// Writes the plain steps and packed items still waiting; call before
+    /// the commit.
     pub fn finish(&mut self) -> rusqlite::Result<()> {
         for at in 0..self.packs.len() {
             self.write_pack(at)?;
+        }
+        let steps: Vec<(String, &'w str)> = self
+            .item_packs
+            .iter()
+            .flat_map(|(keys, ops)| ops.iter().map(|(op, _)| (keys.clone(), *op)))
+            .collect();
+        for (keys, op) in steps {
+            self.write_item_pack(op, &keys)?;
         }
         self.insert_pending()
     }
@@ -456,25 +480,38 @@ impl<'c, 'w> Writer<'c, 'w> {
         Ok(Some(id))
     }
 
-    fn clear_items(&self, op: &str, keys: &str) -> rusqlite::Result<()> {
+    /// Drops a step's items: rows, packs and those waiting to be packed.
+    fn clear_items(&mut self, op: &str, keys: &str) -> rusqlite::Result<()> {
+        if let Some(ops) = self.item_packs.get_mut(keys) {
+            ops.retain(|(o, _)| *o != op);
+        }
+        let args = params![self.run_id, op, keys];
         self.conn
             .prepare_cached("DELETE FROM items WHERE run_id = ?1 AND op = ?2 AND keys = ?3")?
-            .execute(params![self.run_id, op, keys])
+            .execute(args)?;
+        self.conn
+            .prepare_cached("DELETE FROM item_packs WHERE run_id = ?1 AND op = ?2 AND keys = ?3")?
+            .execute(args)
             .map(|_| ())
     }
 
     /// Writes items from position `first_seq` on; position 0 first drops the
-    /// step's earlier items (a rerun replaces them).
+    /// step's earlier items (a rerun replaces them). A run this handle
+    /// created packs them ([`pack`]); others write rows.
     pub fn items(
         &mut self,
-        op: &str,
-        keys: &str,
+        op: &'w str,
+        keys: String,
         first_seq: u64,
-        items: &[StoredItem],
+        items: &'w [StoredItem],
     ) -> rusqlite::Result<()> {
         if first_seq == 0 {
-            self.clear_items(op, keys)?;
+            self.clear_items(op, &keys)?;
         }
+        if self.fresh_run {
+            return self.pack_items(op, keys, first_seq, items);
+        }
+        let keys = keys.as_str();
         let mut seq = first_seq;
         let mut rest = items;
         while !rest.is_empty() {
@@ -519,6 +556,103 @@ impl<'c, 'w> Writer<'c, 'w> {
         Ok(())
     }
 
+    /// Adds items to their step's pack, which continues from the last
+    /// commit's items or starts afresh; a full pack is written.
+    fn pack_items(
+        &mut self,
+        op: &'w str,
+        keys: String,
+        first_seq: u64,
+        items: &'w [StoredItem],
+    ) -> rusqlite::Result<()> {
+        let ops = self.item_packs.entry(keys.clone()).or_default();
+        let at = match ops.iter().position(|(o, _)| *o == op) {
+            Some(at) => at,
+            None => {
+                ops.push((
+                    op,
+                    ItemPack {
+                        first_seq,
+                        items: Vec::with_capacity(items.len().min(PACK_ITEMS)),
+                    },
+                ));
+                ops.len() - 1
+            }
+        };
+        let pack = &ops[at].1;
+        if pack.first_seq + pack.items.len() as u64 != first_seq {
+            // Not where the waiting items end (never, as the coordinator
+            // sends them): what waits goes first, in its own pack.
+            self.write_item_pack(op, &keys)?;
+            self.waiting_pack(op, &keys).first_seq = first_seq;
+        }
+        for item in items {
+            let pack = self.waiting_pack(op, &keys);
+            pack.items.push(item);
+            if pack.items.len() == PACK_ITEMS {
+                self.write_item_pack(op, &keys)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The pack of `op`'s step `keys` that waits ([`Self::pack_items`] made it).
+    fn waiting_pack(&mut self, op: &str, keys: &str) -> &mut ItemPack<'w> {
+        let ops = self.item_packs.get_mut(keys).expect("made by pack_items");
+        let at = ops
+            .iter()
+            .position(|(o, _)| *o == op)
+            .expect("made by pack_items");
+        &mut ops[at].1
+    }
+
+    /// Writes the waiting items of `op`'s step `keys` as one `item_packs`
+    /// row; the pack then waits for the items after them.
+    fn write_item_pack(&mut self, op: &'w str, keys: &str) -> rusqlite::Result<()> {
+        let pack = self.waiting_pack(op, keys);
+        if pack.items.is_empty() {
+            return Ok(());
+        }
+        let items = std::mem::take(&mut pack.items);
+        let first_seq = pack.first_seq;
+        // Values over the inline size go to `blobs` first.
+        let mut stored = Vec::with_capacity(items.len());
+        for item in &items {
+            stored.push(self.put_value(&item.value)?);
+        }
+        let packed: Vec<PackedItem<'_>> = items
+            .iter()
+            .zip(&stored)
+            .map(|(item, value)| {
+                let (value_hash, value) = match value {
+                    Stored::Inline(bytes) => ("", Some(Bytes(bytes))),
+                    Stored::Blob(hash) => (hash.as_str(), None),
+                };
+                PackedItem {
+                    output: &item.output,
+                    key: &item.key,
+                    value_hash,
+                    value,
+                    metadata: item.metadata.as_deref(),
+                }
+            })
+            .collect();
+        let blob = pack::encode_items(&packed);
+        prepared(
+            self.conn,
+            &mut self.item_pack_insert,
+            "INSERT INTO item_packs (run_id, op, keys, first_seq, items) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![self.run_id, op, keys, first_seq as i64, blob])?;
+        let written = items.len() as u64;
+        let pack = self.waiting_pack(op, keys);
+        pack.first_seq = first_seq + written;
+        // The vector's room serves the next pack.
+        pack.items = items;
+        pack.items.clear();
+        Ok(())
+    }
+
     /// Replaces a step's named plain outputs: a row for each that was set or
     /// carries metadata.
     fn outputs(&mut self, op: &str, keys: &str, outputs: &[StoredOutput]) -> rusqlite::Result<()> {
@@ -560,9 +694,34 @@ impl<'c, 'w> Writer<'c, 'w> {
     }
 }
 
+/// Binds packed items of one step (op and keys as stored) from position
+/// `first_seq` on as the rows of [`items_sql`]`(items.len())`, when
+/// unpacking.
+pub(super) fn bind_items(
+    stmt: &mut CachedStatement<'_>,
+    run_id: &str,
+    (op, keys): (&str, &str),
+    first_seq: i64,
+    items: &[PackedItem<'_>],
+) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(1, run_id)?;
+    stmt.raw_bind_parameter(2, op)?;
+    stmt.raw_bind_parameter(3, keys)?;
+    for (row, item) in items.iter().enumerate() {
+        let at = 4 + row * ITEM_COLUMNS;
+        stmt.raw_bind_parameter(at, item.output)?;
+        stmt.raw_bind_parameter(at + 1, first_seq + row as i64)?;
+        stmt.raw_bind_parameter(at + 2, item.key)?;
+        stmt.raw_bind_parameter(at + 3, item.value_hash)?;
+        stmt.raw_bind_parameter(at + 4, item.value.map(|b| b.0))?;
+        stmt.raw_bind_parameter(at + 5, item.metadata)?;
+    }
+    Ok(())
+}
+
 /// The insert of `rows` items (1 or [`ITEMS_PER_INSERT`]) sharing
 /// `run_id, op, keys` (`?1`–`?3`), built once.
-fn items_sql(rows: usize) -> &'static str {
+pub(super) fn items_sql(rows: usize) -> &'static str {
     static SQL: [OnceLock<String>; 2] = [OnceLock::new(), OnceLock::new()];
     SQL[usize::from(rows > 1)].get_or_init(|| {
         format!(
