@@ -1328,39 +1328,40 @@ fn ui_pages(trivial: &Path) {
     let locked = dynhost::plan::lock::lock(&plan, &components).to_json();
     let db = dir.path().join("store/runs.db");
     let mut store = SqliteStore::open(&db).unwrap();
-    let step = |op: &str, keys: Vec<String>, position: Option<u32>, failed: bool| StepRecord {
-        op: op.into(),
-        keys,
-        position,
-        status: if failed {
-            StepStatus::Failed
-        } else {
-            StepStatus::Succeeded
-        },
-        attempts: 1,
-        wall_secs: 0.0001,
-        failure_kind: failed.then(|| "op-error".into()),
-        failure_message: failed.then(|| "told to fail".into()),
-        peak_memory_bytes: 1 << 20,
-        emitted_items: 0,
-        emitted_bytes: 0,
-        fuel_used: None,
-        input_hash: None,
-        memo_key: None,
-        memoized: false,
-        output: Some(std::sync::Arc::from(&b"1"[..])),
-        metadata: None,
-        no_value: false,
-        services: None,
-        outputs: Vec::new(),
-        items: Vec::new(),
-        items_streamed: true,
-        stdout: String::new(),
-        stderr: String::new(),
-        log: String::new(),
-        inputs: None,
-        executed: true,
-    };
+    let step =
+        |op: &str, keys: dynhost::key::KeyPath, position: Option<u32>, failed: bool| StepRecord {
+            op: op.into(),
+            keys,
+            position,
+            status: if failed {
+                StepStatus::Failed
+            } else {
+                StepStatus::Succeeded
+            },
+            attempts: 1,
+            wall_secs: 0.0001,
+            failure_kind: failed.then(|| "op-error".into()),
+            failure_message: failed.then(|| "told to fail".into()),
+            peak_memory_bytes: 1 << 20,
+            emitted_items: 0,
+            emitted_bytes: 0,
+            fuel_used: None,
+            input_hash: None,
+            memo_key: None,
+            memoized: false,
+            output: Some(std::sync::Arc::from(&b"1"[..])),
+            metadata: None,
+            no_value: false,
+            services: None,
+            outputs: Vec::new(),
+            items: Vec::new(),
+            items_streamed: true,
+            stdout: String::new(),
+            stderr: String::new(),
+            log: String::new(),
+            inputs: None,
+            executed: true,
+        };
     let fill = Instant::now();
     for (id, n) in [("small", SMALL), ("large", LARGE)] {
         store
@@ -1378,7 +1379,7 @@ fn ui_pages(trivial: &Path) {
                 id,
                 &[dynhost::store::Write::Step(Box::new(step(
                     "emit",
-                    Vec::new(),
+                    Default::default(),
                     None,
                     false,
                 )))],
@@ -1399,7 +1400,7 @@ fn ui_pages(trivial: &Path) {
                     id,
                     &[dynhost::store::Write::Items(dynhost::store::ItemsRecord {
                         op: "emit".into(),
-                        keys: Vec::new(),
+                        keys: Default::default(),
                         first_seq: first,
                         items,
                     })],
@@ -1411,7 +1412,7 @@ fn ui_pages(trivial: &Path) {
             let failed = i % 1000 == 999;
             batch.push(dynhost::store::Write::Step(Box::new(step(
                 "work",
-                vec![format!("k{i}")],
+                std::iter::once(dynhost::MappingKey::parse(&format!("k{i}")).unwrap()).collect(),
                 Some(i as u32),
                 failed,
             ))));

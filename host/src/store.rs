@@ -239,10 +239,12 @@ impl StepStatus {
 /// One finished step, written whole in one transaction with its items and output.
 #[derive(Debug, Clone)]
 pub struct StepRecord {
-    /// The op.
-    pub op: String,
-    /// The step's keys.
-    pub keys: Vec<String>,
+    /// The op (its name, shared by all its steps' records: a million-key
+    /// run builds a million records, and each string was an allocation
+    /// made on the coordinator and freed on the store's thread).
+    pub op: Arc<str>,
+    /// The step's keys (mapping keys are kept inline when short).
+    pub keys: crate::key::KeyPath,
     /// Its item's position among its emitter's items (emission order), for
     /// steps inside a map.
     pub position: Option<u32>,
@@ -322,9 +324,9 @@ pub struct InputSummary {
 #[derive(Debug, Clone)]
 pub struct ItemsRecord {
     /// The emitting op.
-    pub op: String,
+    pub op: Arc<str>,
     /// The emitting step's keys.
-    pub keys: Vec<String>,
+    pub keys: crate::key::KeyPath,
     /// Position of the first item among all the step's items; 0 starts the
     /// step's items afresh (a new attempt replaces an old one's items).
     pub first_seq: u64,
@@ -346,8 +348,8 @@ pub struct StoredOutput {
 /// One emitted item as the store keeps it.
 #[derive(Debug, Clone)]
 pub struct StoredItem {
-    /// The dynamic output.
-    pub output: String,
+    /// The dynamic output (its name, shared by all its items).
+    pub output: Arc<str>,
     /// The item's mapping key.
     pub key: String,
     /// Its value.

@@ -53,9 +53,9 @@ pub(crate) struct Coordinator<'p> {
     pub(super) recorder: Option<Recorder>,
     /// Stored successes that may stand in for steps.
     pub(super) reuse: Reuse<'p>,
-    /// Per op, its inputs' names, sources and kinds for `show`
-    /// ([`record::input_heads`]), shared by its steps' records.
-    input_heads: Vec<Arc<str>>,
+    /// Per op, the names its steps' records repeat (op, outputs, input
+    /// heads), made once and shared.
+    names: Vec<record::OpNames>,
     /// Per started step, until it is recorded: what its record says about
     /// its inputs (one map, one entry per step).
     hashes: FxHashMap<StepId, record::Hashes>,
@@ -102,7 +102,7 @@ impl<'p> Coordinator<'p> {
                 storage.record_reused,
                 storage.lookup,
             ),
-            input_heads: record::input_heads(plan),
+            names: record::op_names(plan),
             hashes: FxHashMap::default(),
             items_written: FxHashMap::default(),
             backlog: VecDeque::new(),
@@ -330,7 +330,7 @@ impl<'p> Coordinator<'p> {
             let memo_key = self.reuse.memo_key(step.op, &input);
             let verdict = self.reuse.decide(step, &input, &memo_key);
             let summary = self.recorder.is_some().then(|| InputSummary {
-                heads: self.input_heads[step.op].clone(),
+                heads: self.names[step.op].heads.clone(),
                 values: record::describe_inputs(&inputs),
             });
             self.hashes.insert(
@@ -405,7 +405,7 @@ impl<'p> Coordinator<'p> {
         let hashes = self.hashes.remove(step);
         let outputs = &self.plan.ops[step.op].dynamic_outputs;
         for (key, item) in &prior.items {
-            if let Some(index) = outputs.iter().position(|o| *o == item.output) {
+            if let Some(index) = outputs.iter().position(|o| **o == *item.output) {
                 let value = self.scheduler.values.put(item.value.clone());
                 self.scheduler.on_emit(step, index, key.clone(), value);
             }
@@ -462,7 +462,7 @@ impl<'p> Coordinator<'p> {
     ) -> record::Finished<'_> {
         let entry = self.scheduler.steps.get(step);
         record::Finished {
-            plan: self.plan,
+            names: &self.names[step.op],
             step,
             attempts: self.attempt(step),
             hashes,
@@ -553,9 +553,8 @@ impl<'p> Coordinator<'p> {
     /// Adds an emitted item to the batch of its step that goes to the store;
     /// the step's count of written items is looked up once per batch.
     fn stream_item(&self, batches: &mut Vec<(StepId, ItemsRecord)>, item: &Emitted) {
-        let plan = self.plan;
-        let op = &plan.ops[item.step.op];
-        let Some(output) = op.dynamic_outputs.get(item.output) else {
+        let names = &self.names[item.step.op];
+        let Some(output) = names.outputs.get(item.output) else {
             return;
         };
         let batch = match batches.iter().position(|(s, _)| *s == item.step) {
@@ -564,13 +563,8 @@ impl<'p> Coordinator<'p> {
                 batches.push((
                     item.step.clone(),
                     ItemsRecord {
-                        op: op.name.clone(),
-                        keys: item
-                            .step
-                            .keys
-                            .iter()
-                            .map(|k| k.as_str().to_owned())
-                            .collect(),
+                        op: names.op.clone(),
+                        keys: item.step.keys.clone(),
                         first_seq: self.items_written.get(&item.step).copied().unwrap_or(0),
                         items: Vec::new(),
                     },

@@ -244,8 +244,8 @@ impl Recorder {
         }
     }
 
-    pub fn record(&self, record: StepRecord) {
-        self.write(Write::Step(Box::new(record)));
+    pub fn record(&self, record: Box<StepRecord>) {
+        self.write(Write::Step(record));
     }
 
     /// Marks failed or skipped steps that a tolerant collect ran without.
@@ -445,6 +445,37 @@ pub(crate) fn describe_inputs(inputs: &[InputData]) -> String {
     out
 }
 
+/// Per op, the names every record of its steps repeats, made once per run
+/// and shared: a million-key run builds a million records, and a string
+/// each was an allocation on the coordinator freed on the store's thread.
+pub(crate) struct OpNames {
+    pub op: Arc<str>,
+    /// Its dynamic outputs, by index.
+    pub outputs: Vec<Arc<str>>,
+    /// Its inputs' heads ([`input_heads`]).
+    pub heads: Arc<str>,
+    /// The op has `cache = true`.
+    pub cache: bool,
+}
+
+/// [`OpNames`] of each op of `plan`.
+pub(crate) fn op_names(plan: &Plan) -> Vec<OpNames> {
+    plan.ops
+        .iter()
+        .zip(input_heads(plan))
+        .map(|(op, heads)| OpNames {
+            op: Arc::from(op.name.as_str()),
+            outputs: op
+                .dynamic_outputs
+                .iter()
+                .map(|o| Arc::from(o.as_str()))
+                .collect(),
+            heads,
+            cache: op.cache,
+        })
+        .collect()
+}
+
 /// Per op, its inputs' names, sources (`item of `emit.result``) and kinds
 /// as a JSON array ([`InputSummary::heads`]): the same for every step of
 /// the op, so built once and stored once per run.
@@ -529,7 +560,8 @@ pub(crate) struct Hashes {
 
 /// What to store for a step: its outcome, accounting, output and items.
 pub(crate) struct Finished<'a> {
-    pub plan: &'a Plan,
+    /// The names of the step's op.
+    pub names: &'a OpNames,
     pub step: &'a StepId,
     pub attempts: u32,
     /// `None` for a step that never started (skipped).
@@ -543,7 +575,7 @@ pub(crate) struct Finished<'a> {
 impl Finished<'_> {
     /// The record without outcome details; with the step's items from
     /// memory unless `streamed` (a step that ran sent them as it emitted).
-    fn base(&mut self, status: StepStatus, streamed: bool) -> StepRecord {
+    fn base(&mut self, status: StepStatus, streamed: bool) -> Box<StepRecord> {
         let (input_hash, memo_key, inputs) = match self.hashes.take() {
             Some(h) => (Some(h.input), Some(h.memo_key), h.summary),
             None => (None, None, None),
@@ -558,7 +590,7 @@ impl Finished<'_> {
                 items.order.iter().filter_map(move |(k, v)| {
                     match values.get(v) {
                         Ok(value) => Some(StoredItem {
-                            output: output.clone(),
+                            output: Arc::from(output.as_str()),
                             key: k.as_str().to_owned(),
                             value,
                             metadata: None,
@@ -574,14 +606,10 @@ impl Finished<'_> {
                 })
             })
             .collect();
-        StepRecord {
-            op: self.plan.ops[self.step.op].name.clone(),
-            keys: self
-                .step
-                .keys
-                .iter()
-                .map(|k| k.as_str().to_owned())
-                .collect(),
+        // Boxed at once: the record is ~400 bytes, moved on to the store.
+        Box::new(StepRecord {
+            op: self.names.op.clone(),
+            keys: self.step.keys.clone(),
             position: self.position,
             status,
             attempts: self.attempts,
@@ -594,7 +622,7 @@ impl Finished<'_> {
             fuel_used: None,
             input_hash,
             memo_key,
-            memoized: self.plan.ops[self.step.op].cache,
+            memoized: self.names.cache,
             output: None,
             metadata: None,
             no_value: false,
@@ -607,11 +635,11 @@ impl Finished<'_> {
             log: String::new(),
             inputs,
             executed: false,
-        }
+        })
     }
 
     /// A step that ran.
-    pub fn ran(mut self, report: &StepReport) -> StepRecord {
+    pub fn ran(mut self, report: &StepReport) -> Box<StepRecord> {
         let status = if report.outcome.is_ok() {
             StepStatus::Succeeded
         } else {
@@ -653,7 +681,7 @@ impl Finished<'_> {
 
     /// A step reused from a stored success: its value, metadata and items
     /// (with theirs) as stored.
-    pub fn reused(mut self, prior: &Prior) -> StepRecord {
+    pub fn reused(mut self, prior: &Prior) -> Box<StepRecord> {
         let mut record = self.base(StepStatus::Succeeded, true);
         record.output = Some(prior.output.clone());
         record.no_value = prior.no_value;
@@ -665,7 +693,7 @@ impl Finished<'_> {
     }
 
     /// A step that never ran.
-    pub fn skipped(mut self, reason: &str) -> StepRecord {
+    pub fn skipped(mut self, reason: &str) -> Box<StepRecord> {
         let mut record = self.base(StepStatus::Skipped, false);
         record.failure_kind = Some("skipped".to_owned());
         record.failure_message = Some(reason.to_owned());
@@ -837,7 +865,7 @@ inputs.vs = { collect = "work" }
         for seq in 0..100 {
             recorder.record_items(ItemsRecord {
                 op: "op".into(),
-                keys: Vec::new(),
+                keys: KeyPath::new(),
                 first_seq: seq,
                 items: Vec::new(),
             });
@@ -867,7 +895,7 @@ inputs.vs = { collect = "work" }
         let (recorder, rx) = slow_recorder(Duration::ZERO, Duration::from_secs(60));
         recorder.record_items(ItemsRecord {
             op: "op".into(),
-            keys: Vec::new(),
+            keys: KeyPath::new(),
             first_seq: 0,
             items: Vec::new(),
         });
@@ -893,7 +921,7 @@ inputs.vs = { collect = "work" }
         let (recorder, rx) = slow_recorder(Duration::ZERO, Duration::ZERO);
         let items = |first_seq| ItemsRecord {
             op: "op".into(),
-            keys: Vec::new(),
+            keys: KeyPath::new(),
             first_seq,
             items: Vec::new(),
         };
@@ -932,7 +960,7 @@ inputs.vs = { collect = "work" }
             sent.push(Instant::now());
             recorder.record_items(ItemsRecord {
                 op: "op".into(),
-                keys: Vec::new(),
+                keys: KeyPath::new(),
                 first_seq: seq,
                 items: Vec::new(),
             });

@@ -528,7 +528,7 @@ impl Shifted<'_, '_> {
     }
 }
 
-fn keys_json(keys: &[String]) -> String {
+fn keys_json<K: serde::Serialize>(keys: &[K]) -> String {
     serde_json::to_string(keys).unwrap_or_else(|_| "[]".to_owned())
 }
 
@@ -630,7 +630,7 @@ impl RunStore for SqliteStore {
                     let status = step.status.as_str();
                     match counted
                         .iter_mut()
-                        .find(|(op, s, _)| *op == step.op && *s == status)
+                        .find(|(op, s, _)| *op == &*step.op && *s == status)
                     {
                         Some((_, _, n)) => *n += 1,
                         None => counted.push((&step.op, status, 1)),

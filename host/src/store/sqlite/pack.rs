@@ -391,7 +391,7 @@ pub(super) fn packed_items(
             items.push((
                 first_seq + at as i64,
                 crate::store::StoredItem {
-                    output: item.output.to_owned(),
+                    output: std::sync::Arc::from(item.output),
                     key: item.key.to_owned(),
                     value,
                     metadata: item.metadata.map(std::sync::Arc::from),

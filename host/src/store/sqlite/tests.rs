@@ -2,6 +2,7 @@
 //! upgrades from version 1, and damaged files.
 
 use super::*;
+use crate::key::KeyPath;
 use crate::store::{InputSummary, StepRecord, StepStatus};
 
 fn summary(heads: &str, values: &str) -> InputSummary {
@@ -23,7 +24,11 @@ fn item(key: &str, value: &[u8]) -> StoredItem {
 fn record(op: &str, key: &str, status: StepStatus) -> StepRecord {
     StepRecord {
         op: op.into(),
-        keys: vec![key.into()],
+        // (An empty key: no keys; callers outside a map pass that.)
+        keys: (!key.is_empty())
+            .then(|| crate::key::MappingKey::parse(key).unwrap())
+            .into_iter()
+            .collect(),
         position: None,
         status,
         attempts: 1,
@@ -352,13 +357,13 @@ fn streamed_items_add_up_in_order_and_a_rerun_replaces_them() {
     let items = |first_seq: u64, keys: &[&str]| {
         Write::Items(super::super::ItemsRecord {
             op: "emit".into(),
-            keys: vec![],
+            keys: KeyPath::new(),
             first_seq,
             items: keys.iter().map(|k| item(k, k.as_bytes())).collect(),
         })
     };
     let mut done = record("emit", "", StepStatus::Succeeded);
-    done.keys = vec![];
+    done.keys = KeyPath::new();
     done.items = vec![];
     done.items_streamed = true;
     let keys_of = |store: &SqliteStore| -> Vec<String> {
@@ -708,7 +713,7 @@ fn many_streamed_items_come_back_in_order_with_their_values() {
                 "r1",
                 &[Write::Items(super::super::ItemsRecord {
                     op: "emit".into(),
-                    keys: vec![],
+                    keys: KeyPath::new(),
                     first_seq: first as u64,
                     items,
                 })],
@@ -717,7 +722,7 @@ fn many_streamed_items_come_back_in_order_with_their_values() {
         first += len;
     }
     let mut done = record("emit", "", StepStatus::Succeeded);
-    done.keys = vec![];
+    done.keys = KeyPath::new();
     done.items = vec![];
     done.items_streamed = true;
     done.emitted_items = 40;
@@ -729,7 +734,7 @@ fn many_streamed_items_come_back_in_order_with_their_values() {
         .iter()
         .map(|i| {
             (
-                i.output.clone(),
+                i.output.to_string(),
                 i.key.clone(),
                 i.value.to_vec(),
                 i.metadata.as_deref().map(str::to_owned),
@@ -740,7 +745,7 @@ fn many_streamed_items_come_back_in_order_with_their_values() {
         .map(|i| {
             let s = stored(i);
             (
-                s.output,
+                s.output.to_string(),
                 s.key,
                 s.value.to_vec(),
                 s.metadata.as_deref().map(str::to_owned),
@@ -774,14 +779,14 @@ fn items_of_an_earlier_attempt_are_dropped_in_new_and_resumed_runs() {
     let streamed = |keys: &[&str]| {
         Write::Items(super::super::ItemsRecord {
             op: "emit".into(),
-            keys: vec![],
+            keys: KeyPath::new(),
             first_seq: 0,
             items: keys.iter().map(|k| item(k, k.as_bytes())).collect(),
         })
     };
     let done = |attempts: u32| {
         let mut r = record("emit", "", StepStatus::Succeeded);
-        r.keys = vec![];
+        r.keys = KeyPath::new();
         r.items = vec![];
         r.items_streamed = true;
         r.emitted_items = 0;
@@ -1313,7 +1318,7 @@ fn record_item_batches(store: &mut SqliteStore, batches: usize, per_batch: usize
             .collect();
         let batch = crate::store::ItemsRecord {
             op: "emit".into(),
-            keys: vec![],
+            keys: KeyPath::new(),
             first_seq: (b * per_batch) as u64,
             items,
         };
@@ -1325,7 +1330,7 @@ fn record_item_batches(store: &mut SqliteStore, batches: usize, per_batch: usize
 fn emitted(first_seq: u64, items: Vec<StoredItem>) -> Write {
     Write::Items(crate::store::ItemsRecord {
         op: "emit".into(),
-        keys: vec![],
+        keys: KeyPath::new(),
         first_seq,
         items,
     })
@@ -1334,7 +1339,7 @@ fn emitted(first_seq: u64, items: Vec<StoredItem>) -> Write {
 /// `emit` (no keys) succeeded, its items streamed.
 fn emit_done() -> Write {
     let mut r = record("emit", "", StepStatus::Succeeded);
-    r.keys = vec![];
+    r.keys = KeyPath::new();
     r.items = vec![];
     r.items_streamed = true;
     r.emitted_items = 5;
@@ -1347,7 +1352,12 @@ fn item_fields(items: &[StoredItem]) -> Vec<(String, String, Vec<u8>, Option<Str
         .iter()
         .map(|i| {
             let metadata = i.metadata.as_deref().map(str::to_owned);
-            (i.output.clone(), i.key.clone(), i.value.to_vec(), metadata)
+            (
+                i.output.to_string(),
+                i.key.clone(),
+                i.value.to_vec(),
+                metadata,
+            )
         })
         .collect()
 }

@@ -295,7 +295,7 @@ impl<'c, 'w> Writer<'c, 'w> {
         keys: String,
         heads: Option<i64>,
     ) -> rusqlite::Result<()> {
-        let at = match self.packs.iter().position(|(op, _)| *op == s.op) {
+        let at = match self.packs.iter().position(|(op, _)| *op == &*s.op) {
             Some(at) => at,
             None => {
                 self.packs.push((&s.op, Vec::with_capacity(PACK_STEPS)));
@@ -455,7 +455,7 @@ impl<'c, 'w> Writer<'c, 'w> {
         let known = self
             .heads
             .iter()
-            .find(|(op, h, _)| *op == s.op.as_str() && (Arc::ptr_eq(h, heads) || **h == **heads));
+            .find(|(op, h, _)| *op == &*s.op && (Arc::ptr_eq(h, heads) || **h == **heads));
         if let Some((_, _, id)) = known {
             return Ok(Some(*id));
         }
@@ -542,7 +542,7 @@ impl<'c, 'w> Writer<'c, 'w> {
                     Some(Stored::Blob(hash)) => (hash.as_str(), None),
                     None => ("", None),
                 };
-                stmt.raw_bind_parameter(at, item.output.as_str())?;
+                stmt.raw_bind_parameter(at, &*item.output)?;
                 stmt.raw_bind_parameter(at + 1, seq as i64)?;
                 stmt.raw_bind_parameter(at + 2, item.key.as_str())?;
                 stmt.raw_bind_parameter(at + 3, hash)?;
