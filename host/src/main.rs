@@ -43,6 +43,10 @@ fn closed_pipe(error: &anyhow::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// Held by each test here: they measure the whole process's memory,
+    /// so one's allocations must not land in the other's measurement.
+    static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     /// A size in bytes from the `field:` line of `/proc/self/<file>`
     /// (which the kernel gives in KiB).
     fn proc_bytes(file: &str, field: &str) -> u64 {
@@ -76,6 +80,7 @@ mod tests {
 
     #[test]
     fn large_blocks_go_back_to_the_os_at_once_small_ones_are_reused() {
+        let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
         dynhost::allocator::configure();
         let size = 256 << 20;
         let buffer = vec![1u8; size];
@@ -111,6 +116,7 @@ mod tests {
     /// either way.)
     #[test]
     fn allocations_get_no_transparent_huge_pages() {
+        let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
         dynhost::allocator::configure();
         let before = huge_page_bytes();
         // Under the 64 MiB the arenas serve, in 1 MiB blocks as the
