@@ -1534,3 +1534,56 @@ fn items_part_unpacked_by_a_resume_read_back_whole_and_in_order() {
         .collect();
     assert_eq!(keys, expected, "by output, then in emission order");
 }
+
+/// A damaged item pack, or a packed item whose value is gone from `blobs`,
+/// is an error naming the store and the run for a resume and a reader;
+/// nothing panics and no item is dropped silently.
+#[test]
+fn a_damaged_item_pack_or_a_lost_blob_is_reported_not_dropped() {
+    let big = vec![3u8; INLINE_MAX + 1];
+    let (_dir, mut store) = new_run();
+    store
+        .record("r1", &[emitted(0, vec![item("a", &big)]), emit_done()])
+        .unwrap();
+    store.conn.execute("DELETE FROM blobs", []).unwrap();
+    let err = store.successes("r1").unwrap_err().to_string();
+    assert!(err.contains("runs.db"), "{err}");
+    store
+        .conn
+        .execute("UPDATE item_packs SET items = x'ff'", [])
+        .unwrap();
+    for err in [
+        store.successes("r1").unwrap_err(),
+        store.item_metadata("r1", "emit", &[]).unwrap_err(),
+    ] {
+        let text = err.to_string();
+        assert!(
+            text.contains("runs.db") && text.contains("item pack") && text.contains("run `r1`"),
+            "{text}"
+        );
+    }
+}
+
+/// A commit's items of one step go [`pack::PACK_ITEMS`] to a pack at most,
+/// and read back whole and in order.
+#[test]
+fn a_large_batch_of_items_fills_several_packs_in_order() {
+    let n = 2 * pack::PACK_ITEMS + 5;
+    let (_dir, mut store) = new_run();
+    let batch = (0..n)
+        .map(|i| item(&format!("k{i}"), &item_value(i)))
+        .collect();
+    store
+        .record("r1", &[emitted(0, batch), emit_done()])
+        .unwrap();
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM item_packs"), 3);
+    let prior = store.successes("r1").unwrap();
+    let emit = prior.iter().find(|p| p.op == "emit").unwrap();
+    let keys: Vec<String> = emit.items.iter().map(|i| i.key.clone()).collect();
+    let expected: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+    assert_eq!(keys, expected);
+    assert_eq!(
+        one::<i64>(&store, "SELECT max(seq) FROM items"),
+        n as i64 - 1
+    );
+}

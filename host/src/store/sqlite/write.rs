@@ -565,7 +565,10 @@ impl<'c, 'w> Writer<'c, 'w> {
         first_seq: u64,
         items: &'w [StoredItem],
     ) -> rusqlite::Result<()> {
-        let ops = self.item_packs.entry(keys.clone()).or_default();
+        if !self.item_packs.contains_key(&keys) {
+            self.item_packs.insert(keys.clone(), Vec::new());
+        }
+        let ops = self.item_packs.get_mut(&keys).expect("just inserted");
         let at = match ops.iter().position(|(o, _)| *o == op) {
             Some(at) => at,
             None => {
@@ -586,12 +589,16 @@ impl<'c, 'w> Writer<'c, 'w> {
             self.write_item_pack(op, &keys)?;
             self.waiting_pack(op, &keys).first_seq = first_seq;
         }
-        for item in items {
+        // A pack's worth at a time: one lookup per pack, not per item.
+        let mut rest = items;
+        while !rest.is_empty() {
             let pack = self.waiting_pack(op, &keys);
-            pack.items.push(item);
+            let (now, after) = rest.split_at(rest.len().min(PACK_ITEMS - pack.items.len()));
+            pack.items.extend(now);
             if pack.items.len() == PACK_ITEMS {
                 self.write_item_pack(op, &keys)?;
             }
+            rest = after;
         }
         Ok(())
     }
