@@ -481,6 +481,34 @@ inputs.v = {{ map = "emit" }}
     );
     let rows_before = count("SELECT count(*) FROM steps WHERE op = 'work'");
     assert!(rows_before < 300, "{rows_before} rows before any read");
+    let packs = count("SELECT count(*) FROM step_packs");
+
+    // The run's summary comes from the kept counts: no pack written out.
+    let summary = crate::support::dynhost(job.dir(), &["show", "latest"]);
+    summary.assert_code(0);
+    let work = summary.stdout.lines().find(|l| l.starts_with("work "));
+    let counts: Vec<&str> = work.unwrap_or_default().split_whitespace().collect();
+    assert_eq!(counts, ["work", "300", "0", "0", "0"], "{}", summary.stdout);
+    assert_eq!(count("SELECT count(*) FROM step_packs"), packs);
+    // One step (and its logs) writes out its own pack at most.
+    let one = crate::support::dynhost(job.dir(), &["show", "latest", "work[k150]"]);
+    one.assert_code(0);
+    assert!(
+        one.stdout.contains("step work[k150] of run"),
+        "{}",
+        one.stdout
+    );
+    assert!(one.stdout.contains("150"), "{}", one.stdout);
+    let logs = crate::support::dynhost(job.dir(), &["logs", "latest", "work[k150]"]);
+    logs.assert_code(0);
+    let missing = crate::support::dynhost(job.dir(), &["show", "latest", "work[k300]"]);
+    missing.assert_code(2);
+    assert!(
+        missing.stderr.contains("has no step `work[k300]`"),
+        "{}",
+        missing.stderr
+    );
+    assert!(count("SELECT count(*) FROM step_packs") >= packs - 1);
 
     let show = crate::support::dynhost(job.dir(), &["show", "latest", "work"]);
     show.assert_code(0);

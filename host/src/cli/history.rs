@@ -90,11 +90,23 @@ fn step_name(row: &StepRow) -> String {
     name
 }
 
+/// A step by its name as [`step_name`] writes it (`op`, `op[key]`,
+/// `op[outer][inner]`: keys hold no brackets), read by its primary key.
 fn find_step(store: &SqliteStore, run: &str, step: &str) -> anyhow::Result<StepRow> {
+    let (op, keys) = match step.split_once('[') {
+        None => (step, Vec::new()),
+        Some((op, rest)) => (
+            op,
+            rest.strip_suffix(']')
+                .unwrap_or(rest)
+                .split("][")
+                .map(str::to_owned)
+                .collect(),
+        ),
+    };
     store
-        .steps(run)?
-        .into_iter()
-        .find(|row| step_name(row) == step)
+        .step(run, op, &keys)?
+        .filter(|row| step_name(row) == step)
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "run `{run}` has no step `{step}`; `dynhost show {run}` lists its steps"
@@ -162,17 +174,18 @@ fn show_run(
             writeln!(out, "config {op}: {value}")?;
         }
     }
-    let rows = store.steps(run)?;
     // Counted as in the run's summary: a failed or skipped step a tolerant
-    // collect ran without is `tolerated`, not failed or skipped.
+    // collect ran without is `tolerated`, not failed or skipped. From the
+    // kept counts, not the steps: a million-step run shows at once.
+    let counted = store.step_counts(run)?;
     let mut per_op: BTreeMap<&str, [u64; 4]> = BTreeMap::new();
-    for row in &rows {
-        let counts = per_op.entry(&row.op).or_default();
-        match (row.status.as_str(), row.tolerated) {
-            ("succeeded", _) => counts[0] += 1,
-            (_, true) => counts[2] += 1,
-            ("failed", false) => counts[1] += 1,
-            _ => counts[3] += 1,
+    for count in &counted {
+        let counts = per_op.entry(&count.op).or_default();
+        match (count.status.as_str(), count.tolerated) {
+            ("succeeded", _) => counts[0] += count.n,
+            (_, true) => counts[2] += count.n,
+            ("failed", false) => counts[1] += count.n,
+            _ => counts[3] += count.n,
         }
     }
     writeln!(
@@ -189,6 +202,11 @@ fn show_run(
     let listed = |row: &&StepRow| match status {
         Some(status) => row.status == status,
         None => row.status != "succeeded",
+    };
+    // Only listing successes reads every step.
+    let rows = match status {
+        Some("succeeded") => store.steps(run)?,
+        _ => store.unsuccessful_steps(run)?,
     };
     for row in rows.iter().filter(listed) {
         let detail = match (&row.failure_kind, row.output_bytes) {
@@ -255,7 +273,8 @@ fn show_op(
 ) -> anyhow::Result<ExitCode> {
     let steps = store.op_values(run, op)?;
     if steps.is_empty() {
-        let mut ops: Vec<String> = store.steps(run)?.into_iter().map(|r| r.op).collect();
+        let mut ops: Vec<String> = store.step_counts(run)?.into_iter().map(|c| c.op).collect();
+        ops.sort();
         ops.dedup();
         anyhow::bail!(
             "run `{run}` has no steps of op `{op}`; its ops: {}",

@@ -313,6 +313,48 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// [`Self::unpack`] for one step of a run: its pack, if the step has no
+    /// row yet, and the packs of the items it emitted. A reader of one step
+    /// (`show RUN 'op[key]'`, `logs`, the viewer's step page) so writes a
+    /// pack's worth of rows, not a million-step run's (seconds).
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    fn unpack_step(&self, run_id: &str, op: &str, keys: &str) -> Result<(), StoreError> {
+        let write = || -> rusqlite::Result<()> {
+            let at = params![run_id, op, keys];
+            // A row is the step's newest outcome: packs are written only by
+            // a run's first attempt, rows after them.
+            let has_row = self
+                .conn
+                .prepare_cached("SELECT 1 FROM steps WHERE run_id = ?1 AND op = ?2 AND keys = ?3")?
+                .exists(at)?;
+            let pack = match has_row {
+                true => None,
+                false => pack::pack_of_step(&self.conn, run_id, (op, keys))?,
+            };
+            let items = self
+                .conn
+                .prepare_cached(
+                    "SELECT 1 FROM item_packs WHERE run_id = ?1 AND op = ?2 AND keys = ?3",
+                )?
+                .exists(at)?;
+            if pack.is_none() && !items {
+                return Ok(());
+            }
+            let tx = rusqlite::Transaction::new_unchecked(
+                &self.conn,
+                rusqlite::TransactionBehavior::Immediate,
+            )?;
+            if let Some(id) = pack {
+                pack::unpack_pack(&tx, run_id, id)?;
+            }
+            pack::unpack_step_items(&tx, run_id, (op, keys))?;
+            tx.commit()
+        };
+        write().map_err(|e| self.error(&e))
+    }
+
     /// [`Self::unpack`] for every run: what a tool reading the file with SQL
     /// (not through this type) calls first.
     ///

@@ -48,7 +48,24 @@ impl SqliteStore {
     ///
     /// # Errors
     /// A [`StoreError`] naming the store file.
+    ///
+    /// Counts are kept as steps are recorded, packed or not, so this reads
+    /// no pack; except for a resumed run that still has packs, where a step
+    /// run again before its pack was written out is counted twice until it
+    /// is ([`SqliteStore::unpack`] settles it, so this calls it then).
     pub fn step_counts(&self, run_id: &str) -> Result<Vec<StepCount>, StoreError> {
+        // (A new run's `resumed_at` is its start; a resume's is later.)
+        let resumed_with_packs = || -> rusqlite::Result<bool> {
+            self.conn
+                .prepare_cached(
+                    "SELECT 1 FROM runs WHERE id = ?1 AND resumed_at > started_at
+                     AND EXISTS (SELECT 1 FROM step_packs WHERE run_id = ?1)",
+                )?
+                .exists([run_id])
+        };
+        if resumed_with_packs().map_err(|e| self.error(&e))? {
+            self.unpack(run_id)?;
+        }
         let query = || -> rusqlite::Result<Vec<StepCount>> {
             self.conn
                 .prepare_cached(
@@ -80,7 +97,11 @@ impl SqliteStore {
         filter: &StepFilter,
         limit: usize,
     ) -> Result<StepPage, StoreError> {
-        self.unpack(run_id)?;
+        // Packs hold only successes: a page of failed or skipped steps
+        // needs none of them written out.
+        if !matches!(filter.status.as_deref(), Some("failed" | "skipped")) {
+            self.unpack(run_id)?;
+        }
         // Four shapes, each reading one bounded index range (no index is
         // kept on `steps` for this: the emission order is the `items` table's
         // own key, so recording a step costs nothing more):
@@ -218,6 +239,28 @@ impl SqliteStore {
         Ok(page(rows, limit))
     }
 
+    /// The failed and skipped steps of `run_id` (without captured output),
+    /// by op and keys: one range of their partial index. Packs hold only
+    /// successes, so this writes no pack out: `show RUN` of a finished
+    /// million-step run reads its failures at once.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    pub fn unsuccessful_steps(&self, run_id: &str) -> Result<Vec<StepRow>, StoreError> {
+        let query = || -> rusqlite::Result<Vec<StepRow>> {
+            self.conn
+                .prepare_cached(&format!(
+                    "SELECT {} FROM steps s INDEXED BY steps_unsuccessful
+                     LEFT JOIN blobs b ON b.hash = s.output_hash
+                     WHERE s.run_id = ?1 AND s.status <> 'succeeded' ORDER BY s.op, s.keys",
+                    step_columns(false)
+                ))?
+                .query_map([run_id], step_row)?
+                .collect()
+        };
+        query().map_err(|e| self.error(&e))
+    }
+
     /// One step whole (with captured output), if it is stored.
     ///
     /// # Errors
@@ -228,7 +271,7 @@ impl SqliteStore {
         op: &str,
         keys: &[String],
     ) -> Result<Option<StepRow>, StoreError> {
-        self.unpack(run_id)?;
+        self.unpack_step(run_id, op, &keys_json(keys))?;
         let query = || -> rusqlite::Result<Option<StepRow>> {
             self.conn
                 .prepare_cached(&format!(

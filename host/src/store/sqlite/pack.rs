@@ -124,13 +124,56 @@ pub(super) fn unpack(
     run_id: &str,
     (packs, up_to): (usize, i64),
 ) -> rusqlite::Result<usize> {
-    let limit = packs as i64;
     let mut select = conn.prepare_cached(
-        "SELECT id, op, finished_at, steps FROM step_packs WHERE run_id = ?1 AND id <= ?3
-         ORDER BY id LIMIT ?2",
+        "SELECT id, op, finished_at, steps FROM step_packs WHERE run_id = ?1 AND id <= ?2
+         ORDER BY id LIMIT ?3",
     )?;
+    let rows = select.query(params![run_id, up_to, packs as i64])?;
+    unpack_rows(conn, run_id, rows)
+}
+
+/// [`unpack`] for the one pack `id` (a reader that wants one step of it).
+pub(super) fn unpack_pack(conn: &Connection, run_id: &str, id: i64) -> rusqlite::Result<usize> {
+    let mut select = conn.prepare_cached(
+        "SELECT id, op, finished_at, steps FROM step_packs WHERE run_id = ?1 AND id = ?2",
+    )?;
+    let rows = select.query(params![run_id, id])?;
+    unpack_rows(conn, run_id, rows)
+}
+
+/// The id of the pack of `run_id` that holds `op`'s step with `keys` (as
+/// stored), if a pack does. Packs have no index by key (that would cost
+/// the run what packing saves), so this decodes the op's packs in turn
+/// and skips those whose bytes do not hold the keys' text.
+pub(super) fn pack_of_step(
+    conn: &Connection,
+    run_id: &str,
+    (op, keys): (&str, &str),
+) -> rusqlite::Result<Option<i64>> {
+    let mut select =
+        conn.prepare_cached("SELECT id, steps FROM step_packs WHERE run_id = ?1 AND op = ?2")?;
+    let mut rows = select.query(params![run_id, op])?;
+    let finder = memchr::memmem::Finder::new(keys.as_bytes());
+    while let Some(row) = rows.next()? {
+        if finder.find(row.get_ref(1)?.as_blob()?).is_none() {
+            continue;
+        }
+        let steps = decoded::<Plain<'_>>(row, 1, ("step", run_id))?;
+        if steps.iter().any(|step| step.keys == keys) {
+            return row.get(0).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// Writes the step packs of `rows` (id, op, finished_at, steps) as
+/// `steps` rows and drops them.
+fn unpack_rows(
+    conn: &Connection,
+    run_id: &str,
+    mut rows: rusqlite::Rows<'_>,
+) -> rusqlite::Result<usize> {
     let mut insert = conn.prepare_cached(super::write::plain_steps_sql(1))?;
-    let mut rows = select.query(params![run_id, limit, up_to])?;
     let mut unpacked = Vec::new();
     while let Some(row) = rows.next()? {
         let id: i64 = row.get(0)?;
@@ -311,9 +354,34 @@ pub(super) fn unpack_items(
         "SELECT id, op, keys, first_seq, items FROM item_packs
          WHERE run_id = ?1 AND id <= ?2 ORDER BY op, keys, id LIMIT ?3",
     )?;
+    let rows = select.query(params![run_id, up_to, packs as i64])?;
+    unpack_item_rows(conn, run_id, rows)
+}
+
+/// [`unpack_items`] for the items of one step (`op`, keys as stored):
+/// one range of the packs' index.
+pub(super) fn unpack_step_items(
+    conn: &Connection,
+    run_id: &str,
+    (op, keys): (&str, &str),
+) -> rusqlite::Result<usize> {
+    let mut select = conn.prepare_cached(
+        "SELECT id, op, keys, first_seq, items FROM item_packs
+         WHERE run_id = ?1 AND op = ?2 AND keys = ?3",
+    )?;
+    let rows = select.query(params![run_id, op, keys])?;
+    unpack_item_rows(conn, run_id, rows)
+}
+
+/// Writes the item packs of `rows` (id, op, keys, first_seq, items) as
+/// `items` rows and drops them.
+fn unpack_item_rows(
+    conn: &Connection,
+    run_id: &str,
+    mut rows: rusqlite::Rows<'_>,
+) -> rusqlite::Result<usize> {
     let mut insert = conn.prepare_cached(super::write::items_sql(1))?;
     let mut inserts = conn.prepare_cached(super::write::items_sql(ITEMS_PER_INSERT))?;
-    let mut rows = select.query(params![run_id, up_to, packs as i64])?;
     let mut unpacked = Vec::new();
     while let Some(row) = rows.next()? {
         let id: i64 = row.get(0)?;

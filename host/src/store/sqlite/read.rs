@@ -121,7 +121,7 @@ impl SqliteStore {
         op: &str,
         keys: &[String],
     ) -> Result<Vec<(String, String, String)>, StoreError> {
-        self.unpack(run_id)?;
+        self.unpack_step(run_id, op, &keys_json(keys))?;
         let query = || -> rusqlite::Result<Vec<(String, String, String)>> {
             let mut stmt = self.conn.prepare(
                 "SELECT output, key, metadata FROM items
@@ -160,7 +160,7 @@ impl SqliteStore {
         op: &str,
         keys: &[String],
     ) -> Result<Option<Arc<[u8]>>, StoreError> {
-        self.unpack(run_id)?;
+        self.unpack_step(run_id, op, &keys_json(keys))?;
         self.conn
             .query_row(
                 "SELECT coalesce(s.output, b.bytes) FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash

@@ -1196,6 +1196,10 @@ fn a_rerun_recorded_before_its_pack_is_unpacked_keeps_its_newer_row() {
         Some(&b"new"[..]),
         "the rerun's row, not the older packed outcome"
     );
+    // The counts of a resumed run with packs settle first (the rerun step
+    // is in them twice until its pack is written out).
+    let counted: u64 = store.step_counts("r1").unwrap().iter().map(|c| c.n).sum();
+    assert_eq!(counted, n as u64, "each step counted once");
     assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 0);
     assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM steps"), n as i64);
     assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM attempts"), 1);
@@ -1585,5 +1589,115 @@ fn a_large_batch_of_items_fills_several_packs_in_order() {
     assert_eq!(
         one::<i64>(&store, "SELECT max(seq) FROM items"),
         n as i64 - 1
+    );
+}
+
+/// A reader of one step (`show RUN 'op[key]'`, `logs`, the viewer's step
+/// page) writes out that step's pack and its own items' packs, nothing
+/// else of the run; what `show RUN` lists (the counts, the failures) reads
+/// no pack at all. Either way it reads what a full read reads.
+#[test]
+fn one_step_and_the_failures_of_a_packed_run_read_without_writing_out_the_rest() {
+    let n = pack::PACK_STEPS * 3;
+    let (_dir, mut store) = new_run();
+    let mut with_metadata = item("m", b"vm");
+    with_metadata.metadata = Some(Arc::from(r#"[{"label":"x"}]"#));
+    let other = crate::store::ItemsRecord {
+        op: "other".into(),
+        keys: KeyPath::new(),
+        first_seq: 0,
+        items: vec![with_metadata.clone()],
+    };
+    store
+        .record(
+            "r1",
+            &[
+                emitted(0, vec![item("a", b"va"), with_metadata.clone()]),
+                emit_done(),
+            ],
+        )
+        .unwrap();
+    store.record("r1", &[Write::Items(other)]).unwrap();
+    let mut failed = record("a", "bad", StepStatus::Failed);
+    failed.failure_kind = Some("trap".into());
+    failed.failure_message = Some("boom".into());
+    failed.output = None;
+    failed.items = vec![];
+    let steps = (0..n).map(plain_success).chain([failed]);
+    store.record("r1", &writes(steps)).unwrap();
+    let step_packs = |store: &SqliteStore| raw::<i64>(store, "SELECT count(*) FROM step_packs");
+    let item_packs = |store: &SqliteStore| raw::<i64>(store, "SELECT count(*) FROM item_packs");
+    // `a`'s steps in three packs, the emitter's step in a fourth.
+    assert_eq!((step_packs(&store), item_packs(&store)), (4, 2));
+
+    let mut counts: Vec<(String, String, u64)> = store
+        .step_counts("r1")
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.op, c.status, c.n))
+        .collect();
+    counts.sort();
+    let expected = [
+        ("a", "failed", 1),
+        ("a", "succeeded", n as u64),
+        ("emit", "succeeded", 1),
+    ];
+    assert_eq!(
+        counts,
+        expected.map(|(op, status, n)| (op.to_owned(), status.to_owned(), n))
+    );
+    let failures = store.unsuccessful_steps("r1").unwrap();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(
+        (&failures[0].keys[..], failures[0].status.as_str()),
+        (&["bad".to_owned()][..], "failed")
+    );
+    assert_eq!(failures[0].failure_message.as_deref(), Some("boom"));
+    assert_eq!(
+        (step_packs(&store), item_packs(&store)),
+        (4, 2),
+        "no pack written out"
+    );
+
+    // One step of the middle pack: that pack alone becomes rows.
+    let k = pack::PACK_STEPS + 5;
+    let keys = [format!("k{k}")];
+    let row = store
+        .step("r1", "a", &keys)
+        .unwrap()
+        .expect("the packed step");
+    assert_eq!((row.wall_secs, row.output_bytes), (0.5 + k as f64, Some(4)));
+    assert_eq!(
+        store.step_output("r1", "a", &keys).unwrap().as_deref(),
+        Some(format!("v{k}").as_bytes())
+    );
+    assert_eq!(step_packs(&store), 3, "only the step's own pack");
+    let rows = "SELECT count(*) FROM steps WHERE op = 'a' AND status = 'succeeded'";
+    assert_eq!(raw::<i64>(&store, rows), pack::PACK_STEPS as i64);
+    assert!(store.step("r1", "a", &["nope".into()]).unwrap().is_none());
+    assert_eq!(
+        step_packs(&store),
+        3,
+        "a step that is not there writes nothing"
+    );
+    // One emitter's items: its packs alone.
+    assert_eq!(
+        store.item_metadata("r1", "emit", &[]).unwrap(),
+        [(
+            "result".to_owned(),
+            "m".to_owned(),
+            r#"[{"label":"x"}]"#.to_owned()
+        )]
+    );
+    assert_eq!(item_packs(&store), 1, "`other`'s pack stays");
+
+    // What a full read then reads of the same step is what was read.
+    let full = store.steps("r1").unwrap();
+    assert_eq!(full.len(), n + 2);
+    assert_eq!((step_packs(&store), item_packs(&store)), (0, 0));
+    let again = full.iter().find(|r| r.keys == keys).unwrap();
+    assert_eq!(
+        serde_json::to_value(&row).unwrap(),
+        serde_json::to_value(again).unwrap()
     );
 }
