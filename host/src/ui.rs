@@ -27,6 +27,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Steps per page of an op.
 pub const PAGE_SIZE: usize = 100;
@@ -54,7 +55,18 @@ struct App {
     store: Mutex<SqliteStore>,
     /// The store directory, as `--store` would name it (for resume commands).
     store_dir: String,
+    /// How long an op page writes out a large run's packed steps before it
+    /// answers with its progress instead ([`UNPACK_SLICE`]).
+    unpack_slice: Duration,
 }
+
+/// A new run's plain steps are stored packed and written out as rows by
+/// the first full read (`SqliteStore::unpack`): for a million-step run,
+/// seconds. An op page does that a slice at a time, answering with the
+/// progress and reloading until it is done, so the first look at such a
+/// run neither hangs the browser nor holds the store (one connection behind
+/// a lock) from every other page for more than a slice.
+const UNPACK_SLICE: Duration = Duration::from_millis(300);
 
 /// Serves the viewer on `addr` until the process ends; `ready` gets the
 /// address actually bound (port 0 picks a free one) before the first request.
@@ -70,6 +82,7 @@ pub fn serve(
     let app = Arc::new(App {
         store: Mutex::new(store),
         store_dir,
+        unpack_slice: UNPACK_SLICE,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -439,6 +452,9 @@ struct OpTemplate {
     q: String,
     steps: Vec<StepLine>,
     next: Option<String>,
+    /// The run is still being written out (see [`UNPACK_SLICE`]): what is
+    /// left, shown instead of the steps; the page reloads.
+    preparing: Option<String>,
 }
 
 async fn op_page(
@@ -446,11 +462,35 @@ async fn op_page(
     Path((run_id, op)): Path<(String, String)>,
     Query(query): Query<OpQuery>,
 ) -> PageResult {
+    let slice = app.unpack_slice;
     with_store(&app, move |store, dir| {
         let cursor = store.cursor()?;
         let run_id = find_run(store, &run_id)?.id;
         let status = query.status.filter(|s| !s.is_empty());
         let q = query.q.unwrap_or_default();
+        // Failed and skipped steps are never packed.
+        let all_written = matches!(status.as_deref(), Some("failed" | "skipped"))
+            || store.unpack_until(&run_id, Some(Instant::now() + slice))?;
+        if !all_written {
+            let (steps, items) = store.packed_at_most(&run_id)?;
+            let page = OpTemplate {
+                cursor,
+                store: dir.to_owned(),
+                run_id,
+                op,
+                statuses: STATUSES,
+                status,
+                q,
+                steps: Vec::new(),
+                next: None,
+                preparing: Some(format!(
+                    "Writing out this run's steps for browsing, a slice per visit: at most \
+                     {steps} steps and {items} emitted items left. The first look at a large \
+                     run does this once; this page reloads until it is done."
+                )),
+            };
+            return Ok(Html(page.render()?));
+        }
         // The output the op is mapped over (from the plan the run ran),
         // whose items give the emission order.
         let emitter = store
@@ -507,6 +547,7 @@ async fn op_page(
             q,
             steps,
             next,
+            preparing: None,
         };
         Ok(Html(page.render()?))
     })
@@ -806,5 +847,118 @@ mod tests {
         assert_eq!(url("a b/<c>"), "a%20b%2F%3Cc%3E");
         assert_eq!(shell_word("/tmp/x"), "/tmp/x");
         assert_eq!(shell_word("/tmp/it's here"), "'/tmp/it'\\''s here'");
+    }
+}
+
+#[cfg(test)]
+mod unpacking_tests {
+    use super::*;
+    use crate::store::{RunRecord, RunStore, StepRecord, StepStatus, Write};
+
+    /// A plain success of `work[k{i}]`, as a new run records it (packed).
+    fn success(i: usize) -> Write {
+        Write::Step(Box::new(StepRecord {
+            op: "work".into(),
+            keys: std::iter::once(crate::key::MappingKey::parse(&format!("k{i}")).unwrap())
+                .collect(),
+            position: Some(i as u32),
+            status: StepStatus::Succeeded,
+            attempts: 1,
+            wall_secs: 0.001,
+            failure_kind: None,
+            failure_message: None,
+            peak_memory_bytes: 1 << 20,
+            emitted_items: 0,
+            emitted_bytes: 0,
+            fuel_used: None,
+            input_hash: None,
+            memo_key: None,
+            memoized: false,
+            output: Some(Arc::from(&b"1"[..])),
+            metadata: None,
+            no_value: false,
+            services: None,
+            outputs: Vec::new(),
+            items: Vec::new(),
+            items_streamed: true,
+            stdout: String::new(),
+            stderr: String::new(),
+            log: String::new(),
+            inputs: None,
+            executed: true,
+        }))
+    }
+
+    /// The first look at a large run's op page writes it out a slice per
+    /// visit, answering with its progress (and reloading) until the rows
+    /// are all there; then the page lists the steps as before. A page of
+    /// failed steps answers at once: they are never packed.
+    #[test]
+    fn a_large_runs_op_page_writes_it_out_a_slice_per_visit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
+        store
+            .begin_run(&RunRecord {
+                id: "r1".into(),
+                job: "j".into(),
+                job_file: "job.toml".into(),
+                job_hash: "h".into(),
+                config: "{}".into(),
+                plan: String::new(),
+            })
+            .unwrap();
+        // More packs than one transaction writes out (64 of 128 steps).
+        let n = 128 * 70;
+        store
+            .record("r1", &(0..n).map(success).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(store.packed_at_most("r1").unwrap(), (70 * 128, 0));
+        let app = Arc::new(App {
+            store: Mutex::new(store),
+            store_dir: "store".into(),
+            unpack_slice: Duration::ZERO,
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let visit = |query: OpQuery| -> String {
+            let path = Path(("r1".to_owned(), "work".to_owned()));
+            match runtime.block_on(op_page(State(app.clone()), path, Query(query))) {
+                Ok(page) => page.0,
+                Err(PageError(code, message)) => panic!("{code}: {message}"),
+            }
+        };
+        let failed = visit(OpQuery {
+            status: Some("failed".into()),
+            ..OpQuery::default()
+        });
+        assert!(!failed.contains("id=\"preparing\""), "{failed}");
+        assert!(failed.contains("No steps match"), "{failed}");
+
+        let first = visit(OpQuery::default());
+        assert!(first.contains("id=\"preparing\""), "{first}");
+        assert!(first.contains("http-equiv=\"refresh\""), "{first}");
+        assert!(first.contains("at most 768 steps"), "{first}");
+        assert!(!first.contains("id=\"steps\""), "{first}");
+        let mut visits = 1;
+        let done = loop {
+            let page = visit(OpQuery::default());
+            visits += 1;
+            if !page.contains("id=\"preparing\"") {
+                break page;
+            }
+            assert!(visits < 5, "{page}");
+        };
+        assert_eq!(visits, 2, "two transactions, one per visit");
+        assert!(!done.contains("http-equiv=\"refresh\""), "{done}");
+        assert_eq!(done.matches("class=\"step ").count(), PAGE_SIZE);
+        assert!(
+            done.contains(">k0<") && done.contains("id=\"next\""),
+            "{done}"
+        );
+        let store = app.store.lock().unwrap();
+        assert_eq!(store.packed_at_most("r1").unwrap(), (0, 0));
+        assert_eq!(store.run("r1").unwrap().succeeded, n as u64);
     }
 }

@@ -285,6 +285,22 @@ impl SqliteStore {
     /// A [`StoreError`] naming the store file (for example when another
     /// process holds the write lock too long).
     pub fn unpack(&self, run_id: &str) -> Result<(), StoreError> {
+        self.unpack_until(run_id, None).map(|_| ())
+    }
+
+    /// [`Self::unpack`], stopping between transactions once `deadline`
+    /// has passed; returns whether it finished. The viewer writes out a
+    /// large run a slice per request this way, so a first look at a
+    /// million-step run answers (with its progress) instead of holding the
+    /// store, and every other page, for seconds.
+    ///
+    /// # Errors
+    /// As [`Self::unpack`].
+    pub fn unpack_until(
+        &self,
+        run_id: &str,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<bool, StoreError> {
         type Last = fn(&Connection, &str) -> rusqlite::Result<Option<i64>>;
         type Unpack = fn(&Connection, &str, (usize, i64)) -> rusqlite::Result<usize>;
         let kinds: [(Last, Unpack, usize); 2] = [
@@ -308,9 +324,34 @@ impl SqliteStore {
                 tx.commit()?;
                 Ok(unpacked)
             };
-            while write().map_err(|e| self.error(&e))? == per_commit {}
+            while write().map_err(|e| self.error(&e))? == per_commit {
+                if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                    return Ok(false);
+                }
+            }
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// What of `run_id` is still packed (not written out as rows): at most
+    /// this many (steps, items). Two counts over index ranges: a pack's
+    /// length is inside its bytes, so this counts each as full.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    pub fn packed_at_most(&self, run_id: &str) -> Result<(u64, u64), StoreError> {
+        let count = |sql: &str| -> rusqlite::Result<u64> {
+            self.conn
+                .prepare_cached(sql)?
+                .query_row([run_id], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+        };
+        let steps = count("SELECT count(*) FROM step_packs WHERE run_id = ?1");
+        let items = count("SELECT count(*) FROM item_packs WHERE run_id = ?1");
+        steps
+            .and_then(|s| Ok((s, items?)))
+            .map(|(s, i)| (s * pack::PACK_STEPS as u64, i * pack::PACK_ITEMS as u64))
+            .map_err(|e| self.error(&e))
     }
 
     /// [`Self::unpack`] for one step of a run: its pack, if the step has no
