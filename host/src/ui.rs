@@ -471,72 +471,21 @@ async fn op_page(
         // Failed and skipped steps are never packed.
         let all_written = matches!(status.as_deref(), Some("failed" | "skipped"))
             || store.unpack_until(&run_id, Some(Instant::now() + slice))?;
-        if !all_written {
+        let after = query
+            .after
+            .map(|p| (p, query.after_keys.unwrap_or_default()));
+        let (steps, next, preparing) = if all_written {
+            let (steps, next) = op_steps(store, (&run_id, &op), (status.as_deref(), &q), after)?;
+            (steps, next, None)
+        } else {
             let (steps, items) = store.packed_at_most(&run_id)?;
-            let page = OpTemplate {
-                cursor,
-                store: dir.to_owned(),
-                run_id,
-                op,
-                statuses: STATUSES,
-                status,
-                q,
-                steps: Vec::new(),
-                next: None,
-                preparing: Some(format!(
-                    "Writing out this run's steps for browsing, a slice per visit: at most \
-                     {steps} steps and {items} emitted items left. The first look at a large \
-                     run does this once; this page reloads until it is done."
-                )),
-            };
-            return Ok(Html(page.render()?));
-        }
-        // The output the op is mapped over (from the plan the run ran),
-        // whose items give the emission order.
-        let emitter = store
-            .run_plan(&run_id)?
-            .and_then(|(json, _)| Locked::from_json(json.as_bytes()).ok())
-            .and_then(|locked| {
-                let plan = locked.plan;
-                let op = plan.ops.iter().find(|o| o.name == op)?;
-                let last = op.scope.last()?;
-                Some((plan.ops[last.op].name.clone(), last.output.clone()))
-            });
-        let filter = StepFilter {
-            status: status.clone(),
-            key: (!q.is_empty()).then(|| q.clone()),
-            after: query
-                .after
-                .map(|p| (p, query.after_keys.unwrap_or_default())),
-            emitter,
+            let progress = format!(
+                "Writing out this run's steps for browsing, a slice per visit: at most \
+                 {steps} steps and {items} emitted items left. The first look at a large \
+                 run does this once; this page reloads until it is done."
+            );
+            (Vec::new(), None, Some(progress))
         };
-        let page = store.step_page(&run_id, &op, &filter, PAGE_SIZE)?;
-        let base = format!("/runs/{}/ops/{}", url(&run_id), url(&op));
-        let steps = page
-            .steps
-            .iter()
-            .map(|s| StepLine {
-                keys: keys_label(&s.keys),
-                href: format!("{base}/step?keys={}", url(&keys_param(&s.keys))),
-                status: s.status.clone(),
-                tolerated: s.tolerated,
-                attempts: s.attempts,
-                time: secs(s.wall_secs),
-                memory: bytes(s.peak_memory_bytes),
-                fuel: s.fuel_used.map(|f| f.to_string()).unwrap_or_default(),
-                failure: s.failure_kind.clone().unwrap_or_default(),
-            })
-            .collect();
-        let next = page.next.map(|(position, keys)| {
-            let mut link = format!("{base}?after={position}&after_keys={}", url(&keys));
-            if let Some(s) = &status {
-                link.push_str(&format!("&status={}", url(s)));
-            }
-            if !q.is_empty() {
-                link.push_str(&format!("&q={}", url(&q)));
-            }
-            link
-        });
         let page = OpTemplate {
             cursor,
             store: dir.to_owned(),
@@ -547,11 +496,66 @@ async fn op_page(
             q,
             steps,
             next,
-            preparing: None,
+            preparing,
         };
         Ok(Html(page.render()?))
     })
     .await
+}
+
+/// One page of an op's steps as the op page lists them, and the link to
+/// the next page.
+fn op_steps(
+    store: &SqliteStore,
+    (run_id, op): (&str, &str),
+    (status, q): (Option<&str>, &str),
+    after: Option<(i64, String)>,
+) -> Result<(Vec<StepLine>, Option<String>), PageError> {
+    // The output the op is mapped over (from the plan the run ran),
+    // whose items give the emission order.
+    let emitter = store
+        .run_plan(run_id)?
+        .and_then(|(json, _)| Locked::from_json(json.as_bytes()).ok())
+        .and_then(|locked| {
+            let plan = locked.plan;
+            let op = plan.ops.iter().find(|o| o.name == op)?;
+            let last = op.scope.last()?;
+            Some((plan.ops[last.op].name.clone(), last.output.clone()))
+        });
+    let filter = StepFilter {
+        status: status.map(str::to_owned),
+        key: (!q.is_empty()).then(|| q.to_owned()),
+        after,
+        emitter,
+    };
+    let page = store.step_page(run_id, op, &filter, PAGE_SIZE)?;
+    let base = format!("/runs/{}/ops/{}", url(run_id), url(op));
+    let steps = page
+        .steps
+        .iter()
+        .map(|s| StepLine {
+            keys: keys_label(&s.keys),
+            href: format!("{base}/step?keys={}", url(&keys_param(&s.keys))),
+            status: s.status.clone(),
+            tolerated: s.tolerated,
+            attempts: s.attempts,
+            time: secs(s.wall_secs),
+            memory: bytes(s.peak_memory_bytes),
+            fuel: s.fuel_used.map(|f| f.to_string()).unwrap_or_default(),
+            failure: s.failure_kind.clone().unwrap_or_default(),
+        })
+        .collect();
+    let next = page.next.map(|(position, keys)| {
+        let mut link = format!("{base}?after={position}&after_keys={}", url(&keys));
+        if let Some(s) = status {
+            link.push_str(&format!("&status={}", url(s)));
+        }
+        if !q.is_empty() {
+            link.push_str(&format!("&q={}", url(q)));
+        }
+        link
+    });
+    Ok((steps, next))
 }
 
 #[derive(Deserialize)]
