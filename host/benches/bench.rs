@@ -117,6 +117,11 @@ fn main() {
         store_cost(&trivial, n);
         return;
     }
+    // `bench ui`: only the viewer's page times.
+    if args.first().is_some_and(|a| a == "ui") {
+        ui_pages(&trivial);
+        return;
+    }
     // `bench typed`: only the typed-values line.
     if args.first().is_some_and(|a| a == "typed") {
         typed(&trivial, n);
@@ -1442,9 +1447,8 @@ fn ui_pages(trivial: &Path) {
         .unwrap();
     });
     let addr = rx.recv().unwrap();
-    let get = |path: &str| -> Duration {
+    let fetch = |path: &str| -> Vec<u8> {
         use std::io::{Read, Write};
-        let start = Instant::now();
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
         write!(
             stream,
@@ -1454,8 +1458,35 @@ fn ui_pages(trivial: &Path) {
         let mut reply = Vec::new();
         stream.read_to_end(&mut reply).unwrap();
         assert!(reply.starts_with(b"HTTP/1.1 200"), "{path}");
+        reply
+    };
+    let get = |path: &str| -> Duration {
+        let start = Instant::now();
+        fetch(path);
         start.elapsed()
     };
+    // A new run's steps are stored packed; the first look at an op page
+    // writes them out, a slice per visit, answering with its progress.
+    for id in ["small", "large"] {
+        let start = Instant::now();
+        let mut visits = 0;
+        let mut slowest = Duration::ZERO;
+        loop {
+            let visit = Instant::now();
+            let page = fetch(&format!("/runs/{id}/ops/work"));
+            slowest = slowest.max(visit.elapsed());
+            visits += 1;
+            if !String::from_utf8_lossy(&page).contains("id=\"preparing\"") {
+                break;
+            }
+        }
+        println!(
+            "   first look at the {id} run's op page: {:.2} s over {visits} visit(s), \
+             slowest answer {:.0} ms (writes out the packed run)",
+            start.elapsed().as_secs_f64(),
+            slowest.as_secs_f64() * 1e3
+        );
+    }
     let median = |path: &str| -> f64 {
         let mut times: Vec<f64> = (0..15).map(|_| get(path).as_secs_f64() * 1e3).collect();
         times.sort_by(f64::total_cmp);

@@ -512,6 +512,7 @@ inputs.v = {{ map = "emit" }}
 
     let show = crate::support::dynhost(job.dir(), &["show", "latest", "work"]);
     show.assert_code(0);
+    assert!(!show.stderr.contains("writing out"), "{}", show.stderr);
     assert_eq!(
         order_of_keys(&show.stdout),
         (0..300).collect::<Vec<u32>>(),
@@ -524,4 +525,39 @@ inputs.v = {{ map = "emit" }}
     assert_eq!(count("SELECT count(*) FROM steps WHERE op = 'work'"), 300);
     let runs = crate::support::dynhost(job.dir(), &["runs"]);
     assert!(runs.stdout.contains(" 301 "), "{}", runs.stdout);
+}
+
+/// The first full read of a large new run (here 100,000 keys) says on
+/// stderr that it first writes out the run's packed steps, then prints
+/// every value; the next read says nothing.
+#[test]
+fn the_first_full_read_of_a_large_run_says_it_writes_out_its_packs() {
+    let trivial = crate::support::guest("trivial").display().to_string();
+    let job = TestJob::new(&format!(
+        r#"name = "large"
+[defaults]
+max_emits = 100000
+[ops.emit]
+component = "{trivial}"
+dynamic = true
+config = {{ emit = 100000 }}
+[ops.work]
+component = "{trivial}"
+inputs.v = {{ map = "emit" }}
+"#
+    ));
+    job.run(&[]).assert_code(0);
+    let first = crate::support::dynhost(job.dir(), &["show", "latest", "work"]);
+    first.assert_code(0);
+    assert!(
+        first.stderr.contains("packed steps as rows first (up to"),
+        "{}",
+        first.stderr
+    );
+    assert_eq!(first.stdout.lines().count(), 100_000);
+    assert!(first.stdout.contains("work[k99999] = 99999"));
+    let again = crate::support::dynhost(job.dir(), &["show", "latest", "work"]);
+    again.assert_code(0);
+    assert!(!again.stderr.contains("writing out"), "{}", again.stderr);
+    assert_eq!(again.stdout, first.stdout);
 }
