@@ -70,8 +70,8 @@ fn no_transparent_huge_pages() {
 /// off already (`PR_GET_THP_DISABLE` before [`configure`] changed it).
 static STARTED_WITH_THP_DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
-/// The allocator's settings for a run ([`return_large_blocks_at_once`],
-/// [`no_transparent_huge_pages`]): the `dynhost` binary and the benchmarks
+/// The allocator's settings for a run (`return_large_blocks_at_once`,
+/// `no_transparent_huge_pages`): the `dynhost` binary and the benchmarks
 /// call this first thing in `main`.
 pub fn configure() {
     return_large_blocks_at_once();

@@ -1,6 +1,6 @@
 //! The executor: the only module with concurrency.
 //!
-//! One coordinator (the calling thread) owns the [`Scheduler`]; a fixed pool
+//! One coordinator (the calling thread) owns the `Scheduler` (`exec/scheduler.rs`); a fixed pool
 //! of worker threads, one per core, takes steps from a shared queue and runs
 //! each as an async wasmtime call on the worker's own current-thread runtime
 //! (so a time limit can end a step blocked in WASI). Workers send emitted

@@ -1,5 +1,5 @@
 //! Mapped steps on many machines through NATS JetStream (issue 13): the
-//! coordinator's [`Transport`] and the long-lived `dynhost worker`.
+//! coordinator's `Transport` and the long-lived `dynhost worker`.
 //!
 //! - Steps go to the work-queue stream `DYNHOST_STEPS` on subject
 //!   `dynhost.steps.RUN.EPOCH.PLACEMENT` (`any`, or the op's `placement`

@@ -15,7 +15,7 @@
 //!
 //! The messages are `exec::wire`'s (those of the NATS workers), one JSON
 //! object per line: steps down a child's stdin, batches of items and ends up
-//! its stdout. Values over [`wire::INLINE_MAX`] go through files named by
+//! its stdout. Values over `wire::INLINE_MAX` go through files named by
 //! their digest in a directory both sides see. Every child loads the run's
 //! locked plan and runs a step only with the component the plan names by
 //! digest; it runs one step at a time, in its own sandbox as on a thread.
@@ -82,7 +82,7 @@ const QUEUED_PER_CHILD: usize = 8;
 const ITEMS_PER_LINE: usize = 512;
 const LINE_BYTES: usize = 512 << 10;
 
-/// Values over [`wire::INLINE_MAX`], as files named by their SHA-256.
+/// Values over `wire::INLINE_MAX`, as files named by their SHA-256.
 pub struct DirBlobs {
     dir: PathBuf,
 }

@@ -271,13 +271,13 @@ impl SqliteStore {
             .map(|_| ())
     }
 
-    /// Writes `run_id`'s packed steps (see [`pack`]) as `steps` rows, so a
+    /// Writes `run_id`'s packed steps (see `store/sqlite/pack.rs`) as `steps` rows, so a
     /// query of `steps` sees every step of the run. Each reader of `steps`
     /// calls this first; it costs one index probe once a run has none.
     ///
     /// A few packs per transaction: the viewer reads runs while they run,
     /// and the run's recorder must not wait long for the write lock (it
-    /// gives up after [`BUSY_TIMEOUT`]); each pack still becomes its rows
+    /// gives up after its busy timeout, 3 s); each pack still becomes its rows
     /// at once. Only packs there when this starts: a read of a running run
     /// never chases its recorder.
     ///
