@@ -633,11 +633,7 @@ fn run_job(args: &RunArgs) -> anyhow::Result<ExitCode> {
             }
             let mut prior = store.successes(&from.id)?;
             if selecting {
-                let stored: Vec<(String, Vec<String>)> = store
-                    .steps(&from.id)?
-                    .into_iter()
-                    .map(|row| (row.op, row.keys))
-                    .collect();
+                let stored = store.step_keys(&from.id)?;
                 let chosen = args
                     .only
                     .iter()

@@ -261,6 +261,34 @@ impl SqliteStore {
         query().map_err(|e| self.error(&e))
     }
 
+    /// Every step of `run_id` as (op, keys), packed or not, by op and
+    /// keys, writing no pack out: what `run --only/--step` checks a
+    /// selection against (a million-step run: a fraction of a second, not
+    /// the seconds of writing it out).
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the store file.
+    pub fn step_keys(&self, run_id: &str) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        let query = || -> rusqlite::Result<Vec<(String, String)>> {
+            let mut keys: Vec<(String, String)> = self
+                .conn
+                .prepare_cached("SELECT op, keys FROM steps WHERE run_id = ?1")?
+                .query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            keys.extend(super::pack::packed_keys(&self.conn, run_id)?);
+            Ok(keys)
+        };
+        let stored = query().map_err(|e| self.error(&e))?;
+        let mut keys: Vec<(String, Vec<String>)> = stored
+            .into_iter()
+            .map(|(op, keys)| (op, super::parse_keys(&keys)))
+            .collect();
+        // A step run again before its pack was written out is in both.
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
+    }
+
     /// One step whole (with captured output), if it is stored.
     ///
     /// # Errors

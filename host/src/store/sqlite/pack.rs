@@ -166,6 +166,24 @@ pub(super) fn pack_of_step(
     Ok(None)
 }
 
+/// (op, keys as stored) of every packed step of `run_id`.
+pub(super) fn packed_keys(
+    conn: &Connection,
+    run_id: &str,
+) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut packs =
+        conn.prepare_cached("SELECT id, op, steps FROM step_packs WHERE run_id = ?1")?;
+    let mut rows = packs.query([run_id])?;
+    let mut found = Vec::new();
+    while let Some(row) = rows.next()? {
+        let op: String = row.get(1)?;
+        for step in decoded::<Plain<'_>>(row, 2, ("step", run_id))? {
+            found.push((op.clone(), step.keys.to_owned()));
+        }
+    }
+    Ok(found)
+}
+
 /// Writes the step packs of `rows` (id, op, finished_at, steps) as
 /// `steps` rows and drops them.
 fn unpack_rows(
