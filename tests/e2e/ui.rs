@@ -556,7 +556,9 @@ config.on_key = { k77777 = "fail" }
             .goto(&format!("{}/runs/{run}/ops/each", viewer.base))
             .await
             .unwrap();
-        let first_page: Vec<String> = keys_on_page(&client).await;
+        // The first look writes the packed run out, a slice per visit: the
+        // page shows its progress and reloads itself until the rows are in.
+        let first_page: Vec<String> = keys_once(&client, |keys| !keys.is_empty()).await;
         assert_eq!(first_page.len(), 100);
         assert_eq!(first_page[0], "k0", "emission order, not key order");
         assert_eq!(first_page[10], "k10");
@@ -624,11 +626,19 @@ async fn keys_on_page(client: &fantoccini::Client) -> Vec<String> {
     'read: loop {
         attempts += 1;
         let mut keys = Vec::new();
-        for cell in client
+        let cells = match client
             .find_all(fantoccini::Locator::Css("tr.step td:first-child"))
             .await
-            .unwrap()
         {
+            Ok(cells) => cells,
+            // Between pages (a progress page reloading itself).
+            Err(_) if attempts < 50 => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue 'read;
+            }
+            Err(e) => panic!("cannot find the page's rows: {e}"),
+        };
+        for cell in cells {
             match cell.text().await {
                 Ok(text) => keys.push(text),
                 Err(_) if attempts < 50 => {
