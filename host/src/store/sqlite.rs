@@ -271,9 +271,11 @@ impl SqliteStore {
             .map(|_| ())
     }
 
-    /// Writes `run_id`'s packed steps (see `store/sqlite/pack.rs`) as `steps` rows, so a
-    /// query of `steps` sees every step of the run. Each reader of `steps`
-    /// calls this first; it costs one index probe once a run has none.
+    /// Writes `run_id`'s packed steps and items (see `store/sqlite/pack.rs`)
+    /// as `steps` and `items` rows, so a query sees every step of the run.
+    /// Each reader of all of a run's rows calls this first (readers of one
+    /// step, the counts or the failures need not); it costs one index probe
+    /// once a run has no packs.
     ///
     /// A few packs per transaction: the viewer reads runs while they run,
     /// and the run's recorder must not wait long for the write lock (it

@@ -1,16 +1,19 @@
-//! Packed plain steps (schema 13): a new run's plain successes go into
-//! `step_packs`, many to a row, and become `steps` rows when something
-//! first reads the run.
+//! Packed plain steps (schema 13) and items (schema 14): a new run's plain
+//! successes go into `step_packs`, many to a row, its emitted items into
+//! `item_packs`, and they become `steps` and `items` rows when something
+//! first reads them.
 //!
 //! Why: a `steps` row costs SQLite itself ~2.3 µs to insert, whatever we
 //! bind (measured with the `sqlite3` shell alone), which kept recording a
 //! million-key fan-out at 1.22× its unrecorded wall time (issue 15, goal 4).
 //! One row per [`PACK_STEPS`] steps costs a fraction of that per step. The
 //! rows are written once either way; packing moves that cost out of the run
-//! to the first read of it (`show`, `results`, the viewer), which reads every
-//! row anyway. What a run needs while it runs or resumes reads packs
-//! directly ([`SqliteStore::successes`](super::SqliteStore)), so a resume
-//! starts as fast as before.
+//! to the first read that needs every row (`show RUN OP`, the viewer's op
+//! pages), which reads them all anyway. A read of one step writes out only
+//! its pack ([`pack_of_step`]); the counts, the failures and every step's
+//! keys are read without writing any. What a run needs while it runs or
+//! resumes reads packs directly ([`SqliteStore::successes`](super::SqliteStore)),
+//! so a resume starts as fast as before.
 //!
 //! Only steps whose row nothing else touches are packed: succeeded, first
 //! attempt, in a run this handle created (no earlier row can exist), not
