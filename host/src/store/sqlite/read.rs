@@ -4,8 +4,12 @@
 use super::{SqliteStore, keys_json, parse_keys};
 use crate::store::StoreError;
 use rusqlite::{OptionalExtension, params};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
+
+/// Emitted keys' positions: the emitting step's keys as stored → key →
+/// position among its items (a million keys: hashed without SipHash).
+type Positions = FxHashMap<String, FxHashMap<String, i64>>;
 
 /// One step of an op, with its value if it succeeded.
 #[derive(Debug, Clone)]
@@ -33,7 +37,7 @@ impl SqliteStore {
             let mut stmt = self.conn.prepare(
                 "SELECT s.keys, s.status, coalesce(s.output, b.bytes), s.failure_kind, s.failure_message
                  FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
-                 WHERE s.run_id = ?1 AND s.op = ?2",
+                 WHERE s.run_id = ?1 AND s.op = ?2 ORDER BY s.keys",
             )?;
             stmt.query_map(params![run_id, op], |r| {
                 let kind: Option<String> = r.get(3)?;
@@ -50,31 +54,48 @@ impl SqliteStore {
         let mut steps = query().map_err(|e| self.error(&e))?;
         if steps.iter().any(|s| !s.keys.is_empty()) {
             let positions = self.item_positions(run_id)?;
-            let order = |keys: &[String]| -> Vec<i64> {
+            let top = positions.get("[]");
+            let order = |keys: &[String]| -> smallvec::SmallVec<[i64; 2]> {
                 (0..keys.len())
                     .map(|level| {
-                        let parent = keys_json(&keys[..level]);
-                        positions
-                            .get(&(parent, keys[level].clone()))
+                        let of_parent = match level {
+                            0 => top,
+                            _ => positions.get(&keys_json(&keys[..level])),
+                        };
+                        of_parent
+                            .and_then(|p| p.get(keys[level].as_str()))
                             .copied()
                             .unwrap_or(i64::MAX)
                     })
                     .collect()
             };
-            steps.sort_by_cached_key(|s| (order(&s.keys), s.keys.clone()));
+            // Stable, over rows sorted by keys: keys no emitter recorded
+            // (the same order, last) stay by key. (Keys of one op are
+            // equally deep and hold no `"`, so the stored JSON sorts as
+            // the keys do.)
+            steps.sort_by_cached_key(|s| order(&s.keys));
         }
         Ok(steps)
     }
 
-    /// Where each emitted key stands among its emitter's items: (the
-    /// emitting step's keys as stored, key) → position.
-    fn item_positions(&self, run_id: &str) -> Result<HashMap<(String, String), i64>, StoreError> {
-        let query = || -> rusqlite::Result<HashMap<(String, String), i64>> {
+    /// Where each emitted key stands among its emitter's items: the
+    /// emitting step's keys as stored → key → position.
+    fn item_positions(&self, run_id: &str) -> Result<Positions, StoreError> {
+        let query = || -> rusqlite::Result<Positions> {
             let mut stmt = self.conn.prepare(
                 "SELECT keys, key, min(seq) FROM items WHERE run_id = ?1 GROUP BY keys, key",
             )?;
-            stmt.query_map([run_id], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?
-                .collect()
+            let mut rows = stmt.query([run_id])?;
+            let mut positions = Positions::default();
+            while let Some(row) = rows.next()? {
+                let parent = row.get_ref(0)?.as_str()?;
+                let of_parent = match positions.get_mut(parent) {
+                    Some(found) => found,
+                    None => positions.entry(parent.to_owned()).or_default(),
+                };
+                of_parent.insert(row.get(1)?, row.get(2)?);
+            }
+            Ok(positions)
         };
         query().map_err(|e| self.error(&e))
     }

@@ -1711,3 +1711,44 @@ fn one_step_and_the_failures_of_a_packed_run_read_without_writing_out_the_rest()
         serde_json::to_value(again).unwrap()
     );
 }
+
+/// `show RUN OP`'s order: level by level, as the emitters emitted the keys
+/// (not by key bytes), keys no emitter recorded last, by key.
+#[test]
+fn op_values_follow_the_emission_order_at_every_level() {
+    let (_dir, mut store) = new_run();
+    let items = |op: &str, outer: &str, keys: &[&str]| {
+        Write::Items(crate::store::ItemsRecord {
+            op: op.into(),
+            keys: (!outer.is_empty())
+                .then(|| crate::key::MappingKey::parse(outer).unwrap())
+                .into_iter()
+                .collect(),
+            first_seq: 0,
+            items: keys.iter().map(|k| item(k, b"v")).collect(),
+        })
+    };
+    let leaf = |outer: &str, inner: &str| {
+        let mut r = record("leaf", outer, StepStatus::Succeeded);
+        r.keys.push(crate::key::MappingKey::parse(inner).unwrap());
+        r.items = vec![];
+        r.output = Some(Arc::from(format!("{outer}/{inner}").as_bytes()));
+        Write::Step(Box::new(r))
+    };
+    let mut writes = vec![
+        items("outer", "", &["b", "a"]),
+        items("inner", "b", &["y", "x"]),
+        items("inner", "a", &["y", "x"]),
+    ];
+    for (outer, inner) in [("c", "z"), ("a", "x"), ("b", "x"), ("a", "y"), ("b", "y")] {
+        writes.push(leaf(outer, inner));
+    }
+    store.record("r1", &writes).unwrap();
+    let values: Vec<String> = store
+        .op_values("r1", "leaf")
+        .unwrap()
+        .into_iter()
+        .map(|s| String::from_utf8(s.output.unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(values, ["b/y", "b/x", "a/y", "a/x", "c/z"]);
+}
