@@ -5,7 +5,7 @@
 //! keyed by (run, op, keys). [`RunStore`] is the seam for another backend; the
 //! default is [`SqliteStore`], an embedded SQLite file (WAL) in `.dynhost/`.
 
-mod sqlite;
+pub(crate) mod sqlite;
 
 pub(crate) use sqlite::INLINE_MAX;
 pub use sqlite::SqliteStore;

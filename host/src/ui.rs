@@ -857,41 +857,8 @@ mod tests {
 #[cfg(test)]
 mod unpacking_tests {
     use super::*;
-    use crate::store::{RunRecord, RunStore, StepRecord, StepStatus, Write};
-
-    /// A plain success of `work[k{i}]`, as a new run records it (packed).
-    fn success(i: usize) -> Write {
-        Write::Step(Box::new(StepRecord {
-            op: "work".into(),
-            keys: std::iter::once(crate::key::MappingKey::parse(&format!("k{i}")).unwrap())
-                .collect(),
-            position: Some(i as u32),
-            status: StepStatus::Succeeded,
-            attempts: 1,
-            wall_secs: 0.001,
-            failure_kind: None,
-            failure_message: None,
-            peak_memory_bytes: 1 << 20,
-            emitted_items: 0,
-            emitted_bytes: 0,
-            fuel_used: None,
-            input_hash: None,
-            memo_key: None,
-            memoized: false,
-            output: Some(Arc::from(&b"1"[..])),
-            metadata: None,
-            no_value: false,
-            services: None,
-            outputs: Vec::new(),
-            items: Vec::new(),
-            items_streamed: true,
-            stdout: String::new(),
-            stderr: String::new(),
-            log: String::new(),
-            inputs: None,
-            executed: true,
-        }))
-    }
+    use crate::store::sqlite::tests::plain_success;
+    use crate::store::{RunRecord, RunStore, Write};
 
     /// The first look at a large run's op page writes it out a slice per
     /// visit, answering with its progress (and reloading) until the rows
@@ -913,9 +880,11 @@ mod unpacking_tests {
             .unwrap();
         // More packs than one transaction writes out (64 of 128 steps).
         let n = 128 * 70;
-        store
-            .record("r1", &(0..n).map(success).collect::<Vec<_>>())
-            .unwrap();
+        // Plain successes of op `a` (keys `k0`…), as a new run packs them.
+        let steps: Vec<Write> = (0..n)
+            .map(|i| Write::Step(Box::new(plain_success(i))))
+            .collect();
+        store.record("r1", &steps).unwrap();
         assert_eq!(store.packed_at_most("r1").unwrap(), (70 * 128, 0));
         let app = Arc::new(App {
             store: Mutex::new(store),
@@ -927,7 +896,7 @@ mod unpacking_tests {
             .build()
             .unwrap();
         let visit = |query: OpQuery| -> String {
-            let path = Path(("r1".to_owned(), "work".to_owned()));
+            let path = Path(("r1".to_owned(), "a".to_owned()));
             match runtime.block_on(op_page(State(app.clone()), path, Query(query))) {
                 Ok(page) => page.0,
                 Err(PageError(code, message)) => panic!("{code}: {message}"),

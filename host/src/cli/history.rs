@@ -91,21 +91,16 @@ fn step_name(row: &StepRow) -> String {
 }
 
 /// A step by its name as [`step_name`] writes it (`op`, `op[key]`,
-/// `op[outer][inner]`: keys hold no brackets), read by its primary key.
+/// `op[outer][inner]`), read by its primary key.
 fn find_step(store: &SqliteStore, run: &str, step: &str) -> anyhow::Result<StepRow> {
-    let (op, keys) = match step.split_once('[') {
-        None => (step, Vec::new()),
-        Some((op, rest)) => (
-            op,
-            rest.strip_suffix(']')
-                .unwrap_or(rest)
-                .split("][")
-                .map(str::to_owned)
-                .collect(),
-        ),
+    // A selection of one key path is one step's name (keys hold no
+    // brackets or commas); anything else names no step.
+    let (op, keys) = match dynhost::resume::parse_selection(step) {
+        Ok(s) if s.keys.len() <= 1 => (s.op, s.keys.into_iter().next().unwrap_or_default()),
+        _ => (String::new(), Vec::new()),
     };
     store
-        .step(run, op, &keys)?
+        .step(run, &op, &keys)?
         .filter(|row| step_name(row) == step)
         .ok_or_else(|| {
             anyhow::anyhow!(

@@ -994,4 +994,4 @@ pub(crate) mod read;
 mod write;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

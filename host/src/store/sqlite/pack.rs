@@ -174,17 +174,30 @@ pub(super) fn packed_keys(
     conn: &Connection,
     run_id: &str,
 ) -> rusqlite::Result<Vec<(String, String)>> {
-    let mut packs =
-        conn.prepare_cached("SELECT id, op, steps FROM step_packs WHERE run_id = ?1")?;
-    let mut rows = packs.query([run_id])?;
     let mut found = Vec::new();
+    each_packed_step(conn, run_id, |op, step| {
+        found.push((op.to_owned(), step.keys.to_owned()));
+    })?;
+    Ok(found)
+}
+
+/// Calls `visit` with (op, step) for each packed step of `run_id`, in the
+/// order the packs were written.
+fn each_packed_step(
+    conn: &Connection,
+    run_id: &str,
+    mut visit: impl FnMut(&str, Plain<'_>),
+) -> rusqlite::Result<()> {
+    let mut packs =
+        conn.prepare_cached("SELECT id, op, steps FROM step_packs WHERE run_id = ?1 ORDER BY id")?;
+    let mut rows = packs.query([run_id])?;
     while let Some(row) = rows.next()? {
-        let op: String = row.get(1)?;
+        let op = row.get_ref(1)?.as_str()?;
         for step in decoded::<Plain<'_>>(row, 2, ("step", run_id))? {
-            found.push((op.clone(), step.keys.to_owned()));
+            visit(op, step);
         }
     }
-    Ok(found)
+    Ok(())
 }
 
 /// Writes the step packs of `rows` (id, op, finished_at, steps) as
@@ -281,23 +294,17 @@ pub(super) fn last_pack(conn: &Connection, run_id: &str) -> rusqlite::Result<Opt
 /// The packed steps of `run_id` with a value, as
 /// [`RunStore::successes`](crate::store::RunStore::successes) reads them.
 pub(super) fn successes(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<SuccessRow>> {
-    let mut packs =
-        conn.prepare_cached("SELECT id, op, steps FROM step_packs WHERE run_id = ?1 ORDER BY id")?;
-    let mut rows = packs.query([run_id])?;
     let mut found = Vec::new();
-    while let Some(row) = rows.next()? {
-        let op: String = row.get(1)?;
-        for step in decoded::<Plain<'_>>(row, 2, ("step", run_id))? {
-            if let Some(output) = step.output {
-                found.push((
-                    op.clone(),
-                    step.keys.to_owned(),
-                    (step.input_hash.map(Digest), step.memo_key.map(Digest)),
-                    (output.0.to_vec(), false, None),
-                ));
-            }
+    each_packed_step(conn, run_id, |op, step| {
+        if let Some(output) = step.output {
+            found.push((
+                op.to_owned(),
+                step.keys.to_owned(),
+                (step.input_hash.map(Digest), step.memo_key.map(Digest)),
+                (output.0.to_vec(), false, None),
+            ));
         }
-    }
+    })?;
     Ok(found)
 }
 

@@ -961,7 +961,7 @@ fn plain_steps_recorded_twice(resumed: bool) {
 
 /// A plain success of op `a` at position `i` (key `k{i}`), as a map step
 /// that streamed no items records it.
-fn plain_success(i: usize) -> StepRecord {
+pub(crate) fn plain_success(i: usize) -> StepRecord {
     let mut r = record("a", &format!("k{i}"), StepStatus::Succeeded);
     r.items = vec![];
     r.items_streamed = true;
