@@ -43,9 +43,38 @@ fn closed_pipe(error: &anyhow::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    /// Held by each test here: they measure the whole process's memory,
-    /// so one's allocations must not land in the other's measurement.
-    static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    /// Names the one test a child process started by [`alone`] runs.
+    const ALONE_VAR: &str = "DYNHOST_TEST_ALONE";
+
+    /// Whether the caller, the test `name`, should measure now: true in a
+    /// child process that runs only that test; in the test harness's own
+    /// process it starts that child, fails if the child fails, and returns
+    /// false.
+    ///
+    /// The tests here read the whole process's memory (`/proc/self`), so in
+    /// the harness's process the other tests' threads (their stacks, their
+    /// allocations, a `smaps_rollup` walk racing their `mmap`s) landed in
+    /// the measurement: CI once saw 2 MiB of "new huge pages" that no
+    /// allocation of the test made. A process of its own holds nothing else.
+    fn alone(name: &str) -> bool {
+        if std::env::var_os(ALONE_VAR).is_some_and(|v| v == name) {
+            return true;
+        }
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let output = std::process::Command::new(exe)
+            .args([name, "--exact", "--test-threads=1", "--nocapture"])
+            .env(ALONE_VAR, name)
+            .output()
+            .expect("the test binary starts again");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "{name} in a process of its own: {}\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        false
+    }
 
     /// A size in bytes from the `field:` line of `/proc/self/<file>`
     /// (which the kernel gives in KiB).
@@ -80,7 +109,9 @@ mod tests {
 
     #[test]
     fn large_blocks_go_back_to_the_os_at_once_small_ones_are_reused() {
-        let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+        if !alone("tests::large_blocks_go_back_to_the_os_at_once_small_ones_are_reused") {
+            return;
+        }
         dynhost::allocator::configure();
         let size = 256 << 20;
         let buffer = vec![1u8; size];
@@ -116,7 +147,9 @@ mod tests {
     /// either way.)
     #[test]
     fn allocations_get_no_transparent_huge_pages() {
-        let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+        if !alone("tests::allocations_get_no_transparent_huge_pages") {
+            return;
+        }
         dynhost::allocator::configure();
         let before = huge_page_bytes();
         // Under the 64 MiB the arenas serve, in 1 MiB blocks as the
