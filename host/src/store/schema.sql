@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS runs (
     resumed_at  REAL,
     active_secs REAL,
     config      TEXT,                   -- JSON: the config each op ran with, by op
-    plan        TEXT                    -- JSON: the locked plan (components by digest)
+    plan        TEXT,                   -- JSON: the locked plan (components by digest)
+    counts_unsettled INTEGER NOT NULL DEFAULT 0 -- 1: resumed by a build before schema 15; see step_counts
 );
 CREATE TABLE IF NOT EXISTS steps (
     run_id            TEXT NOT NULL,

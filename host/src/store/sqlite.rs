@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// The schema this build writes. Older versions are upgraded in place; a
 /// newer one is refused (it was written by a newer dynhost).
-const SCHEMA_VERSION: u32 = 14;
+const SCHEMA_VERSION: u32 = 15;
 
 /// `MIGRATIONS[i]` upgrades a store of version `i + 1` to `i + 2`; the last
 /// one reaches [`SCHEMA_VERSION`].
@@ -67,6 +67,12 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize - 1] = [
     "",
     // 14: `item_packs` (from schema.sql), refused by older builds likewise.
     "",
+    // 15: a resumed run's counts are exact as they are written (a rerun
+    // step's pack is written out first). A run resumed by an older build
+    // may count a rerun step twice until its packs are written out:
+    // `counts_unsettled` has the first read of its counts do that.
+    "ALTER TABLE runs ADD COLUMN counts_unsettled INTEGER NOT NULL DEFAULT 0;
+     UPDATE runs SET counts_unsettled = 1 WHERE resumed_at > started_at;",
 ];
 
 /// Values up to this size are stored in their row rather than in `blobs`: a
@@ -95,6 +101,10 @@ pub struct SqliteStore {
     checkpointer_tried: bool,
     /// WAL pages at which a commit asks for a checkpoint.
     checkpoint_pages: i32,
+    /// For each run this handle records into again (a resume) while it
+    /// has packs: which pack holds each packed step
+    /// ([`pack::step_pack_index`]), built at its first commit.
+    packed_steps: HashMap<String, HashMap<u64, i64>>,
 }
 
 impl SqliteStore {
@@ -124,6 +134,7 @@ impl SqliteStore {
             checkpointer: None,
             checkpointer_tried: false,
             checkpoint_pages: checkpoint::CHECKPOINT_PAGES,
+            packed_steps: HashMap::default(),
         };
         store.init()?;
         Ok(store)
@@ -729,14 +740,38 @@ impl RunStore for SqliteStore {
         // A run recorded into again (a resume) gets its packed steps as rows,
         // a few packs per commit: all at once would hold a resumed
         // million-step run's first commit (and so its coordinator) for
-        // seconds. A step run again before its pack is unpacked keeps its
-        // newer row when the pack is (see `pack::unpack`).
+        // seconds. A step run again has its pack written out first, so its
+        // new row replaces the old one as any row does: the counts stay
+        // exact, and a reader need not write the run out to trust them.
         if !fresh {
-            pack::unpack(&tx, run_id, (PACKS_PER_COMMIT, i64::MAX))
-                .and_then(|_| {
-                    pack::unpack_items(&tx, run_id, (pack::ITEM_PACKS_PER_COMMIT, i64::MAX))
-                })
-                .map_err(|e| classify(&path, &e))?;
+            let mut write_out = || -> rusqlite::Result<()> {
+                let index = match self.packed_steps.entry(run_id.to_owned()) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(pack::step_pack_index(&tx, run_id)?)
+                    }
+                };
+                let mut rerun: Vec<i64> = writes
+                    .iter()
+                    .filter_map(|write| match write {
+                        Write::Step(s) if !index.is_empty() => index
+                            .get(&pack::step_hash(&s.op, &keys_json(&s.keys)))
+                            .copied(),
+                        _ => None,
+                    })
+                    .collect();
+                rerun.sort_unstable();
+                rerun.dedup();
+                for id in rerun {
+                    pack::unpack_pack(&tx, run_id, id)?;
+                }
+                if pack::unpack(&tx, run_id, (PACKS_PER_COMMIT, i64::MAX))? < PACKS_PER_COMMIT {
+                    // None left (a reader may have written some out).
+                    *index = HashMap::default();
+                }
+                pack::unpack_items(&tx, run_id, (pack::ITEM_PACKS_PER_COMMIT, i64::MAX)).map(|_| ())
+            };
+            write_out().map_err(|e| classify(&path, &e))?;
         }
         let mut writer = write::Writer::new(&tx, run_id, now, fresh);
         for write in writes {
@@ -780,6 +815,7 @@ impl RunStore for SqliteStore {
     }
 
     fn finish_run(&mut self, run_id: &str, status: RunStatus) -> Result<(), StoreError> {
+        self.packed_steps.remove(run_id);
         let status = status.as_str();
         self.conn
             .execute(

@@ -50,21 +50,24 @@ impl SqliteStore {
     /// A [`StoreError`] naming the store file.
     ///
     /// Counts are kept as steps are recorded, packed or not, so this reads
-    /// no pack; except for a resumed run that still has packs, where a step
-    /// run again before its pack was written out is counted twice until it
-    /// is ([`SqliteStore::unpack`] settles it, so this calls it then).
+    /// no pack (except once for a run an older build resumed).
     pub fn step_counts(&self, run_id: &str) -> Result<Vec<StepCount>, StoreError> {
-        // (A new run's `resumed_at` is its start; a resume's is later.)
-        let resumed_with_packs = || -> rusqlite::Result<bool> {
+        // A run resumed by a build before schema 15 may count a step it
+        // ran again twice until its pack is written out; once settled, its
+        // counts are exact as written (see `SqliteStore::record`).
+        let unsettled = || -> rusqlite::Result<bool> {
             self.conn
-                .prepare_cached(
-                    "SELECT 1 FROM runs WHERE id = ?1 AND resumed_at > started_at
-                     AND EXISTS (SELECT 1 FROM step_packs WHERE run_id = ?1)",
-                )?
+                .prepare_cached("SELECT 1 FROM runs WHERE id = ?1 AND counts_unsettled = 1")?
                 .exists([run_id])
         };
-        if resumed_with_packs().map_err(|e| self.error(&e))? {
+        if unsettled().map_err(|e| self.error(&e))? {
             self.unpack(run_id)?;
+            self.conn
+                .execute(
+                    "UPDATE runs SET counts_unsettled = 0 WHERE id = ?1",
+                    [run_id],
+                )
+                .map_err(|e| self.error(&e))?;
         }
         let query = || -> rusqlite::Result<Vec<StepCount>> {
             self.conn

@@ -175,26 +175,51 @@ pub(super) fn packed_keys(
     run_id: &str,
 ) -> rusqlite::Result<Vec<(String, String)>> {
     let mut found = Vec::new();
-    each_packed_step(conn, run_id, |op, step| {
+    each_packed_step(conn, run_id, |_, op, step| {
         found.push((op.to_owned(), step.keys.to_owned()));
     })?;
     Ok(found)
 }
 
-/// Calls `visit` with (op, step) for each packed step of `run_id`, in the
-/// order the packs were written.
+/// Which pack holds each packed step of `run_id`: [`step_hash`] of its op
+/// and keys (as stored) → the pack's id. A resumed run's recorder keeps
+/// this so a step it runs again has its pack written out first (see
+/// `SqliteStore::record`); a hash shared by two steps only writes out one
+/// pack more than needed.
+pub(super) fn step_pack_index(
+    conn: &Connection,
+    run_id: &str,
+) -> rusqlite::Result<rustc_hash::FxHashMap<u64, i64>> {
+    let mut index = rustc_hash::FxHashMap::default();
+    each_packed_step(conn, run_id, |id, op, step| {
+        index.insert(step_hash(op, step.keys), id);
+    })?;
+    Ok(index)
+}
+
+/// The hash [`step_pack_index`] files a step under.
+pub(super) fn step_hash(op: &str, keys: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = rustc_hash::FxHasher::default();
+    (op, keys).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Calls `visit` with (pack id, op, step) for each packed step of
+/// `run_id`, in the order the packs were written.
 fn each_packed_step(
     conn: &Connection,
     run_id: &str,
-    mut visit: impl FnMut(&str, Plain<'_>),
+    mut visit: impl FnMut(i64, &str, Plain<'_>),
 ) -> rusqlite::Result<()> {
     let mut packs =
         conn.prepare_cached("SELECT id, op, steps FROM step_packs WHERE run_id = ?1 ORDER BY id")?;
     let mut rows = packs.query([run_id])?;
     while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
         let op = row.get_ref(1)?.as_str()?;
         for step in decoded::<Plain<'_>>(row, 2, ("step", run_id))? {
-            visit(op, step);
+            visit(id, op, step);
         }
     }
     Ok(())
@@ -295,7 +320,7 @@ pub(super) fn last_pack(conn: &Connection, run_id: &str) -> rusqlite::Result<Opt
 /// [`RunStore::successes`](crate::store::RunStore::successes) reads them.
 pub(super) fn successes(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<SuccessRow>> {
     let mut found = Vec::new();
-    each_packed_step(conn, run_id, |op, step| {
+    each_packed_step(conn, run_id, |_, op, step| {
         if let Some(output) = step.output {
             found.push((
                 op.to_owned(),

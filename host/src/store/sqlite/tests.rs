@@ -1167,11 +1167,12 @@ fn a_read_unpacks_many_packs_in_several_commits() {
     );
 }
 
-/// A resumed run unpacks a few packs per commit; a step run again before
-/// its pack is unpacked keeps its newer row when the pack is, the packed
-/// outcome going to `attempts` and out of the counts.
+/// A resumed run unpacks a few packs per commit, and first the pack of
+/// any step it runs again: the new row replaces the packed outcome (which
+/// goes to `attempts` and out of the counts) in the same commit, so the
+/// counts are exact while other packs are still there.
 #[test]
-fn a_rerun_recorded_before_its_pack_is_unpacked_keeps_its_newer_row() {
+fn a_rerun_writes_out_its_own_pack_first_and_the_counts_stay_exact() {
     let (dir, mut store) = new_run();
     let n = pack::PACK_STEPS * (PACKS_PER_COMMIT + 2);
     store
@@ -1179,12 +1180,31 @@ fn a_rerun_recorded_before_its_pack_is_unpacked_keeps_its_newer_row() {
         .unwrap();
     let mut resumed = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
     begin(&mut resumed, "r1");
-    // The last step is in the last pack, which the first commit leaves.
+    // The last step is in the last pack, which the first commit's
+    // PACKS_PER_COMMIT would leave.
     std::thread::sleep(std::time::Duration::from_millis(5));
     let mut rerun = plain_success(n - 1);
     rerun.output = Some(Arc::from(&b"new"[..]));
     resumed.record("r1", &writes([rerun])).unwrap();
-    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 2);
+    assert_eq!(
+        raw::<i64>(&store, "SELECT count(*) FROM step_packs"),
+        1,
+        "the first commit's packs and the rerun step's own"
+    );
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM attempts"), 1);
+    let counted: u64 = store.step_counts("r1").unwrap().iter().map(|c| c.n).sum();
+    assert_eq!(counted, n as u64, "each step counted once, packs left");
+    assert_eq!(store.run("r1").unwrap().succeeded, n as u64);
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 1);
+    // Rerun again, from the pack left (one before the last).
+    let mut again = plain_success(n - pack::PACK_STEPS - 1);
+    again.output = Some(Arc::from(&b"again"[..]));
+    drop(resumed);
+    let mut resumed = SqliteStore::open(&dir.path().join("runs.db")).unwrap();
+    begin(&mut resumed, "r1");
+    resumed.record("r1", &writes([again])).unwrap();
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 0);
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM attempts"), 2);
     // A resume stopped here and resumed again reads the step once: its row.
     let key = [format!("k{}", n - 1)];
     let prior = store.successes("r1").unwrap();
@@ -1196,13 +1216,36 @@ fn a_rerun_recorded_before_its_pack_is_unpacked_keeps_its_newer_row() {
         Some(&b"new"[..]),
         "the rerun's row, not the older packed outcome"
     );
-    // The counts of a resumed run with packs settle first (the rerun step
-    // is in them twice until its pack is written out).
     let counted: u64 = store.step_counts("r1").unwrap().iter().map(|c| c.n).sum();
     assert_eq!(counted, n as u64, "each step counted once");
-    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 0);
     assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM steps"), n as i64);
-    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM attempts"), 1);
+    assert_eq!(store.run("r1").unwrap().succeeded, n as u64);
+}
+
+/// A run resumed by a build before schema 15 (which could count a rerun
+/// step twice while its pack was left) has its packs written out by the
+/// first read of its counts, once, and its counts are then exact.
+#[test]
+fn counts_of_a_run_an_older_build_resumed_settle_on_first_read() {
+    let (_dir, mut store) = new_run();
+    let n = pack::PACK_STEPS * 3;
+    store
+        .record("r1", &writes((0..n).map(plain_success)))
+        .unwrap();
+    // What an older build left: the rerun's row beside its packed
+    // outcome, both counted.
+    let mut rerun = plain_success(n - 1);
+    rerun.attempts = 2;
+    store.record("r1", &writes([rerun])).unwrap();
+    store
+        .conn
+        .execute_batch("UPDATE runs SET counts_unsettled = 1")
+        .unwrap();
+    assert_eq!(store.run("r1").unwrap().succeeded, n as u64 + 1);
+    let counted: u64 = store.step_counts("r1").unwrap().iter().map(|c| c.n).sum();
+    assert_eq!(counted, n as u64, "settled: each step once");
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 0);
+    assert_eq!(raw::<i64>(&store, "SELECT counts_unsettled FROM runs"), 0);
     assert_eq!(store.run("r1").unwrap().succeeded, n as u64);
 }
 
