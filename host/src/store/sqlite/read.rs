@@ -82,9 +82,11 @@ impl SqliteStore {
     /// emitting step's keys as stored → key → position.
     fn item_positions(&self, run_id: &str) -> Result<Positions, StoreError> {
         let query = || -> rusqlite::Result<Positions> {
-            let mut stmt = self.conn.prepare(
-                "SELECT keys, key, min(seq) FROM items WHERE run_id = ?1 GROUP BY keys, key",
-            )?;
+            // In the table's order, keeping each key's first position: a
+            // `GROUP BY keys, key` had SQLite sort every item first.
+            let mut stmt = self
+                .conn
+                .prepare("SELECT keys, key, seq FROM items WHERE run_id = ?1")?;
             let mut rows = stmt.query([run_id])?;
             let mut positions = Positions::default();
             while let Some(row) = rows.next()? {
@@ -93,7 +95,14 @@ impl SqliteStore {
                     Some(found) => found,
                     None => positions.entry(parent.to_owned()).or_default(),
                 };
-                of_parent.insert(row.get(1)?, row.get(2)?);
+                let seq: i64 = row.get(2)?;
+                let key = row.get_ref(1)?.as_str()?;
+                match of_parent.get_mut(key) {
+                    Some(first) => *first = (*first).min(seq),
+                    None => {
+                        of_parent.insert(key.to_owned(), seq);
+                    }
+                }
             }
             Ok(positions)
         };
