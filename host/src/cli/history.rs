@@ -286,7 +286,6 @@ fn show_op(
     op: &str,
     args: &ShowArgs<'_>,
 ) -> anyhow::Result<ExitCode> {
-    note_unpacking(store, run)?;
     let steps = store.op_values(run, op)?;
     if steps.is_empty() {
         let mut ops: Vec<String> = store.step_counts(run)?.into_iter().map(|c| c.op).collect();

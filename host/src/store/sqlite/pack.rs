@@ -205,6 +205,43 @@ pub(super) fn step_hash(op: &str, keys: &str) -> u64 {
     hasher.finish()
 }
 
+/// Calls `visit` with each packed step of `op` in `run_id`.
+pub(super) fn each_packed_step_of(
+    conn: &Connection,
+    run_id: &str,
+    op: &str,
+    mut visit: impl FnMut(Plain<'_>),
+) -> rusqlite::Result<()> {
+    each_packed_step(conn, run_id, |_, packed_op, step| {
+        if packed_op == op {
+            visit(step);
+        }
+    })
+}
+
+/// Calls `visit` with (emitting step's keys as stored, key, position) for
+/// each packed item of `run_id`.
+pub(super) fn each_packed_item(
+    conn: &Connection,
+    run_id: &str,
+    mut visit: impl FnMut(&str, &str, i64),
+) -> rusqlite::Result<()> {
+    let mut packs =
+        conn.prepare_cached("SELECT id, keys, first_seq, items FROM item_packs WHERE run_id = ?1")?;
+    let mut rows = packs.query([run_id])?;
+    while let Some(row) = rows.next()? {
+        let keys = row.get_ref(1)?.as_str()?;
+        let first_seq: i64 = row.get(2)?;
+        for (at, item) in decoded::<PackedItem<'_>>(row, 3, ("item", run_id))?
+            .into_iter()
+            .enumerate()
+        {
+            visit(keys, item.key, first_seq + at as i64);
+        }
+    }
+    Ok(())
+}
+
 /// Calls `visit` with (pack id, op, step) for each packed step of
 /// `run_id`, in the order the packs were written.
 fn each_packed_step(

@@ -11,6 +11,10 @@ use std::sync::Arc;
 /// position among its items (a million keys: hashed without SipHash).
 type Positions = FxHashMap<String, FxHashMap<String, i64>>;
 
+/// An op's steps, each with its keys as stored (the JSON text sorts as the
+/// keys do).
+type StoredSteps = Vec<(String, StepValue)>;
+
 /// One step of an op, with its value if it succeeded.
 #[derive(Debug, Clone)]
 pub struct StepValue {
@@ -32,28 +36,42 @@ impl SqliteStore {
     /// # Errors
     /// A [`StoreError`] naming the store file.
     pub fn op_values(&self, run_id: &str, op: &str) -> Result<Vec<StepValue>, StoreError> {
-        self.unpack(run_id)?;
-        let query = || -> rusqlite::Result<Vec<StepValue>> {
-            let mut stmt = self.conn.prepare(
-                "SELECT s.keys, s.status, coalesce(s.output, b.bytes), s.failure_kind, s.failure_message
-                 FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
-                 WHERE s.run_id = ?1 AND s.op = ?2 ORDER BY s.keys",
+        // Read as stored, packed or not: writing a million packed steps out
+        // first cost seconds more than reading them. One read transaction,
+        // so a step another reader writes out meanwhile is seen once.
+        let read = || -> rusqlite::Result<Option<(StoredSteps, Positions)>> {
+            let tx = rusqlite::Transaction::new_unchecked(
+                &self.conn,
+                rusqlite::TransactionBehavior::Deferred,
             )?;
-            stmt.query_map(params![run_id, op], |r| {
-                let kind: Option<String> = r.get(3)?;
-                let message: Option<String> = r.get(4)?;
-                Ok(StepValue {
-                    keys: parse_keys(&r.get::<_, String>(0)?),
-                    status: r.get(1)?,
-                    output: r.get::<_, Option<Vec<u8>>>(2)?.map(Arc::from),
-                    failure: kind.map(|k| format!("{k}: {}", message.unwrap_or_default())),
-                })
-            })?
-            .collect()
+            let steps = op_steps(&tx, run_id, op)?;
+            let positions = match steps.iter().flatten().any(|(keys, _)| keys != "[]") {
+                true => item_positions(&tx, run_id)?,
+                false => Positions::default(),
+            };
+            tx.commit()?;
+            Ok(steps.map(|steps| (steps, positions)))
         };
-        let mut steps = query().map_err(|e| self.error(&e))?;
+        let (mut steps, positions) = match read().map_err(|e| self.error(&e))? {
+            Some(found) => found,
+            // A step both packed and a row (recorded twice before schema
+            // 15): writing the run out keeps the later outcome of each.
+            None => {
+                self.unpack(run_id)?;
+                read()
+                    .map_err(|e| self.error(&e))?
+                    .ok_or_else(|| StoreError::Corrupt {
+                        path: self.path.clone(),
+                        reason: format!("run `{run_id}` still has steps of `{op}` recorded twice after writing out its packs"),
+                    })?
+            }
+        };
+        // By keys, then stable by emission order: keys no emitter recorded
+        // (the same order, last) stay by key. (Keys of one op are equally
+        // deep and hold no `"`, so the stored JSON sorts as the keys do.)
+        steps.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut steps: Vec<StepValue> = steps.into_iter().map(|(_, step)| step).collect();
         if steps.iter().any(|s| !s.keys.is_empty()) {
-            let positions = self.item_positions(run_id)?;
             let top = positions.get("[]");
             let order = |keys: &[String]| -> smallvec::SmallVec<[i64; 2]> {
                 (0..keys.len())
@@ -69,46 +87,87 @@ impl SqliteStore {
                     })
                     .collect()
             };
-            // Stable, over rows sorted by keys: keys no emitter recorded
-            // (the same order, last) stay by key. (Keys of one op are
-            // equally deep and hold no `"`, so the stored JSON sorts as
-            // the keys do.)
             steps.sort_by_cached_key(|s| order(&s.keys));
         }
         Ok(steps)
     }
+}
 
-    /// Where each emitted key stands among its emitter's items: the
-    /// emitting step's keys as stored → key → position.
-    fn item_positions(&self, run_id: &str) -> Result<Positions, StoreError> {
-        let query = || -> rusqlite::Result<Positions> {
-            // In the table's order, keeping each key's first position: a
-            // `GROUP BY keys, key` had SQLite sort every item first.
-            let mut stmt = self
-                .conn
-                .prepare("SELECT keys, key, seq FROM items WHERE run_id = ?1")?;
-            let mut rows = stmt.query([run_id])?;
-            let mut positions = Positions::default();
-            while let Some(row) = rows.next()? {
-                let parent = row.get_ref(0)?.as_str()?;
-                let of_parent = match positions.get_mut(parent) {
-                    Some(found) => found,
-                    None => positions.entry(parent.to_owned()).or_default(),
-                };
-                let seq: i64 = row.get(2)?;
-                let key = row.get_ref(1)?.as_str()?;
-                match of_parent.get_mut(key) {
-                    Some(first) => *first = (*first).min(seq),
-                    None => {
-                        of_parent.insert(key.to_owned(), seq);
-                    }
-                }
-            }
-            Ok(positions)
+/// Every step of `op` in `run_id`, rows and packed, with its keys as
+/// stored; `None` if a step is both (see [`SqliteStore::op_values`]).
+fn op_steps(
+    conn: &rusqlite::Connection,
+    run_id: &str,
+    op: &str,
+) -> rusqlite::Result<Option<StoredSteps>> {
+    let mut stmt = conn.prepare(
+        "SELECT s.keys, s.status, coalesce(s.output, b.bytes), s.failure_kind, s.failure_message
+         FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
+         WHERE s.run_id = ?1 AND s.op = ?2",
+    )?;
+    let mut steps: StoredSteps = stmt
+        .query_map(params![run_id, op], |r| {
+            let keys: String = r.get(0)?;
+            let kind: Option<String> = r.get(3)?;
+            let message: Option<String> = r.get(4)?;
+            let step = StepValue {
+                keys: parse_keys(&keys),
+                status: r.get(1)?,
+                output: r.get::<_, Option<Vec<u8>>>(2)?.map(Arc::from),
+                failure: kind.map(|k| format!("{k}: {}", message.unwrap_or_default())),
+            };
+            Ok((keys, step))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let rows: rustc_hash::FxHashSet<String> = steps.iter().map(|(k, _)| k.clone()).collect();
+    let mut twice = false;
+    super::pack::each_packed_step_of(conn, run_id, op, |step| {
+        twice |= rows.contains(step.keys);
+        steps.push((
+            step.keys.to_owned(),
+            StepValue {
+                keys: parse_keys(step.keys),
+                status: "succeeded".to_owned(),
+                output: step.output.map(|bytes| Arc::from(bytes.0)),
+                failure: None,
+            },
+        ));
+    })?;
+    Ok((!twice).then_some(steps))
+}
+
+/// Where each emitted key of `run_id` stands among its emitter's items
+/// (rows and packed): the emitting step's keys as stored → key → its
+/// first position. Read in the table's order: a `GROUP BY keys, key` had
+/// SQLite sort every item first.
+fn item_positions(conn: &rusqlite::Connection, run_id: &str) -> rusqlite::Result<Positions> {
+    let mut positions = Positions::default();
+    let mut add = |parent: &str, key: &str, seq: i64| {
+        let of_parent = match positions.get_mut(parent) {
+            Some(found) => found,
+            None => positions.entry(parent.to_owned()).or_default(),
         };
-        query().map_err(|e| self.error(&e))
+        match of_parent.get_mut(key) {
+            Some(first) => *first = (*first).min(seq),
+            None => {
+                of_parent.insert(key.to_owned(), seq);
+            }
+        }
+    };
+    let mut stmt = conn.prepare("SELECT keys, key, seq FROM items WHERE run_id = ?1")?;
+    let mut rows = stmt.query([run_id])?;
+    while let Some(row) = rows.next()? {
+        add(
+            row.get_ref(0)?.as_str()?,
+            row.get_ref(1)?.as_str()?,
+            row.get(2)?,
+        );
     }
+    super::pack::each_packed_item(conn, run_id, add)?;
+    Ok(positions)
+}
 
+impl SqliteStore {
     /// A value stored by its SHA-256 (any value over the inline size that a
     /// run emitted or returned).
     ///

@@ -1157,7 +1157,7 @@ fn a_read_unpacks_many_packs_in_several_commits() {
         .unwrap();
     assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 66);
     let events_before = raw::<i64>(&store, "SELECT count(*) FROM events");
-    assert_eq!(store.op_values("r1", "a").unwrap().len(), n);
+    assert_eq!(store.steps("r1").unwrap().len(), n);
     assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 0);
     assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM steps"), n as i64);
     assert_eq!(
@@ -1794,4 +1794,82 @@ fn op_values_follow_the_emission_order_at_every_level() {
         .map(|s| String::from_utf8(s.output.unwrap().to_vec()).unwrap())
         .collect();
     assert_eq!(values, ["b/y", "b/x", "a/y", "a/x", "c/z"]);
+}
+
+/// `show RUN OP` reads a new run's packed steps and items as they are
+/// (nothing written out), in emission order, beside its rows; the same
+/// after the run is written out. A step both packed and a row (what an
+/// older build's resume could leave) is read once, its later outcome.
+#[test]
+fn op_values_read_packed_steps_and_items_without_writing_them_out() {
+    let (_dir, mut store) = new_run();
+    let n = pack::PACK_STEPS * 2 + 5;
+    // Emitted k{n-1} first, down to k0: emission order is not key order.
+    let emitted: Vec<String> = (0..n).rev().map(|i| format!("k{i}")).collect();
+    let emitted: Vec<&str> = emitted.iter().map(String::as_str).collect();
+    let mut writes_ = vec![Write::Items(super::super::ItemsRecord {
+        op: "emit".into(),
+        keys: KeyPath::new(),
+        first_seq: 0,
+        items: emitted.iter().map(|k| item(k, b"v")).collect(),
+    })];
+    let mut failed = plain_success(n);
+    failed.status = StepStatus::Failed;
+    failed.failure_kind = Some("trap".into());
+    failed.output = None;
+    writes_.extend(writes((0..n).map(plain_success).chain([failed])));
+    store.record("r1", &writes_).unwrap();
+    let packs = raw::<i64>(&store, "SELECT count(*) FROM step_packs");
+    let item_packs = raw::<i64>(&store, "SELECT count(*) FROM item_packs");
+    assert!(packs >= 2 && item_packs >= 1, "{packs} {item_packs}");
+
+    let read = |store: &SqliteStore| -> Vec<(String, String, Option<Vec<u8>>)> {
+        store
+            .op_values("r1", "a")
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.keys.join("/"), s.status, s.output.map(|o| o.to_vec())))
+            .collect()
+    };
+    let packed = read(&store);
+    assert_eq!(packed.len(), n + 1);
+    let order: Vec<&str> = packed.iter().map(|(k, _, _)| k.as_str()).collect();
+    let unemitted = format!("k{n}");
+    let mut expected = emitted.clone();
+    expected.push(&unemitted);
+    assert_eq!(order, expected, "emission order; the unemitted key last");
+    assert_eq!(
+        packed[0],
+        (
+            format!("k{}", n - 1),
+            "succeeded".into(),
+            Some(format!("v{}", n - 1).into_bytes())
+        )
+    );
+    assert_eq!(packed[n].1, "failed");
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), packs);
+    assert_eq!(
+        raw::<i64>(&store, "SELECT count(*) FROM item_packs"),
+        item_packs
+    );
+
+    // Recorded twice, as an older build's resume left it: a row beside
+    // the packed outcome. The row (newer) is read, once.
+    let mut rerun = plain_success(3);
+    rerun.attempts = 2;
+    rerun.output = Some(Arc::from(&b"new"[..]));
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    store.record("r1", &writes([rerun])).unwrap();
+    let twice = read(&store);
+    assert_eq!(twice.len(), n + 1, "each step once");
+    let k3 = twice.iter().find(|(k, _, _)| k == "k3").unwrap();
+    assert_eq!(k3.2.as_deref(), Some(&b"new"[..]));
+    assert_eq!(
+        raw::<i64>(&store, "SELECT count(*) FROM step_packs"),
+        0,
+        "written out"
+    );
+    let mut once = packed;
+    once.iter_mut().find(|(k, _, _)| k == "k3").unwrap().2 = Some(b"new".to_vec());
+    assert_eq!(twice, once, "the same values, packed or written out");
 }
