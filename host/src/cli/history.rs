@@ -200,10 +200,7 @@ fn show_run(
     };
     // Only listing successes reads every step.
     let rows = match status {
-        Some("succeeded") => {
-            note_unpacking(store, run)?;
-            store.steps(run)?
-        }
+        Some("succeeded") => store.steps(run)?,
         _ => store.unsuccessful_steps(run)?,
     };
     for row in rows.iter().filter(listed) {
@@ -234,23 +231,6 @@ fn show_run(
         "`dynhost show RUN OP` prints an op's values, `show RUN 'OP[KEY]'` one step;\n`--status succeeded|failed|skipped` lists steps (RUN: an id prefix or `latest`)"
     )?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Packed steps and items a full read writes out before it prints, past
-/// which it says so first (about a second's work).
-const NOTICEABLE_UNPACK: u64 = 100_000;
-
-/// Says on stderr that this read first writes out `run`'s packed steps
-/// (a new run stores its steps packed; the first full read of a
-/// million-step run takes seconds before anything prints).
-fn note_unpacking(store: &SqliteStore, run: &str) -> anyhow::Result<()> {
-    let (steps, items) = store.packed_at_most(run)?;
-    if steps + items >= NOTICEABLE_UNPACK {
-        eprintln!(
-            "writing out run {run}'s packed steps as rows first (up to {steps} steps and {items} items; once per run)"
-        );
-    }
-    Ok(())
 }
 
 /// `about OP: ...` and `about OP.OUTPUT: ...` for every op and dynamic output

@@ -7,7 +7,7 @@ use super::{
     StoredOutput, Write,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -567,7 +567,7 @@ fn step_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<StepRow> {
 /// name, source and kind (the op's `heads`, stored once per run since
 /// schema 12) with this step's size and value. Rows written before carry
 /// it all in `inputs`; a summary that does not parse is shown as stored.
-fn inputs_json(values: Option<String>, heads: Option<&str>) -> Option<String> {
+pub(super) fn inputs_json(values: Option<String>, heads: Option<&str>) -> Option<String> {
     use serde_json::Value;
     let values = values?;
     let Some(heads) = heads else {
@@ -877,16 +877,58 @@ impl RunStore for SqliteStore {
     }
 
     fn steps(&self, run_id: &str) -> Result<Vec<StepRow>, StoreError> {
-        self.unpack(run_id)?;
-        let query = || -> rusqlite::Result<Vec<StepRow>> {
-            let mut stmt = self.conn.prepare(&format!(
-                "SELECT {} FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
-                 WHERE s.run_id = ?1 ORDER BY s.op, s.keys",
+        // Rows and packed steps as they are (writing a million packed steps
+        // out cost seconds more than reading them), in one read
+        // transaction so a step another reader writes out meanwhile is
+        // read once.
+        let query = || -> rusqlite::Result<Option<Vec<StepRow>>> {
+            let tx = rusqlite::Transaction::new_unchecked(
+                &self.conn,
+                rusqlite::TransactionBehavior::Deferred,
+            )?;
+            let mut stmt = tx.prepare(&format!(
+                "SELECT s.keys, {} FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
+                 WHERE s.run_id = ?1",
                 step_columns(true)
             ))?;
-            stmt.query_map([run_id], step_row)?.collect()
+            let mut steps: Vec<(String, StepRow)> = stmt
+                .query_map([run_id], |r| Ok((r.get(0)?, step_row_at(r, 1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            drop(stmt);
+            let packed = pack::packed_rows(&tx, run_id)?;
+            tx.commit()?;
+            if !packed.is_empty() {
+                let rows: HashSet<(&str, &str)> = steps
+                    .iter()
+                    .map(|(keys, row)| (row.op.as_str(), keys.as_str()))
+                    .collect();
+                if packed
+                    .iter()
+                    .any(|(keys, row)| rows.contains(&(row.op.as_str(), keys.as_str())))
+                {
+                    return Ok(None);
+                }
+            }
+            steps.extend(packed);
+            steps.sort_unstable_by(|a, b| (&a.1.op, &a.0).cmp(&(&b.1.op, &b.0)));
+            Ok(Some(steps.into_iter().map(|(_, row)| row).collect()))
         };
-        query().map_err(|e| self.error(&e))
+        match query().map_err(|e| self.error(&e))? {
+            Some(steps) => Ok(steps),
+            // A step both packed and a row (recorded twice before schema
+            // 15): writing the run out keeps the later outcome of each.
+            None => {
+                self.unpack(run_id)?;
+                query()
+                    .map_err(|e| self.error(&e))?
+                    .ok_or_else(|| StoreError::Corrupt {
+                        path: self.path.clone(),
+                        reason: format!(
+                            "run `{run_id}` still has steps recorded twice after writing out its packs"
+                        ),
+                    })
+            }
+        }
     }
 
     fn successes(&self, run_id: &str) -> Result<Vec<PriorStep>, StoreError> {

@@ -205,6 +205,70 @@ pub(super) fn step_hash(op: &str, keys: &str) -> u64 {
     hasher.finish()
 }
 
+/// The packed steps of `run_id` as [`StepRow`](crate::store::StepRow)s,
+/// each with its keys as stored: exactly what their rows read back as once
+/// written out (status `succeeded`, nothing captured, the input summary
+/// joined to its op's heads).
+pub(super) fn packed_rows(
+    conn: &Connection,
+    run_id: &str,
+) -> rusqlite::Result<Vec<(String, crate::store::StepRow)>> {
+    let mut heads: rustc_hash::FxHashMap<i64, Option<String>> = Default::default();
+    let mut lookup = conn.prepare_cached("SELECT heads FROM op_inputs WHERE id = ?1")?;
+    let mut found = Vec::new();
+    let mut failed = None;
+    each_packed_step(conn, run_id, |_, op, step| {
+        let heads = match step.input_heads {
+            Some(id) => match heads.get(&id) {
+                Some(h) => h.as_deref(),
+                None => {
+                    let h = lookup
+                        .query_row([id], |r| r.get::<_, Option<String>>(0))
+                        .optional()
+                        .map(Option::flatten);
+                    match h {
+                        Ok(h) => heads.entry(id).or_insert(h).as_deref(),
+                        Err(e) => {
+                            failed.get_or_insert(e);
+                            return;
+                        }
+                    }
+                }
+            },
+            None => None,
+        };
+        found.push((
+            step.keys.to_owned(),
+            crate::store::StepRow {
+                op: op.to_owned(),
+                keys: super::parse_keys(step.keys),
+                status: "succeeded".to_owned(),
+                tolerated: false,
+                attempts: step.attempts,
+                wall_secs: step.wall_secs,
+                failure_kind: None,
+                failure_message: None,
+                peak_memory_bytes: step.peak_memory_bytes,
+                emitted_items: step.emitted_items,
+                emitted_bytes: step.emitted_bytes,
+                fuel_used: None,
+                output_bytes: step.output.map(|o| o.0.len() as u64),
+                stdout: String::new(),
+                stderr: String::new(),
+                log: String::new(),
+                inputs: super::inputs_json(step.inputs.map(str::to_owned), heads),
+                metadata: None,
+                no_value: false,
+                services: None,
+            },
+        ));
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(found),
+    }
+}
+
 /// Calls `visit` with each packed step of `op` in `run_id`.
 pub(super) fn each_packed_step_of(
     conn: &Connection,

@@ -984,9 +984,9 @@ fn writes(steps: impl IntoIterator<Item = StepRecord>) -> Vec<Write> {
 }
 
 /// A new run's plain successes go [`pack::PACK_STEPS`] to a `step_packs`
-/// row, no `steps` row while it runs (counted all the same); the first read
-/// writes each as exactly the row a resumed run writes for it, and drops
-/// the packs.
+/// row, no `steps` row while it runs (counted all the same); they read
+/// back packed as the rows of the same steps read; written out, each is
+/// exactly the row a resumed run writes for it, and the packs are dropped.
 #[test]
 fn plain_successes_of_a_new_run_are_packed_until_read_and_unpack_to_the_same_rows() {
     let n = pack::PACK_STEPS + 3;
@@ -1006,9 +1006,15 @@ fn plain_successes_of_a_new_run_are_packed_until_read_and_unpack_to_the_same_row
         .unwrap();
     assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM steps"), n as i64);
 
+    // Read packed, as they are: the same as the rows of the same steps.
     let read = store.steps("r1").unwrap();
     assert_eq!(read.len(), n, "every step read back");
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 2);
+    let json = |steps: &[crate::store::StepRow]| serde_json::to_value(steps).unwrap();
+    assert_eq!(json(&read), json(&store.steps("r2").unwrap()));
+    store.unpack("r1").unwrap();
     assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 0);
+    assert_eq!(json(&store.steps("r1").unwrap()), json(&read));
     let columns = "op, keys, status, attempts, wall_secs, failure_kind, failure_message,
         peak_memory_bytes, emitted_items, emitted_bytes, fuel_used, input_hash, inputs, output_hash,
         output, memo_key, stdout, stderr, log, tolerated, metadata, no_value, position, services,
@@ -1145,11 +1151,11 @@ fn a_pack_that_does_not_decode_is_reported_with_the_store_and_run() {
     }
 }
 
-/// More packs than one unpacking commit takes: every step still arrives,
+/// More packs than one unpacking commit takes: every step is written out,
 /// in several short transactions (a recorder of a running run waits for
 /// the write lock only that long).
 #[test]
-fn a_read_unpacks_many_packs_in_several_commits() {
+fn writing_out_many_packs_takes_several_commits() {
     let (_dir, mut store) = new_run();
     let n = pack::PACK_STEPS * 65 + 1;
     store
@@ -1157,7 +1163,7 @@ fn a_read_unpacks_many_packs_in_several_commits() {
         .unwrap();
     assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 66);
     let events_before = raw::<i64>(&store, "SELECT count(*) FROM events");
-    assert_eq!(store.steps("r1").unwrap().len(), n);
+    store.unpack("r1").unwrap();
     assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 0);
     assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM steps"), n as i64);
     assert_eq!(
@@ -1744,10 +1750,11 @@ fn one_step_and_the_failures_of_a_packed_run_read_without_writing_out_the_rest()
     assert!(all.contains(&("a".to_owned(), vec![format!("k{}", n - 1)])));
     assert!(all.contains(&("emit".to_owned(), vec![])));
     assert_eq!(step_packs(&store), 2);
-    // What a full read then reads of the same step is what was read.
+    // What a full read then reads of the same step is what was read;
+    // it writes nothing out either.
     let full = store.steps("r1").unwrap();
     assert_eq!(full.len(), n + 2);
-    assert_eq!((step_packs(&store), item_packs(&store)), (0, 0));
+    assert_eq!((step_packs(&store), item_packs(&store)), (2, 1));
     let again = full.iter().find(|r| r.keys == keys).unwrap();
     assert_eq!(
         serde_json::to_value(&row).unwrap(),
@@ -1872,4 +1879,32 @@ fn op_values_read_packed_steps_and_items_without_writing_them_out() {
     let mut once = packed;
     once.iter_mut().find(|(k, _, _)| k == "k3").unwrap().2 = Some(b"new".to_vec());
     assert_eq!(twice, once, "the same values, packed or written out");
+}
+
+/// Every step read whole (`show --status succeeded`) from rows and packs;
+/// a step both packed and a row (an older build's resume) is read once,
+/// its later outcome, the run written out for it.
+#[test]
+fn steps_read_packed_and_a_step_recorded_twice_once() {
+    let (_dir, mut store) = new_run();
+    let n = pack::PACK_STEPS + 1;
+    store
+        .record("r1", &writes((0..n).map(plain_success)))
+        .unwrap();
+    assert_eq!(store.steps("r1").unwrap().len(), n);
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 2);
+    let mut rerun = plain_success(3);
+    rerun.attempts = 2;
+    rerun.output = Some(Arc::from(&b"newer"[..]));
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    store.record("r1", &writes([rerun])).unwrap();
+    let steps = store.steps("r1").unwrap();
+    assert_eq!(steps.len(), n, "each step once");
+    let k3 = steps.iter().find(|s| s.keys == ["k3"]).unwrap();
+    assert_eq!((k3.attempts, k3.output_bytes), (2, Some(5)));
+    assert_eq!(raw::<i64>(&store, "SELECT count(*) FROM step_packs"), 0);
+    let keys: Vec<&str> = steps.iter().map(|s| s.keys[0].as_str()).collect();
+    let mut sorted = keys.clone();
+    sorted.sort_unstable();
+    assert_eq!(keys, sorted, "by op, then keys");
 }
