@@ -427,6 +427,29 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// What `read` reads of `run_id`'s rows and packs as they are, or, if
+    /// it finds a step both packed and a row (`None`: what a resume by a
+    /// build before schema 15 could leave), what it reads once the run is
+    /// written out, which keeps the later outcome of each such step.
+    fn read_packed<T>(
+        &self,
+        run_id: &str,
+        read: impl Fn() -> rusqlite::Result<Option<T>>,
+    ) -> Result<T, StoreError> {
+        if let Some(found) = read().map_err(|e| self.error(&e))? {
+            return Ok(found);
+        }
+        self.unpack(run_id)?;
+        read()
+            .map_err(|e| self.error(&e))?
+            .ok_or_else(|| StoreError::Corrupt {
+                path: self.path.clone(),
+                reason: format!(
+                    "run `{run_id}` still has steps recorded twice after writing out its packs"
+                ),
+            })
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -913,22 +936,7 @@ impl RunStore for SqliteStore {
             steps.sort_unstable_by(|a, b| (&a.1.op, &a.0).cmp(&(&b.1.op, &b.0)));
             Ok(Some(steps.into_iter().map(|(_, row)| row).collect()))
         };
-        match query().map_err(|e| self.error(&e))? {
-            Some(steps) => Ok(steps),
-            // A step both packed and a row (recorded twice before schema
-            // 15): writing the run out keeps the later outcome of each.
-            None => {
-                self.unpack(run_id)?;
-                query()
-                    .map_err(|e| self.error(&e))?
-                    .ok_or_else(|| StoreError::Corrupt {
-                        path: self.path.clone(),
-                        reason: format!(
-                            "run `{run_id}` still has steps recorded twice after writing out its packs"
-                        ),
-                    })
-            }
-        }
+        self.read_packed(run_id, query)
     }
 
     fn successes(&self, run_id: &str) -> Result<Vec<PriorStep>, StoreError> {

@@ -52,20 +52,7 @@ impl SqliteStore {
             tx.commit()?;
             Ok(steps.map(|steps| (steps, positions)))
         };
-        let (mut steps, positions) = match read().map_err(|e| self.error(&e))? {
-            Some(found) => found,
-            // A step both packed and a row (recorded twice before schema
-            // 15): writing the run out keeps the later outcome of each.
-            None => {
-                self.unpack(run_id)?;
-                read()
-                    .map_err(|e| self.error(&e))?
-                    .ok_or_else(|| StoreError::Corrupt {
-                        path: self.path.clone(),
-                        reason: format!("run `{run_id}` still has steps of `{op}` recorded twice after writing out its packs"),
-                    })?
-            }
-        };
+        let (mut steps, positions) = self.read_packed(run_id, read)?;
         // By keys, then stable by emission order: keys no emitter recorded
         // (the same order, last) stay by key. (Keys of one op are equally
         // deep and hold no `"`, so the stored JSON sorts as the keys do.)
