@@ -858,10 +858,13 @@ inputs.vs = { collect = "work" }
     /// fewer commits, and its own CPU time.
     #[test]
     fn the_writer_reports_its_writes_commits_and_cpu() {
-        // A store that sleeps (1 µs a write): the kernel adds a thread's
-        // running time to `schedstat` when it leaves the CPU, and a writer
-        // that `finish` wakes may otherwise never have left it.
-        let (recorder, rx) = slow_recorder(Duration::from_micros(1), GATHER);
+        // A store that sleeps (50 µs a write, milliseconds a commit): the
+        // kernel adds a thread's running time to `schedstat` when it leaves
+        // the CPU, and a writer that `finish` wakes may otherwise never
+        // have left it. (At 1 µs a write this failed once on a loaded
+        // machine: a sleep whose timer has expired before the thread gets
+        // to wait does not leave the CPU.)
+        let (recorder, rx) = slow_recorder(Duration::from_micros(50), GATHER);
         for seq in 0..100 {
             recorder.record_items(ItemsRecord {
                 op: "op".into(),

@@ -7,7 +7,7 @@ use super::{
     StoredOutput, Write,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashMap as HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -909,32 +909,31 @@ impl RunStore for SqliteStore {
                 &self.conn,
                 rusqlite::TransactionBehavior::Deferred,
             )?;
+            // Packed first: their hashes tell whether a row is also packed.
+            let (mut steps, packed) = pack::packed_rows(&tx, run_id)?;
+            let mut twice = false;
             let mut stmt = tx.prepare(&format!(
                 "SELECT s.keys, {} FROM steps s LEFT JOIN blobs b ON b.hash = s.output_hash
                  WHERE s.run_id = ?1",
                 step_columns(true)
             ))?;
-            let mut steps: Vec<(String, StepRow)> = stmt
-                .query_map([run_id], |r| Ok((r.get(0)?, step_row_at(r, 1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            drop(stmt);
-            let packed = pack::packed_rows(&tx, run_id)?;
-            tx.commit()?;
-            if !packed.is_empty() {
-                let rows: HashSet<(&str, &str)> = steps
-                    .iter()
-                    .map(|(keys, row)| (row.op.as_str(), keys.as_str()))
-                    .collect();
-                if packed
-                    .iter()
-                    .any(|(keys, row)| rows.contains(&(row.op.as_str(), keys.as_str())))
-                {
-                    return Ok(None);
-                }
+            let mut rows = stmt.query([run_id])?;
+            while let Some(r) = rows.next()? {
+                let row = step_row_at(r, 1)?;
+                twice |= !packed.is_empty()
+                    && packed.contains(&pack::step_hash(&row.op, r.get_ref(0)?.as_str()?));
+                steps.push(row);
             }
-            steps.extend(packed);
-            steps.sort_unstable_by(|a, b| (&a.1.op, &a.0).cmp(&(&b.1.op, &b.0)));
-            Ok(Some(steps.into_iter().map(|(_, row)| row).collect()))
+            drop(rows);
+            drop(stmt);
+            tx.commit()?;
+            if twice {
+                return Ok(None);
+            }
+            // As `ORDER BY op, keys`: keys of one op are equally deep and
+            // hold no `"`, so they sort as their stored JSON does.
+            steps.sort_unstable_by(|a, b| (&a.op, &a.keys).cmp(&(&b.op, &b.keys)));
+            Ok(Some(steps))
         };
         self.read_packed(run_id, query)
     }

@@ -205,17 +205,18 @@ pub(super) fn step_hash(op: &str, keys: &str) -> u64 {
     hasher.finish()
 }
 
-/// The packed steps of `run_id` as [`StepRow`](crate::store::StepRow)s,
-/// each with its keys as stored: exactly what their rows read back as once
-/// written out (status `succeeded`, nothing captured, the input summary
-/// joined to its op's heads).
+/// The packed steps of `run_id` as [`StepRow`](crate::store::StepRow)s:
+/// exactly what their rows read back as once written out (status
+/// `succeeded`, nothing captured, the input summary joined to its op's
+/// heads); and the [`step_hash`] of each.
 pub(super) fn packed_rows(
     conn: &Connection,
     run_id: &str,
-) -> rusqlite::Result<Vec<(String, crate::store::StepRow)>> {
+) -> rusqlite::Result<(Vec<crate::store::StepRow>, rustc_hash::FxHashSet<u64>)> {
     let mut heads: rustc_hash::FxHashMap<i64, Option<String>> = Default::default();
     let mut lookup = conn.prepare_cached("SELECT heads FROM op_inputs WHERE id = ?1")?;
     let mut found = Vec::new();
+    let mut hashes = rustc_hash::FxHashSet::default();
     let mut failed = None;
     each_packed_step(conn, run_id, |_, op, step| {
         let heads = match step.input_heads {
@@ -237,35 +238,33 @@ pub(super) fn packed_rows(
             },
             None => None,
         };
-        found.push((
-            step.keys.to_owned(),
-            crate::store::StepRow {
-                op: op.to_owned(),
-                keys: super::parse_keys(step.keys),
-                status: "succeeded".to_owned(),
-                tolerated: false,
-                attempts: step.attempts,
-                wall_secs: step.wall_secs,
-                failure_kind: None,
-                failure_message: None,
-                peak_memory_bytes: step.peak_memory_bytes,
-                emitted_items: step.emitted_items,
-                emitted_bytes: step.emitted_bytes,
-                fuel_used: None,
-                output_bytes: step.output.map(|o| o.0.len() as u64),
-                stdout: String::new(),
-                stderr: String::new(),
-                log: String::new(),
-                inputs: super::inputs_json(step.inputs.map(str::to_owned), heads),
-                metadata: None,
-                no_value: false,
-                services: None,
-            },
-        ));
+        hashes.insert(step_hash(op, step.keys));
+        found.push(crate::store::StepRow {
+            op: op.to_owned(),
+            keys: super::parse_keys(step.keys),
+            status: "succeeded".to_owned(),
+            tolerated: false,
+            attempts: step.attempts,
+            wall_secs: step.wall_secs,
+            failure_kind: None,
+            failure_message: None,
+            peak_memory_bytes: step.peak_memory_bytes,
+            emitted_items: step.emitted_items,
+            emitted_bytes: step.emitted_bytes,
+            fuel_used: None,
+            output_bytes: step.output.map(|o| o.0.len() as u64),
+            stdout: String::new(),
+            stderr: String::new(),
+            log: String::new(),
+            inputs: super::inputs_json(step.inputs.map(str::to_owned), heads),
+            metadata: None,
+            no_value: false,
+            services: None,
+        });
     })?;
     match failed {
         Some(e) => Err(e),
-        None => Ok(found),
+        None => Ok((found, hashes)),
     }
 }
 
