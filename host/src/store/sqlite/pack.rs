@@ -268,17 +268,18 @@ pub(super) fn packed_rows(
     }
 }
 
-/// Calls `visit` with each packed step of `op` in `run_id`.
+/// Calls `visit` with each packed step of `op` in `run_id`; other ops'
+/// packs are skipped by SQL, not decoded.
 pub(super) fn each_packed_step_of(
     conn: &Connection,
     run_id: &str,
     op: &str,
     mut visit: impl FnMut(Plain<'_>),
 ) -> rusqlite::Result<()> {
-    each_packed_step(conn, run_id, |_, packed_op, step| {
-        if packed_op == op {
-            visit(step);
-        }
+    let mut packs =
+        conn.prepare_cached("SELECT id, op, steps FROM step_packs WHERE run_id = ?1 AND op = ?2")?;
+    visit_packed_steps(packs.query(params![run_id, op])?, run_id, |_, _, step| {
+        visit(step)
     })
 }
 
@@ -310,11 +311,20 @@ pub(super) fn each_packed_item(
 fn each_packed_step(
     conn: &Connection,
     run_id: &str,
-    mut visit: impl FnMut(i64, &str, Plain<'_>),
+    visit: impl FnMut(i64, &str, Plain<'_>),
 ) -> rusqlite::Result<()> {
     let mut packs =
         conn.prepare_cached("SELECT id, op, steps FROM step_packs WHERE run_id = ?1 ORDER BY id")?;
-    let mut rows = packs.query([run_id])?;
+    visit_packed_steps(packs.query([run_id])?, run_id, visit)
+}
+
+/// Calls `visit` with (pack id, op, step) for each step of the packs in
+/// `rows` (id, op, steps).
+fn visit_packed_steps(
+    mut rows: rusqlite::Rows<'_>,
+    run_id: &str,
+    mut visit: impl FnMut(i64, &str, Plain<'_>),
+) -> rusqlite::Result<()> {
     while let Some(row) = rows.next()? {
         let id: i64 = row.get(0)?;
         let op = row.get_ref(1)?.as_str()?;
