@@ -7,6 +7,7 @@
 
 mod bindings;
 mod bounded;
+mod bytes;
 pub mod cache;
 mod call;
 mod collected;
@@ -39,7 +40,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 /// How often the epoch advances: the resolution of step timeouts. 10 ms costs
@@ -319,10 +320,7 @@ impl Runtime {
         let engine = Engine::new(&wasm).map_err(engine_error)?;
         let mut linker = Linker::new(&engine);
         bounded::add_to_linker(&mut linker).map_err(engine_error)?;
-        v1::DynamicOp::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |state| state)
-            .map_err(engine_error)?;
-        v2::DynamicOp::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |state| state)
-            .map_err(engine_error)?;
+        host::add_to_linker(&mut linker).map_err(engine_error)?;
         // Always linked, so any op can import it; each request is refused
         // unless the op's policy allows its destination.
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(engine_error)?;

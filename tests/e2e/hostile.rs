@@ -252,6 +252,44 @@ config = { write_file = "/ro/result.txt" }
     assert!(!job.dir().join("ro/result.txt").exists());
 }
 
+/// A value larger than the host's budget for one call (the larger value
+/// limit plus 1 MiB, at least 128 MiB) is refused while it is still in the
+/// guest: the step fails with an output limit naming both limits, and the
+/// host never makes a copy of it.
+#[test]
+fn a_value_over_the_host_call_budget_is_refused_before_it_is_copied() {
+    let job = TestJob::new(
+        r#"name = "giant"
+[ops.emit]
+component = "{probe}"
+dynamic = true
+config.emit = [{ key = "giant", value = 1 }, { key = "ok", value = 2 }]
+[ops.op]
+component = "{probe}"
+dynamic = true
+inputs.v = { map = "emit" }
+config.on_key = { giant = "giant_emit" }
+limits = { memory_mib = 256, max_output_bytes = 8388608 }
+"#,
+    );
+    let out = job.run(&[]);
+    out.assert_code(1);
+    let giant = out.step("op[giant]");
+    assert_eq!(giant["failure"]["kind"], "output-limit", "{giant}");
+    let message = giant["failure"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("over both the `max_value_bytes` limit of 16777216 bytes"),
+        "{message}"
+    );
+    assert_eq!(out.step("op[ok]")["status"], "succeeded");
+    let rss = out.finished()["host_peak_rss_bytes"]
+        .as_u64()
+        .expect("peak RSS reported on Linux");
+    // The guest's own 144 MiB are mapped in the host process and count;
+    // a copy on the host's side would add another 144.
+    assert!(rss < 240 << 20, "host peak RSS {} MiB", rss >> 20);
+}
+
 #[test]
 fn fuel_limits_instructions_and_is_accounted() {
     let job = TestJob::new(

@@ -11,6 +11,7 @@
 //! `run` when the function is looked up, so a mismatch is an error, never a
 //! misread.
 
+use super::bytes::{FromGuest, ToGuest, list_to_flat, list_to_memory};
 use super::collected::CollectedItems;
 use super::signature::Version;
 use super::{CallError, InputData, StepCall};
@@ -49,7 +50,7 @@ struct Input<'a> {
 #[component(variant)]
 enum InputValue {
     #[component(name = "single")]
-    Single(Arc<[u8]>),
+    Single(ToGuest<Arc<[u8]>>),
     #[component(name = "collected")]
     Collected(Collection),
 }
@@ -67,7 +68,7 @@ struct Collection {
 #[component(record)]
 struct Item<'a> {
     keys: &'a [&'a str],
-    value: &'a [u8],
+    value: ToGuest<&'a [u8]>,
 }
 
 /// A `list<item>` lowered from the packed elements one at a time, so a
@@ -114,8 +115,7 @@ unsafe impl Lower for PackedItems {
         ty: InterfaceType,
         dst: &mut MaybeUninit<[ValRaw; 2]>,
     ) -> wasmtime::Result<()> {
-        let (ptr, len) = self.lower_list(cx, ty)?;
-        dst.write([ValRaw::i64(ptr as i64), ValRaw::i64(len as i64)]);
+        list_to_flat(dst, self.lower_list(cx, ty)?);
         Ok(())
     }
 
@@ -125,10 +125,8 @@ unsafe impl Lower for PackedItems {
         ty: InterfaceType,
         offset: usize,
     ) -> wasmtime::Result<()> {
-        let (ptr, len) = self.lower_list(cx, ty)?;
-        *cx.get::<4>(offset) = u32::try_from(ptr)?.to_le_bytes();
-        *cx.get::<4>(offset + 4) = u32::try_from(len)?.to_le_bytes();
-        Ok(())
+        let list = self.lower_list(cx, ty)?;
+        list_to_memory(cx, offset, list)
     }
 }
 
@@ -153,6 +151,7 @@ impl PackedItems {
         let mut offset = ptr;
         for (keys, value) in items.iter() {
             let keys: SmallVec<[&str; 4]> = keys.iter().collect();
+            let value = ToGuest(value);
             Item { keys: &keys, value }.linear_lower_to_memory(cx, elem, offset)?;
             offset += Item::SIZE32;
         }
@@ -170,9 +169,9 @@ struct FailedItem {
 }
 
 /// `run`'s result in 0.1.0: bytes or an error message.
-type ResultV1 = (Result<Vec<u8>, String>,);
+type ResultV1 = (Result<FromGuest, String>,);
 /// `run`'s result in 0.2.0: bytes, no value, or an error message.
-type ResultV2 = (Result<Option<Vec<u8>>, String>,);
+type ResultV2 = (Result<Option<FromGuest>, String>,);
 
 /// A component's `run` export, found once when the component is loaded.
 #[derive(Clone)]
@@ -234,19 +233,19 @@ pub(crate) fn run(
         Version::V1 => instance
             .get_typed_func::<(Context<'_>, &[Input<'_>]), ResultV1>(&mut *store, export.index)
             .and_then(|run| run.call(&mut *store, params))
-            .map(|(result,)| result.map(Some))
+            .map(|(result,)| result.map(|bytes| Some(bytes.0)))
             .map_err(CallError::Run),
         Version::V2 => instance
             .get_typed_func::<(Context<'_>, &[Input<'_>]), ResultV2>(&mut *store, export.index)
             .and_then(|run| run.call(&mut *store, params))
-            .map(|(result,)| result)
+            .map(|(result,)| result.map(|bytes| bytes.map(|b| b.0)))
             .map_err(CallError::Run),
     }
 }
 
 fn input_value(data: InputData) -> InputValue {
     match data {
-        InputData::Single(bytes) => InputValue::Single(bytes),
+        InputData::Single(bytes) => InputValue::Single(ToGuest(bytes)),
         InputData::Collected { items, failed } => InputValue::Collected(Collection {
             items: PackedItems(std::sync::Mutex::new(items)),
             failed: failed

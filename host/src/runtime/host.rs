@@ -8,12 +8,15 @@
 //! not help); a broken limit traps at once.
 
 use super::bindings::{v1, v2};
+use super::bytes::FromGuest;
 use super::failure::{FailureKind, OpFailure, Tripped};
 use super::policy::Limits;
 use super::sandbox::StepState;
 use super::types::ValueType;
 use crate::key::{KEY_RULE, MappingKey};
 use rustc_hash::FxHashSet;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{HasSelf, Linker};
 
 /// Receives the items a step emits, as it emits them, so that mapped steps can
 /// start while the emitter still runs.
@@ -349,87 +352,85 @@ impl StepState {
 }
 
 impl v1::dynhost::op::types::Host for StepState {}
-
-impl v1::dynhost::op::host::Host for StepState {
-    fn emit_dynamic(
-        &mut self,
-        key: String,
-        value: Vec<u8>,
-    ) -> wasmtime::Result<Result<(), String>> {
-        self.emit_item("result", key, value, Vec::new())
-    }
-
-    fn emit_dynamic_to(
-        &mut self,
-        output: String,
-        key: String,
-        value: Vec<u8>,
-    ) -> wasmtime::Result<Result<(), String>> {
-        self.emit_item(&output, key, value, Vec::new())
-    }
-
-    fn log(
-        &mut self,
-        level: v1::dynhost::op::types::Level,
-        message: String,
-    ) -> wasmtime::Result<()> {
-        // Both versions declare the same levels in the same order.
-        self.log_line(LEVELS[level as usize], &message);
-        Ok(())
-    }
-}
-
 impl v2::dynhost::op::types::Host for StepState {}
 
-impl v2::dynhost::op::host::Host for StepState {
-    fn emit_dynamic(
-        &mut self,
-        key: String,
-        value: Vec<u8>,
-    ) -> wasmtime::Result<Result<(), String>> {
-        self.emit_item("result", key, value, Vec::new())
-    }
+/// The `level` enum; both versions declare the same cases in the same order
+/// (wasmtime checks enums by their case names, so one type serves both).
+type Level = v2::dynhost::op::types::Level;
+/// A metadata entry (0.2.0).
+type Metadata = Vec<v2::dynhost::op::types::MetadataEntry>;
+/// What every value-taking host function returns: an error result the op
+/// sees, or a trap (a broken limit).
+type Answer = wasmtime::Result<(Result<(), String>,)>;
 
-    fn emit_dynamic_to(
-        &mut self,
-        output: String,
-        key: String,
-        value: Vec<u8>,
-    ) -> wasmtime::Result<Result<(), String>> {
-        self.emit_item(&output, key, value, Vec::new())
+/// Links both versions of `dynhost:op/host`, and their `types` (which has
+/// no functions). By hand rather than through `bindgen!`'s `add_to_linker`
+/// so that values arrive as [`FromGuest`], copied out in one piece (see
+/// `runtime::bytes`); the signatures are the WIT's, which wasmtime checks
+/// against each component's imports when it is loaded.
+pub(crate) fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
+    v1::dynhost::op::types::add_to_linker::<StepState, HasSelf<StepState>>(linker, |s| s)?;
+    v2::dynhost::op::types::add_to_linker::<StepState, HasSelf<StepState>>(linker, |s| s)?;
+    for version in ["0.1.0", "0.2.0"] {
+        let mut host = linker.instance(&format!("dynhost:op/host@{version}"))?;
+        host.func_wrap(
+            "emit-dynamic",
+            |mut store: StoreContextMut<'_, StepState>,
+             (key, value): (String, FromGuest)|
+             -> Answer {
+                let state = store.data_mut();
+                Ok((state.emit_item("result", key, value.0, Vec::new())?,))
+            },
+        )?;
+        host.func_wrap(
+            "emit-dynamic-to",
+            |mut store: StoreContextMut<'_, StepState>,
+             (output, key, value): (String, String, FromGuest)|
+             -> Answer {
+                let state = store.data_mut();
+                Ok((state.emit_item(&output, key, value.0, Vec::new())?,))
+            },
+        )?;
+        host.func_wrap(
+            "log",
+            |mut store: StoreContextMut<'_, StepState>,
+             (level, message): (Level, String)|
+             -> wasmtime::Result<()> {
+                store.data_mut().log_line(LEVELS[level as usize], &message);
+                Ok(())
+            },
+        )?;
+        if version == "0.1.0" {
+            continue;
+        }
+        host.func_wrap(
+            "emit",
+            |mut store: StoreContextMut<'_, StepState>,
+             (output, key, value, metadata): (String, String, FromGuest, Metadata)|
+             -> Answer {
+                let state = store.data_mut();
+                Ok((state.emit_item(&output, key, value.0, metadata)?,))
+            },
+        )?;
+        host.func_wrap(
+            "set-output",
+            |mut store: StoreContextMut<'_, StepState>,
+             (name, value): (String, FromGuest)|
+             -> Answer { Ok((store.data_mut().emits.set_output(&name, value.0)?,)) },
+        )?;
+        host.func_wrap(
+            "add-output-metadata",
+            |mut store: StoreContextMut<'_, StepState>,
+             (output, metadata): (String, Metadata)|
+             -> Answer {
+                Ok((store
+                    .data_mut()
+                    .emits
+                    .add_output_metadata(&output, metadata)?,))
+            },
+        )?;
     }
-
-    fn emit(
-        &mut self,
-        output: String,
-        key: String,
-        value: Vec<u8>,
-        metadata: Vec<v2::dynhost::op::types::MetadataEntry>,
-    ) -> wasmtime::Result<Result<(), String>> {
-        self.emit_item(&output, key, value, metadata)
-    }
-
-    fn set_output(&mut self, name: String, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
-        self.emits.set_output(&name, value)
-    }
-
-    fn add_output_metadata(
-        &mut self,
-        output: String,
-        metadata: Vec<v2::dynhost::op::types::MetadataEntry>,
-    ) -> wasmtime::Result<Result<(), String>> {
-        self.emits.add_output_metadata(&output, metadata)
-    }
-
-    fn log(
-        &mut self,
-        level: v2::dynhost::op::types::Level,
-        message: String,
-    ) -> wasmtime::Result<()> {
-        // Both versions declare the same levels in the same order.
-        self.log_line(LEVELS[level as usize], &message);
-        Ok(())
-    }
+    Ok(())
 }
 
 /// `level`'s cases, in WIT order.

@@ -297,6 +297,9 @@ fn misbehave(action: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
             }
         }
         "huge_emit" => emit_dynamic("huge", &vec![7u8; 64 << 20])?,
+        // Over the host's per-call byte budget (the larger value limit plus
+        // 1 MiB, and at least 128 MiB): refused before it is copied out.
+        "giant_emit" => emit_dynamic("giant", &vec![7u8; 144 << 20])?,
         "huge_result" => return Ok(Some(vec![b'x'; 64 << 20])),
         "bad_key" => emit_dynamic("no spaces allowed", b"0")?,
         "dup_key" => {
