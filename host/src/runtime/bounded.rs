@@ -208,7 +208,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<StepState>) -> Result<()> {
 /// written to stdout took 17 s of a debug build's step). Each calls the
 /// [`Bounded`] method the generated linking would, and converts its error
 /// the same way; the signatures are the WIT's (`wasi:io@0.2.12`,
-/// `wasi:filesystem@0.2.12`, which serve every 0.2.x import).
+/// `wasi:filesystem@0.2.12`, which serve every 0.2.x import; keep the
+/// version in step with wasmtime-wasi, or these stop shadowing and bytes
+/// cross element by element again).
 fn link_byte_calls(linker: &mut Linker<StepState>) -> Result<()> {
     type Store<'a> = StoreContextMut<'a, StepState>;
     type Stream<T> = Result<(std::result::Result<T, streams::StreamError>,)>;
